@@ -1,0 +1,10 @@
+"""Layers that own parameters (PyTorch's argument names and weight layouts), Sequential, and losses.
+
+Losses return ``(loss, grad_of_input)``: ``loss, dlogits = cross_entropy(logits, labels)``.
+"""
+from .module import Module, Parameter, Sequential  # noqa: F401
+from .linear import Linear  # noqa: F401
+from .conv import *  # noqa: F401,F403
+from .activation import *  # noqa: F401,F403
+from .norm import *  # noqa: F401,F403
+from ..ops.loss import *  # noqa: F401,F403

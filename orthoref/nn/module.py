@@ -1,0 +1,239 @@
+"""Parameter, Module and Sequential.
+
+A layer owns ``Parameter`` objects, calls a forward/backward op pair from ``orthoref.ops`` and keeps one
+cache (the last forward's), never a growing list. ``backward(grad_out)`` returns the gradient with respect
+to the layer's input and *accumulates* into each parameter's ``.grad`` (``None`` until the first backward,
+as in PyTorch).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from ..backend import get_array_module, to_numpy
+
+__all__ = ["Parameter", "Module", "Sequential", "check_input"]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _float_dtype(dtype, who="dtype"):
+    dt = np.dtype(dtype)
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{who} must be float32 or float64, got {dt}")
+    return dt
+
+
+class Parameter:
+    """A trainable array: ``.data`` (the value) and ``.grad`` (``None`` or an array like ``.data``)."""
+
+    __slots__ = ("data", "grad", "name")
+
+    def __init__(self, data, name: str | None = None):
+        self.data = data
+        self.grad = None
+        self.name = name
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def accumulate(self, g) -> None:
+        """``grad += g`` (``grad = g`` on the first call; ``g`` must be a fresh array the caller gives up)."""
+        if self.grad is None:
+            self.grad = g
+        else:
+            self.grad += g
+
+    def __repr__(self):
+        return f"Parameter(shape={tuple(self.shape)}, dtype={self.dtype})"
+
+
+def check_input(layer: str, x, ndim, channels=None, channel_axis=1, dtype=None, what="input"):
+    """Validate a layer input: array type, floating dtype (matching ``dtype`` if given), rank and channels.
+
+    ``ndim`` is an int or a tuple of accepted ranks. Raises ``TypeError``/``ValueError`` naming ``layer``,
+    what was expected and what came.
+    """
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{layer}: {what} must be an array, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{layer}: {what} must be float32 or float64, got dtype {x.dtype}")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"{layer}: {what} dtype {x.dtype} does not match the layer's parameters ({dtype}); "
+                        f"convert one of them (Module.to(dtype) or x.astype)")
+    ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if x.ndim not in ranks:
+        want = " or ".join(f"{r}-D" for r in ranks)
+        raise ValueError(f"{layer}: expected a {want} {what}, got shape {tuple(x.shape)}")
+    if channels is not None and x.shape[channel_axis] != channels:
+        raise ValueError(f"{layer}: expected {channels} channels/features on axis {channel_axis}, "
+                         f"got shape {tuple(x.shape)}")
+
+
+class Module:
+    """Base class of layers: ``forward``, ``backward``, parameters, buffers, train/eval, state dicts.
+
+    Subclasses store ``Parameter`` and ``Module`` attributes; they are found in attribute order.
+    Buffers (running statistics) are arrays whose attribute names are listed in ``_buffer_names``.
+    """
+
+    training = True
+    _buffer_names: tuple = ()
+
+    # -- the two passes -------------------------------------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, grad_out, input_grad: bool = True):
+        """Gradient w.r.t. the last forward's input (``None`` when ``input_grad`` is False); accumulates
+        parameter gradients into ``.grad``."""
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def _cached(self):
+        cache = getattr(self, "_cache", None)
+        if cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return cache
+
+    # -- traversal -------------------------------------------------------------------------------------
+    def children(self):
+        return [(k, v) for k, v in vars(self).items() if isinstance(v, Module)]
+
+    def named_parameters(self, prefix: str = ""):
+        for k, v in vars(self).items():
+            if isinstance(v, Parameter):
+                yield prefix + k, v
+            elif isinstance(v, Module):
+                yield from v.named_parameters(prefix + k + ".")
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix: str = ""):
+        for name in self._buffer_names:
+            yield prefix + name, getattr(self, name)
+        for k, child in self.children():
+            yield from child.named_buffers(prefix + k + ".")
+
+    def zero_grad(self) -> None:
+        """Reset every parameter's ``.grad`` to ``None`` (PyTorch's ``set_to_none=True``)."""
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode: bool = True):
+        self.training = bool(mode)
+        for _, child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, dtype):
+        """Cast parameters and floating buffers to ``dtype`` in place; returns ``self``."""
+        dt = _float_dtype(dtype)
+        for p in self.parameters():
+            p.data = p.data.astype(dt, copy=False)
+            p.grad = None
+        self._cast_buffers(dt)
+        return self
+
+    def _cast_buffers(self, dt):
+        for name in self._buffer_names:
+            b = getattr(self, name)
+            if b is not None and b.dtype.kind == "f":
+                setattr(self, name, b.astype(dt, copy=False))
+        for _, child in self.children():
+            child._cast_buffers(dt)
+
+    # -- state -----------------------------------------------------------------------------------------
+    def state_dict(self):
+        """Parameters and buffers as host NumPy copies, keyed as PyTorch would (``0.weight``, ...)."""
+        out = OrderedDict()
+        for k, p in self.named_parameters():
+            out[k] = to_numpy(p.data).copy()
+        for k, b in self.named_buffers():
+            out[k] = np.array(to_numpy(b), copy=True)
+        return out
+
+    def load_state_dict(self, state) -> None:
+        """Load a ``state_dict``; every key must be present with the right shape (no partial loads)."""
+        params = dict(self.named_parameters())
+        buffers = dict(self.named_buffers())
+        expected = set(params) | set(buffers)
+        missing, unexpected = expected - set(state), set(state) - expected
+        if missing or unexpected:
+            raise ValueError(f"load_state_dict: missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}")
+        for k, p in params.items():
+            if tuple(np.shape(state[k])) != tuple(p.shape):
+                raise ValueError(f"load_state_dict: {k} has shape {np.shape(state[k])}, expected {tuple(p.shape)}")
+        for k, p in params.items():
+            xp = get_array_module(p.data)
+            p.data = xp.asarray(state[k], dtype=p.dtype).copy()
+        for k in buffers:
+            owner, attr = self._owner(k)
+            old = getattr(owner, attr)
+            xp = get_array_module(old)
+            setattr(owner, attr, xp.asarray(state[k], dtype=old.dtype).copy())
+
+    def _owner(self, dotted):
+        *path, attr = dotted.split(".")
+        owner = self
+        for part in path:
+            owner = getattr(owner, part)
+        return owner, attr
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        kids = self.children()
+        if not kids:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"  ({k}): " + repr(v).replace("\n", "\n  ") for k, v in kids]
+        return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Layers applied in order; ``backward`` runs them in reverse.
+
+    The first layer is asked for no input gradient when ``backward(..., input_grad=False)`` (the default
+    of a training step on data), which saves the largest GEMM of an MLP or CNN, as autograd does.
+    """
+
+    def __init__(self, *layers):
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: argument {i} must be a Module, got {type(layer).__name__}")
+            setattr(self, str(i), layer)
+        self._layers = list(layers)
+
+    def __len__(self):
+        return len(self._layers)
+
+    def __getitem__(self, i):
+        return self._layers[i]
+
+    def __iter__(self):
+        return iter(self._layers)
+
+    def forward(self, x):
+        for layer in self._layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad_out, input_grad: bool = True):
+        g = grad_out
+        last = len(self._layers) - 1
+        for i in range(last, -1, -1):
+            g = self._layers[i].backward(g, input_grad=input_grad or i > 0)
+        return g

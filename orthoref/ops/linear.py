@@ -1,0 +1,71 @@
+"""Affine map ``y = x Wᵀ + b`` (PyTorch's ``F.linear``; weight layout ``(out_features, in_features)``)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..oracle.registry import OpSpec, Sample, from_pair, register
+
+__all__ = ["linear_forward", "linear_backward"]
+
+
+def linear_forward(x, w, b=None):
+    """``y = x Wᵀ + b``.
+
+    Parameters
+    ----------
+    x : (..., in_features) array
+    w : (out_features, in_features) array
+    b : (out_features,) array or None
+
+    Returns
+    -------
+    y : (..., out_features) array
+    cache : what ``linear_backward`` needs
+    """
+    y = x @ w.T
+    if b is not None:
+        y += b
+    return y, (x, w, b is not None)
+
+
+def linear_backward(dy, cache, need_dx=True):
+    """Gradients of ``y = x Wᵀ + b``.
+
+    .. math::  \\bar x = \\bar y W, \\qquad \\bar W = \\bar y^\\top x, \\qquad \\bar b = \\textstyle\\sum_n \\bar y_n
+
+    Returns ``(dx, dw, db)``; ``dx`` is ``None`` when ``need_dx`` is False, ``db`` when there is no bias.
+    Leading batch axes of ``x`` are flattened for one GEMM each.
+    """
+    x, w, has_b = cache
+    dy2 = dy.reshape(-1, dy.shape[-1])
+    x2 = x.reshape(-1, x.shape[-1])
+    dw = dy2.T @ x2
+    db = dy2.sum(axis=0) if has_b else None
+    dx = (dy @ w) if need_dx else None
+    return dx, dw, db
+
+
+# ---------------------------------------------------------------------------------------------------------
+def _samples(rng, dtype):
+    return [
+        Sample((rng.standard_normal((5, 7)).astype(dtype), rng.standard_normal((4, 7)).astype(dtype),
+                rng.standard_normal(4).astype(dtype)), label="2-D"),
+        Sample((rng.standard_normal((2, 3, 6)).astype(dtype), rng.standard_normal((5, 6)).astype(dtype),
+                rng.standard_normal(5).astype(dtype)), label="3-D batch"),
+    ]
+
+
+def _samples_nobias(rng, dtype):
+    return [Sample((rng.standard_normal((6, 3)).astype(dtype), rng.standard_normal((8, 3)).astype(dtype)))]
+
+
+def _torch_linear(x, w, b=None):
+    import torch.nn.functional as F
+    return (F.linear(x, w, b),)
+
+
+register(OpSpec("linear", from_pair(linear_forward, linear_backward), _samples, torch=_torch_linear,
+                doc="y = x W^T + b"))
+register(OpSpec("linear_nobias", from_pair(linear_forward, lambda dy, c: linear_backward(dy, c)[:2]),
+                _samples_nobias, torch=_torch_linear, doc="y = x W^T"))
