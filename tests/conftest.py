@@ -19,3 +19,17 @@ def spec_samples(dtype=np.float64):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_single_thread():
+    """Tiny PyTorch calls are far slower with a thread pool on a loaded 2-core machine."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

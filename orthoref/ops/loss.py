@@ -1,1 +1,214 @@
-"""(placeholder: being written)"""
+"""Losses: ``loss, grad = LOSS(prediction, target, reduction="mean")``.
+
+The loss comes back as an array of the prediction's dtype: a 0-d array for ``reduction="mean"`` or
+``"sum"`` (``float(loss)`` gives the Python number), shape ``(N,)`` / the input's shape for
+``reduction="none"``. ``grad`` is the gradient of the *returned* loss (for ``"none"``: of the sum of the
+per-element losses, i.e. every row is the gradient of its own loss) with respect to the prediction, with
+the prediction's shape and dtype. Both are exported as ``orthoref.nn.cross_entropy`` / ``orthoref.nn.mse``.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from ..oracle.registry import OpSpec, Sample, from_loss, register
+
+__all__ = ["cross_entropy", "mse", "REDUCTIONS"]
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(who, reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{who}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def _check_float_array(who, name, a):
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got {type(a).__name__}")
+    if a.dtype.kind != "f":
+        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got dtype {a.dtype}")
+
+
+def _check_cross_entropy(logits, labels):
+    _check_float_array("cross_entropy", "logits", logits)
+    if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
+        raise ValueError(f"cross_entropy: logits must have shape (N, C) with N, C >= 1, "
+                         f"got shape {tuple(logits.shape)}")
+    N, C = logits.shape
+    if not hasattr(labels, "dtype"):
+        raise TypeError(f"cross_entropy: labels must be an integer array of shape ({N},), "
+                        f"got {type(labels).__name__}")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: labels must be an integer array of shape ({N},) holding class "
+                        f"indices, got dtype {labels.dtype}")
+    if tuple(labels.shape) != (N,):
+        raise ValueError(f"cross_entropy: labels must have shape ({N},) for logits of shape ({N}, {C}), "
+                         f"got shape {tuple(labels.shape)}")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= C:
+        raise ValueError(f"cross_entropy: labels must lie in [0, {C - 1}] (C = {C} classes), "
+                         f"got values in [{lo}, {hi}]")
+    xp = get_array_module(logits)
+    if not bool(xp.isfinite(logits).all()):
+        raise ValueError("cross_entropy: logits must be finite, got NaN or Inf")
+
+
+def cross_entropy(logits, labels, reduction="mean"):
+    """Softmax cross-entropy with integer class labels (PyTorch's ``F.cross_entropy`` without weights,
+    ``ignore_index`` or label smoothing).
+
+    .. math::  \\ell_n = \\log \\sum_c e^{z_{nc}} - z_{n y_n}
+               = \\log \\sum_c e^{z_{nc} - m_n} - (z_{n y_n} - m_n), \\quad m_n = \\max_c z_{nc}
+
+    .. math::  \\frac{\\partial \\ell_n}{\\partial z_{nc}} = \\operatorname{softmax}(z_n)_c - [c = y_n]
+
+    Subtracting the row maximum keeps every exponent in :math:`(-\\infty, 0]`, so logits of any finite
+    size (1e4, 1e30) give a finite loss and gradient.
+
+    Parameters
+    ----------
+    logits : (N, C) float array
+    labels : (N,) integer array
+        Class indices in ``[0, C)``.
+    reduction : {"mean", "sum", "none"}
+
+    Returns
+    -------
+    loss : 0-d array (``"mean"``, ``"sum"``) or (N,) array (``"none"``), dtype of ``logits``
+    dlogits : (N, C) array
+        Gradient of ``loss`` (of ``loss.sum()`` for ``"none"``) with respect to ``logits``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Non-float logits, non-integer labels, wrong shapes, labels out of range, NaN/Inf logits.
+    """
+    _check_reduction("cross_entropy", reduction)
+    _check_cross_entropy(logits, labels)
+    xp = get_array_module(logits)
+    N = logits.shape[0]
+    rows = xp.arange(N)
+    z = logits - logits.max(axis=1, keepdims=True)
+    picked = z[rows, labels]
+    e = xp.exp(z, out=z)
+    s = e.sum(axis=1, keepdims=True)
+    losses = xp.log(s[:, 0])
+    losses -= picked
+    if reduction == "mean":
+        s *= N
+        e /= s                                    # softmax / N
+        e[rows, labels] -= 1 / N
+        return xp.asarray(losses.sum() / N), e    # sum / N, as PyTorch's mean reduction
+    e /= s
+    e[rows, labels] -= 1
+    if reduction == "sum":
+        return xp.asarray(losses.sum()), e
+    return losses, e
+
+
+def mse(pred, target, reduction="mean"):
+    """Mean squared error (PyTorch's ``F.mse_loss``).
+
+    .. math::  \\ell = \\frac1n \\sum_i (p_i - t_i)^2, \\qquad
+               \\frac{\\partial \\ell}{\\partial p} = \\frac2n (p - t)
+
+    (``"sum"``: without the :math:`1/n`; ``"none"``: the element-wise squares and :math:`2(p - t)`).
+
+    Parameters
+    ----------
+    pred : (...) float array
+    target : (...) float array
+        Same shape and dtype as ``pred`` (no broadcasting, no silent up-casting).
+    reduction : {"mean", "sum", "none"}
+
+    Returns
+    -------
+    loss : 0-d array (``"mean"``, ``"sum"``) or an array like ``pred`` (``"none"``), dtype of ``pred``
+    dpred : array like ``pred``
+        Gradient with respect to ``pred``; the gradient with respect to ``target`` is ``-dpred``.
+    """
+    _check_reduction("mse", reduction)
+    _check_float_array("mse", "pred", pred)
+    _check_float_array("mse", "target", target)
+    if tuple(target.shape) != tuple(pred.shape):
+        raise ValueError(f"mse: target must have the shape of pred {tuple(pred.shape)}, "
+                         f"got shape {tuple(target.shape)}")
+    if target.dtype != pred.dtype:
+        raise TypeError(f"mse: target must have the dtype of pred ({pred.dtype}), got {target.dtype}; "
+                        f"convert one of them with .astype")
+    if pred.size == 0:
+        raise ValueError(f"mse: pred must not be empty, got shape {tuple(pred.shape)}")
+    xp = get_array_module(pred)
+    diff = pred - target
+    sq = diff * diff
+    if reduction == "none":
+        diff *= 2
+        return sq, diff
+    if reduction == "mean":
+        diff *= 2 / pred.size
+        return xp.asarray(sq.sum() / pred.size), diff
+    diff *= 2
+    return xp.asarray(sq.sum()), diff
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Registry
+def _ce_none_apply(logits, labels, reduction="none"):
+    losses, grad = cross_entropy(logits, labels, reduction=reduction)
+
+    def vjp(cotangents):
+        (dl,) = cotangents
+        return (grad * dl.reshape(-1, 1), None)
+    return (losses,), vjp
+
+
+def _mse_apply(pred, target, reduction="mean"):
+    value, grad = mse(pred, target, reduction=reduction)
+
+    def vjp(cotangents):
+        (dl,) = cotangents
+        g = grad * dl
+        return (g, -g)
+    return (value,), vjp
+
+
+def _ce_samples(rng, dtype):
+    return [
+        Sample(((2.0 * rng.standard_normal((6, 5))).astype(dtype), rng.integers(0, 5, 6)), label="mean"),
+        Sample(((3.0 * rng.standard_normal((4, 10))).astype(dtype), rng.integers(0, 10, 4)),
+               {"reduction": "sum"}, label="sum"),
+        Sample((rng.standard_normal((1, 3)).astype(dtype), rng.integers(0, 3, 1)), label="N=1"),
+    ]
+
+
+def _ce_none_samples(rng, dtype):
+    return [Sample(((2.0 * rng.standard_normal((5, 4))).astype(dtype), rng.integers(0, 4, 5)),
+                   {"reduction": "none"}, label="none")]
+
+
+def _mse_samples(rng, dtype):
+    return [
+        Sample((rng.standard_normal((5, 3)).astype(dtype), rng.standard_normal((5, 3)).astype(dtype)),
+               label="mean"),
+        Sample((rng.standard_normal((2, 3, 4)).astype(dtype), rng.standard_normal((2, 3, 4)).astype(dtype)),
+               {"reduction": "sum"}, label="sum"),
+        Sample((rng.standard_normal((4, 2)).astype(dtype), rng.standard_normal((4, 2)).astype(dtype)),
+               {"reduction": "none"}, label="none"),
+    ]
+
+
+def _torch_cross_entropy(logits, labels, reduction="mean"):
+    import torch.nn.functional as F
+    return (F.cross_entropy(logits, labels, reduction=reduction),)
+
+
+def _torch_mse(pred, target, reduction="mean"):
+    import torch.nn.functional as F
+    return (F.mse_loss(pred, target, reduction=reduction),)
+
+
+register(OpSpec("cross_entropy", from_loss(cross_entropy), _ce_samples, torch=_torch_cross_entropy,
+                kind="loss", doc="softmax cross-entropy with integer labels, mean or sum"))
+register(OpSpec("cross_entropy_none", _ce_none_apply, _ce_none_samples, torch=_torch_cross_entropy,
+                kind="loss", doc="softmax cross-entropy, per-sample losses"))
+register(OpSpec("mse", _mse_apply, _mse_samples, torch=_torch_mse, kind="loss",
+                doc="mean squared error; differentiable in pred and target"))

@@ -1,1 +1,234 @@
-"""(placeholder: being written)"""
+"""Batch normalization (PyTorch's ``F.batch_norm``): ``y, cache = batch_norm_forward(...)``,
+``dx, dgamma, dbeta = batch_norm_backward(dy, cache)``.
+
+Channels are on axis 1; statistics are taken over every other axis, so ``(N, C)``, ``(N, C, L)`` and
+``(N, C, H, W)`` inputs share one code path.
+"""
+from __future__ import annotations
+
+import numbers
+
+from ..backend import get_array_module
+from ..oracle.registry import OpSpec, Sample, register
+
+__all__ = ["batch_norm_forward", "batch_norm_backward"]
+
+
+def _stat_axes(x):
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm: x must have shape (N, C, ...) with at least 2 dimensions, "
+                         f"got shape {tuple(x.shape)}")
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _per_channel(a, name, x):
+    """A ``(C,)`` vector as ``(1, C, 1, ...)`` for broadcasting against ``x``."""
+    C = x.shape[1]
+    if tuple(a.shape) != (C,):
+        raise ValueError(f"batch_norm: {name} must have shape ({C},) for input shape {tuple(x.shape)}, "
+                         f"got {tuple(a.shape)}")
+    return a.reshape((1, C) + (1,) * (x.ndim - 2))
+
+
+def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    """Batch normalization over all axes but the channel axis 1, exactly as PyTorch.
+
+    Training mode normalizes with the batch mean and the *biased* batch variance
+    (:math:`n = N \\prod \\text{spatial}` values per channel):
+
+    .. math::  \\mu = \\frac1n \\sum x, \\qquad \\sigma^2 = \\frac1n \\sum (x - \\mu)^2, \\qquad
+               \\hat x = \\frac{x - \\mu}{\\sqrt{\\sigma^2 + \\epsilon}}, \\qquad y = \\gamma \\hat x + \\beta
+
+    and, when running buffers are given, updates them **in place** with the *unbiased* variance:
+
+    .. math::  m \\leftarrow (1 - \\text{momentum})\\, m + \\text{momentum}\\, \\mu, \\qquad
+               v \\leftarrow (1 - \\text{momentum})\\, v + \\text{momentum}\\, \\frac{n}{n-1} \\sigma^2
+
+    Eval mode (``training=False``) normalizes with the running statistics instead.
+
+    Parameters
+    ----------
+    x : (N, C, ...) float array
+    gamma, beta : (C,) arrays or None
+        Affine scale and shift (``None``: no affine transform, as ``affine=False``).
+    running_mean, running_var : (C,) arrays or None
+        Running statistics, updated in place in training mode; required in eval mode.
+    training : bool
+        Use (and update) batch statistics.
+    momentum : float
+        Weight of the new batch in the running averages. PyTorch's ``momentum=None`` (cumulative
+        average) is the layer's business: it passes ``1 / num_batches_tracked`` here, as PyTorch does.
+    eps : float
+        Added to the variance.
+
+    Returns
+    -------
+    y : (N, C, ...) array, dtype of ``x``
+    cache : what ``batch_norm_backward`` needs (``x̂``, ``1/√(σ²+ε)``, ``γ``, mode)
+
+    Raises
+    ------
+    ValueError
+        In training mode with a single value per channel (PyTorch's "Expected more than 1 value per
+        channel when training"), on shape mismatches, or in eval mode without running statistics.
+
+    Reference: Ioffe & Szegedy, "Batch normalization: accelerating deep network training by reducing
+    internal covariate shift", ICML 2015.
+    """
+    axes = _stat_axes(x)
+    xp = get_array_module(x)
+    C = x.shape[1]
+    n = x.size // C if C else 0
+    g = None if gamma is None else _per_channel(gamma, "gamma (weight)", x)
+    b = None if beta is None else _per_channel(beta, "beta (bias)", x)
+    if training:
+        if n <= 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input "
+                             f"shape {tuple(x.shape)}")
+        if momentum is None or isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
+            raise TypeError(f"batch_norm: momentum must be a real number (for PyTorch's momentum=None pass "
+                            f"1/num_batches_tracked, as the BatchNorm layers do), got {momentum!r}")
+        mean = x.mean(axis=axes, keepdims=True)
+        xc = x - mean
+        var = (xc * xc).mean(axis=axes, keepdims=True)          # biased
+        inv_std = 1 / xp.sqrt(var + eps)
+        xhat = xc
+        xhat *= inv_std
+        m = float(momentum)
+        if running_mean is not None:
+            _per_channel(running_mean, "running_mean", x)
+            running_mean *= 1 - m
+            running_mean += m * mean.reshape(C).astype(running_mean.dtype, copy=False)
+        if running_var is not None:
+            _per_channel(running_var, "running_var", x)
+            unbiased = var.reshape(C) * (n / (n - 1))
+            running_var *= 1 - m
+            running_var += m * unbiased.astype(running_var.dtype, copy=False)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm: running_mean and running_var are required in eval mode "
+                             "(training=False)")
+        rm = _per_channel(running_mean, "running_mean", x)
+        rv = _per_channel(running_var, "running_var", x)
+        inv_std = (1 / xp.sqrt(rv + eps)).astype(x.dtype, copy=False)
+        xhat = (x - rm.astype(x.dtype, copy=False)) * inv_std
+    if g is None:
+        y = xhat if b is None else xhat + b
+    else:
+        y = xhat * g
+        if b is not None:
+            y += b
+    return y, (xhat, inv_std, g, b is not None, bool(training), axes, n)
+
+
+def batch_norm_backward(dy, cache, need_dx=True):
+    """Gradients of batch normalization.
+
+    With :math:`\\bar\\beta = \\sum \\bar y` and :math:`\\bar\\gamma = \\sum \\bar y \\odot \\hat x`
+    (sums over every axis but 1), training mode uses the compact closed form
+
+    .. math::  \\bar x = \\frac{\\gamma}{\\sqrt{\\sigma^2 + \\epsilon}}
+               \\left(\\bar y - \\frac{\\bar\\beta}{n} - \\hat x \\, \\frac{\\bar\\gamma}{n}\\right)
+
+    and eval mode (constant statistics) the affine form
+    :math:`\\bar x = \\bar y\\, \\gamma / \\sqrt{v + \\epsilon}`.
+
+    Returns
+    -------
+    (dx, dgamma, dbeta)
+        ``dgamma``/``dbeta`` are ``None`` without an affine transform; ``dx`` is ``None`` when
+        ``need_dx`` is False.
+    """
+    xhat, inv_std, g, has_b, training, axes, n = cache
+    C = xhat.shape[1]
+    full = training and need_dx                       # the training-mode dx needs both sums
+    dbeta = dy.sum(axis=axes, keepdims=True) if (has_b or full) else None
+    dgamma = (dy * xhat).sum(axis=axes, keepdims=True) if (g is not None or full) else None
+    dx = None
+    if need_dx:
+        scale = inv_std if g is None else g * inv_std
+        if training:
+            inv_n = 1.0 / n
+            dx = dy - dbeta * inv_n
+            dx -= xhat * (dgamma * inv_n)
+            dx *= scale
+        else:
+            dx = dy * scale
+    return (dx,
+            None if g is None else dgamma.reshape(C),
+            dbeta.reshape(C) if has_b else None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Registry. Running statistics travel as tuples of Python floats in Sample.kwargs (plain values that the
+# PyTorch side can read too); each call builds fresh buffers from them, so repeated finite-difference calls
+# see the same state.
+def _bn_apply(x, gamma=None, beta=None, *, training=True, running_mean=None, running_var=None,
+              momentum=0.1, eps=1e-5):
+    xp = get_array_module(x)
+    C = x.shape[1]
+    rm = xp.zeros(C, x.dtype) if running_mean is None else xp.asarray(running_mean, dtype=x.dtype)
+    rv = xp.ones(C, x.dtype) if running_var is None else xp.asarray(running_var, dtype=x.dtype)
+    y, cache = batch_norm_forward(x, gamma, beta, rm, rv, training, momentum, eps)
+
+    def vjp(cotangents):
+        dx, dg, db = batch_norm_backward(cotangents[0], cache)
+        return (dx,) if gamma is None else (dx, dg, db)
+    return (y,), vjp
+
+
+def _torch_batch_norm(x, weight=None, bias=None, *, training=True, running_mean=None, running_var=None,
+                      momentum=0.1, eps=1e-5, track_running_stats=True, num_features=None, dtype=None):
+    """PyTorch reference for the op and the BatchNorm layers (``num_features`` and ``dtype`` are the
+    layers' builder arguments, ignored here)."""
+    import torch
+    import torch.nn.functional as F
+    C = x.shape[1]
+    if not track_running_stats:
+        rm = rv = None
+        training = True               # nn.BatchNorm without running stats uses batch statistics always
+    else:
+        rm = (torch.zeros(C, dtype=x.dtype) if running_mean is None
+              else torch.tensor(running_mean, dtype=x.dtype))
+        rv = (torch.ones(C, dtype=x.dtype) if running_var is None
+              else torch.tensor(running_var, dtype=x.dtype))
+    return (F.batch_norm(x, rm, rv, weight, bias, training, momentum, eps),)
+
+
+def _running_stats(rng, C):
+    mean = tuple(float(v) for v in 0.5 * rng.standard_normal(C))
+    var = tuple(float(v) for v in rng.uniform(0.5, 2.0, C))
+    return mean, var
+
+
+def _affine(rng, C, dtype):
+    return (rng.uniform(0.5, 1.5, C).astype(dtype), rng.standard_normal(C).astype(dtype))
+
+
+def _bn_train_samples(rng, dtype):
+    return [
+        Sample((rng.standard_normal((6, 4)).astype(dtype),) + _affine(rng, 4, dtype), label="(N,C)"),
+        Sample((rng.standard_normal((3, 4, 5)).astype(dtype),) + _affine(rng, 4, dtype), label="(N,C,L)"),
+        Sample((rng.standard_normal((2, 3, 4, 5)).astype(dtype),) + _affine(rng, 3, dtype),
+               {"eps": 1e-3}, label="(N,C,H,W)"),
+        Sample((rng.standard_normal((5, 3, 4)).astype(dtype),), label="no affine"),
+    ]
+
+
+def _bn_eval_samples(rng, dtype):
+    out = []
+    for shape, label in (((5, 4), "eval (N,C)"), ((2, 3, 3, 4), "eval (N,C,H,W)")):
+        C = shape[1]
+        mean, var = _running_stats(rng, C)
+        out.append(Sample((rng.standard_normal(shape).astype(dtype),) + _affine(rng, C, dtype),
+                          {"training": False, "running_mean": mean, "running_var": var}, label=label))
+    mean, var = _running_stats(rng, 3)
+    out.append(Sample((rng.standard_normal((4, 3, 2)).astype(dtype),),
+                      {"training": False, "running_mean": mean, "running_var": var}, label="eval, no affine"))
+    return out
+
+
+register(OpSpec("batch_norm", _bn_apply, _bn_train_samples, torch=_torch_batch_norm,
+                doc="batch normalization, training mode (batch statistics)"))
+register(OpSpec("batch_norm_eval", _bn_apply, _bn_eval_samples, torch=_torch_batch_norm,
+                doc="batch normalization, eval mode (running statistics)"))

@@ -92,16 +92,14 @@ def from_pair(forward, backward, n_out: int = 1):
     return apply
 
 
-def from_loss(loss_fn, n_diff: int = 1):
-    """``apply`` for a loss ``(value, grad) = loss_fn(pred, target, **kw)``: the first ``n_diff`` inputs
-    are differentiable."""
+def from_loss(loss_fn):
+    """``apply`` for a loss ``(value, grad) = loss_fn(pred, target, **kw)`` whose target is not
+    differentiable (integer labels): the vjp is ``(grad * ȳ, None)``."""
     def apply(*inputs, **kwargs):
         value, grad = loss_fn(*inputs, **kwargs)
 
         def vjp(cotangents):
-            (dl,) = cotangents
-            grads = [grad * dl] + [None] * (len(inputs) - 1)
-            return tuple(grads)
+            return (grad * cotangents[0],) + (None,) * (len(inputs) - 1)
         return (value,), vjp
     return apply
 
