@@ -1,0 +1,205 @@
+"""Adam, AMSGrad and AdamW (PyTorch's update formulas)."""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from .optimizer import Optimizer, _check_bool, _check_nonneg, _check_unit
+
+__all__ = ["Adam", "AdamW"]
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba, 2015) with PyTorch's exact update (``torch.optim.Adam``, PyTorch 2.x).
+
+    For each parameter :math:`\theta` with gradient :math:`g_t` (parameters whose ``.grad`` is ``None``
+    are skipped), with learning rate :math:`\gamma`, betas :math:`(\beta_1, \beta_2)`, weight decay
+    :math:`\lambda` and step count :math:`t = 1, 2, \dots` (per parameter):
+
+    .. math::
+
+        d_t &= \pm g_t \qquad (-g_t \text{ when } \texttt{maximize}) \\
+        d_t &\leftarrow d_t + \lambda\,\theta_{t-1}
+            \qquad \text{(L2 decay: Adam)} \quad\text{or}\quad
+            \theta_{t-1} \leftarrow (1 - \gamma\lambda)\,\theta_{t-1}
+            \qquad \text{(decoupled decay: AdamW)} \\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\, d_t \\
+        v_t &= \beta_2 v_{t-1} + (1-\beta_2)\, d_t^2 \\
+        \hat v_t &= \max(\hat v_{t-1}, v_t) \ \text{(amsgrad)}, \qquad \hat v_t = v_t \ \text{(otherwise)} \\
+        \theta_t &= \theta_{t-1} - \frac{\gamma}{1-\beta_1^t}\,
+            \frac{m_t}{\sqrt{\hat v_t}\,/\sqrt{1-\beta_2^t} + \epsilon}
+
+    with :math:`m_0 = v_0 = \hat v_0 = 0`. This is PyTorch's arrangement: the bias corrections
+    :math:`1-\beta_1^t` and :math:`\sqrt{1-\beta_2^t}` are computed in double precision on the host,
+    :math:`\epsilon` is added *after* the second-moment correction, and the maximum of AMSGrad is kept
+    over the uncorrected :math:`v_t` (``max_exp_avg_sq``).
+
+    Parameters
+    ----------
+    params : iterable of Parameter, or list of dict
+        Parameters, or parameter groups ``{"params": [...], "lr": ...}`` overriding the defaults below.
+    lr : float, default 1e-3
+        :math:`\gamma \ge 0`.
+    betas : (float, float), default (0.9, 0.999)
+        :math:`0 \le \beta_1, \beta_2 < 1`.
+    eps : float, default 1e-8
+        :math:`\epsilon \ge 0`.
+    weight_decay : float, default 0
+        :math:`\lambda \ge 0`, L2 (added to the gradient) unless ``decoupled_weight_decay``.
+    amsgrad : bool, default False
+        Use the running maximum of :math:`v_t` (Reddi et al., 2018).
+    maximize : bool, default False
+        Maximize the objective.
+    decoupled_weight_decay : bool, default False
+        Decay the weights directly (AdamW); PyTorch's flag of the same name.
+
+    Notes
+    -----
+    State per parameter: ``"step"`` (int), ``"exp_avg"`` (:math:`m`), ``"exp_avg_sq"`` (:math:`v`) and,
+    with ``amsgrad``, ``"max_exp_avg_sq"`` (:math:`\hat v`), as in PyTorch. The positional order of the
+    arguments is PyTorch's; ``maximize`` and ``decoupled_weight_decay`` are keyword-only, as there.
+
+    The last line is evaluated as the same quantity with numerator and denominator multiplied by
+    :math:`\sqrt{1-\beta_2^t}`,
+
+    .. math::
+
+        \theta_t = \theta_{t-1} - \frac{\gamma\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,
+            \frac{m_t}{\sqrt{\hat v_t} + \epsilon\sqrt{1-\beta_2^t}},
+
+    which saves one division pass; the results differ from PyTorch's by rounding only (a few ulps).
+
+    The step runs in place with the parameter's array module (NumPy or CuPy) and dtype: float32 stays
+    float32 (the scalars are Python floats). It makes twelve passes over each parameter with ``out=``
+    ufuncs and one scratch buffer shared by all parameters, and never writes ``p.grad``.
+    """
+
+    _name = "Adam"
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
+                 maximize=False, decoupled_weight_decay=False):
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                        maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
+        self._validate_group(dict(defaults))
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group):
+        who = self._name
+        group["lr"] = _check_nonneg("lr", group["lr"], who)
+        betas = group["betas"]
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise ValueError(f"{who}: betas must be a pair (beta1, beta2), got {betas!r}")
+        group["betas"] = (_check_unit("betas[0]", betas[0], who), _check_unit("betas[1]", betas[1], who))
+        group["eps"] = _check_nonneg("eps", group["eps"], who)
+        group["weight_decay"] = _check_nonneg("weight_decay", group["weight_decay"], who)
+        group["amsgrad"] = _check_bool("amsgrad", group["amsgrad"], who)
+        group["maximize"] = _check_bool("maximize", group["maximize"], who)
+        group["decoupled_weight_decay"] = _check_bool("decoupled_weight_decay", group["decoupled_weight_decay"],
+                                                      who)
+
+    def _state_keys(self, group):
+        keys = ("step", "exp_avg", "exp_avg_sq")
+        return keys + ("max_exp_avg_sq",) if group["amsgrad"] else keys
+
+    def _step_group(self, group):
+        lr = float(group["lr"])
+        beta1, beta2 = (float(b) for b in group["betas"])
+        eps = float(group["eps"])
+        wd = float(group["weight_decay"])
+        amsgrad = bool(group["amsgrad"])
+        decoupled = bool(group["decoupled_weight_decay"])
+        sign = -1.0 if group["maximize"] else 1.0
+        for p in group["params"]:
+            g = p.grad
+            if g is None:
+                continue
+            w = p.data
+            xp = get_array_module(w)
+            state = self.state.get(p)
+            if state is None:
+                state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(w), "exp_avg_sq": xp.zeros_like(w)}
+                if amsgrad:
+                    state["max_exp_avg_sq"] = xp.zeros_like(w)
+            state["step"] = t = state["step"] + 1
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            s = self._scratch(p)
+
+            # d = sign*g (+ wd*w): materialized (in a second scratch) only for L2 decay; otherwise the
+            # sign goes into the scalars, so that .grad is never written.
+            d, dsign = g, sign
+            if wd != 0:
+                if decoupled:
+                    w *= 1.0 - lr * wd
+                else:
+                    d, dsign = self._scratch(p, 1), 1.0
+                    xp.multiply(w, wd, out=d)
+                    if sign > 0:
+                        d += g
+                    else:
+                        d -= g
+
+            # m = beta1*m + (1-beta1)*d
+            m *= beta1
+            xp.multiply(d, (1.0 - beta1) * dsign, out=s)
+            m += s
+            # v = beta2*v + (1-beta2)*d*d
+            v *= beta2
+            xp.multiply(d, d, out=s)
+            s *= 1.0 - beta2
+            v += s
+            if amsgrad:
+                vmax = state["max_exp_avg_sq"]
+                xp.maximum(vmax, v, out=vmax)
+                v = vmax
+
+            bias_correction1 = 1.0 - beta1 ** t
+            bias_correction2 = 1.0 - beta2 ** t
+            step_size = lr / bias_correction1
+            bias_correction2_sqrt = bias_correction2 ** 0.5
+            # PyTorch: w -= step_size * m / (sqrt(v)/bc2_sqrt + eps). Multiplying numerator and
+            # denominator by bc2_sqrt gives the same value with one pass (a division) fewer:
+            # w -= (step_size*bc2_sqrt) * m / (sqrt(v) + eps*bc2_sqrt).
+            xp.sqrt(v, out=s)
+            s += eps * bias_correction2_sqrt
+            xp.divide(m, s, out=s)
+            s *= step_size * bias_correction2_sqrt
+            w -= s
+
+
+class AdamW(Adam):
+    r"""AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay, PyTorch's exact update
+    (``torch.optim.AdamW``, PyTorch 2.x).
+
+    Before the Adam step (see :class:`Adam`, with :math:`d_t = \pm g_t`, no L2 term) the weights decay
+    directly:
+
+    .. math::
+
+        \theta_{t-1} &\leftarrow (1 - \gamma\lambda)\,\theta_{t-1} \\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\, d_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2)\, d_t^2 \\
+        \theta_t &= \theta_{t-1} - \frac{\gamma}{1-\beta_1^t}\,
+            \frac{m_t}{\sqrt{\hat v_t}\,/\sqrt{1-\beta_2^t} + \epsilon}
+
+    with :math:`\hat v_t = \max(\hat v_{t-1}, v_t)` under ``amsgrad`` and :math:`v_t` otherwise.
+
+    Parameters
+    ----------
+    params : iterable of Parameter, or list of dict
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+    weight_decay : float, default 1e-2
+        :math:`\lambda \ge 0` (PyTorch's AdamW default).
+    amsgrad : bool, default False
+    maximize : bool, default False
+
+    Notes
+    -----
+    Same state and state dict as :class:`Adam` (groups carry ``decoupled_weight_decay=True``).
+    """
+
+    _name = "AdamW"
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True)

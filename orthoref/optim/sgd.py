@@ -1,0 +1,151 @@
+"""Stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay (PyTorch's SGD)."""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from .optimizer import Optimizer, _check_bool, _check_nonneg, _check_real
+
+__all__ = ["SGD"]
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent, with PyTorch's exact update (``torch.optim.SGD``, PyTorch 2.x).
+
+    For each parameter :math:`\theta` with gradient :math:`g_t` (parameters whose ``.grad`` is ``None``
+    are skipped), with learning rate :math:`\gamma`, weight decay :math:`\lambda`, momentum :math:`\mu`
+    and dampening :math:`\tau`:
+
+    .. math::
+
+        d_t &= \pm g_t + \lambda\,\theta_{t-1}
+              \qquad (-g_t \text{ when } \texttt{maximize}) \\
+        b_t &= \begin{cases} d_t & t = 1 \\ \mu\, b_{t-1} + (1-\tau)\, d_t & t > 1 \end{cases} \\
+        d_t &\leftarrow \begin{cases} d_t + \mu\, b_t & \texttt{nesterov} \\ b_t & \text{otherwise}
+              \end{cases} \qquad (\text{only when } \mu \ne 0) \\
+        \theta_t &= \theta_{t-1} - \gamma\, d_t
+
+    The momentum buffer starts as the first :math:`d_t` itself (no dampening on the first step) and the
+    weight decay is L2 (added to the gradient), both as in PyTorch.
+
+    Parameters
+    ----------
+    params : iterable of Parameter, or list of dict
+        Parameters, or parameter groups ``{"params": [...], "lr": ...}`` overriding the defaults below.
+    lr : float, default 1e-3
+        Learning rate :math:`\gamma \ge 0` (PyTorch 2.x's default).
+    momentum : float, default 0
+        :math:`\mu \ge 0`.
+    dampening : float, default 0
+        :math:`\tau` (any value; PyTorch does not restrict it).
+    weight_decay : float, default 0
+        :math:`\lambda \ge 0`.
+    nesterov : bool, default False
+        Nesterov momentum; requires ``momentum > 0`` and ``dampening == 0`` (PyTorch's rule).
+    maximize : bool, default False
+        Maximize the objective (ascend the gradient).
+
+    Notes
+    -----
+    The positional order of the arguments is PyTorch's (``lr, momentum, dampening, weight_decay,
+    nesterov``); ``maximize`` is keyword-only, as there.
+
+    State per parameter: ``"momentum_buffer"`` (an array like the parameter), created on the first step
+    with a gradient and only when ``momentum != 0``, as in PyTorch (plain SGD keeps no state).
+    ``p.data`` is updated in place in its own dtype and array module; ``p.grad`` is never modified.
+    """
+
+    _NULLABLE_STATE = ("momentum_buffer",)
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
+                 maximize=False):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                        weight_decay=weight_decay, maximize=maximize)
+        self._validate_group(dict(defaults))
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group):
+        who = "SGD"
+        group["lr"] = _check_nonneg("lr", group["lr"], who)
+        group["momentum"] = _check_nonneg("momentum", group["momentum"], who)
+        group["dampening"] = _check_real("dampening", group["dampening"], who)
+        group["weight_decay"] = _check_nonneg("weight_decay", group["weight_decay"], who)
+        group["nesterov"] = _check_bool("nesterov", group["nesterov"], who)
+        group["maximize"] = _check_bool("maximize", group["maximize"], who)
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError(f"{who}: Nesterov momentum requires a momentum and zero dampening "
+                             f"(nesterov=True, momentum={group['momentum']}, dampening={group['dampening']})")
+
+    def _state_keys(self, group):
+        return ("momentum_buffer",)
+
+    def _step_group(self, group):
+        lr = float(group["lr"])
+        mu = float(group["momentum"])
+        damp = float(group["dampening"])
+        wd = float(group["weight_decay"])
+        nesterov = bool(group["nesterov"])
+        sign = -1.0 if group["maximize"] else 1.0
+        for p in group["params"]:
+            g = p.grad
+            if g is None:
+                continue
+            xp = get_array_module(p.data)
+            w = p.data
+            s = self._scratch(p)
+            # d = sign*g + wd*w: materialized in s only when weight decay is on; otherwise d is
+            # (sign, g) and the sign goes into the scalars, so that .grad is never written.
+            if wd != 0:
+                xp.multiply(w, wd, out=s)
+                if sign > 0:
+                    s += g
+                else:
+                    s -= g
+                d, dsign = s, 1.0
+            else:
+                d, dsign = g, sign
+            if mu != 0:
+                state = self.state.get(p)
+                if state is None:
+                    state = self.state[p] = {"momentum_buffer": None}
+                buf = state["momentum_buffer"]
+                if buf is None:
+                    buf = xp.empty_like(w)
+                    if dsign > 0:
+                        xp.copyto(buf, d)
+                    else:
+                        xp.negative(d, out=buf)
+                    state["momentum_buffer"] = buf
+                else:
+                    buf *= mu
+                    c = (1.0 - damp) * dsign
+                    if d is s and c == 1.0:
+                        buf += s
+                    elif d is s:
+                        s2 = self._scratch(p, 1) if nesterov else s
+                        xp.multiply(s, c, out=s2)
+                        buf += s2
+                    else:
+                        xp.multiply(g, c, out=s)
+                        buf += s
+                if nesterov:
+                    # d + mu*buf
+                    if d is s:
+                        s2 = self._scratch(p, 1)
+                        xp.multiply(buf, mu, out=s2)
+                        s += s2
+                    else:
+                        xp.multiply(buf, mu, out=s)
+                        if dsign > 0:
+                            s += g
+                        else:
+                            s -= g
+                    s *= lr
+                    w -= s
+                else:
+                    xp.multiply(buf, lr, out=s)
+                    w -= s
+            elif d is s:
+                s *= lr
+                w -= s
+            else:
+                xp.multiply(g, lr * dsign, out=s)
+                w -= s
