@@ -1,1 +1,224 @@
-"""(placeholder: being written)"""
+"""Convolution, pooling and flatten layers (PyTorch's argument names, weight layout and default init).
+
+Each layer keeps the cache of its last forward and validates its input (rank, channels, dtype, spatial
+size) with errors naming the layer, the expected and the received shape.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import host_rng
+from ..oracle.registry import OpSpec, from_layer, register
+from ..ops.conv import _conv_geometry, _conv_padding, _pair, conv2d_backward, conv2d_forward
+from ..ops.conv import _samples as _conv_samples, _torch_conv2d
+from ..ops.pool import (
+    _avg_samples, _flat_dims, _flatten_samples, _gap_samples, _max_samples, _pool_args, _pool_geometry,
+    _torch_avg_pool2d, _torch_flatten, _torch_global_avg_pool2d, _torch_max_pool2d, avg_pool2d_backward,
+    avg_pool2d_forward, flatten_backward, flatten_forward, global_avg_pool2d_backward,
+    global_avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,
+)
+from .linear import kaiming_uniform_default
+from .module import Module, Parameter, _float_dtype, check_input
+
+__all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten"]
+
+
+def _positive_int(v, name, who):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v <= 0:
+        raise ValueError(f"{who}: {name} must be a positive int, got {v!r}")
+    return int(v)
+
+
+class Conv2d(Module):
+    """2-D convolution ``y = W ⋆ x + b`` (PyTorch's ``nn.Conv2d``).
+
+    Weight ``(out_channels, in_channels / groups, kh, kw)``, bias ``(out_channels,)``, both drawn from
+    ``U(-1/√fan_in, 1/√fan_in)`` with ``fan_in = in_channels / groups · kh · kw`` (PyTorch's default).
+    Input ``(N, C, H, W)`` or ``(C, H, W)``; see :func:`orthoref.ops.conv2d_forward` for the formula and
+    the arguments (``padding`` may be an int, a pair, ``"valid"`` or ``"same"``).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, *, rng=None, dtype=np.float32):
+        who = "Conv2d"
+        self.in_channels = _positive_int(in_channels, "in_channels", who)
+        self.out_channels = _positive_int(out_channels, "out_channels", who)
+        self.groups = _positive_int(groups, "groups", who)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"{who}: in_channels={in_channels} and out_channels={out_channels} must both be "
+                             f"divisible by groups={groups}")
+        self.kernel_size = _pair(kernel_size, "kernel_size", who)
+        self.stride = _pair(stride, "stride", who)
+        self.dilation = _pair(dilation, "dilation", who)
+        _conv_padding(padding, self.kernel_size, self.stride, self.dilation, who)     # validates
+        self.padding = padding if isinstance(padding, str) else _pair(padding, "padding", who, minimum=0)
+        dt = _float_dtype(dtype)
+        gen = host_rng(rng)
+        fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self.weight = Parameter(kaiming_uniform_default(shape, fan_in, gen, dt))
+        self.bias = (Parameter(kaiming_uniform_default((self.out_channels,), fan_in, gen, dt)) if bias
+                     else None)
+        self._cache = None
+
+    def _kwargs(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+
+    def forward(self, x):
+        check_input("Conv2d", x, ndim=(3, 4), channels=self.in_channels, channel_axis=-3,
+                    dtype=self.weight.dtype)
+        _conv_geometry(x.shape, self.weight.shape, self.stride, self.padding, self.dilation, "Conv2d")
+        b = None if self.bias is None else self.bias.data
+        y, self._cache = conv2d_forward(x, self.weight.data, b, **self._kwargs())
+        return y
+
+    def backward(self, grad_out, input_grad=True):
+        dx, dw, db = conv2d_backward(grad_out, self._cached(), need_dx=input_grad)
+        self.weight.accumulate(dw)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+             f"padding={self.padding!r}")
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class _Pool(Module):
+    """Shared checks of the parameter-free pooling layers."""
+
+    def _check(self, x):
+        check_input(type(self).__name__, x, ndim=(3, 4))
+
+    def backward(self, grad_out, input_grad=True):
+        return self._grad(grad_out, self._cached()) if input_grad else None
+
+
+class MaxPool2d(_Pool):
+    """Max pooling (PyTorch's ``nn.MaxPool2d``, ``ceil_mode=False``): ``stride`` defaults to
+    ``kernel_size``, ``padding`` (with ``-inf``) at most half the kernel. The gradient of a window goes to
+    its first maximal element in row-major order, as on PyTorch's CPU."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
+        _pool_args(kernel_size, stride, padding, dilation, "MaxPool2d")
+        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+        self._cache = None
+
+    def forward(self, x):
+        self._check(x)
+        _pool_geometry(x.shape, self.kernel_size, self.stride, self.padding, self.dilation, "MaxPool2d")
+        y, self._cache = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation)
+        return y
+
+    _grad = staticmethod(max_pool2d_backward)
+
+    def extra_repr(self):
+        stride = self.kernel_size if self.stride is None else self.stride
+        return f"kernel_size={self.kernel_size}, stride={stride}, padding={self.padding}, dilation={self.dilation}"
+
+
+class AvgPool2d(_Pool):
+    """Average pooling (PyTorch's ``nn.AvgPool2d``, ``ceil_mode=False``): ``stride`` defaults to
+    ``kernel_size``; ``count_include_pad`` divides by ``kh kw`` (True) or by the number of non-padding
+    elements of the window (False); ``divisor_override`` replaces either."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True, divisor_override=None):
+        _pool_args(kernel_size, stride, padding, 1, "AvgPool2d")
+        if divisor_override is not None:
+            _positive_int(divisor_override, "divisor_override", "AvgPool2d")
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.count_include_pad, self.divisor_override = bool(count_include_pad), divisor_override
+        self._cache = None
+
+    def forward(self, x):
+        self._check(x)
+        _pool_geometry(x.shape, self.kernel_size, self.stride, self.padding, 1, "AvgPool2d")
+        y, self._cache = avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
+                                            self.count_include_pad, self.divisor_override)
+        return y
+
+    _grad = staticmethod(avg_pool2d_backward)
+
+    def extra_repr(self):
+        stride = self.kernel_size if self.stride is None else self.stride
+        s = f"kernel_size={self.kernel_size}, stride={stride}, padding={self.padding}"
+        if not self.count_include_pad:
+            s += ", count_include_pad=False"
+        if self.divisor_override is not None:
+            s += f", divisor_override={self.divisor_override}"
+        return s
+
+
+class GlobalAvgPool2d(_Pool):
+    """Mean over the spatial axes: ``(N, C, H, W) -> (N, C)`` (``(C, H, W) -> (C,)``)."""
+
+    def __init__(self):
+        self._cache = None
+
+    def forward(self, x):
+        self._check(x)
+        if x.shape[-1] * x.shape[-2] == 0:
+            raise ValueError(f"GlobalAvgPool2d: empty spatial extent in input of shape {tuple(x.shape)}")
+        y, self._cache = global_avg_pool2d_forward(x)
+        return y
+
+    _grad = staticmethod(global_avg_pool2d_backward)
+
+
+class Flatten(Module):
+    """Merge axes ``start_dim..end_dim`` into one (PyTorch's ``nn.Flatten``; defaults keep the batch axis)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        for name, v in (("start_dim", start_dim), ("end_dim", end_dim)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"Flatten: {name} must be an int, got {v!r}")
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+        self._cache = None
+
+    def forward(self, x):
+        check_input("Flatten", x, ndim=tuple(range(1, 33)))
+        _flat_dims(x.ndim, self.start_dim, self.end_dim, "Flatten")
+        y, self._cache = flatten_forward(x, self.start_dim, self.end_dim)
+        return y
+
+    def backward(self, grad_out, input_grad=True):
+        return flatten_backward(grad_out, self._cached()) if input_grad else None
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Registry: the layers on the ops' samples.
+
+def _build_conv(w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
+    layer = Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride, padding, dilation, groups,
+                   bias=b is not None, dtype=w.dtype, rng=0)
+    layer.weight.data = w
+    if b is not None:
+        layer.bias.data = b
+    return layer, [p for p in (layer.weight, layer.bias) if p is not None]
+
+
+def _stateless(cls):
+    def build(**kwargs):
+        return cls(**kwargs), []
+    return build
+
+
+register(OpSpec("nn.Conv2d", from_layer(_build_conv), _conv_samples, torch=_torch_conv2d, kind="layer"))
+register(OpSpec("nn.MaxPool2d", from_layer(_stateless(MaxPool2d)), _max_samples, torch=_torch_max_pool2d,
+                kind="layer"))
+register(OpSpec("nn.AvgPool2d", from_layer(_stateless(AvgPool2d)), _avg_samples, torch=_torch_avg_pool2d,
+                kind="layer"))
+register(OpSpec("nn.GlobalAvgPool2d", from_layer(_stateless(GlobalAvgPool2d)), _gap_samples,
+                torch=_torch_global_avg_pool2d, kind="layer"))
+register(OpSpec("nn.Flatten", from_layer(_stateless(Flatten)), _flatten_samples, torch=_torch_flatten,
+                kind="layer"))

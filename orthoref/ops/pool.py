@@ -1,1 +1,372 @@
-"""(placeholder: being written)"""
+"""Pooling and flattening (PyTorch's ``F.max_pool2d``, ``F.avg_pool2d``, ``x.mean((-2, -1))``,
+``torch.flatten``).
+
+A pooling window is visited tap by tap: tap ``(i, j)`` of every window at once is the strided view
+``x_p[..., i d_h :: s_h, j d_w :: s_w]`` of shape ``(..., Ho, Wo)`` (``x_p`` the padded input), so a pool
+is ``kh kw`` vectorized element-wise steps and its backward ``kh kw`` strided slice-adds. The views keep the
+memory layout of the input (the convolutions hand over NCHW-shaped views of batch-last (C, H, W, N)
+buffers).
+
+Inputs are ``(N, C, H, W)`` or unbatched ``(C, H, W)``; outputs keep the input's dtype.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..oracle.registry import OpSpec, Sample, from_pair, register
+from .conv import Geometry, _crop, _geometry, _pad, _pair, _tap
+
+__all__ = [
+    "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+    "global_avg_pool2d_forward", "global_avg_pool2d_backward", "flatten_forward", "flatten_backward",
+]
+
+
+def _pool_args(kernel_size, stride, padding, dilation, who):
+    """Kernel, stride, dilation and padding pairs, with PyTorch's rule ``2 p <= d (k - 1) + 1``."""
+    kernel = _pair(kernel_size, "kernel_size", who)
+    stride = kernel if stride is None else _pair(stride, "stride", who)
+    dilation = _pair(dilation, "dilation", who)
+    pad = _pair(padding, "padding", who, minimum=0)
+    for p, k, d in zip(pad, kernel, dilation):
+        if 2 * p > d * (k - 1) + 1:
+            raise ValueError(f"{who}: padding {padding!r} must be at most half of the (dilated) kernel size "
+                             f"{kernel_size!r}")
+    return kernel, stride, dilation, pad
+
+
+def _pool_geometry(shape, kernel_size, stride, padding, dilation=1, who="pool2d") -> Geometry:
+    """Geometry of a pool on an input of ``shape`` (3-D or 4-D); ValueError naming ``who`` otherwise."""
+    if len(shape) not in (3, 4):
+        raise ValueError(f"{who}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, "
+                         f"got shape {tuple(shape)}")
+    kernel, stride, dilation, (ph, pw) = _pool_args(kernel_size, stride, padding, dilation, who)
+    return _geometry(tuple(shape[-2:]), kernel, stride, (ph, ph, pw, pw), dilation, who)
+
+
+def _taps(g: Geometry):
+    return [(i, j) for i in range(g.kh) for j in range(g.kw)]
+
+
+def _zeros_like_padded(x, g: Geometry):
+    """Zero gradient buffer for the padded input, in the memory layout of ``x`` when unpadded."""
+    xp = get_array_module(x)
+    if g.has_padding:
+        return xp.zeros(x.shape[:-2] + g.padded, dtype=x.dtype)
+    return xp.zeros_like(x)
+
+
+def _in_layout_of(a, ref):
+    """``a`` with its axes laid out in memory in the order of ``ref``'s (a copy only when they differ):
+    element-wise steps that mix two layouts are several times slower than either."""
+    def order(arr):
+        return sorted(range(arr.ndim), key=lambda k: -abs(arr.strides[k]))
+    want = order(ref)
+    if order(a) == want:
+        return a
+    xp = get_array_module(a)
+    inverse = tuple(int(k) for k in np.argsort(want))
+    out = xp.empty([a.shape[k] for k in want], dtype=a.dtype).transpose(inverse)
+    out[...] = a
+    return out
+
+
+def _disjoint(g: Geometry):
+    """True when no input element lies in two windows (so the backward may assign instead of add)."""
+    return g.sh >= g.dh * (g.kh - 1) + 1 and g.sw >= g.dw * (g.kw - 1) + 1
+
+
+def _tiles(g: Geometry):
+    """True when the windows tile the padded input exactly (each element in exactly one window)."""
+    Hp, Wp = g.padded
+    return ((g.kh == 1 or g.dh == 1) and (g.kw == 1 or g.dw == 1) and g.sh == g.kh and g.sw == g.kw
+            and g.Ho * g.sh == Hp and g.Wo * g.sw == Wp)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Max pooling.
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1):
+    """Max pooling, PyTorch's ``F.max_pool2d`` (``ceil_mode=False``).
+
+    .. math::  y[\\dots, h, w] = \\max_{i < k_h,\\, j < k_w} x_p[\\dots,\\, h s_h + i d_h,\\, w s_w + j d_w]
+
+    with ``x_p`` padded by ``-inf`` (padding at most half the dilated kernel, PyTorch's rule).
+
+    Parameters
+    ----------
+    x : (N, C, H, W) or (C, H, W) array
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding, dilation : int or (int, int)
+
+    Returns
+    -------
+    y : (N, C, Ho, Wo) array
+    cache : the padded input and ``y`` (the backward finds each window's first maximum)
+
+    Notes
+    -----
+    Ties: the gradient goes to the *first* maximal element of a window in row-major order, as PyTorch's
+    CPU kernel (which replaces its running maximum only by a strictly greater value). A NaN makes the
+    output NaN, as in PyTorch; its gradient then goes to the window's last element (PyTorch's: to the
+    last NaN).
+    """
+    xp = get_array_module(x)
+    g = _pool_geometry(x.shape, kernel_size, stride, padding, dilation, "max_pool2d")
+    xpad = _pad(x, g, value=-np.inf)
+    taps = [_tap(xpad, i, j, g) for i, j in _taps(g)]
+    y = xp.maximum(taps[0], taps[1]) if len(taps) > 1 else taps[0].copy(order="K")
+    for t in taps[2:]:
+        xp.maximum(y, t, out=y)
+    return y, (g, xpad, y.copy(order="K"))                  # a copy: callers may modify y in place
+
+
+def max_pool2d_backward(dy, cache):
+    """Gradient of ``max_pool2d_forward``: ``dy`` routed to each window's first maximal element,
+
+    .. math::  \\bar x_p[\\dots, h s_h + i d_h, w s_w + j d_w] \\mathrel{+}= \\bar y[\\dots, h, w]\\,
+               [\\,(i, j) = \\min\\{(i', j') : x_p[\\dots, h s_h + i' d_h, w s_w + j' d_w] = y[\\dots, h, w]\\}\\,]
+
+    (the minimum in row-major order). Returns ``dx`` shaped like ``x``.
+    """
+    g, xpad, y = cache
+    xp = get_array_module(dy)
+    dy = _in_layout_of(dy, y)
+    dxpad = xp.empty_like(xpad) if _tiles(g) else xp.zeros_like(xpad)    # every element written once
+    disjoint = _disjoint(g)
+    taps = _taps(g)
+    taken = None                                   # windows whose maximum was found at an earlier tap
+    for k, (i, j) in enumerate(taps):
+        if k == 0:
+            first = taken = _tap(xpad, i, j, g) == y
+        elif k < len(taps) - 1:
+            first = xp.greater(_tap(xpad, i, j, g) == y, taken)       # equal, and not taken before
+            taken |= first
+        else:
+            first = ~taken                         # the last tap holds the maximum if no earlier one did
+        view = _tap(dxpad, i, j, g)
+        if disjoint:
+            xp.multiply(dy, first, out=view)
+        else:
+            view += dy * first
+    return _crop(dxpad, g)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Average pooling.
+
+def _avg_divisor(x, g: Geometry, count_include_pad, divisor_override):
+    """Number each window's sum is divided by: ``kh kw``, the override, or (``count_include_pad=False``)
+    the count of non-padding elements, an ``(Ho, Wo)`` array."""
+    if divisor_override is not None:
+        if isinstance(divisor_override, (bool, np.bool_)) or int(divisor_override) != divisor_override \
+                or divisor_override <= 0:
+            raise ValueError(f"avg_pool2d: divisor_override must be a positive int, got {divisor_override!r}")
+        return float(divisor_override)
+    if count_include_pad or not g.has_padding:
+        return float(g.kh * g.kw)
+    xp = get_array_module(x)
+
+    def counts(n_out, s, k, p, n):
+        pos = np.arange(n_out)[:, None] * s + np.arange(k)[None, :]
+        return ((pos >= p) & (pos < p + n)).sum(axis=1)
+    ch = counts(g.Ho, g.sh, g.kh, g.pt, g.H)
+    cw = counts(g.Wo, g.sw, g.kw, g.pl, g.W)
+    return xp.asarray(np.outer(ch, cw).astype(x.dtype))
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True, divisor_override=None):
+    """Average pooling, PyTorch's ``F.avg_pool2d`` (``ceil_mode=False``).
+
+    .. math::  y[\\dots, h, w] = \\frac{1}{D_{hw}} \\sum_{i < k_h,\\, j < k_w} x_p[\\dots,\\, h s_h + i,\\, w s_w + j]
+
+    with ``x_p`` zero-padded (padding at most half the kernel) and ``D = k_h k_w`` when
+    ``count_include_pad``, else the number of window elements inside the unpadded input;
+    ``divisor_override`` replaces ``D`` when given.
+
+    Parameters
+    ----------
+    x : (N, C, H, W) or (C, H, W) array
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding : int or (int, int)
+    count_include_pad : bool
+    divisor_override : int, optional
+
+    Returns
+    -------
+    y : (N, C, Ho, Wo) array
+    cache : the geometry, the divisor and the input's shape and dtype
+    """
+    g = _pool_geometry(x.shape, kernel_size, stride, padding, 1, "avg_pool2d")
+    div = _avg_divisor(x, g, count_include_pad, divisor_override)
+    xpad = _pad(x, g, value=0.0)
+    taps = _taps(g)
+    y = _tap(xpad, 0, 0, g).copy(order="K")
+    for i, j in taps[1:]:
+        y += _tap(xpad, i, j, g)
+    y /= div
+    return y, (g, x, div)
+
+
+def avg_pool2d_backward(dy, cache):
+    """Gradient of ``avg_pool2d_forward``: every window element receives ``ȳ / D``,
+
+    .. math::  \\bar x_p[\\dots, h s_h + i, w s_w + j] \\mathrel{+}= \\bar y[\\dots, h, w] / D_{hw} .
+
+    Returns ``dx`` shaped like ``x``.
+    """
+    g, x, div = cache
+    share = _in_layout_of(dy, x) / div
+    dxpad = _zeros_like_padded(x, g)
+    for i, j in _taps(g):
+        _tap(dxpad, i, j, g)[...] += share
+    return _crop(dxpad, g)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Global average pooling and flatten.
+
+def global_avg_pool2d_forward(x):
+    """Mean over the two spatial axes.
+
+    .. math::  y[n, c] = \\frac{1}{HW} \\sum_{h, w} x[n, c, h, w]
+
+    Parameters
+    ----------
+    x : (N, C, H, W) or (C, H, W) array
+
+    Returns
+    -------
+    y : (N, C) or (C,) array
+    cache : the input's shape
+    """
+    if x.ndim not in (3, 4):
+        raise ValueError(f"global_avg_pool2d: expected a 3-D or 4-D input, got shape {tuple(x.shape)}")
+    if x.shape[-1] * x.shape[-2] == 0:
+        raise ValueError(f"global_avg_pool2d: empty spatial extent in input of shape {tuple(x.shape)}")
+    return x.mean(axis=(-2, -1)), (x.shape, x.dtype)
+
+
+def global_avg_pool2d_backward(dy, cache):
+    """``x̄[n, c, h, w] = ȳ[n, c] / (H W)``; returns ``dx`` shaped like ``x``."""
+    shape, dtype = cache
+    xp = get_array_module(dy)
+    dx = xp.empty(shape, dtype=dtype)
+    dx[...] = (dy / (shape[-1] * shape[-2]))[..., None, None]
+    return dx
+
+
+def _flat_dims(ndim, start_dim, end_dim, who="flatten"):
+    if ndim == 0:
+        raise ValueError(f"{who}: cannot flatten a 0-D array")
+    s = start_dim + ndim if start_dim < 0 else start_dim
+    e = end_dim + ndim if end_dim < 0 else end_dim
+    if not (0 <= s < ndim and 0 <= e < ndim):
+        raise ValueError(f"{who}: start_dim={start_dim}, end_dim={end_dim} out of range for a {ndim}-D input")
+    if s > e:
+        raise ValueError(f"{who}: start_dim={start_dim} comes after end_dim={end_dim} (for a {ndim}-D input)")
+    return s, e
+
+
+def flatten_forward(x, start_dim=1, end_dim=-1):
+    """Merge axes ``start_dim..end_dim`` into one (``torch.flatten``; a copy only if the layout needs it).
+
+    .. math::  y[n, (c, h, w)] = x[n, c, h, w] \\quad (\\text{row-major order of } (c, h, w))
+
+    Returns ``y`` and the input's shape.
+    """
+    s, e = _flat_dims(x.ndim, start_dim, end_dim)
+    shape = tuple(x.shape)
+    return x.reshape(shape[:s] + (math.prod(shape[s: e + 1]),) + shape[e + 1:]), shape
+
+
+def flatten_backward(dy, cache):
+    """``dx = dy.reshape(x.shape)``."""
+    return dy.reshape(cache)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Registry samples: small shapes (the checker also runs element-wise), inputs off kinks.
+
+def _distinct_values(rng, shape, dtype, gap=0.1):
+    """Values spaced at least ``0.6 gap`` apart (a shuffled grid plus small noise, centred): no ties, and no
+    window maximum changes within a finite-difference step of ``< 0.2 gap``."""
+    n = math.prod(shape)
+    v = (rng.permutation(n) - (n - 1) / 2) * gap + rng.uniform(-0.2 * gap, 0.2 * gap, size=n)
+    return v.reshape(shape).astype(dtype)
+
+
+def _max_samples(rng, dtype):
+    return [
+        Sample((_distinct_values(rng, (2, 2, 4, 6), dtype),), {"kernel_size": 2}, "2x2"),
+        Sample((_distinct_values(rng, (1, 2, 7, 6), dtype),), {"kernel_size": 3, "stride": 2, "padding": 1},
+               "3x3 stride 2 pad 1 (overlap)"),
+        Sample((_distinct_values(rng, (1, 3, 5, 7), dtype),), {"kernel_size": (2, 3), "stride": (1, 2)},
+               "2x3 stride (1, 2)"),
+        Sample((_distinct_values(rng, (1, 2, 7, 7), dtype),), {"kernel_size": 2, "stride": 1, "dilation": 2,
+                                                            "padding": 1}, "dilation 2"),
+        Sample((_distinct_values(rng, (2, 5, 5), dtype),), {"kernel_size": 2}, "unbatched, odd size"),
+    ]
+
+
+def _avg_samples(rng, dtype):
+    def x(shape):
+        return rng.standard_normal(shape).astype(dtype)
+    return [
+        Sample((x((2, 2, 4, 6)),), {"kernel_size": 2}, "2x2"),
+        Sample((x((1, 2, 7, 6)),), {"kernel_size": 3, "stride": 2, "padding": 1}, "pad, include"),
+        Sample((x((1, 2, 7, 6)),), {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False},
+               "pad, exclude"),
+        Sample((x((1, 3, 5, 7)),), {"kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 0),
+                                    "count_include_pad": False}, "2x3 exclude"),
+        Sample((x((2, 5, 5)),), {"kernel_size": 3, "stride": 1, "padding": 1, "divisor_override": 5},
+               "unbatched, divisor_override"),
+    ]
+
+
+def _gap_samples(rng, dtype):
+    return [Sample((rng.standard_normal((2, 3, 4, 5)).astype(dtype),), label="4-D"),
+            Sample((rng.standard_normal((3, 2, 6)).astype(dtype),), label="unbatched")]
+
+
+def _flatten_samples(rng, dtype):
+    return [Sample((rng.standard_normal((2, 3, 4, 5)).astype(dtype),), label="default"),
+            Sample((rng.standard_normal((2, 3, 4, 5)).astype(dtype),), {"start_dim": 0, "end_dim": 1},
+                   "dims 0..1"),
+            Sample((rng.standard_normal((2, 3, 4, 5)).astype(dtype),), {"start_dim": -2}, "start -2")]
+
+
+def _torch_max_pool2d(x, **kwargs):
+    import torch.nn.functional as F
+    return (F.max_pool2d(x, **kwargs),)
+
+
+def _torch_avg_pool2d(x, **kwargs):
+    import torch.nn.functional as F
+    return (F.avg_pool2d(x, **kwargs),)
+
+
+def _torch_global_avg_pool2d(x):
+    return (x.mean((-2, -1)),)
+
+
+def _torch_flatten(x, start_dim=1, end_dim=-1):
+    import torch
+    return (torch.flatten(x, start_dim, end_dim),)
+
+
+register(OpSpec("max_pool2d", from_pair(max_pool2d_forward, max_pool2d_backward), _max_samples,
+                torch=_torch_max_pool2d, doc="max pooling, gradient to the first maximum"))
+register(OpSpec("avg_pool2d", from_pair(avg_pool2d_forward, avg_pool2d_backward), _avg_samples,
+                torch=_torch_avg_pool2d, doc="average pooling"))
+register(OpSpec("global_avg_pool2d", from_pair(global_avg_pool2d_forward, global_avg_pool2d_backward),
+                _gap_samples, torch=_torch_global_avg_pool2d, doc="mean over H, W"))
+register(OpSpec("flatten", from_pair(flatten_forward, flatten_backward), _flatten_samples,
+                torch=_torch_flatten, doc="torch.flatten"))

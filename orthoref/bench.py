@@ -1,0 +1,191 @@
+"""Side-by-side timing of orthoref and PyTorch CPU in one process (``orthoref bench --vs torch``).
+
+Both sides get the same thread count (``threadpoolctl`` for NumPy's BLAS, ``torch.set_num_threads`` for
+PyTorch), the same weights and the same batch; each is warmed up, then timed in alternating rounds, and the
+median per-step time is reported with the ratio orthoref / PyTorch (below 1 means orthoref is faster).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+from . import __version__
+from .backend import asarray, get_array_module, host_rng, to_numpy, using
+from .models import mlp, small_cnn
+from .nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, cross_entropy
+from .optim import Adam
+
+__all__ = ["CASES", "make_case", "run", "format_results", "train_step"]
+
+# name -> (model builder, input shape, batch)
+CASES = {
+    "mlp_train_step": dict(build=lambda rng: mlp((784, 512, 256, 10), rng=rng), shape=(784,), batch=128,
+                           about="MLP 784-512-256-10, ReLU, cross-entropy, Adam, batch 128, float32"),
+    "cnn_train_step": dict(build=lambda rng: small_cnn(rng=rng), shape=(1, 28, 28), batch=64,
+                           about="CNN conv(1,32,3)-relu-pool2-conv(32,64,3)-relu-pool2-linear(3136,10), "
+                                 "cross-entropy, Adam, batch 64, float32"),
+}
+
+
+def train_step(model, opt, x, labels):
+    """One step: forward, cross-entropy, backward (no gradient for the data), optimizer update."""
+    logits = model.forward(x)
+    loss, dlogits = cross_entropy(logits, labels)
+    opt.zero_grad()
+    model.backward(dlogits, input_grad=False)
+    opt.step()
+    return loss
+
+
+def torch_twin(model):
+    """A ``torch.nn.Sequential`` with the same layers and a copy of the same weights."""
+    import torch
+
+    layers = []
+    for layer in model:
+        if isinstance(layer, Linear):
+            t = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+        elif isinstance(layer, Conv2d):
+            t = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                                layer.padding, layer.dilation, layer.groups, bias=layer.bias is not None)
+        elif isinstance(layer, ReLU):
+            t = torch.nn.ReLU()
+        elif isinstance(layer, MaxPool2d):
+            t = torch.nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
+        elif isinstance(layer, Flatten):
+            t = torch.nn.Flatten()
+        else:
+            raise TypeError(f"torch_twin: no PyTorch twin for {type(layer).__name__}")
+        for name, p in layer.named_parameters():
+            getattr(t, name).data = torch.from_numpy(np.array(to_numpy(p.data), copy=True))
+        layers.append(t)
+    return torch.nn.Sequential(*layers)
+
+
+def make_case(name, rng=0, backend="numpy"):
+    """(orthoref step closure, torch step closure or None, description) for one benchmark case.
+
+    On the CuPy backend the orthoref step synchronizes the device before returning, so it can be timed.
+    """
+    case = CASES[name]
+    gen = host_rng(rng)
+    with using(backend):
+        model = case["build"](gen)
+        x_host = gen.standard_normal((case["batch"],) + case["shape"]).astype(np.float32)
+        labels_host = gen.integers(0, 10, size=case["batch"])
+        x, labels = asarray(x_host), asarray(labels_host)
+    opt = Adam(model.parameters(), lr=1e-3)
+    xp = get_array_module(x)
+    if xp is np:
+        ours = lambda: train_step(model, opt, x, labels)  # noqa: E731
+    else:
+        def ours():
+            loss = train_step(model, opt, x, labels)
+            xp.cuda.Device().synchronize()
+            return loss
+    try:
+        import torch
+    except ImportError:
+        return ours, None, case["about"]
+    tmodel = torch_twin(model)
+    topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
+    tx, tlabels = torch.from_numpy(x_host), torch.from_numpy(labels_host)
+
+    def theirs():
+        topt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(tmodel(tx), tlabels)
+        loss.backward()
+        topt.step()
+        return loss
+    return ours, theirs, case["about"]
+
+
+@contextlib.contextmanager
+def same_threads(threads):
+    """Limit NumPy's BLAS (threadpoolctl) and PyTorch to ``threads`` threads."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # still measured, but the report says the limit was not enforced
+        limiter = contextlib.nullcontext()
+    else:
+        limiter = threadpool_limits(limits=threads)
+    old = None
+    try:
+        import torch
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    try:
+        with limiter:
+            yield
+    finally:
+        if old is not None:
+            import torch
+            torch.set_num_threads(old)
+
+
+def _time(fn, number):
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
+
+
+def run(cases=None, threads=None, repeat=15, number=5, warmup=5, vs_torch=True, rng=0):
+    """Time each case; return a JSON-ready dict with medians (seconds per step) and ratios."""
+    threads = int(threads or os.cpu_count() or 1)
+    names = list(cases or CASES)
+    out = {"orthoref": __version__, "numpy": np.__version__, "python": platform.python_version(),
+           "machine": platform.machine(), "threads": threads, "repeat": repeat, "number": number,
+           "results": {}}
+    try:
+        import torch
+        out["torch"] = torch.__version__
+    except ImportError:
+        vs_torch = False
+    with same_threads(threads):
+        for name in names:
+            ours, theirs, about = make_case(name, rng)
+            if not vs_torch:
+                theirs = None
+            for _ in range(warmup):
+                ours()
+                if theirs is not None:
+                    theirs()
+            t_ours, t_theirs = [], []
+            for _ in range(repeat):  # alternate so that drift hits both sides alike
+                t_ours.append(_time(ours, number))
+                if theirs is not None:
+                    t_theirs.append(_time(theirs, number))
+            row = {"about": about, "orthoref_s": statistics.median(t_ours)}
+            if t_theirs:
+                row["torch_s"] = statistics.median(t_theirs)
+                row["ratio"] = row["orthoref_s"] / row["torch_s"]
+            out["results"][name] = row
+    return out
+
+
+def format_results(res) -> str:
+    lines = [f"orthoref {res['orthoref']} vs torch {res.get('torch', '(not installed)')}, "
+             f"{res['threads']} thread(s), median of {res['repeat']} rounds x {res['number']} steps"]
+    lines.append(f"{'case':<18} {'orthoref ms':>12} {'torch ms':>10} {'ratio':>7}")
+    for name, r in res["results"].items():
+        torch_ms = f"{r['torch_s'] * 1e3:10.2f}" if "torch_s" in r else f"{'-':>10}"
+        ratio = f"{r['ratio']:7.2f}" if "ratio" in r else f"{'-':>7}"
+        lines.append(f"{name:<18} {r['orthoref_s'] * 1e3:12.2f} {torch_ms} {ratio}")
+    return "\n".join(lines)
+
+
+def write_json(res, path):
+    """Write ``res`` atomically (a temporary file renamed into place)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(res, f, indent=2)
+    os.replace(tmp, path)

@@ -1,0 +1,161 @@
+"""``orthoref`` command line: ``train`` (the main job: train a model on the bundled digits or an IDX
+directory), ``verify`` (gradient checks and PyTorch conformance of every registered op) and ``bench``
+(side-by-side train-step timings against PyTorch CPU)."""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import sys
+
+__all__ = ["main"]
+
+
+def _verify(args) -> int:
+    from .oracle.conformance import run_checks, torch_available
+    from .oracle.registry import all_specs
+
+    specs = [s for s in all_specs() if any(fnmatch.fnmatch(s.name, p) for p in args.ops.split(","))]
+    if not specs:
+        print(f"orthoref verify: no registered op matches {args.ops!r}", file=sys.stderr)
+        return 2
+    use_torch = torch_available() and not args.no_torch
+    header = f"{'name':<22} {'sample':<14} {'shapes':<26} {'dtype':<8} {'fd rel.err':>10} {'torch rel.err':>13}  result"
+    print(header)
+    print("-" * len(header))
+    failures = total = 0
+    for row in run_checks(specs, rng=args.seed, torch=use_torch, elementwise=not args.fast):
+        total += 1
+        ok = row["fd_ok"] and row["torch_ok"] is not False and not row["error"]
+        failures += not ok
+        fd = "-" if row["fd_error"] is None else f"{row['fd_error']:.1e}"
+        te = "n/a" if row["torch_error"] is None else f"{row['torch_error']:.1e}"
+        print(f"{row['name']:<22} {row['label'][:14]:<14} {row['shapes'][:26]:<26} {row['dtype']:<8} "
+              f"{fd:>10} {te:>13}  {'PASS' if ok else 'FAIL'}")
+        if row["error"]:
+            print(f"    {row['error']}")
+    print("-" * len(header))
+    torch_note = "with PyTorch conformance" if use_torch else "PyTorch not installed: finite differences only"
+    print(f"{total - failures} passed, {failures} failed ({torch_note}; tolerances: finite differences "
+          f"per op, PyTorch 1e-10 relative)")
+    return 1 if failures else 0
+
+
+def _train(args) -> int:
+    from . import train
+
+    given = {k: getattr(args, k) for k in ("model", "hidden", "init", "optimizer", "lr", "epochs",
+                                           "batch_size", "seed", "dtype", "backend", "data", "out")
+             if getattr(args, k) is not None}
+    if "hidden" in given:
+        try:
+            given["hidden"] = tuple(int(h) for h in given["hidden"].split(",") if h.strip())
+        except ValueError:
+            print(f"orthoref train: --hidden must be comma-separated integers, got {args.hidden!r}",
+                  file=sys.stderr)
+            return 2
+    try:
+        if args.resume:
+            fixed = sorted(set(given) - {"epochs", "out"})
+            if fixed:
+                print(f"orthoref train: --resume takes the configuration from the checkpoint; only --epochs "
+                      f"and --out may be given (got {', '.join('--' + k.replace('_', '-') for k in fixed)})",
+                      file=sys.stderr)
+                return 2
+            config = train.TrainConfig(epochs=given.get("epochs"), out=given.get("out"),
+                                       progress=not args.no_progress)
+            result = train.fit(config, resume=args.resume)
+        else:
+            config = train.TrainConfig(progress=not args.no_progress, **given)
+            print(f"orthoref train: {config.model} on {config.data}, {config.optimizer}, "
+                  f"{config.epochs} epochs, {config.dtype}, backend {config.backend}")
+            result = train.fit(config, overwrite=args.overwrite)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as exc:
+        print(f"orthoref train: {exc}", file=sys.stderr)
+        return 2
+    except train.DivergenceError as exc:
+        print(f"orthoref train: diverged: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("\northoref train: interrupted; the last completed epoch's checkpoint is intact",
+              file=sys.stderr)
+        return 130
+    last = result["history"][-1] if result["history"] else None
+    if last:
+        print(f"done: test accuracy {last['test_acc']:.4f} after {last['epoch']} epochs; "
+              f"checkpoint and metrics in {result['config'].out}")
+    return 0
+
+
+def _bench(args) -> int:
+    from . import bench
+
+    if args.vs != "torch":
+        print(f"orthoref bench: --vs must be 'torch', got {args.vs!r}", file=sys.stderr)
+        return 2
+    cases = args.cases.split(",") if args.cases else None
+    unknown = [c for c in cases or [] if c not in bench.CASES]
+    if unknown:
+        print(f"orthoref bench: unknown case(s) {unknown}; choose from {sorted(bench.CASES)}", file=sys.stderr)
+        return 2
+    res = bench.run(cases, threads=args.threads, repeat=args.repeat, number=args.number)
+    print(bench.format_results(res))
+    if args.json:
+        bench.write_json(res, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="orthoref", description=__doc__)
+    p.add_argument("--version", action="version", version=f"orthoref {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model (default: MLP on the bundled digits)",
+                       description="Train a model; every epoch writes checkpoint.npz, metrics.csv and "
+                                   "metrics.json to --out (atomically). Defaults train the MLP 64-512-256-10 "
+                                   "on the bundled UCI digits with Adam.")
+    t.add_argument("--model", choices=["mlp", "cnn"], help="mlp (default) or cnn (8x8 or 28x28 images)")
+    t.add_argument("--hidden", help="MLP hidden widths, comma-separated (default 512,256)")
+    t.add_argument("--init", help="weight initializer (default: PyTorch's default)")
+    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="optimizer (default adam)")
+    t.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)")
+    t.add_argument("--epochs", type=int, help="total epochs, counting those of a resumed run (default 20)")
+    t.add_argument("--batch-size", type=int, help="mini-batch size (default 64)")
+    t.add_argument("--seed", type=int, help="seed of initialization and shuffling (default 0)")
+    t.add_argument("--dtype", choices=["float32", "float64"], help="precision (default float32)")
+    t.add_argument("--backend", choices=["numpy", "cupy"], help="array backend (default numpy)")
+    t.add_argument("--data", help="'digits' (bundled, default) or 'idx:DIR' with the four MNIST-format files")
+    t.add_argument("--out", help="output directory (default: a new runs/YYYYmmdd-HHMMSS)")
+    t.add_argument("--resume", help="continue from this checkpoint.npz (its configuration is used)")
+    t.add_argument("--overwrite", action="store_true", help="allow --out to hold an earlier run's checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    v = sub.add_parser("verify", help="gradient-check every registered op, layer and loss in float64 and "
+                                      "compare with PyTorch autograd where installed")
+    v.add_argument("--ops", default="*", help="comma-separated glob patterns of op names (default: all)")
+    v.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    v.add_argument("--fast", action="store_true", help="directional checks only (no element-wise pass)")
+    v.add_argument("--seed", type=int, default=0, help="seed of samples, cotangents and directions")
+    v.set_defaults(func=_verify)
+
+    b = sub.add_parser("bench", help="time train steps against PyTorch CPU in one process")
+    b.add_argument("--vs", default="torch", help="the framework to compare with (torch)")
+    b.add_argument("--cases", default="", help="comma-separated cases (default: all)")
+    b.add_argument("--threads", type=int, default=None, help="threads for both sides (default: all cores)")
+    b.add_argument("--repeat", type=int, default=15, help="timed rounds (median reported)")
+    b.add_argument("--number", type=int, default=5, help="steps per round")
+    b.add_argument("--json", default="", help="also write the results to this JSON file")
+    b.set_defaults(func=_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

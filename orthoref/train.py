@@ -1,0 +1,421 @@
+"""The training loop behind ``orthoref train``: data, model, optimizer, metrics, atomic checkpoints.
+
+``fit(TrainConfig(...))`` trains, writes ``metrics.csv``/``metrics.json`` and ``checkpoint.npz`` in
+``config.out`` after every epoch, and returns the history. A run stopped after epoch k and resumed from its
+checkpoint ends bit-identical to an uninterrupted run (same machine and backend): the checkpoint holds the
+parameters, the optimizer state, the shuffling RNG's state, the epoch, the history and the configuration.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from .backend import asarray, get_array_module, to_numpy, using
+from .data import load_digits, load_idx_dir
+from .models import mlp, small_cnn
+from .nn import cross_entropy
+from .optim import SGD, Adam, AdamW
+
+__all__ = ["TrainConfig", "fit", "evaluate", "orthogonality_error", "save_checkpoint", "load_checkpoint",
+           "DivergenceError", "CheckpointError", "INITS", "OPTIMIZERS"]
+
+CHECKPOINT_FORMAT = 1
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
+# Weight initializers selectable by --init; "default" is PyTorch's (U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
+INITS = {"default": None}
+
+
+class DivergenceError(RuntimeError):
+    """A NaN or Inf appeared in the loss or a gradient; the last good checkpoint is left in place."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded into this model (names, shapes, or format disagree)."""
+
+
+@dataclass
+class TrainConfig:
+    model: str = "mlp"
+    hidden: tuple = (512, 256)
+    init: str = "default"
+    optimizer: str = "adam"
+    lr: float = None            # None: the optimizer's default in DEFAULT_LR
+    epochs: int = 20
+    batch_size: int = 64
+    seed: int = 0
+    dtype: str = "float32"
+    backend: str = "numpy"
+    data: str = "digits"
+    out: str = None             # None: a new directory runs/YYYYmmdd-HHMMSS
+    progress: bool = True
+
+    def validate(self):
+        def bad(name, want):
+            raise ValueError(f"{name} must be {want}, got {getattr(self, name)!r}")
+        if self.model not in ("mlp", "cnn"):
+            bad("model", "'mlp' or 'cnn'")
+        self.hidden = tuple(int(h) for h in self.hidden)
+        if any(h <= 0 for h in self.hidden):
+            bad("hidden", "positive layer widths")
+        if self.init not in INITS:
+            bad("init", f"one of {sorted(INITS)}")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"one of {sorted(OPTIMIZERS)}")
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.optimizer]
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            bad("lr", "a positive finite number")
+        if int(self.epochs) < 1:
+            bad("epochs", "at least 1")
+        if int(self.batch_size) < 1:
+            bad("batch_size", "at least 1")
+        if self.dtype not in ("float32", "float64"):
+            bad("dtype", "'float32' or 'float64'")
+        if self.backend not in ("numpy", "cupy"):
+            bad("backend", "'numpy' or 'cupy'")
+        if not (self.data == "digits" or self.data.startswith("idx:")):
+            bad("data", "'digits' or 'idx:DIR'")
+        self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
+        return self
+
+    def to_json(self):
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_json(cls, d):
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise CheckpointError(f"checkpoint configuration has unknown fields {sorted(unknown)}")
+        return cls(**d).validate()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data and model
+
+def load_data(config):
+    """(X_train, y_train, X_test, y_test) as host arrays of ``config.dtype``; images (N, 1, H, W) for the
+    CNN, flattened (N, H*W) for the MLP."""
+    flatten = config.model == "mlp"
+    if config.data == "digits":
+        X_tr, y_tr = load_digits("train", dtype=config.dtype, flatten=flatten)
+        X_te, y_te = load_digits("test", dtype=config.dtype, flatten=flatten)
+        return X_tr, y_tr, X_te, y_te
+    return load_idx_dir(config.data[len("idx:"):], dtype=config.dtype, flatten=flatten)
+
+
+def build_model(config, sample_shape, n_classes):
+    rng = np.random.default_rng(config.seed)
+    with using(config.backend):
+        if config.model == "mlp":
+            return mlp((int(np.prod(sample_shape)),) + config.hidden + (n_classes,), rng=rng,
+                       dtype=config.dtype)
+        c, h, w = sample_shape
+        if h != w:
+            raise ValueError(f"--model cnn needs square images, got {h}x{w}")
+        return small_cnn(c, h, n_classes, rng=rng, dtype=config.dtype)
+
+
+def orthogonality_error(w) -> float:
+    """``‖G − I‖_F / √k`` for ``M = W.reshape(out, -1)`` and ``G`` the smaller Gram matrix (k x k)."""
+    m = w.reshape(w.shape[0], -1)
+    g = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
+    xp = get_array_module(g)
+    k = g.shape[0]
+    return float(xp.linalg.norm(g - xp.eye(k, dtype=g.dtype))) / math.sqrt(k)
+
+
+def evaluate(model, X, y, batch_size=512):
+    """Accuracy of ``model`` (in eval mode) on host arrays ``X``, ``y``."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for s in range(0, len(X), batch_size):
+        logits = to_numpy(model.forward(asarray(X[s:s + batch_size])))
+        correct += int((logits.argmax(axis=1) == y[s:s + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(len(X), 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Atomic files and checkpoints
+
+def _atomic_write(path, write):
+    """Write through ``write(fileobj)`` to a temporary file in the same directory, flush, fsync, rename.
+    A failure part-way leaves the previous file untouched and removes the temporary one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _json_array(obj):
+    return np.array(json.dumps(obj))
+
+
+def save_checkpoint(path, model, optimizer, rng, epoch, config, history):
+    """Write ``checkpoint.npz`` atomically: ``model/<name>`` arrays, ``optim/...`` state, JSON records."""
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    osd = optimizer.state_dict()
+    for idx, st in osd["state"].items():
+        for key, val in st.items():
+            arrays[f"optim/state/{idx}/{key}"] = np.asarray(val)
+    arrays["optim/param_groups"] = _json_array(osd["param_groups"])
+    arrays["rng"] = _json_array(rng.bit_generator.state)
+    arrays["meta"] = _json_array({"format": CHECKPOINT_FORMAT, "epoch": int(epoch), "config": config.to_json(),
+                                  "history": history})
+
+    def write(f):
+        np.savez(f, **arrays)
+    _atomic_write(path, write)
+
+
+def load_checkpoint(path):
+    """Read a checkpoint into plain data: ``(meta, model_state, optimizer_state, rng_state)``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable orthoref checkpoint ({exc})") from exc
+    for key in ("meta", "rng", "optim/param_groups"):
+        if key not in files:
+            raise CheckpointError(f"{path}: not an orthoref checkpoint (no {key!r} entry)")
+    meta = json.loads(str(files["meta"]))
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {meta.get('format')}, expected {CHECKPOINT_FORMAT}")
+    model_state = {k[len("model/"):]: v for k, v in files.items() if k.startswith("model/")}
+    state = {}
+    for k, v in files.items():
+        if k.startswith("optim/state/"):
+            _, _, idx, key = k.split("/", 3)
+            state.setdefault(int(idx), {})[key] = int(v) if key == "step" else v
+    optim_state = {"state": state, "param_groups": json.loads(str(files["optim/param_groups"]))}
+    return meta, model_state, optim_state, json.loads(str(files["rng"]))
+
+
+def _restore(path, model, optimizer, rng):
+    meta, model_state, optim_state, rng_state = load_checkpoint(path)
+    own = dict(model.named_parameters())
+    own.update(dict(model.named_buffers()))
+    for name, arr in model_state.items():
+        if name not in own:
+            raise CheckpointError(f"{path}: parameter {name!r} is not in this model (a checkpoint of another "
+                                  f"model?); this model has {sorted(own)}")
+        if tuple(arr.shape) != tuple(own[name].shape):
+            raise CheckpointError(f"{path}: parameter {name!r} has shape {tuple(arr.shape)}, this model "
+                                  f"expects {tuple(own[name].shape)}")
+    missing = sorted(set(own) - set(model_state))
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    try:
+        optimizer.load_state_dict(optim_state)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: optimizer state does not fit: {exc}") from exc
+    model.load_state_dict(model_state)          # validated above, so this cannot stop half-way
+    rng.bit_generator.state = rng_state
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loop
+
+class _Progress:
+    """tqdm when installed, else a one-line text bar on stderr; silent when disabled or not a TTY-ish."""
+
+    def __init__(self, total, desc, enabled):
+        self.enabled, self.total, self.desc, self.n = enabled, total, desc, 0
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
+            except ImportError:
+                pass
+
+    def update(self, loss, acc):
+        self.n += 1
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}", refresh=False)
+            self.bar.update(1)
+        elif self.n == self.total or self.n % max(1, self.total // 20) == 0:
+            filled = int(30 * self.n / self.total)
+            sys.stderr.write(f"\r{self.desc} [{'#' * filled}{'.' * (30 - filled)}] {self.n}/{self.total} "
+                             f"loss {loss:.4f} acc {acc:.3f}")
+            sys.stderr.flush()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            sys.stderr.write("\r" + " " * 100 + "\r")
+            sys.stderr.flush()
+
+
+def _all_finite(a) -> bool:
+    return bool(get_array_module(a).isfinite(a).all())
+
+
+def _check_output(model, logits, epoch, step):
+    """Divergence in the forward pass: name the first parameter holding NaN/Inf, if any."""
+    if _all_finite(logits):
+        return
+    where = next((name for name, p in model.named_parameters() if not _all_finite(p.data)), None)
+    culprit = f"parameter {where!r} holds NaN/Inf" if where else "no parameter holds NaN/Inf (overflow)"
+    raise DivergenceError(f"model output has NaN/Inf at epoch {epoch}, step {step}: {culprit}; training "
+                          f"stopped, the last good checkpoint is kept")
+
+
+def _check_grads(model, loss, epoch, step):
+    if not math.isfinite(loss):
+        raise DivergenceError(f"loss is {loss} at epoch {epoch}, step {step}; training stopped, the last "
+                              f"good checkpoint is kept")
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            xp = get_array_module(p.grad)
+            if not _all_finite(p.grad):
+                raise DivergenceError(f"gradient of {name!r} has NaN/Inf at epoch {epoch}, step {step}; "
+                                      f"training stopped, the last good checkpoint is kept")
+
+
+def _write_metrics(out, history):
+    def write_json(f):
+        f.write(json.dumps(history, indent=2).encode())
+
+    def write_csv(f):
+        buf = io.StringIO()
+        keys = ["epoch", "loss", "train_acc", "test_acc", "seconds"]
+        extra = sorted({k for h in history for k in h} - set(keys))
+        writer = csv.DictWriter(buf, fieldnames=keys + extra)
+        writer.writeheader()
+        for h in history:
+            writer.writerow(h)
+        f.write(buf.getvalue().encode())
+    _atomic_write(os.path.join(out, "metrics.json"), write_json)
+    _atomic_write(os.path.join(out, "metrics.csv"), write_csv)
+
+
+def _new_run_dir():
+    base = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    path, k = base, 1
+    while os.path.exists(path):
+        k += 1
+        path = f"{base}-{k}"
+    return path
+
+
+def fit(config: TrainConfig = None, resume: str = None, log=print, overwrite=False, **overrides):
+    """Train as configured; return ``{"history": [...], "model": model, "config": config}``.
+
+    ``resume`` is a checkpoint path: the configuration is read from it (``epochs``, ``out``, ``progress``
+    may be overridden: ``epochs`` is the total number of epochs; ``out`` defaults to the checkpoint's
+    directory). A fresh run refuses an ``out`` that already holds a checkpoint unless ``overwrite``.
+    """
+    if resume is not None:
+        meta = load_checkpoint(resume)[0]
+        saved = dict(meta["config"])
+        allowed = {"epochs", "out", "progress"}
+        given = dict(asdict(config)) if config is not None else {}
+        given.update(overrides)
+        for k, v in given.items():
+            if k in allowed and v is not None:
+                saved[k] = v
+        if not given.get("out"):
+            saved["out"] = os.path.dirname(os.path.abspath(resume))
+        config = TrainConfig.from_json(saved)
+    else:
+        config = (config or TrainConfig())
+        for k, v in overrides.items():
+            if k not in {f.name for f in fields(TrainConfig)}:
+                raise TypeError(f"fit: unknown option {k!r}")
+            setattr(config, k, v)
+        config.validate()
+        if config.out is None:
+            config.out = _new_run_dir()
+        elif os.path.exists(os.path.join(config.out, "checkpoint.npz")) and not overwrite:
+            raise FileExistsError(f"{config.out} already holds a checkpoint; resume it with --resume "
+                                  f"{os.path.join(config.out, 'checkpoint.npz')}, choose another --out, or "
+                                  f"pass --overwrite")
+
+    X_tr, y_tr, X_te, y_te = load_data(config)
+    n_classes = int(max(y_tr.max(), y_te.max())) + 1
+    model = build_model(config, X_tr.shape[1:], n_classes)
+    optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr)
+    rng = np.random.default_rng(config.seed + 1)
+    history, start = [], 1
+    if resume is not None:
+        meta = _restore(resume, model, optimizer, rng)
+        history, start = list(meta["history"]), int(meta["epoch"]) + 1
+    os.makedirs(config.out, exist_ok=True)
+    ckpt = os.path.join(config.out, "checkpoint.npz")
+    n = len(X_tr)
+    steps = -(-n // config.batch_size)
+    for epoch in range(start, config.epochs + 1):
+        t0 = time.perf_counter()
+        order = rng.permutation(n)
+        bar = _Progress(steps, f"epoch {epoch}/{config.epochs}", config.progress)
+        loss_sum, correct, seen = 0.0, 0, 0
+        try:
+            for step in range(steps):
+                idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+                xb, yb = asarray(X_tr[idx]), asarray(y_tr[idx])
+                logits = model.forward(xb)
+                _check_output(model, logits, epoch, step + 1)
+                loss, dlogits = cross_entropy(logits, yb)
+                loss = float(loss)
+                optimizer.zero_grad()
+                model.backward(dlogits, input_grad=False)
+                _check_grads(model, loss, epoch, step + 1)
+                optimizer.step()
+                loss_sum += loss * len(idx)
+                correct += int((to_numpy(logits).argmax(axis=1) == y_tr[idx]).sum())
+                seen += len(idx)
+                bar.update(loss_sum / seen, correct / seen)
+        finally:
+            bar.close()
+        record = {"epoch": epoch, "loss": loss_sum / seen, "train_acc": correct / seen,
+                  "test_acc": evaluate(model, X_te, y_te), "seconds": time.perf_counter() - t0}
+        record["orthogonality"] = {name: orthogonality_error(p.data) for name, p in model.named_parameters()
+                                   if p.data.ndim >= 2}
+        history.append(record)
+        save_checkpoint(ckpt, model, optimizer, rng, epoch, config, history)
+        _write_metrics(config.out, [{k: v for k, v in h.items() if k != "orthogonality"} |
+                                    {f"ortho[{k}]": e for k, e in h.get("orthogonality", {}).items()}
+                                    for h in history])
+        if log:
+            ortho = " ".join(f"{k}:{e:.3f}" for k, e in record["orthogonality"].items())
+            log(f"epoch {epoch:3d}/{config.epochs}  loss {record['loss']:.4f}  train {record['train_acc']:.4f}  "
+                f"test {record['test_acc']:.4f}  {record['seconds']:.2f}s  |G-I|/sqrt(k) {ortho}")
+    return {"history": history, "model": model, "config": config, "checkpoint": ckpt}

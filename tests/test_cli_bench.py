@@ -1,0 +1,100 @@
+"""The console commands and the benchmarks: they run, print what they promise, and exit as they should."""
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from orthoref import bench, cli
+from orthoref.oracle.registry import OpSpec, Sample, _REGISTRY
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_verify_passes_on_a_subset(capsys):
+    assert cli.main(["verify", "--ops", "linear*,nn.Linear", "--fast"]) == 0
+    out = capsys.readouterr().out
+    assert "nn.Linear" in out and "PASS" in out and "0 failed" in out
+
+
+def test_verify_fails_loudly_on_a_wrong_gradient(capsys, monkeypatch):
+    def apply(x):
+        return (x * 3.0,), lambda c: (c[0] * 2.0,)   # wrong: d(3x)/dx = 3
+    spec = OpSpec("broken_for_test", apply, lambda rng, dt: [Sample((rng.standard_normal(4),))])
+    monkeypatch.setitem(_REGISTRY, spec.name, spec)
+    assert cli.main(["verify", "--ops", "broken_for_test", "--no-torch"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "1 failed" in out
+
+
+def test_verify_unknown_pattern(capsys):
+    assert cli.main(["verify", "--ops", "no_such_op*"]) == 2
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "orthoref.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "orthoref" in out.stdout
+
+
+def test_bench_runs_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert cli.main(["bench", "--repeat", "1", "--number", "1", "--threads", "1", "--json", str(path)]) == 0
+    res = json.loads(path.read_text())
+    assert set(res["results"]) == set(bench.CASES)
+    for row in res["results"].values():
+        assert row["orthoref_s"] > 0
+        if "torch" in res:
+            assert row["ratio"] == pytest.approx(row["orthoref_s"] / row["torch_s"])
+    assert "ratio" in capsys.readouterr().out
+
+
+def test_bench_rejects_unknown_case(capsys):
+    assert cli.main(["bench", "--cases", "nope"]) == 2
+
+
+def test_torch_twin_computes_the_same_step():
+    torch = pytest.importorskip("torch")
+    for name in bench.CASES:
+        ours, theirs, _ = bench.make_case(name, rng=0)
+        a, b = float(ours()), float(theirs().detach())
+        assert a == pytest.approx(b, rel=1e-5), name
+        a, b = float(ours()), float(theirs().detach())   # after one identical Adam step
+        assert a == pytest.approx(b, rel=1e-4), name
+
+
+def _load_asv_module():
+    path = ROOT / "asv_benchmarks" / "benchmarks" / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("asv_bench_train", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_asv_benchmarks_run_once():
+    """Every asv benchmark's setup and body run once (NotImplementedError = asv's skip)."""
+    import itertools
+    mod = _load_asv_module()
+    ran = 0
+    for cls_name in ("TrainStep", "TorchTrainStep"):
+        cls = getattr(mod, cls_name)
+        for params in itertools.product(*cls.params):
+            obj = cls()
+            try:
+                obj.setup(*params)
+            except NotImplementedError:
+                continue
+            for attr in dir(obj):
+                if attr.startswith(("time_", "peakmem_")):
+                    getattr(obj, attr)(*params)
+                    ran += 1
+    assert ran >= 4
+
+
+def test_asv_config_is_valid_json_with_comments():
+    text = (ROOT / "asv_benchmarks" / "asv.conf.json").read_text()
+    body = "\n".join(ln for ln in text.splitlines() if not ln.strip().startswith("//"))
+    conf = json.loads(body)
+    assert conf["benchmark_dir"] == "benchmarks" and conf["repo"] == ".."

@@ -1,0 +1,202 @@
+"""orthoref train / orthoref.train.fit: accuracy, atomic checkpoints, exact resume, divergence guard."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from orthoref import cli, train
+from orthoref.data import write_idx
+from orthoref.train import CheckpointError, DivergenceError, TrainConfig, fit
+
+
+def _quiet(**kw):
+    kw.setdefault("progress", False)
+    return TrainConfig(**kw)
+
+
+def _weights(result):
+    return {k: np.array(v) for k, v in result["model"].state_dict().items()}
+
+
+def test_default_mlp_reaches_97_percent(tmp_path):
+    res = fit(_quiet(out=str(tmp_path)), log=None)
+    assert len(res["history"]) == 20
+    assert res["history"][-1]["test_acc"] >= 0.97
+    hist = json.loads((tmp_path / "metrics.json").read_text())
+    assert [h["epoch"] for h in hist] == list(range(1, 21))
+    for key in ("loss", "train_acc", "test_acc", "seconds"):
+        assert key in hist[0]
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,loss,train_acc,test_acc,seconds") and len(lines) == 21
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+@pytest.mark.slow
+def test_cnn_reaches_98_percent(tmp_path):
+    res = fit(_quiet(model="cnn", out=str(tmp_path), epochs=20), log=None)
+    assert res["history"][-1]["test_acc"] >= 0.98
+
+
+def test_same_seed_is_bit_identical(tmp_path):
+    a = fit(_quiet(hidden=(32,), epochs=2, out=str(tmp_path / "a")), log=None)
+    b = fit(_quiet(hidden=(32,), epochs=2, out=str(tmp_path / "b")), log=None)
+    for k, v in _weights(a).items():
+        assert np.array_equal(v, _weights(b)[k]), k
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_resume_is_bit_identical_in_float64(tmp_path, optimizer):
+    cfg = dict(hidden=(32, 16), dtype="float64", optimizer=optimizer, batch_size=100)
+    full = fit(_quiet(epochs=4, out=str(tmp_path / "full"), **cfg), log=None)
+    fit(_quiet(epochs=2, out=str(tmp_path / "part"), **cfg), log=None)
+    resumed = fit(TrainConfig(epochs=4, progress=False), resume=str(tmp_path / "part" / "checkpoint.npz"),
+                  log=None)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
+    wf, wr = _weights(full), _weights(resumed)
+    assert wf.keys() == wr.keys()
+    for k in wf:
+        assert np.array_equal(wf[k], wr[k]), f"{k} differs after resume"
+    assert resumed["history"][-1]["loss"] == full["history"][-1]["loss"]
+
+
+def test_failed_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    fit(_quiet(hidden=(16,), epochs=1, out=str(out)), log=None)
+    ckpt = out / "checkpoint.npz"
+    before = ckpt.read_bytes()
+
+    real_savez = np.savez
+
+    def failing_savez(f, **arrays):
+        real_savez(f, **arrays)
+        f.truncate(100)              # part of the file is written ...
+        raise OSError("disk full")   # ... then the write fails
+
+    monkeypatch.setattr(train.np, "savez", failing_savez)
+    with pytest.raises(OSError, match="disk full"):
+        fit(TrainConfig(epochs=2, progress=False), resume=str(ckpt), log=None)
+    assert ckpt.read_bytes() == before
+    assert not [f for f in os.listdir(out) if ".tmp" in f]
+    monkeypatch.undo()
+    meta = train.load_checkpoint(str(ckpt))[0]
+    assert meta["epoch"] == 1
+
+
+def test_divergence_guard_names_epoch_step_and_keeps_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    fit(_quiet(hidden=(16,), epochs=1, out=str(out)), log=None)
+    ckpt = out / "checkpoint.npz"
+    before = ckpt.read_bytes()
+    original = train.OPTIMIZERS["adam"]
+
+    class Exploding(original):
+        """Adam, then every weight blown up to Inf: the next forward pass must be stopped."""
+        def step(self):
+            super().step()
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.data *= np.float32(np.inf)
+
+    monkeypatch.setitem(train.OPTIMIZERS, "adam", Exploding)
+    with np.errstate(all="ignore"):
+        with pytest.raises(DivergenceError, match=r"epoch 2, step 2: parameter '0\.weight' holds NaN/Inf"):
+            fit(TrainConfig(epochs=3, progress=False), resume=str(ckpt), log=None)
+    assert ckpt.read_bytes() == before
+
+
+def test_nan_gradient_names_the_parameter(tmp_path, monkeypatch):
+    import orthoref.train as t
+    real = t.cross_entropy
+
+    def poisoned(logits, labels):
+        loss, g = real(logits, labels)
+        g[0, 0] = np.nan
+        return loss, g
+    monkeypatch.setattr(t, "cross_entropy", poisoned)
+    with pytest.raises(DivergenceError, match=r"gradient of '\d\.(weight|bias)'.*epoch 1, step 1"):
+        fit(_quiet(hidden=(8,), epochs=1, out=str(tmp_path)), log=None)
+    assert not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    a = fit(_quiet(hidden=(16,), epochs=1, out=str(tmp_path / "a")), log=None)
+    b = fit(_quiet(hidden=(24,), epochs=1, out=str(tmp_path / "b")), log=None)
+    model, before = b["model"], _weights(b)
+    opt = train.OPTIMIZERS["adam"](model.parameters(), lr=1e-3)
+    with pytest.raises(CheckpointError, match=r"0\.weight.*shape \(16, 64\).*\(24, 64\)"):
+        train._restore(a["checkpoint"], model, opt, np.random.default_rng(0))
+    for k, v in _weights(b).items():
+        assert np.array_equal(v, before[k]), "a refused checkpoint must not be half-loaded"
+
+
+def test_garbage_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "checkpoint.npz"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(CheckpointError, match="not a readable orthoref checkpoint"):
+        train.load_checkpoint(str(bad))
+
+
+def test_existing_out_is_not_overwritten(tmp_path):
+    fit(_quiet(hidden=(8,), epochs=1, out=str(tmp_path)), log=None)
+    with pytest.raises(FileExistsError, match="--resume"):
+        fit(_quiet(hidden=(8,), epochs=1, out=str(tmp_path)), log=None)
+    fit(_quiet(hidden=(8,), epochs=1, out=str(tmp_path)), log=None, overwrite=True)
+
+
+def _write_idx_dir(d, n_train=120, n_test=40, side=28, seed=0):
+    rng = np.random.default_rng(seed)
+    d.mkdir()
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, size=n).astype(np.uint8)
+        images = rng.integers(0, 40, size=(n, side, side)).astype(np.uint8)
+        for k in range(n):   # a learnable pattern: a bright bar whose row encodes the label
+            images[k, 2 + 2 * labels[k], :] = 255
+        suffix = ".gz" if prefix == "train" else ""
+        write_idx(d / f"{prefix}-images-idx3-ubyte{suffix}", images)
+        write_idx(d / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_idx_directory_28x28(tmp_path, model):
+    _write_idx_dir(tmp_path / "mnist")
+    res = fit(_quiet(model=model, data=f"idx:{tmp_path / 'mnist'}", epochs=3, hidden=(32,), batch_size=20,
+                     out=str(tmp_path / "run")), log=None)
+    assert res["history"][-1]["test_acc"] >= 0.9
+
+
+def test_cli_train_and_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--epochs", "1", "--hidden", "16", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "epoch   1/1" in text and "test" in text and "|G-I|" in text
+    ckpt = str(out / "checkpoint.npz")
+    assert cli.main(["train", "--resume", ckpt, "--epochs", "2", "--no-progress"]) == 0
+    assert json.loads((out / "metrics.json").read_text())[-1]["epoch"] == 2
+    assert cli.main(["train", "--resume", ckpt, "--model", "cnn"]) == 2
+    assert "only --epochs and --out" in capsys.readouterr().err
+    assert cli.main(["train", "--out", str(out), "--epochs", "1"]) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "-1"], "lr must be"),
+    (["--hidden", "a,b"], "--hidden"),
+    (["--data", "idx:/nonexistent/dir"], "nonexistent"),
+    (["--init", "nope"], "init must be"),
+])
+def test_cli_train_bad_options(tmp_path, capsys, args, message):
+    assert cli.main(["train", "--out", str(tmp_path / "r"), "--no-progress"] + args) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("have_tqdm", [True, False])
+def test_progress_bar_with_and_without_tqdm(tmp_path, capsys, monkeypatch, have_tqdm):
+    import sys
+    if not have_tqdm:
+        monkeypatch.setitem(sys.modules, "tqdm", None)
+    else:
+        pytest.importorskip("tqdm")
+    fit(TrainConfig(hidden=(8,), epochs=1, out=str(tmp_path), progress=True), log=None)
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err
