@@ -1,8 +1,10 @@
 """Side-by-side timing of orthoref and PyTorch CPU in one process (``orthoref bench --vs torch``).
 
 Both sides get the same thread count (``threadpoolctl`` for NumPy's BLAS, ``torch.set_num_threads`` for
-PyTorch), the same weights and the same batch; each is warmed up, then timed in alternating rounds, and the
-median per-step time is reported with the ratio orthoref / PyTorch (below 1 means orthoref is faster).
+PyTorch), the same weights and the same batch. They are timed in blocks A B A B, each block warmed up first
+(BLAS and OpenMP worker threads spin for a while after a call; interleaving single steps would make each
+side pay for the other's spinning threads), and the median per-step time over all rounds is reported with
+the ratio orthoref / PyTorch (below 1 means orthoref is faster).
 """
 from __future__ import annotations
 
@@ -138,7 +140,7 @@ def _time(fn, number):
     return (time.perf_counter() - t0) / number
 
 
-def run(cases=None, threads=None, repeat=15, number=5, warmup=5, vs_torch=True, rng=0):
+def run(cases=None, threads=None, repeat=30, number=10, warmup=5, vs_torch=True, rng=0):
     """Time each case; return a JSON-ready dict with medians (seconds per step) and ratios."""
     threads = int(threads or os.cpu_count() or 1)
     names = list(cases or CASES)
@@ -155,15 +157,14 @@ def run(cases=None, threads=None, repeat=15, number=5, warmup=5, vs_torch=True, 
             ours, theirs, about = make_case(name, rng)
             if not vs_torch:
                 theirs = None
-            for _ in range(warmup):
-                ours()
-                if theirs is not None:
-                    theirs()
             t_ours, t_theirs = [], []
-            for _ in range(repeat):  # alternate so that drift hits both sides alike
-                t_ours.append(_time(ours, number))
-                if theirs is not None:
-                    t_theirs.append(_time(theirs, number))
+            for _ in range(2):  # blocks A B A B: drift hits both sides alike, and each block starts with
+                for fn, times in ((ours, t_ours), (theirs, t_theirs)):  # a warm-up that lets the other
+                    if fn is None:                                       # side's idle threads wind down
+                        continue
+                    for _ in range(warmup):
+                        fn()
+                    times.extend(_time(fn, number) for _ in range(max(1, repeat // 2)))
             row = {"about": about, "orthoref_s": statistics.median(t_ours)}
             if t_theirs:
                 row["torch_s"] = statistics.median(t_theirs)

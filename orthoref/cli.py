@@ -145,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--vs", default="torch", help="the framework to compare with (torch)")
     b.add_argument("--cases", default="", help="comma-separated cases (default: all)")
     b.add_argument("--threads", type=int, default=None, help="threads for both sides (default: all cores)")
-    b.add_argument("--repeat", type=int, default=15, help="timed rounds (median reported)")
-    b.add_argument("--number", type=int, default=5, help="steps per round")
+    b.add_argument("--repeat", type=int, default=30, help="timed rounds (median reported)")
+    b.add_argument("--number", type=int, default=10, help="steps per round")
     b.add_argument("--json", default="", help="also write the results to this JSON file")
     b.set_defaults(func=_bench)
     return p
