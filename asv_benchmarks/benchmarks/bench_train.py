@@ -59,4 +59,4 @@ class TrainStepRatio:
 
     def track_ratio_vs_torch(self, case):
         from orthoref.bench import run
-        return run([case], repeat=5, number=3, warmup=2)["results"][case]["ratio"]
+        return run([case], repeat=10, number=5, warmup=5)["results"][case]["ratio"]

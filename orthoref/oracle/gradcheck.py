@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import get_array_module, host_rng, to_numpy
+from .registry import from_layer
 
 __all__ = ["GradientCheckError", "GradCheckReport", "check_backward", "check_layer", "numerical_vjp"]
 
@@ -208,16 +209,11 @@ def check_layer(layer, x, **kwargs) -> GradCheckReport:
     params = layer.parameters()
     originals = [p.data for p in params]
 
-    def fn(x_, *pdata):
+    def build(*pdata):
         for p, d in zip(params, pdata):
             p.data = d
-        y = layer.forward(x_)
-
-        def vjp(cts):
-            layer.zero_grad()
-            dx = layer.backward(cts[0])
-            return (dx,) + tuple(p.grad for p in params)
-        return (y,), vjp
+        return layer, params
+    fn = from_layer(build)
 
     names = ["x"] + [n for n, _ in layer.named_parameters()]
     try:
