@@ -200,3 +200,11 @@ def test_progress_bar_with_and_without_tqdm(tmp_path, capsys, monkeypatch, have_
     fit(TrainConfig(hidden=(8,), epochs=1, out=str(tmp_path), progress=True), log=None)
     err = capsys.readouterr().err
     assert "epoch 1/1" in err
+
+
+def test_cli_train_cupy_missing_says_how_to_install(tmp_path, capsys):
+    from orthoref import backend
+    if backend.cupy_available():
+        pytest.skip("CuPy with a GPU is available here")
+    assert cli.main(["train", "--backend", "cupy", "--epochs", "1", "--out", str(tmp_path / "r")]) == 2
+    assert "pip install" in capsys.readouterr().err
