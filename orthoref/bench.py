@@ -25,16 +25,6 @@ from .optim import Adam
 
 __all__ = ["CASES", "make_case", "run", "format_results", "train_step"]
 
-# name -> (model builder, input shape, batch)
-CASES = {
-    "mlp_train_step": dict(build=lambda rng: mlp((784, 512, 256, 10), rng=rng), shape=(784,), batch=128,
-                           about="MLP 784-512-256-10, ReLU, cross-entropy, Adam, batch 128, float32"),
-    "cnn_train_step": dict(build=lambda rng: small_cnn(rng=rng), shape=(1, 28, 28), batch=64,
-                           about="CNN conv(1,32,3)-relu-pool2-conv(32,64,3)-relu-pool2-linear(3136,10), "
-                                 "cross-entropy, Adam, batch 64, float32"),
-}
-
-
 def train_step(model, opt, x, labels):
     """One step: forward, cross-entropy, backward (no gradient for the data), optimizer update."""
     logits = model.forward(x)
@@ -70,41 +60,84 @@ def torch_twin(model):
     return torch.nn.Sequential(*layers)
 
 
-def make_case(name, rng=0, backend="numpy"):
-    """(orthoref step closure, torch step closure or None, description) for one benchmark case.
-
-    On the CuPy backend the orthoref step synchronizes the device before returning, so it can be timed.
-    """
-    case = CASES[name]
-    gen = host_rng(rng)
-    with using(backend):
-        model = case["build"](gen)
-        x_host = gen.standard_normal((case["batch"],) + case["shape"]).astype(np.float32)
-        labels_host = gen.integers(0, 10, size=case["batch"])
-        x, labels = asarray(x_host), asarray(labels_host)
-    opt = Adam(model.parameters(), lr=1e-3)
-    xp = get_array_module(x)
+def _synchronized(fn, xp):
+    """``fn`` followed by a device synchronization on CuPy, so that it can be timed."""
     if xp is np:
-        ours = lambda: train_step(model, opt, x, labels)  # noqa: E731
-    else:
-        def ours():
-            loss = train_step(model, opt, x, labels)
-            xp.cuda.Device().synchronize()
-            return loss
-    try:
-        import torch
-    except ImportError:
-        return ours, None, case["about"]
-    tmodel = torch_twin(model)
-    topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
-    tx, tlabels = torch.from_numpy(x_host), torch.from_numpy(labels_host)
+        return fn
 
-    def theirs():
-        topt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(tmodel(tx), tlabels)
-        loss.backward()
-        topt.step()
-        return loss
+    def timed():
+        out = fn()
+        xp.cuda.Device().synchronize()
+        return out
+    return timed
+
+
+def _train_case(build, shape, batch):
+    """A case timing one train step of ``build(rng)`` on a random batch, and its PyTorch twin."""
+    def make(gen, backend):
+        with using(backend):
+            model = build(gen)
+            x_host = gen.standard_normal((batch,) + shape).astype(np.float32)
+            labels_host = gen.integers(0, 10, size=batch)
+            x, labels = asarray(x_host), asarray(labels_host)
+        opt = Adam(model.parameters(), lr=1e-3)
+        ours = _synchronized(lambda: train_step(model, opt, x, labels), get_array_module(x))
+        try:
+            import torch
+        except ImportError:
+            return ours, None
+        tmodel = torch_twin(model)
+        topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
+        tx, tlabels = torch.from_numpy(x_host), torch.from_numpy(labels_host)
+
+        def theirs():
+            topt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(tmodel(tx), tlabels)
+            loss.backward()
+            topt.step()
+            return loss
+        return ours, theirs
+    return make
+
+
+def _orthogonal_case(n):
+    """``orthoref.init.orthogonal((n, n), float32)`` against ``torch.nn.init.orthogonal_``."""
+    def make(gen, backend):
+        from .init import orthogonal
+        seed = int(gen.integers(1 << 31))
+        with using(backend) as xp:
+            pass
+
+        def draw():
+            with using(backend):
+                return orthogonal((n, n), rng=seed, dtype=np.float32)
+        ours = _synchronized(draw, xp)
+        try:
+            import torch
+        except ImportError:
+            return ours, None
+        t = torch.empty(n, n, dtype=torch.float32)
+        return ours, lambda: torch.nn.init.orthogonal_(t)
+    return make
+
+
+CASES = {
+    "mlp_train_step": dict(make=_train_case(lambda rng: mlp((784, 512, 256, 10), rng=rng), (784,), 128),
+                           about="MLP 784-512-256-10, ReLU, cross-entropy, Adam, batch 128, float32"),
+    "cnn_train_step": dict(make=_train_case(lambda rng: small_cnn(rng=rng), (1, 28, 28), 64),
+                           about="CNN conv(1,32,3)-relu-pool2-conv(32,64,3)-relu-pool2-linear(3136,10), "
+                                 "cross-entropy, Adam, batch 64, float32"),
+    "init_orthogonal_4096": dict(make=_orthogonal_case(4096), slow=dict(repeat=6, number=1, warmup=1),
+                                 about="orthogonal init of a 4096x4096 float32 matrix (QR of a Gaussian, "
+                                       "sign fix) vs torch.nn.init.orthogonal_"),
+}
+
+
+def make_case(name, rng=0, backend="numpy"):
+    """(orthoref closure, PyTorch closure or None, description) for one benchmark case. On the CuPy
+    backend the orthoref closure synchronizes the device before returning, so it can be timed."""
+    case = CASES[name]
+    ours, theirs = case["make"](host_rng(rng), backend)
     return ours, theirs, case["about"]
 
 
@@ -141,9 +174,10 @@ def _time(fn, number):
 
 
 def run(cases=None, threads=None, repeat=30, number=10, warmup=5, vs_torch=True, rng=0):
-    """Time each case; return a JSON-ready dict with medians (seconds per step) and ratios."""
+    """Time each case (default: all but the seconds-long ``slow`` ones); return a JSON-ready dict with
+    medians (seconds per call) and ratios."""
     threads = int(threads or os.cpu_count() or 1)
-    names = list(cases or CASES)
+    names = list(cases or [n for n, c in CASES.items() if not c.get("slow")])
     out = {"orthoref": __version__, "numpy": np.__version__, "python": platform.python_version(),
            "machine": platform.machine(), "threads": threads, "repeat": repeat, "number": number,
            "results": {}}
@@ -157,14 +191,17 @@ def run(cases=None, threads=None, repeat=30, number=10, warmup=5, vs_torch=True,
             ours, theirs, about = make_case(name, rng)
             if not vs_torch:
                 theirs = None
+            slow = CASES[name].get("slow") or {}     # seconds-long cases: fewer, single-call rounds
+            repeat_, number_, warmup_ = (min(repeat, slow["repeat"]), slow["number"], slow["warmup"]) if slow \
+                else (repeat, number, warmup)
             t_ours, t_theirs = [], []
             for _ in range(2):  # blocks A B A B: drift hits both sides alike, and each block starts with
                 for fn, times in ((ours, t_ours), (theirs, t_theirs)):  # a warm-up that lets the other
                     if fn is None:                                       # side's idle threads wind down
                         continue
-                    for _ in range(warmup):
+                    for _ in range(warmup_):
                         fn()
-                    times.extend(_time(fn, number) for _ in range(max(1, repeat // 2)))
+                    times.extend(_time(fn, number_) for _ in range(max(1, repeat_ // 2)))
             row = {"about": about, "orthoref_s": statistics.median(t_ours), "orthoref_min_s": min(t_ours)}
             if t_theirs:
                 row["torch_s"] = statistics.median(t_theirs)

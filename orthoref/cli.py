@@ -44,8 +44,10 @@ def _train(args) -> int:
     from . import train
 
     given = {k: getattr(args, k) for k in ("model", "hidden", "init", "optimizer", "lr", "epochs",
-                                           "batch_size", "seed", "dtype", "backend", "data", "out")
+                                           "batch_size", "seed", "dtype", "backend", "data", "out", "reg")
              if getattr(args, k) is not None}
+    if args.reg_skip is not None:
+        given["reg_skip"] = tuple(s for s in args.reg_skip.split(",") if s.strip())
     if "hidden" in given:
         try:
             given["hidden"] = tuple(int(h) for h in given["hidden"].split(",") if h.strip())
@@ -92,7 +94,7 @@ def _bench(args) -> int:
     if args.vs != "torch":
         print(f"orthoref bench: --vs must be 'torch', got {args.vs!r}", file=sys.stderr)
         return 2
-    cases = args.cases.split(",") if args.cases else None
+    cases = list(bench.CASES) if args.cases == "all" else (args.cases.split(",") if args.cases else None)
     unknown = [c for c in cases or [] if c not in bench.CASES]
     if unknown:
         print(f"orthoref bench: unknown case(s) {unknown}; choose from {sorted(bench.CASES)}", file=sys.stderr)
@@ -118,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "on the bundled UCI digits with Adam.")
     t.add_argument("--model", choices=["mlp", "cnn"], help="mlp (default) or cnn (8x8 or 28x28 images)")
     t.add_argument("--hidden", help="MLP hidden widths, comma-separated (default 512,256)")
-    t.add_argument("--init", help="weight initializer (default: PyTorch's default)")
+    t.add_argument("--init", help="weight initializer: orthogonal (default), default (PyTorch's), "
+                                  "orthogonal_svd, delta_orthogonal, block_orthogonal (CNN), xavier_uniform, "
+                                  "kaiming_normal, lecun_normal, ... (all of orthoref.init.INITIALIZERS)")
     t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="optimizer (default adam)")
     t.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)")
     t.add_argument("--epochs", type=int, help="total epochs, counting those of a resumed run (default 20)")
@@ -127,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", choices=["float32", "float64"], help="precision (default float32)")
     t.add_argument("--backend", choices=["numpy", "cupy"], help="array backend (default numpy)")
     t.add_argument("--data", help="'digits' (bundled, default) or 'idx:DIR' with the four MNIST-format files")
+    t.add_argument("--reg", action="append", metavar="NAME:WEIGHT",
+                   help="orthogonality regularizer on every Linear/Conv weight, repeatable: so, dso, mc, srip, "
+                        "biggan, l1, spectral, kernel_slice (CNN), ocnn (CNN), som (on layer outputs); "
+                        "e.g. --reg so:1e-3 --reg srip:1e-2")
+    t.add_argument("--reg-skip", metavar="NAMES",
+                   help="comma-separated weights the regularizers leave alone: first, last, or names like "
+                        "0.weight")
     t.add_argument("--out", help="output directory (default: a new runs/YYYYmmdd-HHMMSS)")
     t.add_argument("--resume", help="continue from this checkpoint.npz (its configuration is used)")
     t.add_argument("--overwrite", action="store_true", help="allow --out to hold an earlier run's checkpoint")
@@ -143,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="time train steps against PyTorch CPU in one process")
     b.add_argument("--vs", default="torch", help="the framework to compare with (torch)")
-    b.add_argument("--cases", default="", help="comma-separated cases (default: all)")
+    b.add_argument("--cases", default="", help="comma-separated cases (default: all but the slow "
+                                               "init_orthogonal_4096); 'all' for every case")
     b.add_argument("--threads", type=int, default=None, help="threads for both sides (default: all cores)")
     b.add_argument("--repeat", type=int, default=30, help="timed rounds (median reported)")
     b.add_argument("--number", type=int, default=10, help="steps per round")

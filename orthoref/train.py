@@ -25,13 +25,49 @@ from .nn import cross_entropy
 from .optim import SGD, Adam, AdamW
 
 __all__ = ["TrainConfig", "fit", "evaluate", "orthogonality_error", "save_checkpoint", "load_checkpoint",
-           "DivergenceError", "CheckpointError", "INITS", "OPTIMIZERS"]
+           "DivergenceError", "CheckpointError", "init_names", "OPTIMIZERS"]
 
 CHECKPOINT_FORMAT = 1
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
-# Weight initializers selectable by --init; "default" is PyTorch's (U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
-INITS = {"default": None}
+# Initializers that only make sense for convolution kernels; a CNN's Linear layer gets "orthogonal" then.
+CONV_ONLY_INITS = ("delta_orthogonal", "block_orthogonal")
+
+
+# --reg NAME:WEIGHT -> (function of orthoref.regularizers, what it acts on). "weights": every Linear/Conv
+# weight; "conv": 4-D (convolution) weights only; "outputs": the outputs of Linear/Conv layers (a hook).
+REGULARIZERS = {
+    "so": ("soft_orthogonality", "weights"),
+    "dso": ("double_soft_orthogonality", "weights"),
+    "mc": ("mutual_coherence", "weights"),
+    "srip": ("srip", "weights"),
+    "biggan": ("off_diagonal", "weights"),
+    "l1": ("l1_orthogonality", "weights"),
+    "spectral": ("spectral_penalty", "weights"),
+    "kernel_slice": ("kernel_slice_orthogonality", "conv"),
+    "ocnn": ("conv_orthogonality", "conv"),
+    "som": ("self_orthogonality", "outputs"),
+}
+
+
+def parse_reg(spec):
+    """``"so:1e-4"`` -> ``("so", 1e-4)``; raises ValueError naming the problem."""
+    name, sep, weight = str(spec).partition(":")
+    if name not in REGULARIZERS:
+        raise ValueError(f"reg {spec!r}: unknown regularizer {name!r}; choose from {sorted(REGULARIZERS)}")
+    try:
+        w = float(weight) if sep else 1.0
+    except ValueError:
+        raise ValueError(f"reg {spec!r}: the weight after ':' must be a number, got {weight!r}") from None
+    if not (math.isfinite(w) and w >= 0):
+        raise ValueError(f"reg {spec!r}: the weight must be a finite number >= 0, got {w}")
+    return name, w
+
+
+def init_names():
+    """Names accepted by ``--init``: ``orthoref.init.INITIALIZERS`` ("default" is PyTorch's default)."""
+    from .init import INITIALIZERS
+    return sorted(INITIALIZERS)
 
 
 class DivergenceError(RuntimeError):
@@ -46,7 +82,7 @@ class CheckpointError(ValueError):
 class TrainConfig:
     model: str = "mlp"
     hidden: tuple = (512, 256)
-    init: str = "default"
+    init: str = "orthogonal"
     optimizer: str = "adam"
     lr: float = None            # None: the optimizer's default in DEFAULT_LR
     epochs: int = 20
@@ -55,6 +91,8 @@ class TrainConfig:
     dtype: str = "float32"
     backend: str = "numpy"
     data: str = "digits"
+    reg: tuple = ()             # ("so:1e-4", "srip:1e-2", ...)
+    reg_skip: tuple = ()        # weight names ("0.weight") or "first" / "last"
     out: str = None             # None: a new directory runs/YYYYmmdd-HHMMSS
     progress: bool = True
 
@@ -66,8 +104,11 @@ class TrainConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
         if any(h <= 0 for h in self.hidden):
             bad("hidden", "positive layer widths")
-        if self.init not in INITS:
-            bad("init", f"one of {sorted(INITS)}")
+        if self.init not in init_names():
+            bad("init", f"one of {init_names()}")
+        if self.init in CONV_ONLY_INITS and self.model != "cnn":
+            bad("init", f"an initializer for Linear weights with --model {self.model} ({self.init} is for "
+                        f"convolution kernels)")
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", f"one of {sorted(OPTIMIZERS)}")
         if self.lr is None:
@@ -84,12 +125,19 @@ class TrainConfig:
             bad("backend", "'numpy' or 'cupy'")
         if not (self.data == "digits" or self.data.startswith("idx:")):
             bad("data", "'digits' or 'idx:DIR'")
+        self.reg = tuple(str(r) for r in self.reg)
+        regs = [parse_reg(r) for r in self.reg]
+        if self.model != "cnn" and any(REGULARIZERS[n][1] == "conv" for n, _ in regs):
+            bad("reg", f"regularizers for Linear weights with --model {self.model} (kernel_slice and ocnn "
+                       f"act on convolution kernels)")
+        self.reg_skip = tuple(str(r) for r in self.reg_skip)
         self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
         return self
 
     def to_json(self):
         d = asdict(self)
-        d["hidden"] = list(self.hidden)
+        for k in ("hidden", "reg", "reg_skip"):
+            d[k] = list(d[k])
         return d
 
     @classmethod
@@ -115,16 +163,77 @@ def load_data(config):
     return load_idx_dir(config.data[len("idx:"):], dtype=config.dtype, flatten=flatten)
 
 
+def _weight_init(name):
+    """``weight_init`` for the layers: None for PyTorch's default, else the initializer's name (the
+    conv-only ones fall back to "orthogonal" for a CNN's 2-D Linear weight, see orthoref.init)."""
+    return None if name == "default" else name
+
+
 def build_model(config, sample_shape, n_classes):
     rng = np.random.default_rng(config.seed)
+    init = dict(weight_init=_weight_init(config.init), rng=rng, dtype=config.dtype)
     with using(config.backend):
         if config.model == "mlp":
-            return mlp((int(np.prod(sample_shape)),) + config.hidden + (n_classes,), rng=rng,
-                       dtype=config.dtype)
+            return mlp((int(np.prod(sample_shape)),) + config.hidden + (n_classes,), **init)
         c, h, w = sample_shape
         if h != w:
             raise ValueError(f"--model cnn needs square images, got {h}x{w}")
-        return small_cnn(c, h, n_classes, rng=rng, dtype=config.dtype)
+        return small_cnn(c, h, n_classes, **init)
+
+
+class Regularization:
+    """The ``--reg`` terms of a model: weight penalties added to ``.grad`` after each backward, and
+    Self-Orthogonality hooks on Linear/Conv outputs (their gradient enters the backward pass there)."""
+
+    def __init__(self, model, config, rng):
+        from . import regularizers as R
+        self.rng = rng
+        weights = [(n, p) for n, p in model.named_parameters() if n.endswith("weight") and p.data.ndim >= 2]
+        skip = set(config.reg_skip)
+        names = [n for n, _ in weights]
+        unknown = skip - set(names) - {"first", "last"}
+        if unknown:
+            raise ValueError(f"reg_skip: {sorted(unknown)} name no weight of this model; weights: {names}")
+        if "first" in skip and names:
+            skip.add(names[0])
+        if "last" in skip and names:
+            skip.add(names[-1])
+        self.targets = [(n, p) for n, p in weights if n not in skip]
+        self.terms = []        # (name, function, weight, "weights" | "conv")
+        for name, w in (parse_reg(r) for r in config.reg):
+            fn_name, kind = REGULARIZERS[name]
+            fn = getattr(R, fn_name)
+            if kind == "outputs":
+                for n, _ in self.targets:
+                    index = int(n.split(".")[0])
+                    model.set_output_hook(index, self._scaled(fn, w))
+            else:
+                self.terms.append((name, fn, w, kind))
+        self.model = model
+
+    @staticmethod
+    def _scaled(fn, w):
+        def hook(y):
+            value, grad = fn(y)
+            return float(value) * w, grad * w
+        return hook
+
+    def apply(self):
+        """Add every weight penalty's gradient to ``.grad``; return the total penalty of this step."""
+        total = sum(self.model.hook_values().values()) if hasattr(self.model, "hook_values") else 0.0
+        for name, fn, w, kind in self.terms:
+            for _, p in self.targets:
+                if kind == "conv" and p.data.ndim != 4:
+                    continue
+                kwargs = {"rng": self.rng} if name == "srip" else {}
+                value, grad = fn(p.data, weight=w, **kwargs)
+                p.accumulate(grad)
+                total += float(value)
+        return total
+
+    @property
+    def active(self):
+        return bool(self.terms) or bool(getattr(self.model, "_hooks", None))
 
 
 def orthogonality_error(w) -> float:
@@ -182,7 +291,7 @@ def _json_array(obj):
     return np.array(json.dumps(obj))
 
 
-def save_checkpoint(path, model, optimizer, rng, epoch, config, history):
+def save_checkpoint(path, model, optimizer, rng, epoch, config, history, reg_rng=None):
     """Write ``checkpoint.npz`` atomically: ``model/<name>`` arrays, ``optim/...`` state, JSON records."""
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     osd = optimizer.state_dict()
@@ -191,8 +300,10 @@ def save_checkpoint(path, model, optimizer, rng, epoch, config, history):
             arrays[f"optim/state/{idx}/{key}"] = np.asarray(val)
     arrays["optim/param_groups"] = _json_array(osd["param_groups"])
     arrays["rng"] = _json_array(rng.bit_generator.state)
-    arrays["meta"] = _json_array({"format": CHECKPOINT_FORMAT, "epoch": int(epoch), "config": config.to_json(),
-                                  "history": history})
+    meta = {"format": CHECKPOINT_FORMAT, "epoch": int(epoch), "config": config.to_json(), "history": history}
+    if reg_rng is not None:
+        meta["reg_rng"] = reg_rng.bit_generator.state
+    arrays["meta"] = _json_array(meta)
 
     def write(f):
         np.savez(f, **arrays)
@@ -224,7 +335,7 @@ def load_checkpoint(path):
     return meta, model_state, optim_state, json.loads(str(files["rng"]))
 
 
-def _restore(path, model, optimizer, rng):
+def _restore(path, model, optimizer, rng, reg_rng=None):
     meta, model_state, optim_state, rng_state = load_checkpoint(path)
     own = dict(model.named_parameters())
     own.update(dict(model.named_buffers()))
@@ -244,6 +355,8 @@ def _restore(path, model, optimizer, rng):
         raise CheckpointError(f"{path}: optimizer state does not fit: {exc}") from exc
     model.load_state_dict(model_state)          # validated above, so this cannot stop half-way
     rng.bit_generator.state = rng_state
+    if reg_rng is not None and "reg_rng" in meta:
+        reg_rng.bit_generator.state = meta["reg_rng"]
     return meta
 
 
@@ -374,9 +487,10 @@ def fit(config: TrainConfig = None, resume: str = None, log=print, overwrite=Fal
     model = build_model(config, X_tr.shape[1:], n_classes)
     optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr)
     rng = np.random.default_rng(config.seed + 1)
+    reg = Regularization(model, config, np.random.default_rng(config.seed + 2))
     history, start = [], 1
     if resume is not None:
-        meta = _restore(resume, model, optimizer, rng)
+        meta = _restore(resume, model, optimizer, rng, reg.rng)
         history, start = list(meta["history"]), int(meta["epoch"]) + 1
     os.makedirs(config.out, exist_ok=True)
     ckpt = os.path.join(config.out, "checkpoint.npz")
@@ -386,7 +500,7 @@ def fit(config: TrainConfig = None, resume: str = None, log=print, overwrite=Fal
         t0 = time.perf_counter()
         order = rng.permutation(n)
         bar = _Progress(steps, f"epoch {epoch}/{config.epochs}", config.progress)
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, reg_sum, correct, seen = 0.0, 0.0, 0, 0
         try:
             for step in range(steps):
                 idx = order[step * config.batch_size:(step + 1) * config.batch_size]
@@ -397,6 +511,8 @@ def fit(config: TrainConfig = None, resume: str = None, log=print, overwrite=Fal
                 loss = float(loss)
                 optimizer.zero_grad()
                 model.backward(dlogits, input_grad=False)
+                if reg.active:
+                    reg_sum += reg.apply()
                 _check_grads(model, loss, epoch, step + 1)
                 optimizer.step()
                 loss_sum += loss * len(idx)
@@ -407,15 +523,19 @@ def fit(config: TrainConfig = None, resume: str = None, log=print, overwrite=Fal
             bar.close()
         record = {"epoch": epoch, "loss": loss_sum / seen, "train_acc": correct / seen,
                   "test_acc": evaluate(model, X_te, y_te), "seconds": time.perf_counter() - t0}
+        if reg.active:
+            record["reg"] = reg_sum / steps
         record["orthogonality"] = {name: orthogonality_error(p.data) for name, p in model.named_parameters()
                                    if p.data.ndim >= 2}
         history.append(record)
-        save_checkpoint(ckpt, model, optimizer, rng, epoch, config, history)
+        save_checkpoint(ckpt, model, optimizer, rng, epoch, config, history, reg.rng)
         _write_metrics(config.out, [{k: v for k, v in h.items() if k != "orthogonality"} |
                                     {f"ortho[{k}]": e for k, e in h.get("orthogonality", {}).items()}
                                     for h in history])
         if log:
             ortho = " ".join(f"{k}:{e:.3f}" for k, e in record["orthogonality"].items())
-            log(f"epoch {epoch:3d}/{config.epochs}  loss {record['loss']:.4f}  train {record['train_acc']:.4f}  "
-                f"test {record['test_acc']:.4f}  {record['seconds']:.2f}s  |G-I|/sqrt(k) {ortho}")
+            reg_text = f"  reg {record['reg']:.4g}" if "reg" in record else ""
+            log(f"epoch {epoch:3d}/{config.epochs}  loss {record['loss']:.4f}{reg_text}  "
+                f"train {record['train_acc']:.4f}  test {record['test_acc']:.4f}  {record['seconds']:.2f}s  "
+                f"|G-I|/sqrt(k) {ortho}")
     return {"history": history, "model": model, "config": config, "checkpoint": ckpt}

@@ -43,7 +43,7 @@ def test_bench_runs_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
     assert cli.main(["bench", "--repeat", "1", "--number", "1", "--threads", "1", "--json", str(path)]) == 0
     res = json.loads(path.read_text())
-    assert set(res["results"]) == set(bench.CASES)
+    assert set(res["results"]) == {n for n, c in bench.CASES.items() if not c.get("slow")}
     for row in res["results"].values():
         assert row["orthoref_s"] > 0
         if "torch" in res:
@@ -57,7 +57,7 @@ def test_bench_rejects_unknown_case(capsys):
 
 def test_torch_twin_computes_the_same_step():
     torch = pytest.importorskip("torch")
-    for name in bench.CASES:
+    for name in ("mlp_train_step", "cnn_train_step"):
         ours, theirs, _ = bench.make_case(name, rng=0)
         a, b = float(ours()), float(theirs().detach())
         assert a == pytest.approx(b, rel=1e-5), name

@@ -120,3 +120,74 @@ def test_sequential_rejects_non_modules():
 def test_module_repr():
     assert "in_features=3" in repr(Sequential(Linear(3, 4)))
     assert isinstance(Module(), Module)
+
+
+def test_weight_init_by_name_and_callable():
+    layer = Linear(8, 4, weight_init="orthogonal", rng=0, dtype=np.float64)
+    m = layer.weight.data
+    np.testing.assert_allclose(m @ m.T, np.eye(4), atol=1e-12)
+    assert np.abs(layer.bias.data).max() <= 1 / np.sqrt(8)          # the bias keeps PyTorch's default
+    seen = {}
+
+    def init(shape, rng=None, dtype=np.float32):
+        seen.update(shape=shape, dtype=dtype, rng=rng)
+        return np.full(shape, 0.5, dtype=dtype)
+    layer = Linear(3, 2, weight_init=init, rng=1)
+    assert seen["shape"] == (2, 3) and seen["dtype"] == np.float32
+    assert isinstance(seen["rng"], np.random.Generator)
+    assert np.all(layer.weight.data == 0.5)
+
+
+def test_weight_init_errors():
+    with pytest.raises(ValueError, match="orthogonal"):
+        Linear(3, 2, weight_init="no_such_init")
+    with pytest.raises(ValueError, match=r"Linear: weight_init returned shape \(3, 2\)"):
+        Linear(3, 2, weight_init=lambda shape, rng=None, dtype=np.float32: np.zeros((3, 2), dtype))
+
+
+def test_conv_weight_init_delta_orthogonal():
+    from orthoref.nn import Conv2d
+    conv = Conv2d(3, 5, 3, padding=1, weight_init="delta_orthogonal", rng=0, dtype=np.float64)
+    w = conv.weight.data
+    centre = w[:, :, 1, 1]
+    np.testing.assert_allclose(centre.T @ centre, np.eye(3), atol=1e-12)
+    w[:, :, 1, 1] = 0
+    assert not w.any()
+
+
+def test_default_weight_init_is_unchanged_by_name_default():
+    a = Linear(6, 4, rng=3)
+    b = Linear(6, 4, weight_init="default", rng=3)
+    np.testing.assert_array_equal(a.weight.data, b.weight.data)
+    np.testing.assert_array_equal(a.bias.data, b.bias.data)
+
+
+def test_output_hook_gradient_enters_the_backward_pass():
+    """A hook's loss term on a hidden output: the total gradient equals finite differences of the sum."""
+    from orthoref.nn import ReLU
+    from orthoref.oracle import check_backward
+    rng = np.random.default_rng(0)
+    model = Sequential(Linear(4, 5, rng=1, dtype=np.float64), ReLU(), Linear(5, 3, rng=2, dtype=np.float64))
+    model.set_output_hook(0, lambda y: (float((y ** 2).sum()), 2 * y))
+    params = model.parameters()
+
+    def fn(x, *pdata):
+        for p, d in zip(params, pdata):
+            p.data = d
+        y = model.forward(x)
+        extra = model.hook_values()[0]
+        total = np.array((y ** 2).sum() * 0.5 + extra)
+
+        def vjp(cts):
+            model.zero_grad()
+            dx = model.backward(y * cts[0])
+            return (dx,) + tuple(p.grad for p in params)
+        return (total,), vjp
+
+    x = rng.standard_normal((6, 4)) + 0.1
+    check_backward(fn, [x] + [p.data for p in params], cotangents=[np.array(1.0)], elementwise=True)
+    model.set_output_hook(0, None)
+    model.forward(x)
+    assert model.hook_values() == {}
+    with pytest.raises(IndexError):
+        model.set_output_hook(7, lambda y: (0.0, y))

@@ -34,7 +34,7 @@ def test_default_mlp_reaches_97_percent(tmp_path):
 
 @pytest.mark.slow
 def test_cnn_reaches_98_percent(tmp_path):
-    res = fit(_quiet(model="cnn", out=str(tmp_path), epochs=20), log=None)
+    res = fit(_quiet(model="cnn", out=str(tmp_path), epochs=30), log=None)
     assert res["history"][-1]["test_acc"] >= 0.98
 
 
@@ -208,3 +208,63 @@ def test_cli_train_cupy_missing_says_how_to_install(tmp_path, capsys):
         pytest.skip("CuPy with a GPU is available here")
     assert cli.main(["train", "--backend", "cupy", "--epochs", "1", "--out", str(tmp_path / "r")]) == 2
     assert "pip install" in capsys.readouterr().err
+
+
+def test_init_option_builds_orthogonal_weights(tmp_path):
+    assert TrainConfig().init == "orthogonal"
+    model = train.build_model(_quiet(hidden=(16,), dtype="float64").validate(), (64,), 10)
+    w = model[0].weight.data
+    np.testing.assert_allclose(w @ w.T, np.eye(16), atol=1e-12)
+    cnn = train.build_model(_quiet(model="cnn", init="delta_orthogonal", dtype="float64").validate(),
+                            (1, 8, 8), 10)
+    centre = cnn[0].weight.data[:, :, 1, 1]
+    np.testing.assert_allclose(centre.T @ centre, np.eye(1), atol=1e-12)
+    lin = cnn[-1].weight.data                       # the Linear layer falls back to "orthogonal"
+    np.testing.assert_allclose(lin @ lin.T, np.eye(10), atol=1e-12)
+
+
+def test_conv_only_init_refused_for_mlp(tmp_path, capsys):
+    assert cli.main(["train", "--init", "delta_orthogonal", "--out", str(tmp_path / "r")]) == 2
+    assert "convolution kernels" in capsys.readouterr().err
+
+
+def test_reg_lowers_orthogonality_error_and_is_logged(tmp_path):
+    base = fit(_quiet(hidden=(32,), epochs=3, out=str(tmp_path / "none")), log=None)
+    so = fit(_quiet(hidden=(32,), epochs=3, out=str(tmp_path / "so"), reg=("so:1e-1",), reg_skip=("last",)),
+             log=None)
+    err = lambda r: train.orthogonality_error(r["model"][0].weight.data)  # noqa: E731
+    assert err(so) < err(base) / 2
+    assert "reg" in so["history"][-1] and so["history"][-1]["reg"] > 0
+    assert "reg" not in base["history"][-1]
+    # the last layer was skipped: identical regularization terms never touched it
+    assert "reg" in (tmp_path / "so" / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_som_hook_and_srip_resume_exactly(tmp_path):
+    cfg = dict(hidden=(16,), dtype="float64", reg=("srip:1e-2", "som:1e-4"), batch_size=200)
+    full = fit(_quiet(epochs=2, out=str(tmp_path / "full"), **cfg), log=None)
+    fit(_quiet(epochs=1, out=str(tmp_path / "part"), **cfg), log=None)
+    resumed = fit(TrainConfig(epochs=2, progress=False), resume=str(tmp_path / "part" / "checkpoint.npz"),
+                  log=None)
+    assert resumed["config"].reg == ("srip:1e-2", "som:1e-4")
+    for k, v in _weights(full).items():
+        assert np.array_equal(v, _weights(resumed)[k]), k
+    assert full["history"][-1]["reg"] == resumed["history"][-1]["reg"]
+
+
+def test_som_gradient_reaches_the_weights(tmp_path):
+    a = fit(_quiet(hidden=(16,), epochs=1, out=str(tmp_path / "a")), log=None)
+    b = fit(_quiet(hidden=(16,), epochs=1, out=str(tmp_path / "b"), reg=("som:1e-2",)), log=None)
+    assert not np.array_equal(a["model"][0].weight.data, b["model"][0].weight.data)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--reg", "nope:1"], "unknown regularizer"),
+    (["--reg", "so:abc"], "must be a number"),
+    (["--reg", "so:-1"], ">= 0"),
+    (["--reg", "ocnn:1e-2"], "convolution kernels"),
+    (["--reg", "so:1e-3", "--reg-skip", "9.weight"], "name no weight"),
+])
+def test_cli_reg_bad_options(tmp_path, capsys, args, message):
+    assert cli.main(["train", "--out", str(tmp_path / "r"), "--no-progress", "--epochs", "1"] + args) == 2
+    assert message in capsys.readouterr().err

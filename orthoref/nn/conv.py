@@ -17,7 +17,7 @@ from ..ops.pool import (
     avg_pool2d_forward, flatten_backward, flatten_forward, global_avg_pool2d_backward,
     global_avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,
 )
-from .linear import kaiming_uniform_default
+from .linear import init_weight, kaiming_uniform_default
 from .module import Module, Parameter, _float_dtype, check_input
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten"]
@@ -35,11 +35,12 @@ class Conv2d(Module):
     Weight ``(out_channels, in_channels / groups, kh, kw)``, bias ``(out_channels,)``, both drawn from
     ``U(-1/√fan_in, 1/√fan_in)`` with ``fan_in = in_channels / groups · kh · kw`` (PyTorch's default).
     Input ``(N, C, H, W)`` or ``(C, H, W)``; see :func:`orthoref.ops.conv2d_forward` for the formula and
-    the arguments (``padding`` may be an int, a pair, ``"valid"`` or ``"same"``).
+    the arguments (``padding`` may be an int, a pair, ``"valid"`` or ``"same"``). ``weight_init`` as for
+    :class:`~orthoref.nn.Linear` (e.g. ``"delta_orthogonal"``, ``"block_orthogonal"``, ``"orthogonal"``).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, *, rng=None, dtype=np.float32):
+                 bias=True, *, weight_init=None, rng=None, dtype=np.float32):
         who = "Conv2d"
         self.in_channels = _positive_int(in_channels, "in_channels", who)
         self.out_channels = _positive_int(out_channels, "out_channels", who)
@@ -56,7 +57,7 @@ class Conv2d(Module):
         gen = host_rng(rng)
         fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        self.weight = Parameter(kaiming_uniform_default(shape, fan_in, gen, dt))
+        self.weight = Parameter(init_weight(weight_init, shape, fan_in, gen, dt, who))
         self.bias = (Parameter(kaiming_uniform_default((self.out_channels,), fan_in, gen, dt)) if bias
                      else None)
         self._cache = None

@@ -208,6 +208,11 @@ class Sequential(Module):
 
     The first layer is asked for no input gradient when ``backward(..., input_grad=False)`` (the default
     of a training step on data), which saves the largest GEMM of an MLP or CNN, as autograd does.
+
+    Output hooks: ``set_output_hook(i, hook)`` calls ``value, grad = hook(y)`` on layer ``i``'s output
+    in every forward in training mode; ``grad`` (the gradient of an extra loss term w.r.t. ``y``, such as the
+    Self-Orthogonality penalty) is added to the incoming gradient of that output in the next backward, so
+    it flows into the layer's weights and upstream. ``hook_values()`` gives the last forward's values.
     """
 
     def __init__(self, *layers):
@@ -216,6 +221,8 @@ class Sequential(Module):
                 raise TypeError(f"Sequential: argument {i} must be a Module, got {type(layer).__name__}")
             setattr(self, str(i), layer)
         self._layers = list(layers)
+        self._hooks = {}
+        self._hook_out = {}
 
     def __len__(self):
         return len(self._layers)
@@ -226,14 +233,36 @@ class Sequential(Module):
     def __iter__(self):
         return iter(self._layers)
 
+    def set_output_hook(self, index, hook):
+        """Attach ``hook(y) -> (value, grad_y)`` to the output of layer ``index`` (None removes it)."""
+        if not -len(self._layers) <= index < len(self._layers):
+            raise IndexError(f"Sequential.set_output_hook: layer index {index} out of range for "
+                             f"{len(self._layers)} layers")
+        index %= len(self._layers)
+        if hook is None:
+            self._hooks.pop(index, None)
+        elif not callable(hook):
+            raise TypeError(f"Sequential.set_output_hook: hook must be callable, got {type(hook).__name__}")
+        else:
+            self._hooks[index] = hook
+
+    def hook_values(self):
+        """``{layer index: value}`` of the output hooks in the last forward pass."""
+        return {i: v for i, (v, _) in self._hook_out.items()}
+
     def forward(self, x):
-        for layer in self._layers:
+        self._hook_out = {}
+        for i, layer in enumerate(self._layers):
             x = layer.forward(x)
+            if self.training and i in self._hooks:
+                self._hook_out[i] = self._hooks[i](x)
         return x
 
     def backward(self, grad_out, input_grad: bool = True):
         g = grad_out
         last = len(self._layers) - 1
         for i in range(last, -1, -1):
+            if i in self._hook_out:
+                g = g + self._hook_out[i][1]
             g = self._layers[i].backward(g, input_grad=input_grad or i > 0)
         return g

@@ -24,7 +24,7 @@ __all__ = ["OpSpec", "Sample", "register", "get", "all_specs", "from_pair", "fro
 
 _REGISTRY: dict = {}
 # Modules whose import registers specs; ``all_specs`` imports them so the registry is always complete.
-_PROVIDERS = ("orthoref.ops", "orthoref.nn")
+_PROVIDERS = ("orthoref.ops", "orthoref.nn", "orthoref.regularizers")
 
 
 @dataclass

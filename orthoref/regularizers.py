@@ -1,0 +1,1001 @@
+"""Orthogonality penalties: ``value, grad = PENALTY(W, ...)``.
+
+Every function returns the penalty ``value`` as a **0-d array of the input's dtype** (``float(value)``
+gives the Python number) and ``grad``, the exact gradient of ``value`` with respect to the first argument,
+with its shape and dtype (float32 stays float32). Where a function is not differentiable (a max, an
+absolute value, a repeated eigenvalue) the docstring says which subgradient comes back.
+
+Conventions (see DESIGN.md):
+
+- A weight is seen as the matrix ``M = W.reshape(out, -1)`` (PyTorch layout: Linear ``(out, in)``, Conv2d
+  ``(out, in, kh, kw)``; rows are the filters). ``gram="auto"`` uses the smaller Gram matrix,
+  ``G = M Mᵀ`` when ``out <= in`` (rows) else ``G = Mᵀ M`` (cols); ``"rows"`` / ``"cols"`` force one.
+- TensorFlow/Keras store kernels with the filters on the *last* axis (Dense ``(in, out)``, Conv2D
+  ``(kh, kw, in, out)``) and flatten to ``W.reshape(-1, out)``: their matrix is our ``Mᵀ`` with the
+  fan-in entries in ``(kh, kw, in)`` order instead of ``(in, kh, kw)``. Their ``WᵀW`` is our rows Gram;
+  the permutation of the fan-in axis changes neither Frobenius norms, maxima, sums of absolute values nor
+  spectra, so the penalties agree once the transpose is accounted for.
+- geotorch (``geotorch.orthogonal``) treats the *last two* axes as the matrix: for a Linear weight that is
+  ``M`` itself, for a Conv2d weight it is the ``out · in`` slices of shape ``(kh, kw)`` -- the per-slice
+  penalty :func:`kernel_slice_orthogonality`, not a penalty on the filters.
+- ``weight`` (λ, β) multiplies the value and the gradient; it must be finite and ``>= 0``.
+- Bad input (1-D weight, a conv penalty given a 2-D weight, NaN/Inf, an integer dtype, an unknown
+  ``gram``, a negative weight) raises ``ValueError`` / ``TypeError`` naming the function, the argument, what
+  was expected and what came.
+
+Each function is registered in :mod:`orthoref.oracle.registry` (finite differences in float64 and a
+PyTorch autograd twin).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .backend import get_array_module, host_rng
+from .ops.conv import conv2d_backward, conv2d_forward
+from .oracle.registry import OpSpec, Sample, from_loss, register
+
+__all__ = [
+    "GRAMS", "soft_orthogonality", "double_soft_orthogonality", "mutual_coherence", "srip",
+    "off_diagonal", "l1_orthogonality", "kernel_slice_orthogonality", "self_orthogonality",
+    "conv_orthogonality", "spectral_penalty", "REGULARIZERS",
+]
+
+GRAMS = ("auto", "rows", "cols")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The shared validator.
+
+def _all_finite(xp, a):
+    """True when ``a`` holds no NaN/Inf. One reduction (a NaN/Inf makes the sum NaN/Inf); only when the
+    sum is not finite (bad input, or an overflow of huge finite values) is the element-wise test run."""
+    if bool(xp.isfinite(a.sum())):
+        return True
+    return bool(xp.isfinite(a).all())
+
+
+def _check_scalar(who, name, value, positive=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (positive and value == 0):
+        expected = "> 0" if positive else ">= 0"
+        raise ValueError(f"{who}: {name} must be a finite number {expected}, got {value!r}")
+    return value
+
+
+_NO_GRAM = object()
+
+
+def _validate(who, W, name="W", ndim=None, min_ndim=2, gram=_NO_GRAM, scalars=(), positive=()):
+    """Check the array argument, ``gram`` and the non-negative scalars; return the array module.
+
+    ``ndim``: a tuple of allowed ranks (e.g. ``(4,)`` for a conv penalty); otherwise at least ``min_ndim``.
+    ``scalars``: ``(name, value)`` pairs that must be finite and ``>= 0`` (``> 0`` for names in
+    ``positive``).
+    """
+    if not hasattr(W, "shape") or not hasattr(W, "dtype"):
+        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got {type(W).__name__}")
+    if W.dtype.kind != "f":
+        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got dtype {W.dtype}")
+    if ndim is not None and W.ndim not in ndim:
+        what = " or ".join(f"{d}-D" for d in ndim)
+        raise ValueError(f"{who}: {name} must be {what}, got {W.ndim}-D array of shape {tuple(W.shape)}")
+    if ndim is None and W.ndim < min_ndim:
+        raise ValueError(f"{who}: {name} must have at least {min_ndim} dimensions (a weight (out, in, ...)), "
+                         f"got shape {tuple(W.shape)}")
+    if W.size == 0:
+        raise ValueError(f"{who}: {name} must not be empty, got shape {tuple(W.shape)}")
+    xp = get_array_module(W)
+    if not _all_finite(xp, W):
+        raise ValueError(f"{who}: {name} must be finite, got NaN or Inf")
+    if gram is not _NO_GRAM and (not isinstance(gram, str) or gram not in GRAMS):
+        raise ValueError(f"{who}: gram must be one of {GRAMS}, got {gram!r}")
+    for sname, value in scalars:
+        _check_scalar(who, sname, value, positive=sname in positive)
+    return xp
+
+
+def _matrix(W):
+    """``M = W.reshape(out, -1)`` (a view for contiguous ``W``)."""
+    return W.reshape(W.shape[0], -1)
+
+
+def _use_rows(M, gram):
+    """True for the rows Gram ``M Mᵀ``, False for the cols Gram ``Mᵀ M``."""
+    if gram == "auto":
+        return M.shape[0] <= M.shape[1]
+    return gram == "rows"
+
+
+def _gram(M, rows):
+    """The Gram matrix (``M Mᵀ`` or ``Mᵀ M``): one GEMM. NumPy recognises ``A @ A.T`` and calls ``syrk``,
+    computing one triangle and mirroring it, so ``G`` is exactly symmetric."""
+    return M @ M.T if rows else M.T @ M
+
+
+def _minus_identity(G):
+    """``G - I`` in place (G is a fresh square array; indexing works for any memory layout)."""
+    d = get_array_module(G).arange(G.shape[0])
+    G[d, d] -= 1
+    return G
+
+
+def _pull_back(S, M, rows, scale):
+    """``scale · S M`` (rows) or ``scale · M S`` (cols) for a symmetric ``S``: the gradient of a function of
+    ``G`` whose gradient w.r.t. ``G`` is ``scale/2 · S`` (``∂/∂M f(M Mᵀ) = (Ḡ + Ḡᵀ) M``)."""
+    g = S @ M if rows else M @ S
+    g *= scale
+    return g
+
+
+def _value(xp, v, dtype):
+    return xp.asarray(v, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Frobenius penalties.
+
+def soft_orthogonality(W, weight=1.0, gram="auto"):
+    """Soft orthogonality (SO) of Bansal, Chen & Wang 2018, "Can We Gain More from Orthogonality
+    Regularizations in Training Deep CNNs?" (NeurIPS).
+
+    .. math::  R(W) = \\lambda \\lVert G - I \\rVert_F^2, \\qquad
+               \\frac{\\partial R}{\\partial M} = 4 \\lambda (G - I) M \\;\\; (G = M M^\\top), \\quad
+               4 \\lambda M (G - I) \\;\\; (G = M^\\top M)
+
+    with ``M = W.reshape(out, -1)``: one GEMM for ``G`` (``syrk`` on the CPU), one for the gradient.
+
+    Parameters
+    ----------
+    W : (out, in, ...) float array
+    weight : float >= 0
+        λ.
+    gram : {"auto", "rows", "cols"}
+        ``"auto"``: the smaller Gram matrix (``M Mᵀ`` when ``out <= in``), as the VITA-Group code
+        (``l2_reg_ortho``) and the OCNN code's ``orth_dist``.
+
+    Returns
+    -------
+    value : 0-d array, dtype of ``W``
+    grad : array like ``W``
+
+    Notes
+    -----
+    The two Gram matrices differ by ``|out - in|`` zero eigenvalues, so
+    ``‖MMᵀ - I‖² = ‖MᵀM - I‖² + (out - in)``: "rows" and "cols" give the same gradient and values that
+    differ by the constant ``λ (out - in)``. TensorFlow code (filters on the last axis) writes ``WᵀW`` for
+    our rows Gram; see the module docstring.
+    """
+    xp = _validate("soft_orthogonality", W, gram=gram, scalars=(("weight", weight),))
+    M = _matrix(W)
+    rows = _use_rows(M, gram)
+    N = _minus_identity(_gram(M, rows))
+    value = weight * xp.vdot(N, N)
+    grad = _pull_back(N, M, rows, 4.0 * weight)
+    return _value(xp, value, W.dtype), grad.reshape(W.shape)
+
+
+def double_soft_orthogonality(W, weight=1.0):
+    """Double soft orthogonality (DSO) of Bansal et al. 2018: both Gram matrices.
+
+    .. math::  R(W) = \\lambda \\left( \\lVert M^\\top M - I \\rVert_F^2
+               + \\lVert M M^\\top - I \\rVert_F^2 \\right)
+
+    Computed from the smaller Gram matrix ``G`` (``k = min(out, in)``, ``K = max(out, in)``): the larger
+    one has the same non-zero eigenvalues plus ``K - k`` zeros, so
+
+    .. math::  R = \\lambda \\left( 2 \\lVert G - I_k \\rVert_F^2 + K - k \\right), \\qquad
+               \\frac{\\partial R}{\\partial M} = 8 \\lambda (G - I) M \\;\\text{ or }\\;
+               8 \\lambda M (G - I),
+
+    i.e. DSO is exactly twice :func:`soft_orthogonality` plus the constant ``λ |out - in|``; it costs one
+    small Gram matrix, not both.
+
+    Parameters
+    ----------
+    W : (out, in, ...) float array
+    weight : float >= 0
+
+    Returns
+    -------
+    value : 0-d array, dtype of ``W``
+    grad : array like ``W``
+    """
+    xp = _validate("double_soft_orthogonality", W, scalars=(("weight", weight),))
+    M = _matrix(W)
+    rows = _use_rows(M, "auto")
+    N = _minus_identity(_gram(M, rows))
+    value = weight * (2 * xp.vdot(N, N) + abs(M.shape[0] - M.shape[1]))
+    grad = _pull_back(N, M, rows, 8.0 * weight)
+    return _value(xp, value, W.dtype), grad.reshape(W.shape)
+
+
+def off_diagonal(W, weight=1.0):
+    """The off-diagonal orthogonal regularization of BigGAN (Brock, Donahue & Simonyan 2019, "Large Scale
+    GAN Training for High Fidelity Natural Image Synthesis").
+
+    .. math::  R(W) = \\lambda \\lVert (M M^\\top) \\odot (\\mathbf 1 - I) \\rVert_F^2, \\qquad
+               \\frac{\\partial R}{\\partial M} = 4 \\lambda \\,\\big((M M^\\top) \\odot (\\mathbf 1 - I)\\big) M
+
+    Always the rows Gram (filters against filters; the norms of the filters are left free).
+
+    Parameters
+    ----------
+    W : (out, in, ...) float array
+    weight : float >= 0
+
+    Returns
+    -------
+    value : 0-d array, dtype of ``W``
+    grad : array like ``W``
+
+    Notes
+    -----
+    BigGAN's ``utils.ortho`` never forms the penalty: it adds ``strength · 2 ((MMᵀ) ⊙ (1 - I)) M`` to
+    ``param.grad`` directly -- **half** the exact gradient returned here, i.e. the gradient of
+    ``(λ/2) ‖(MMᵀ) ⊙ (1 - I)‖²``. To reproduce BigGAN's update pass ``weight = strength / 2``; nothing is
+    rescaled silently.
+    """
+    xp = _validate("off_diagonal", W, scalars=(("weight", weight),))
+    M = _matrix(W)
+    O = _gram(M, True)
+    d = xp.arange(O.shape[0])
+    O[d, d] = 0
+    value = weight * xp.vdot(O, O)
+    grad = _pull_back(O, M, True, 4.0 * weight)
+    return _value(xp, value, W.dtype), grad.reshape(W.shape)
+
+
+def kernel_slice_orthogonality(W, weight=1e-4):
+    """Row-orthogonality of every 2-D kernel slice of a conv weight.
+
+    .. math::  R(W) = \\beta \\sum_{n, c} \\lVert (S S^\\top) \\odot (\\mathbf 1 - I_H) \\rVert_F^2,
+               \\quad S = W[n, c] \\in \\mathbb R^{H \\times K}, \\qquad
+               \\frac{\\partial R}{\\partial S} = 4 \\beta \\big((S S^\\top) \\odot (\\mathbf 1 - I_H)\\big) S
+
+    The penalty of the seed article on conv kernels: each ``(H, K)`` slice (a kernel's rows) is pushed
+    towards mutually orthogonal rows; the norms of the rows stay free. It is what a geotorch-style "last
+    two axes" view of a conv weight penalises (see the module docstring), not an orthogonality of the
+    filters. The article's code builds the ``1 - I`` mask with ``torch.eye`` on the CPU while ``W`` lives
+    on the GPU (a device mismatch that fails, or forces a copy, at every step); here the mask is an
+    in-place zeroing of the diagonal on ``W``'s own device.
+
+    Parameters
+    ----------
+    W : (N, C, H, K) float array
+        A conv weight; a 2-D (or other non-4-D) weight raises ``ValueError``.
+    weight : float >= 0
+        β (the article's default 1e-4).
+
+    Returns
+    -------
+    value : 0-d array, dtype of ``W``
+    grad : (N, C, H, K) array
+    """
+    xp = _validate("kernel_slice_orthogonality", W, ndim=(4,), scalars=(("weight", weight),))
+    O = W @ W.swapaxes(-1, -2)                                      # (N, C, H, H)
+    H = W.shape[2]
+    O[..., xp.arange(H), xp.arange(H)] = 0
+    value = weight * xp.vdot(O, O)
+    grad = O @ W
+    grad *= 4.0 * weight
+    return _value(xp, value, W.dtype), grad
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Entry-wise penalties (max, L1).
+
+def mutual_coherence(W, weight=1.0, gram="auto"):
+    """Mutual coherence (MC) of Bansal et al. 2018: the largest entry of ``|G - I|``.
+
+    .. math::  R(W) = \\lambda \\max_{i, j} |(G - I)_{ij}|
+
+    Subgradient: with ``(i, j)`` the **first** arg-max in row-major order of the upper triangle
+    (diagonal included) and ``s = sign((G - I)_{ij})``, the gradient of ``λ s G_{ij}``:
+    ``λ s (e_i m_jᵀ + e_j m_iᵀ)`` for the rows Gram (``m_i`` the rows of ``M``; ``2 λ s e_i m_iᵀ`` on the
+    diagonal) -- the symmetric entries ``(i, j)`` and ``(j, i)`` are the same function of ``M``, so both
+    are covered; the cols Gram is the same with columns. Where the arg-max is not unique the penalty is
+    not differentiable and this is one element of the subdifferential (PyTorch's ``max`` spreads the
+    gradient evenly over ties instead, which agrees for a symmetric pair and differs for distinct ties).
+
+    Parameters
+    ----------
+    W : (out, in, ...) float array
+    weight : float >= 0
+    gram : {"auto", "rows", "cols"}
+        The VITA-Group code (``torch.norm(w wᵀ - I, p=inf)``) always uses the rows Gram.
+
+    Returns
+    -------
+    value : 0-d array, dtype of ``W``
+    grad : array like ``W``
+    """
+    xp = _validate("mutual_coherence", W, gram=gram, scalars=(("weight", weight),))
+    M = _matrix(W)
+    rows = _use_rows(M, gram)
+    N = _minus_identity(_gram(M, rows))
+    k = N.shape[0]
+    i, j = divmod(int(xp.argmax(xp.triu(xp.abs(N)))), k)
+    nij = N[i, j]
+    s = weight * float(xp.sign(nij))
+    grad = xp.zeros_like(M)
+    if rows:
+        grad[i] += s * M[j]
+        grad[j] += s * M[i]
+    else:
+        grad[:, i] += s * M[:, j]
+        grad[:, j] += s * M[:, i]
+    return _value(xp, weight * xp.abs(nij), W.dtype), grad.reshape(W.shape)
+
+
+def l1_orthogonality(W, weight=1.0, gram="auto"):
+    """Entry-wise L1 orthogonality penalty (Brock, Lim, Ritchie & Weston 2017, "Neural Photo Editing with
+    Introspective Adversarial Networks", their orthogonal regularization).
+
+    .. math::  R(W) = \\lambda \\sum_{i, j} |(G - I)_{ij}|, \\qquad
+               \\frac{\\partial R}{\\partial M} = 2 \\lambda \\operatorname{sign}(G - I) M \\;\\text{ (rows) or }\\;
+               2 \\lambda M \\operatorname{sign}(G - I) \\;\\text{ (cols)}
+
+    Subgradient: ``sign(0) = 0`` (NumPy's and PyTorch's ``sign``), the minimum-norm choice at a kink.
+
+    Parameters
+    ----------
+    W : (out, in, ...) float array
+    weight : float >= 0
+    gram : {"auto", "rows", "cols"}
+        Brock et al. write ``W Wᵀ`` over the filters (the rows Gram); ``"auto"`` picks the smaller one.
+
+    Returns
+    -------
+    value : 0-d array, dtype of ``W``
+    grad : array like ``W``
+    """
+    xp = _validate("l1_orthogonality", W, gram=gram, scalars=(("weight", weight),))
+    M = _matrix(W)
+    rows = _use_rows(M, gram)
+    N = _minus_identity(_gram(M, rows))
+    value = weight * xp.abs(N).sum()
+    S = xp.sign(N, out=N)
+    grad = _pull_back(S, M, rows, 2.0 * weight)
+    return _value(xp, value, W.dtype), grad.reshape(W.shape)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Spectral penalties.
+
+def _v0_vector(xp, v0, k, dtype, rng, who):
+    if v0 is None:
+        return xp.asarray(host_rng(rng).uniform(0.0, 1.0, size=k), dtype=dtype)
+    v = np.asarray(v0.get() if hasattr(v0, "get") else v0)
+    if v.dtype.kind not in "fiu" or v.shape not in ((k,), (k, 1)):
+        raise ValueError(f"{who}: v0 must be a real array of shape ({k},) or ({k}, 1) (the size of the Gram "
+                         f"matrix), got shape {v.shape} and dtype {v.dtype}")
+    if not np.isfinite(v).all():
+        raise ValueError(f"{who}: v0 must be finite, got NaN or Inf")
+    return xp.asarray(v.reshape(k), dtype=dtype)
+
+
+def _srip_power(xp, W, M, rows, n_iter, v0, weight):
+    """Unrolled power iteration and its exact reverse pass (matrix-vector products with ``N = G - I``
+    through ``M``, never forming ``G``)."""
+    def nmul(u):
+        return (M @ (M.T @ u) if rows else M.T @ (M @ u)) - u
+
+    us, rs = [v0], []
+    for _ in range(n_iter):
+        w = nmul(us[-1])
+        r = xp.sqrt(xp.vdot(w, w))
+        if float(r) == 0.0:                         # N v = 0: σ̂ = 0 (VITA's code gives 0/0 = NaN)
+            return _value(xp, 0.0, W.dtype), xp.zeros_like(W)
+        rs.append(r)
+        us.append(w / r)
+    z = nmul(us[-1])
+    value = weight * xp.vdot(z, z)
+    # Reverse pass: N̄ = Σ a bᵀ (outer products); ū_t = N w̄ (N symmetric).
+    zbar = (2.0 * weight) * z
+    A, B = [zbar], [us[-1]]
+    ubar = nmul(zbar)
+    for t in range(n_iter, 0, -1):
+        u, r = us[t], rs[t - 1]
+        wbar = (ubar - u * xp.vdot(u, ubar)) / r
+        A.append(wbar)
+        B.append(us[t - 1])
+        if t > 1:
+            ubar = nmul(wbar)
+    A, B = xp.stack(A, axis=1), xp.stack(B, axis=1)            # (k, n_iter + 1)
+    if rows:                                                     # M̄ = (N̄ + N̄ᵀ) M
+        grad = A @ (B.T @ M) + B @ (A.T @ M)
+    else:                                                        # M̄ = M (N̄ + N̄ᵀ)
+        grad = (M @ A) @ B.T + (M @ B) @ A.T
+    return _value(xp, value, W.dtype), grad.astype(W.dtype, copy=False).reshape(W.shape)
+
+
+def _eig_ends(xp, S, both):
+    """Eigenpairs ``(w, V)`` of the symmetric ``S`` at the top end (and the bottom end when ``both``),
+    ascending. On the CPU only those are computed (``scipy.linalg.eigh(subset_by_index=...)``, float32 stays
+    float32; 5x faster than the full decomposition at k = 512); CuPy computes all and slices."""
+    k = S.shape[0]
+    if xp is np:
+        from scipy.linalg import eigh
+        top = eigh(S, subset_by_index=[k - 1, k - 1], check_finite=False)
+        if not both or k == 1:
+            return top
+        bottom = eigh(S, subset_by_index=[0, 0], check_finite=False)
+        return np.concatenate([bottom[0], top[0]]), np.concatenate([bottom[1], top[1]], axis=1)
+    w, V = xp.linalg.eigh(S)
+    idx = [0, k - 1] if both and k > 1 else [k - 1]
+    return w[idx], V[:, idx]
+
+
+def _srip_exact(xp, W, M, rows, weight):
+    N = _minus_identity(_gram(M, rows))
+    evals, evecs = _eig_ends(xp, N, both=True)
+    idx = 0 if float(abs(evals[0])) > float(abs(evals[-1])) else -1
+    lam, u = evals[idx], evecs[:, idx]
+    value = weight * lam * lam
+    c = 4.0 * weight * lam                                       # M̄ = 2 N̄ M, N̄ = 2 λ_i u uᵀ
+    grad = xp.outer(u, u @ M) if rows else xp.outer(M @ u, u)
+    grad *= c
+    return _value(xp, value, W.dtype), grad.reshape(W.shape)
+
+
+def srip(W, weight=1.0, n_iter=1, rng=None, v0=None, method="power", gram="auto"):
+    """Spectral restricted isometry property regularizer (SRIP) of Bansal et al. 2018.
+
+    .. math::  R(W) = \\lambda\\, \\hat\\sigma^2, \\qquad \\hat\\sigma \\approx \\sigma_{\\max}(N),
+               \\quad N = G - I
+
+    ``method="power"`` is the VITA-Group PyTorch code (github.com/VITA-Group/Orthogonality-in-CNNs,
+    ``l2_reg_ortho`` of ``Wide-Resnet/train_n.py``): the smaller Gram matrix of ``W.view(rows, -1)``
+    (``WᵀW`` when ``rows > cols``, else ``WWᵀ`` -- our ``gram="auto"``), ``b_k = torch.rand(k, 1)``, then
+
+    .. math::  v_0 = b_k, \\quad v_t = \\frac{N v_{t-1}}{\\lVert N v_{t-1} \\rVert} \\; (t = 1..T),
+               \\quad \\hat\\sigma = \\lVert N v_T \\rVert, \\quad R = \\lambda \\hat\\sigma^2
+
+    with ``T = n_iter`` (their code: ``T = 1``; the penalty is the *squared* norm ``‖v3‖²``). The
+    gradient is the exact gradient of this unrolled computation, flowing through every occurrence of
+    ``W`` including the normalisations, as autograd computes it for their code (``v0`` is a constant). It is
+    not the gradient of ``σ_max²``: for small ``T`` the two differ. The products with ``N`` are taken as
+    ``M (Mᵀ v) - v``, so ``G`` is never formed (O(T · out · in) work, not O(k² · n)).
+
+    ``method="exact"``: ``σ = max |eig(N)|`` from ``eigh`` (``N`` is symmetric, so its spectral norm is its
+    largest eigenvalue in absolute value), and with ``u`` the unit eigenvector of that eigenvalue ``μ``
+    (``|μ| = σ``): ``∂R/∂N = 2 λ μ u uᵀ`` (note the sign of ``μ``: ``2 λ σ u uᵀ`` when ``μ > 0``, its
+    negative when the largest-magnitude eigenvalue is negative), pulled back through ``G``:
+    ``∂R/∂M = 4 λ μ u (uᵀ M)`` (rows) or ``4 λ μ (M u) uᵀ`` (cols). At a repeated top eigenvalue (or
+    ``|μ_min| = |μ_max|``) ``σ`` is not differentiable: ``u`` is whichever eigenvector LAPACK returns
+    (ties between ``|μ_min|`` and ``|μ_max|`` go to ``μ_max``), one subgradient, not continuous in ``W``.
+    ``n_iter``, ``rng`` and ``v0`` are not used by ``"exact"``.
+
+    Other public code: the Keras version of the same repository (``ResNet/resnet_cifar_new.py``) flattens
+    ``(kh, kw, in, out)`` to ``(kh·kw·in, out)``, uses ``WᵀW`` (always the out x out Gram), returns the
+    *unsquared* ``σ̂`` and adds ``w_rate · ‖W‖_F``. The repository's other PyTorch scripts (``SVHN/train.py``,
+    and most copies of ``l2_reg_ortho`` in the wild) always use ``WᵀW`` of ``W.view(-1, cols)`` (our
+    ``gram="cols"``, the larger Gram for a wide conv weight) and a spectral-norm style iteration
+    ``u ~ N(0, 1)``, ``v = norm(Nᵀu)``, ``u = norm(N v)``, ``σ = uᵀ N v`` (squared); that is a different
+    function of ``W`` (same limit ``σ_max²``) and is not reproduced here.
+
+    Parameters
+    ----------
+    W : (out, in, ...) float array
+    weight : float >= 0
+    n_iter : int >= 1
+        Number of normalised products ``v ← N v / ‖N v‖`` before the final ``‖N v‖``.
+    rng : None, int or numpy.random.Generator
+        Draws ``v0 ~ U[0, 1)^k`` on the host when ``v0`` is not given.
+    v0 : (k,) or (k, 1) array-like, optional
+        Start vector (``k`` the size of the Gram matrix); same ``v0`` → same value as the PyTorch code.
+    method : {"power", "exact"}
+    gram : {"auto", "rows", "cols"}
+
+    Returns
+    -------
+    value : 0-d array, dtype of ``W``
+    grad : array like ``W``
+
+    Notes
+    -----
+    Where ``N v_{t}`` vanishes (e.g. ``G = I`` exactly) the VITA code divides 0 by 0 and returns NaN; here
+    the value and the gradient are 0.
+    """
+    who = "srip"
+    xp = _validate(who, W, gram=gram, scalars=(("weight", weight),))
+    if method not in ("power", "exact"):
+        raise ValueError(f"{who}: method must be 'power' or 'exact', got {method!r}")
+    M = _matrix(W)
+    rows = _use_rows(M, gram)
+    if method == "exact":
+        return _srip_exact(xp, W, M, rows, weight)
+    if isinstance(n_iter, (bool, np.bool_)) or not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
+        raise ValueError(f"{who}: n_iter must be an int >= 1, got {n_iter!r}")
+    k = M.shape[0] if rows else M.shape[1]
+    v = _v0_vector(xp, v0, k, W.dtype, rng, who)
+    return _srip_power(xp, W, M, rows, int(n_iter), v, weight)
+
+
+def spectral_penalty(W, weight=1.0):
+    """Spectral norm regularization (Yoshida & Miyato 2017, "Spectral Norm Regularization for Improving
+    the Generalizability of Deep Learning").
+
+    .. math::  R(W) = \\frac{\\lambda}{2} \\sigma_{\\max}(M)^2, \\qquad
+               \\frac{\\partial R}{\\partial M} = \\lambda \\sigma\\, u v^\\top = \\lambda\\, u u^\\top M
+
+    ``σ² `` and ``u`` (or ``v``) are the top eigenpair of the smaller Gram matrix (``eigh``), so no SVD of
+    ``M`` is needed; ``σ u vᵀ = u uᵀ M = M v vᵀ``. The paper estimates ``u, v`` with one power iteration
+    per step (carried over between steps) and treats them as constants; this is the exact value and
+    gradient. At a repeated top singular value the gradient is one subgradient (the eigenvector LAPACK
+    returns).
+
+    Parameters
+    ----------
+    W : (out, in, ...) float array
+    weight : float >= 0
+
+    Returns
+    -------
+    value : 0-d array, dtype of ``W``
+    grad : array like ``W``
+    """
+    xp = _validate("spectral_penalty", W, scalars=(("weight", weight),))
+    M = _matrix(W)
+    rows = _use_rows(M, "auto")
+    evals, evecs = _eig_ends(xp, _gram(M, rows), both=False)
+    s2, u = evals[-1], evecs[:, -1]
+    grad = xp.outer(u, u @ M) if rows else xp.outer(M @ u, u)
+    grad *= weight
+    return _value(xp, 0.5 * weight * max(float(s2), 0.0), W.dtype), grad.reshape(W.shape)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Penalties on activations and on convolutions.
+
+def self_orthogonality(Y, lam1=100.0, lam2=1.0, gamma=10.0, eps=1e-8):
+    """The Self-Orthogonality Module (SOM) of Zhang, Ma, Wu & Wang 2020, "Self-Orthogonality Module: A
+    Network Architecture Plug-in for Learning Orthogonal Filters" (WACV).
+
+    A penalty on a layer's *output* ``Y = X W`` that, through the LSH angle estimate
+    ``P[sign(xᵀw_i) ≠ sign(xᵀw_j)] = θ_ij / π``, pushes the mean and the variance of the filter angles
+    towards 90° and 0; ``sign`` is relaxed to ``tanh(γ ·)``:
+
+    .. math::  Z = \\tanh(\\gamma Y), \\quad \\hat Z_{:j} = \\frac{Z_{:j}}{\\sqrt{\\lVert Z_{:j}
+               \\rVert_2^2 + \\varepsilon}}, \\quad \\Theta = \\hat Z^\\top \\hat Z, \\qquad
+               R = \\lambda_1 \\Big(\\sum_{i \\ne j} \\Theta_{ij}\\Big)^2
+               + \\lambda_2 \\sum_{i \\ne j} \\Theta_{ij}^2
+
+    (sums over ordered pairs, so each unordered pair counts twice). Normalisation: each column (unit) of
+    ``Z`` is scaled to unit L2 norm over the batch, **not centred** (``Θ`` is then the cosine of the
+    sign-pattern vectors, the LSH estimate of ``cos θ_ij``; centring would turn it into a correlation
+    and is not in the paper's formulation). ``ε`` sits inside the square root, so a dead unit (a zero
+    column) gives ``Ẑ_{:j} = 0``, a finite value and a finite gradient (of size up to ``γ/√ε`` times the
+    cotangent) instead of 0/0; for live units the relative change is ``ε / ‖Z_{:j}‖²``.
+
+    Gradient: ``Θ̄ = 2 λ_1 S (\\mathbf 1\\mathbf 1^\\top - I) + 2 λ_2 Θ ⊙ (\\mathbf 1 - I)`` with
+    ``S = Σ_{i≠j} Θ_ij``; ``Ẑ̄ = 2 Ẑ Θ̄``; ``Z̄_{:j} = (Ẑ̄_{:j} - Ẑ_{:j} (Ẑ_{:j}ᵀ Ẑ̄_{:j})) / n_j``;
+    ``Ȳ = γ (1 - Z²) ⊙ Z̄``.
+
+    Parameters
+    ----------
+    Y : (b, k) or (b, k, h, w) float array
+        The layer output; for a conv output every spatial position is a sample, i.e. ``Y`` is read as
+        ``(b·h·w, k)`` (the ``k`` channels are the units).
+    lam1, lam2 : float >= 0
+        Weights of the squared mean term and of the second-moment term (paper defaults 100 and 1).
+    gamma : float > 0
+        Slope of the ``tanh`` relaxation of ``sign``.
+    eps : float > 0
+        Added to the squared column norms.
+
+    Returns
+    -------
+    value : 0-d array, dtype of ``Y``
+    grad : array like ``Y``
+        The gradient w.r.t. ``Y``; chain it into the layer's backward pass (``dW = Xᵀ Ȳ`` for a Linear).
+    """
+    who = "self_orthogonality"
+    xp = _validate(who, Y, name="Y", ndim=(2, 4),
+                   scalars=(("lam1", lam1), ("lam2", lam2), ("gamma", gamma), ("eps", eps)),
+                   positive=("gamma", "eps"))
+    k = Y.shape[1]
+    Y2 = Y if Y.ndim == 2 else Y.transpose(0, 2, 3, 1).reshape(-1, k)
+    Z = xp.tanh(gamma * Y2)
+    n = xp.sqrt((Z * Z).sum(axis=0) + eps)                         # (k,)
+    Zh = Z / n
+    T = Zh.T @ Zh
+    diag = xp.diagonal(T)
+    S = T.sum() - diag.sum()
+    Q = xp.vdot(T, T) - xp.vdot(diag, diag)
+    value = lam1 * S * S + lam2 * Q
+    # Θ̄ (symmetric), then Ẑ̄ = 2 Ẑ Θ̄ with Ẑ(11ᵀ - I) = (Ẑ1)1ᵀ - Ẑ.
+    Toff = T.copy()
+    Toff[xp.arange(k), xp.arange(k)] = 0
+    Zbar = Zh @ Toff
+    Zbar *= 4.0 * lam2
+    Zbar += (4.0 * lam1 * S) * (Zh.sum(axis=1, keepdims=True) - Zh)
+    Zbar -= Zh * (Zh * Zbar).sum(axis=0)
+    Zbar /= n
+    Zbar *= gamma * (1.0 - Z * Z)
+    if Y.ndim == 4:
+        b, _, h, w = Y.shape
+        Zbar = xp.ascontiguousarray(Zbar.reshape(b, h, w, k).transpose(0, 3, 1, 2))
+    return _value(xp, value, Y.dtype), Zbar.astype(Y.dtype, copy=False)
+
+
+def _int_pair(who, name, v, minimum):
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+        pair = (int(v), int(v))
+    else:
+        try:
+            pair = tuple(v)
+        except TypeError:
+            pair = ()
+        if len(pair) != 2 or not all(isinstance(p, (int, np.integer)) and not isinstance(p, (bool, np.bool_))
+                                     for p in pair):
+            raise TypeError(f"{who}: {name} must be an int or a pair of ints, got {v!r}")
+        pair = (int(pair[0]), int(pair[1]))
+    if min(pair) < minimum:
+        raise ValueError(f"{who}: {name} must be >= {minimum}, got {v!r}")
+    return pair
+
+
+def conv_orthogonality(K, weight=1.0, stride=1, padding=None, squared=True):
+    """Orthogonal convolution penalty of OCNN (Wang, Chen, Chakraborty & Yu 2020, "Orthogonal
+    Convolutional Neural Networks", CVPR).
+
+    The convolution ``y = K * x`` is orthogonal (rows of its doubly block-Toeplitz matrix orthonormal)
+    when ``K`` convolved with itself is a centred identity:
+
+    .. math::  R(K) = \\lambda \\lVert \\operatorname{conv2d}(K, K; s, P) - T \\rVert_F^2, \\qquad
+               T[a, b, i, j] = \\delta_{ab}\\, [i = \\lfloor h'/2 \\rfloor,\\, j = \\lfloor w'/2 \\rfloor]
+
+    where ``conv2d(K, K)`` reads ``K`` (out, in, kh, kw) both as a batch of ``out`` images with ``in``
+    channels and as the filter bank, giving ``(out, out, h', w')``: entry ``[a, b, i, j]`` is the inner
+    product of filters ``a`` and ``b`` at the relative shift ``(i s - P, j s - P)``. The paper's padding
+    ``P = ⌊(k - 1)/s⌋ s`` (the default, per axis) covers every overlapping shift that is a multiple of
+    the stride and puts the zero shift exactly at the centre ``(h' // 2, w' // 2)``.
+
+    Gradient: with ``Ȳ = 2 λ (Y - T)`` (or ``λ (Y - T) / ‖Y - T‖`` when not squared), ``K`` appears twice,
+    so ``∂R/∂K = x̄ + w̄`` from :func:`orthoref.ops.conv2d_backward` (input and weight gradients).
+
+    The public code (``deconv_orth_dist(kernel, stride=2, padding=1)`` in
+    samaonline/Orthogonal-Convolutional-Neural-Networks, ``imagenet/utils.py``) returns the unsquared
+    ``torch.norm(output - target)`` with ``padding=1`` and the identity at ``⌊w'/2⌋`` of the last axis:
+    ``padding=1, squared=False`` reproduces it. For a 3x3 kernel at stride 2 that grid's centre sits at
+    shift +1, not 0 (the zero shift is not on it), unlike the paper's padding.
+
+    Parameters
+    ----------
+    K : (out, in, kh, kw) float array
+        A conv weight; a 2-D weight raises ``ValueError`` (use :func:`soft_orthogonality`).
+    weight : float >= 0
+    stride : int or (int, int)
+    padding : None, int or (int, int)
+        None: ``⌊(k - 1)/s⌋ s`` per axis.
+    squared : bool
+        False: the norm ``λ ‖Y - T‖`` (the public code); its gradient at ``Y = T`` is taken as 0.
+
+    Returns
+    -------
+    value : 0-d array, dtype of ``K``
+    grad : (out, in, kh, kw) array
+    """
+    who = "conv_orthogonality"
+    xp = _validate(who, K, name="K", ndim=(4,), scalars=(("weight", weight),))
+    s = _int_pair(who, "stride", stride, 1)
+    if padding is None:
+        p = tuple(((k - 1) // si) * si for k, si in zip(K.shape[2:], s))
+    else:
+        p = _int_pair(who, "padding", padding, 0)
+    if not isinstance(squared, (bool, np.bool_)):
+        raise TypeError(f"{who}: squared must be a bool, got {squared!r}")
+    Y, cache = conv2d_forward(K, K, None, stride=s, padding=p)
+    D = Y                                   # (out, out, h', w'): a fresh buffer the backward does not need
+    O, h, w = D.shape[0], D.shape[2], D.shape[3]
+    ar = xp.arange(O)
+    D[ar, ar, h // 2, w // 2] -= 1
+    sq = xp.vdot(D, D)
+    if squared:
+        value = weight * sq
+        D *= 2.0 * weight
+    else:
+        nrm = xp.sqrt(sq)
+        value = weight * nrm
+        D *= (weight / nrm) if float(nrm) > 0 else 0.0
+    dx, dw, _ = conv2d_backward(D, cache)
+    dw += dx                                # K is both the input and the filter bank
+    return _value(xp, value, K.dtype), dw
+
+
+REGULARIZERS = {
+    "soft_orthogonality": soft_orthogonality,
+    "double_soft_orthogonality": double_soft_orthogonality,
+    "mutual_coherence": mutual_coherence,
+    "srip": srip,
+    "off_diagonal": off_diagonal,
+    "l1_orthogonality": l1_orthogonality,
+    "kernel_slice_orthogonality": kernel_slice_orthogonality,
+    "self_orthogonality": self_orthogonality,
+    "conv_orthogonality": conv_orthogonality,
+    "spectral_penalty": spectral_penalty,
+}
+"""Name → function (the names of the registry entries; ``srip`` covers "srip" and "srip_exact")."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Registry: samplers (small inputs, kept off kinks and ties) and PyTorch twins.
+
+_FD_STEP = 2e-3          # the largest finite-difference step along a direction with components <= 1
+
+
+def _entry_bound(M, rows):
+    """Largest change of an entry of the Gram matrix under a perturbation of ``M`` by ``_FD_STEP`` in
+    every component: ``|δG_ij| <= t (‖m_i‖₁ + ‖m_j‖₁) + t² n``."""
+    vecs = M if rows else M.T
+    l1 = np.abs(vecs).sum(axis=1).max()
+    return _FD_STEP * 2 * l1 + _FD_STEP ** 2 * vecs.shape[1]
+
+
+def _draw(rng, dtype, shape, scale, ok, tries=200):
+    """Draw ``scale · N(0, 1)`` arrays of ``shape`` until ``ok(W)``."""
+    for _ in range(tries):
+        W = scale * rng.standard_normal(shape)
+        if ok(W):
+            return W.astype(dtype)
+    raise RuntimeError(f"could not draw a well-separated sample of shape {shape}")
+
+
+def _gram_np(W, gram):
+    M = W.reshape(W.shape[0], -1)
+    rows = _use_rows(M, gram)
+    return (M @ M.T if rows else M.T @ M) - np.eye(M.shape[0] if rows else M.shape[1]), M, rows
+
+
+def _mc_ok(gram):
+    def ok(W):
+        N, M, rows = _gram_np(W, gram)
+        a = np.sort(np.abs(N[np.triu_indices(N.shape[0])]))[::-1]
+        need = max(0.01, 2.5 * _entry_bound(M, rows))
+        return a.size > 1 and a[0] - a[1] > need
+    return ok
+
+
+def _l1_ok(gram):
+    def ok(W):
+        N, M, rows = _gram_np(W, gram)
+        return np.abs(N).min() > max(0.01, 1.5 * _entry_bound(M, rows))
+    return ok
+
+
+def _eig_ok(W):
+    N, _, _ = _gram_np(W, "auto")
+    a = np.sort(np.abs(np.linalg.eigvalsh(N)))[::-1]
+    return a.size < 2 or a[0] - a[1] > 0.1
+
+
+def _sv_ok(W):
+    s = np.linalg.svd(W.reshape(W.shape[0], -1), compute_uv=False)
+    return s.size < 2 or s[0] - s[1] > 0.1
+
+
+_SHAPES = [((3, 5), "wide"), ((5, 3), "tall"), ((4, 4), "square"), ((3, 2, 2, 2), "conv")]
+
+
+def _weight_samples(rng, dtype, scale=0.5, ok=None, kwargs=None):
+    out = []
+    for shape, label in _SHAPES:
+        W = _draw(rng, dtype, shape, scale, ok or (lambda W: True))
+        out.append(Sample((W,), dict(kwargs or {}), label))
+    return out
+
+
+def _so_samples(rng, dtype):
+    s = _weight_samples(rng, dtype, kwargs={"weight": 0.7})
+    s.append(Sample(((0.5 * rng.standard_normal((5, 3))).astype(dtype),), {"gram": "rows"}, "tall rows"))
+    s.append(Sample(((0.5 * rng.standard_normal((3, 5))).astype(dtype),), {"gram": "cols"}, "wide cols"))
+    return s
+
+
+def _plain_samples(rng, dtype):
+    return _weight_samples(rng, dtype, kwargs={"weight": 0.7})
+
+
+def _mc_samples(rng, dtype):
+    s = [Sample((_draw(rng, dtype, shape, 0.5, _mc_ok("auto")),), {"weight": 0.7}, label)
+         for shape, label in _SHAPES]
+    s.append(Sample((_draw(rng, dtype, (5, 3), 0.5, _mc_ok("rows")),), {"gram": "rows"}, "tall rows"))
+    s.append(Sample((_draw(rng, dtype, (3, 5), 0.5, _mc_ok("cols")),), {"gram": "cols"}, "wide cols"))
+    return s
+
+
+def _l1_samples(rng, dtype):
+    s = [Sample((_draw(rng, dtype, shape, 0.5, _l1_ok("auto")),), {"weight": 0.7}, label)
+         for shape, label in _SHAPES]
+    s.append(Sample((_draw(rng, dtype, (5, 3), 0.5, _l1_ok("rows")),), {"gram": "rows"}, "tall rows"))
+    s.append(Sample((_draw(rng, dtype, (3, 5), 0.5, _l1_ok("cols")),), {"gram": "cols"}, "wide cols"))
+    return s
+
+
+def _power_ok(W, v0, n_iter):
+    """Every ``‖N v_t‖`` at least half of ``σ_max(N) ‖v_t‖``: the normalisations stay well conditioned, so
+    the fourth-order differences stay within 1e-8 (near-null start vectors make them stiff)."""
+    N, _, _ = _gram_np(W, "auto")
+    s = np.abs(np.linalg.eigvalsh(N)).max()
+    v = np.ravel(v0)
+    for _ in range(n_iter + 1):
+        w = N @ v
+        if np.linalg.norm(w) < 0.5 * s * np.linalg.norm(v):
+            return False
+        v = w / np.linalg.norm(w)
+    return True
+
+
+def _srip_samples(method):
+    def samples(rng, dtype):
+        out = []
+        for (shape, label), gram in zip(_SHAPES + [((5, 3), "tall rows")], ["auto"] * 4 + ["rows"]):
+            for _ in range(200):
+                W = 1.5 * rng.standard_normal(shape)
+                M = W.reshape(W.shape[0], -1)
+                k = M.shape[0] if _use_rows(M, gram) else M.shape[1]
+                v0 = rng.uniform(0.0, 1.0, size=(k, 1) if label == "square" else k)
+                if gram == "auto" and _eig_ok(W) and _power_ok(W, v0, 2):
+                    break
+                if gram == "rows":
+                    break
+            for n_iter in ((1, 2) if label in ("wide", "tall") else (1,)):
+                kw = {"v0": v0, "n_iter": n_iter, "method": method}
+                if gram == "rows":
+                    kw = {"v0": v0, "gram": "rows", "method": method}
+                elif label != "conv":
+                    kw["weight"] = 0.7
+                out.append(Sample((W.astype(dtype),), kw, f"{label} n_iter={n_iter}"))
+        return out
+    return samples
+
+
+def _spectral_samples(rng, dtype):
+    return [Sample((_draw(rng, dtype, shape, 0.5, _sv_ok),), {"weight": 0.7}, label)
+            for shape, label in _SHAPES]
+
+
+def _kernel_slice_samples(rng, dtype):
+    return [Sample(((0.5 * rng.standard_normal((2, 3, 3, 3))).astype(dtype),), {"weight": 0.7}, "3x3"),
+            Sample(((0.5 * rng.standard_normal((3, 2, 2, 4))).astype(dtype),), {}, "2x4 default weight")]
+
+
+def _som_samples(rng, dtype):
+    # The registry's fourth-order differences need a moderate slope: the error grows like (γ h / ‖Z_j‖)⁴,
+    # so γ = 10 (tested against PyTorch in tests/test_regularizers.py) would need rtol ~1e-6 here.
+    return [Sample((rng.standard_normal((10, 4)).astype(dtype),), {"gamma": 1.0}, "(b, k)"),
+            Sample(((0.5 * rng.standard_normal((10, 3))).astype(dtype),),
+                   {"lam1": 0.5, "lam2": 2.0, "gamma": 2.0}, "(b, k) lam1 lam2"),
+            Sample((rng.standard_normal((3, 3, 2, 2)).astype(dtype),), {"gamma": 1.0}, "(b, k, h, w)")]
+
+
+def _ocnn_samples(rng, dtype):
+    def K(shape):
+        return (0.5 * rng.standard_normal(shape)).astype(dtype)
+    return [Sample((K((3, 2, 3, 3)),), {"weight": 0.7}, "3x3 stride 1"),
+            Sample((K((2, 3, 3, 3)),), {"stride": 2}, "3x3 stride 2"),
+            Sample((K((3, 2, 3, 3)),), {"stride": 2, "padding": 1, "squared": False}, "public code"),
+            Sample((K((2, 2, 2, 3)),), {"stride": (1, 2)}, "2x3 stride (1, 2)")]
+
+
+# PyTorch twins: the formulas written plainly; autograd differentiates them.
+
+def _t_matrix(W):
+    return W.reshape(W.shape[0], -1)
+
+
+def _t_gram(W, gram):
+    import torch
+    M = _t_matrix(W)
+    rows = _use_rows(M, gram)
+    G = M @ M.T if rows else M.T @ M
+    return G - torch.eye(G.shape[0], dtype=W.dtype), M
+
+
+def _torch_so(W, weight=1.0, gram="auto"):
+    N, _ = _t_gram(W, gram)
+    return (weight * (N ** 2).sum(),)
+
+
+def _torch_dso(W, weight=1.0):
+    import torch
+    M = _t_matrix(W)
+    a = M.T @ M - torch.eye(M.shape[1], dtype=W.dtype)
+    b = M @ M.T - torch.eye(M.shape[0], dtype=W.dtype)
+    return (weight * ((a ** 2).sum() + (b ** 2).sum()),)
+
+
+def _torch_mc(W, weight=1.0, gram="auto"):
+    N, _ = _t_gram(W, gram)
+    return (weight * N.abs().max(),)
+
+
+def _torch_l1(W, weight=1.0, gram="auto"):
+    N, _ = _t_gram(W, gram)
+    return (weight * N.abs().sum(),)
+
+
+def _torch_off_diagonal(W, weight=1.0):
+    import torch
+    M = _t_matrix(W)
+    G = M @ M.T
+    return (weight * ((G * (1 - torch.eye(G.shape[0], dtype=W.dtype))) ** 2).sum(),)
+
+
+def _torch_kernel_slice(W, weight=1e-4):
+    import torch
+    G = W @ W.transpose(-1, -2)
+    mask = 1 - torch.eye(W.shape[2], dtype=W.dtype)
+    return (weight * ((G * mask) ** 2).sum(),)
+
+
+def _torch_srip(W, weight=1.0, n_iter=1, rng=None, v0=None, method="power", gram="auto"):
+    import torch
+    N, _ = _t_gram(W, gram)
+    if method == "exact":
+        return (weight * torch.linalg.eigvalsh(N).abs().max() ** 2,)
+    v = torch.as_tensor(np.asarray(v0, dtype=np.float64), dtype=W.dtype).reshape(-1, 1)
+    for _ in range(n_iter):                                     # the VITA-Group loop
+        v1 = torch.matmul(N, v)
+        v = torch.div(v1, torch.norm(v1, 2))
+    return (weight * torch.norm(torch.matmul(N, v), 2) ** 2,)
+
+
+def _torch_spectral(W, weight=1.0):
+    import torch
+    return (0.5 * weight * torch.linalg.matrix_norm(_t_matrix(W), ord=2) ** 2,)
+
+
+def _torch_som(Y, lam1=100.0, lam2=1.0, gamma=10.0, eps=1e-8):
+    import torch
+    if Y.ndim == 4:
+        Y = Y.permute(0, 2, 3, 1).reshape(-1, Y.shape[1])
+    Z = torch.tanh(gamma * Y)
+    Zh = Z / torch.sqrt((Z ** 2).sum(dim=0) + eps)
+    T = Zh.T @ Zh
+    off = T * (1 - torch.eye(T.shape[0], dtype=Y.dtype))
+    return (lam1 * off.sum() ** 2 + lam2 * (off ** 2).sum(),)
+
+
+def _torch_ocnn(K, weight=1.0, stride=1, padding=None, squared=True):
+    import torch
+    import torch.nn.functional as F
+    s = _int_pair("", "stride", stride, 1)
+    p = (tuple(((k - 1) // si) * si for k, si in zip(K.shape[2:], s)) if padding is None
+         else _int_pair("", "padding", padding, 0))
+    Y = F.conv2d(K, K, stride=s, padding=p)
+    T = torch.zeros_like(Y)
+    o = K.shape[0]
+    T[:, :, Y.shape[2] // 2, Y.shape[3] // 2] = torch.eye(o, dtype=K.dtype)
+    n = torch.norm(Y - T)
+    return (weight * (n ** 2 if squared else n),)
+
+
+register(OpSpec("soft_orthogonality", from_loss(soft_orthogonality), _so_samples, torch=_torch_so,
+                kind="loss", rtol=1e-8, doc="λ‖G − I‖²_F, Bansal et al. 2018 (SO)"))
+register(OpSpec("double_soft_orthogonality", from_loss(double_soft_orthogonality), _plain_samples,
+                torch=_torch_dso, kind="loss", rtol=1e-8, doc="λ(‖MᵀM − I‖² + ‖MMᵀ − I‖²) (DSO)"))
+register(OpSpec("mutual_coherence", from_loss(mutual_coherence), _mc_samples, torch=_torch_mc,
+                kind="loss", rtol=1e-8, doc="λ max |G − I| (MC), subgradient at the arg-max"))
+register(OpSpec("srip", from_loss(srip), _srip_samples("power"), torch=_torch_srip, kind="loss",
+                rtol=1e-8, doc="λ‖N v‖², unrolled power iteration of the VITA-Group code (SRIP)"))
+register(OpSpec("srip_exact", from_loss(srip), _srip_samples("exact"), torch=_torch_srip, kind="loss",
+                rtol=1e-8, doc="λ σ_max(G − I)² from eigh (SRIP, exact)"))
+register(OpSpec("off_diagonal", from_loss(off_diagonal), _plain_samples, torch=_torch_off_diagonal,
+                kind="loss", rtol=1e-8, doc="λ‖MMᵀ ⊙ (1 − I)‖², BigGAN (exact gradient, 2x BigGAN's)"))
+register(OpSpec("l1_orthogonality", from_loss(l1_orthogonality), _l1_samples, torch=_torch_l1,
+                kind="loss", rtol=1e-8, doc="λ Σ|G − I|, Brock et al. 2017"))
+register(OpSpec("kernel_slice_orthogonality", from_loss(kernel_slice_orthogonality), _kernel_slice_samples,
+                torch=_torch_kernel_slice, kind="loss", rtol=1e-8,
+                doc="β Σ_{n,c} ‖W[n,c] W[n,c]ᵀ ⊙ (1 − I)‖², per kernel slice"))
+register(OpSpec("self_orthogonality", from_loss(self_orthogonality), _som_samples, torch=_torch_som,
+                kind="loss", rtol=1e-8, doc="SOM on a layer output (Zhang et al. 2020)"))
+register(OpSpec("conv_orthogonality", from_loss(conv_orthogonality), _ocnn_samples, torch=_torch_ocnn,
+                kind="loss", rtol=1e-8, doc="‖conv2d(K, K) − T‖², OCNN (Wang et al. 2020)"))
+register(OpSpec("spectral_penalty", from_loss(spectral_penalty), _spectral_samples, torch=_torch_spectral,
+                kind="loss", rtol=1e-8, doc="(λ/2) σ_max(M)², Yoshida & Miyato 2017"))
