@@ -121,12 +121,40 @@ def _orthogonal_case(n):
     return make
 
 
+def _soft_orthogonality_case(shape):
+    """``soft_orthogonality(W)`` value and gradient against autograd of ``‖G − I‖²_F`` (smaller Gram)."""
+    def make(gen, backend):
+        from .regularizers import soft_orthogonality
+        w_host = gen.standard_normal(shape).astype(np.float32) / np.sqrt(shape[1])
+        with using(backend) as xp:
+            w = asarray(w_host)
+        ours = _synchronized(lambda: soft_orthogonality(w), xp)
+        try:
+            import torch
+        except ImportError:
+            return ours, None
+        tw = torch.from_numpy(w_host).requires_grad_(True)
+        eye = torch.eye(min(shape), dtype=torch.float32)
+
+        def theirs():
+            tw.grad = None
+            g = tw @ tw.T if shape[0] <= shape[1] else tw.T @ tw
+            value = ((g - eye) ** 2).sum()
+            value.backward()
+            return value
+        return ours, theirs
+    return make
+
+
 CASES = {
     "mlp_train_step": dict(make=_train_case(lambda rng: mlp((784, 512, 256, 10), rng=rng), (784,), 128),
                            about="MLP 784-512-256-10, ReLU, cross-entropy, Adam, batch 128, float32"),
     "cnn_train_step": dict(make=_train_case(lambda rng: small_cnn(rng=rng), (1, 28, 28), 64),
                            about="CNN conv(1,32,3)-relu-pool2-conv(32,64,3)-relu-pool2-linear(3136,10), "
                                  "cross-entropy, Adam, batch 64, float32"),
+    "soft_orthogonality_1024x512": dict(make=_soft_orthogonality_case((1024, 512)),
+                                        about="soft orthogonality value + gradient, W 1024x512 float32, vs "
+                                              "autograd of ||G - I||^2"),
     "init_orthogonal_4096": dict(make=_orthogonal_case(4096), slow=dict(repeat=6, number=1, warmup=1),
                                  about="orthogonal init of a 4096x4096 float32 matrix (QR of a Gaussian, "
                                        "sign fix) vs torch.nn.init.orthogonal_"),

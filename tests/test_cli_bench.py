@@ -98,3 +98,13 @@ def test_asv_config_is_valid_json_with_comments():
     body = "\n".join(ln for ln in text.splitlines() if not ln.strip().startswith("//"))
     conf = json.loads(body)
     assert conf["benchmark_dir"] == "benchmarks" and conf["repo"] == ".."
+
+
+def test_small_init_and_regularizer_cases_run():
+    torch = pytest.importorskip("torch")
+    ours, theirs = bench._orthogonal_case(32)(np.random.default_rng(0), "numpy")
+    q = ours()
+    np.testing.assert_allclose(q @ q.T, np.eye(32), atol=1e-5)
+    assert tuple(theirs().shape) == (32, 32)
+    ours, theirs = bench._soft_orthogonality_case((20, 8))(np.random.default_rng(0), "numpy")
+    assert float(ours()[0]) == pytest.approx(float(theirs().detach()), rel=1e-5)
