@@ -33,7 +33,7 @@ import numbers
 import numpy as np
 
 from .backend import get_array_module, host_rng
-from .ops.conv import conv2d_backward, conv2d_forward
+from .ops.conv import _pair, conv2d_backward, conv2d_forward
 from .oracle.registry import OpSpec, Sample, from_loss, register
 
 __all__ = [
@@ -620,23 +620,6 @@ def self_orthogonality(Y, lam1=100.0, lam2=1.0, gamma=10.0, eps=1e-8):
     return _value(xp, value, Y.dtype), Zbar.astype(Y.dtype, copy=False)
 
 
-def _int_pair(who, name, v, minimum):
-    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
-        pair = (int(v), int(v))
-    else:
-        try:
-            pair = tuple(v)
-        except TypeError:
-            pair = ()
-        if len(pair) != 2 or not all(isinstance(p, (int, np.integer)) and not isinstance(p, (bool, np.bool_))
-                                     for p in pair):
-            raise TypeError(f"{who}: {name} must be an int or a pair of ints, got {v!r}")
-        pair = (int(pair[0]), int(pair[1]))
-    if min(pair) < minimum:
-        raise ValueError(f"{who}: {name} must be >= {minimum}, got {v!r}")
-    return pair
-
-
 def conv_orthogonality(K, weight=1.0, stride=1, padding=None, squared=True):
     """Orthogonal convolution penalty of OCNN (Wang, Chen, Chakraborty & Yu 2020, "Orthogonal
     Convolutional Neural Networks", CVPR).
@@ -680,11 +663,11 @@ def conv_orthogonality(K, weight=1.0, stride=1, padding=None, squared=True):
     """
     who = "conv_orthogonality"
     xp = _validate(who, K, name="K", ndim=(4,), scalars=(("weight", weight),))
-    s = _int_pair(who, "stride", stride, 1)
+    s = _pair(stride, "stride", who, 1)
     if padding is None:
         p = tuple(((k - 1) // si) * si for k, si in zip(K.shape[2:], s))
     else:
-        p = _int_pair(who, "padding", padding, 0)
+        p = _pair(padding, "padding", who, 0)
     if not isinstance(squared, (bool, np.bool_)):
         raise TypeError(f"{who}: squared must be a bool, got {squared!r}")
     Y, cache = conv2d_forward(K, K, None, stride=s, padding=p)
@@ -962,9 +945,9 @@ def _torch_som(Y, lam1=100.0, lam2=1.0, gamma=10.0, eps=1e-8):
 def _torch_ocnn(K, weight=1.0, stride=1, padding=None, squared=True):
     import torch
     import torch.nn.functional as F
-    s = _int_pair("", "stride", stride, 1)
+    s = _pair(stride, "stride", "", 1)
     p = (tuple(((k - 1) // si) * si for k, si in zip(K.shape[2:], s)) if padding is None
-         else _int_pair("", "padding", padding, 0))
+         else _pair(padding, "padding", "", 0))
     Y = F.conv2d(K, K, stride=s, padding=p)
     T = torch.zeros_like(Y)
     o = K.shape[0]
