@@ -20,11 +20,12 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-__all__ = ["OpSpec", "Sample", "register", "get", "all_specs", "from_pair", "from_layer", "from_loss"]
+__all__ = ["OpSpec", "Sample", "register", "get", "all_specs", "from_pair", "from_layer", "from_loss",
+           "from_map"]
 
 _REGISTRY: dict = {}
 # Modules whose import registers specs; ``all_specs`` imports them so the registry is always complete.
-_PROVIDERS = ("orthoref.ops", "orthoref.nn", "orthoref.regularizers")
+_PROVIDERS = ("orthoref.ops", "orthoref.nn", "orthoref.regularizers", "orthoref.ortho")
 
 
 @dataclass
@@ -117,4 +118,12 @@ def from_layer(build):
             dx = layer.backward(cotangents[0])
             return (dx,) + tuple(p.grad for p in plist)
         return (y,), vjp
+    return apply
+
+
+def from_map(f, f_vjp):
+    """``apply`` for a projection ``Y = f(A, **kw)`` with backward ``f_vjp(A, grad_out, **kw) -> grad_A``
+    (the convention of ``orthoref.ortho``)."""
+    def apply(A, **kwargs):
+        return (f(A, **kwargs),), lambda cotangents: (f_vjp(A, cotangents[0], **kwargs),)
     return apply
