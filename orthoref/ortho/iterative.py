@@ -1,2 +1,743 @@
-"""(placeholder: being written)"""
-__all__ = []
+"""Iterative orthogonalization: Newton–Schulz (Muon, You, Polar Express), Björck, the Parseval retraction
+and spectral normalization, each with an unrolled backward pass ``NAME_vjp(A, grad_out, **kw)``.
+
+Every map here acts on the **last two axes** (``(..., m, n)``, batched through ``@`` broadcasting) except
+:func:`spectral_normalize`, which follows PyTorch and sees a weight as ``M = W.reshape(out, -1)``. The
+iterations run on the *wide* orientation (``m <= n``; a tall input is transposed, iterated and transposed
+back, as Muon and the Polar Express code do), so the Gram matrix ``X Xᵀ`` is the smaller one.
+
+Backward passes are **unrolled**: the forward iterates are recomputed and stored, then the reverse pass
+runs through every step, the normalization and the transposition -- the exact gradient of the map that
+was computed (with a fixed number of steps), not the gradient of the polar factor it approximates.
+
+Precision: the computation stays in the input's dtype (float32 in, float32 out). Muon and the Polar
+Express code run the iteration in bfloat16 on the GPU; NumPy has no bfloat16 and this reference does not
+emulate it, so float32/float64 results are what those codes would give in exact-ish arithmetic.
+
+Bad input (fewer than two dimensions, an empty array, NaN/Inf, an integer or complex dtype, an unknown
+coefficient name, a malformed coefficient table, a non-positive step count) raises ``ValueError`` /
+``TypeError`` naming the function and the argument.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..backend import get_array_module, host_rng
+from ..oracle.registry import OpSpec, Sample, from_map, register
+
+__all__ = [
+    "NS_COEFFICIENTS", "newton_schulz", "newton_schulz_vjp", "ns_polynomial", "ns_worst_error",
+    "bjorck", "bjorck_vjp", "parseval_retraction", "parseval_retraction_vjp",
+    "spectral_normalize", "spectral_normalize_vjp",
+]
+
+# ---------------------------------------------------------------------------------------------------------
+# Coefficient registry.
+
+_PE_RAW = [  # Amsel, Persson, Musco & Gower 2025, "The Polar Express", arXiv:2505.16932, Algorithm 1
+    (8.28721201814563, -23.595886519098837, 17.300387312530933),
+    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+    (1.875, -1.25, 0.375),
+]
+
+#: Newton–Schulz coefficient tables: name -> list of ``(a, b, c)`` rows, step ``t`` applies
+#: ``p_t(σ) = aσ + bσ³ + cσ⁵`` to the singular values. A one-row table is applied at every step; a table
+#: with ``m`` rows applies row ``t`` at step ``t`` and repeats its last row when ``steps > m``.
+#:
+#: - ``"cubic"``: the classical Newton–Schulz (Björck–Bowie) cubic ``(3/2, -1/2, 0)``; converges to the
+#:   polar factor for singular values in ``(0, √3)``.
+#: - ``"jordan"``: Keller Jordan's quintic of Muon (``zeropower_via_newtonschulz5``), ``(3.4445, -4.7750,
+#:   2.0315)`` every step; it does not converge, singular values land in a band around ``[0.7, 1.2]``.
+#: - ``"you"``: Jiacheng You's six-step table (integers in units of 1/1024).
+#: - ``"polar_express"``: the eight-row table of Amsel et al. 2025 (arXiv:2505.16932, Algorithm 1; code
+#:   https://github.com/NoahAmsel/PolarExpress), every row but the last divided by ``(1.01, 1.01³, 1.01⁵)``
+#:   (their safety factor), the input normalized by ``‖X‖_F · 1.01 + 1e-7`` (see :func:`newton_schulz`).
+NS_COEFFICIENTS = {
+    "cubic": [(1.5, -0.5, 0.0)],
+    "jordan": [(3.4445, -4.7750, 2.0315)],
+    "you": [(a / 1024, b / 1024, c / 1024) for a, b, c in [
+        (3955, -8306, 5008), (3735, -6681, 3463), (3799, -6499, 3211),
+        (4019, -6385, 2906), (2677, -3029, 1162), (2172, -1833, 682)]],
+    "polar_express": [(a / 1.01, b / 1.01 ** 3, c / 1.01 ** 5) for a, b, c in _PE_RAW[:-1]] + [_PE_RAW[-1]],
+}
+
+# Normalization X = A / (κ ‖A‖_F + eps): κ = 1.01 for the Polar Express (their code), 1 otherwise.
+_NORM_SCALE = {"polar_express": 1.01}
+_DEFAULT_STEPS = 5
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Validation.
+
+def _all_finite(xp, a):
+    if bool(xp.isfinite(a.sum())):
+        return True
+    return bool(xp.isfinite(a).all())
+
+
+def _check_array(who, A, name="A"):
+    if not hasattr(A, "shape") or not hasattr(A, "dtype"):
+        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got {type(A).__name__}")
+    if A.dtype.kind != "f":
+        raise TypeError(f"{who}: {name} must be a real floating array (float32/float64), got dtype {A.dtype}")
+    if A.ndim < 2:
+        raise ValueError(f"{who}: {name} must have at least 2 dimensions (a matrix or a batch (..., m, n)), "
+                         f"got shape {tuple(A.shape)}")
+    if A.size == 0:
+        raise ValueError(f"{who}: {name} must not be empty, got shape {tuple(A.shape)}")
+    xp = get_array_module(A)
+    if not _all_finite(xp, A):
+        raise ValueError(f"{who}: {name} must be finite, got NaN or Inf")
+    return xp
+
+
+def _check_grad(who, A, grad_out):
+    if not hasattr(grad_out, "shape") or tuple(grad_out.shape) != tuple(A.shape):
+        got = tuple(grad_out.shape) if hasattr(grad_out, "shape") else type(grad_out).__name__
+        raise ValueError(f"{who}: grad_out must have the shape of the output {tuple(A.shape)}, got {got}")
+    if grad_out.dtype.kind != "f":
+        raise TypeError(f"{who}: grad_out must be a floating array, got dtype {grad_out.dtype}")
+    return get_array_module(A).asarray(grad_out, dtype=A.dtype)
+
+
+def _check_int(who, name, value, minimum=1):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{who}: {name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{who}: {name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_real(who, name, value, lo=0.0, lo_open=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < lo or (lo_open and value == lo):
+        raise ValueError(f"{who}: {name} must be a finite number {'>' if lo_open else '>='} {lo:g}, "
+                         f"got {value!r}")
+    return value
+
+
+def _table(who, coefficients):
+    """``(rows, κ)``: the coefficient rows as a list of float triples and the normalization scale."""
+    if isinstance(coefficients, str):
+        if coefficients not in NS_COEFFICIENTS:
+            raise ValueError(f"{who}: coefficients must be one of {sorted(NS_COEFFICIENTS)} or a table of "
+                             f"(a, b, c) rows, got {coefficients!r}")
+        return [tuple(map(float, r)) for r in NS_COEFFICIENTS[coefficients]], _NORM_SCALE.get(coefficients, 1.0)
+    try:
+        T = np.asarray(coefficients.get() if hasattr(coefficients, "get") else coefficients)
+    except Exception as exc:  # ragged lists
+        raise ValueError(f"{who}: coefficients must be a name or an (m, 3) table of (a, b, c) rows, "
+                         f"got {coefficients!r} ({exc})") from None
+    if T.ndim == 1 and T.shape == (3,):
+        T = T[None]
+    if T.ndim != 2 or T.shape[1] != 3 or T.shape[0] == 0 or T.dtype.kind not in "fiu":
+        raise ValueError(f"{who}: coefficients must be a name or a non-empty (m, 3) real table of (a, b, c) "
+                         f"rows, got shape {T.shape} and dtype {T.dtype}")
+    if not np.isfinite(T).all():
+        raise ValueError(f"{who}: coefficients must be finite, got NaN or Inf in the table")
+    return [tuple(map(float, r)) for r in T.astype(np.float64)], 1.0
+
+
+def _schedule(who, coefficients, steps):
+    """The per-step rows: ``steps`` rows (None: the table's length, 5 for a one-row set)."""
+    rows, kappa = _table(who, coefficients)
+    if steps is None:
+        steps = _DEFAULT_STEPS if len(rows) == 1 else len(rows)
+    steps = _check_int(who, "steps", steps)
+    return [rows[min(t, len(rows) - 1)] for t in range(steps)], kappa
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The shared core: X ← aX + (b G + c G²) X, G = X Xᵀ, on the wide orientation.
+
+def _T(X):
+    return X.swapaxes(-1, -2)
+
+
+def _is_tall(A):
+    return A.shape[-2] > A.shape[-1]
+
+
+def _iterate(X, rows, store=None):
+    """Run the polynomial steps on the wide ``X`` (a fresh C-contiguous array, overwritten in place when
+    ``store`` is None). With a list ``store``, every iterate before a step is appended (for the reverse
+    pass) and no array is overwritten."""
+    xp = get_array_module(X)
+    m = X.shape[-2]
+    gshape = X.shape[:-1] + (m,)
+    G = xp.empty(gshape, dtype=X.dtype)
+    H = xp.empty(gshape, dtype=X.dtype) if any(c != 0 for _, _, c in rows) else None
+    Y = None if store is not None else xp.empty_like(X)
+    for a, b, c in rows:
+        if store is not None:
+            store.append(X)
+        xp.matmul(X, _T(X), out=G)                     # G = X Xᵀ (syrk for 2-D NumPy inputs)
+        if c != 0:
+            xp.matmul(G, _T(G), out=H)                 # G² = G Gᵀ (G symmetric: syrk again)
+            H *= c
+            G *= b
+            H += G
+            B = H
+        else:
+            G *= b
+            B = G
+        if store is not None:
+            Xn = B @ X
+            Xn += a * X
+            X = Xn
+        else:
+            xp.matmul(B, X, out=Y)                     # X ← a X + B X, no temporaries
+            X *= a
+            X += Y
+    return X
+
+
+def _iterate_vjp(Xs, rows, Ybar):
+    """Reverse pass of :func:`_iterate` through the stored iterates ``Xs``.
+
+    One step ``Y = aX + BX``, ``B = bG + cG²``, ``G = XXᵀ`` pulls back as
+    ``X̄ = aȲ + BȲ + (bP + c(PG + GP)) X`` with ``P = B̄ + B̄ᵀ``, ``B̄ = Ȳ Xᵀ``.
+    """
+    for X, (a, b, c) in zip(reversed(Xs), reversed(rows)):
+        G = X @ _T(X)
+        Bbar = Ybar @ _T(X)
+        P = Bbar + _T(Bbar)
+        if c != 0:
+            B = G @ _T(G)
+            B *= c
+            B += b * G
+            Q = P @ G
+            S = Q + _T(Q)
+            S *= c
+            S += b * P
+        else:
+            B = b * G
+            S = b * P
+        Xbar = B @ Ybar
+        Xbar += a * Ybar
+        Xbar += S @ X
+        Ybar = Xbar
+    return Ybar
+
+
+def _fro(xp, X):
+    """Frobenius norm over the last two axes, keepdims, in ``X``'s dtype."""
+    return xp.sqrt(xp.sum(X * X, axis=(-2, -1), keepdims=True))
+
+
+def _normalized(xp, Aw, kappa, eps):
+    """``(X0, s, n)``: ``X0 = Aw / s``, ``s = κ ‖Aw‖_F + eps`` (C-contiguous copy)."""
+    n = _fro(xp, Aw)
+    s = n * kappa + eps
+    X = xp.empty(Aw.shape, dtype=Aw.dtype)
+    xp.divide(Aw, xp.where(s == 0, 1, s), out=X)
+    return X, s, n
+
+
+def _normalized_vjp(xp, Aw, s, n, X0bar, kappa):
+    """Pull ``X̄0`` back through ``X0 = Aw / (κ‖Aw‖ + eps)``:
+    ``Ā = X̄0 / s − κ <X̄0, Aw> / (s² ‖Aw‖) · Aw``. At ``Aw = 0`` the norm is not differentiable; the second
+    term vanishes there (it carries ``Aw``) and ``X̄0 / s`` is returned (``X̄0 / 1`` when ``s = 0``)."""
+    s_safe = xp.where(s == 0, 1, s)
+    inner = xp.sum(X0bar * Aw, axis=(-2, -1), keepdims=True)
+    coef = kappa * inner / (s_safe * s_safe * xp.where(n == 0, 1, n))
+    g = X0bar / s_safe
+    g -= coef * Aw
+    return g
+
+
+def _wide(A):
+    tall = _is_tall(A)
+    return (_T(A) if tall else A), tall
+
+
+def _unwide(xp, X, tall):
+    return xp.ascontiguousarray(_T(X)) if tall else X
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Newton–Schulz.
+
+def newton_schulz(A, steps=5, coefficients="jordan", eps=1e-7):
+    """Newton–Schulz orthogonalization, the polar-factor approximation of Muon.
+
+    .. math::  X_0 = \\frac{A}{\\kappa \\lVert A \\rVert_F + \\epsilon}, \\qquad
+               X_{t+1} = a_t X_t + (b_t G_t + c_t G_t^2) X_t, \\quad G_t = X_t X_t^\\top,
+
+    i.e. ``p_t(σ) = a_t σ + b_t σ³ + c_t σ⁵`` applied to every singular value:
+    ``newton_schulz(U diag(s) Vᵀ) = U diag(p(s / (κ‖s‖ + ε))) Vᵀ`` with ``p`` = :func:`ns_polynomial`.
+    A tall input (``m > n``) is transposed first and the result transposed back (as Muon's
+    ``zeropower_via_newtonschulz5``), so ``G`` is always the smaller Gram matrix.
+
+    Parameters
+    ----------
+    A : (..., m, n) float array
+        A matrix or a batch of matrices (the last two axes).
+    steps : int >= 1 or None
+        Number of steps. Row ``t`` of the coefficient table is used at step ``t``; past the end of the
+        table its last row is repeated (``"polar_express"``'s last row is the converged quintic
+        ``(1.875, -1.25, 0.375)``); with fewer steps than rows only the first ``steps`` rows are used
+        (the default 5 uses five of ``"you"``'s six rows and five of ``"polar_express"``'s eight, as the
+        Polar Express code's ``coeffs_list[:steps]``). ``None``: the table's length (5 for one-row sets).
+    coefficients : str or (m, 3) array_like
+        A name of :data:`NS_COEFFICIENTS` (``"jordan"``, ``"cubic"``, ``"you"``, ``"polar_express"``) or a
+        table of ``(a, b, c)`` rows (one row, or a flat triple: that row at every step).
+    eps : float >= 0
+        ε of the normalization. ``κ = 1.01`` for ``"polar_express"`` (their ``X.norm() * 1.01 + 1e-7``),
+        ``κ = 1`` otherwise (Muon's ``X / (X.norm() + 1e-7)``); a user table gets ``κ = 1``.
+
+    Returns
+    -------
+    (..., m, n) array, dtype of ``A``
+        Computed in ``A``'s dtype (float32 stays float32). Muon runs it in bfloat16; we do not.
+
+    Notes
+    -----
+    Three GEMMs per step (``XXᵀ`` as ``syrk``, ``G²``, ``BX``; two when ``c = 0``), updated in place.
+    """
+    who = "newton_schulz"
+    xp = _check_array(who, A)
+    rows, kappa = _schedule(who, coefficients, steps)
+    eps = _check_real(who, "eps", eps)
+    Aw, tall = _wide(A)
+    X, _, _ = _normalized(xp, Aw, kappa, eps)
+    return _unwide(xp, _iterate(X, rows), tall)
+
+
+def newton_schulz_vjp(A, grad_out, steps=5, coefficients="jordan", eps=1e-7):
+    """Gradient of ``<grad_out, newton_schulz(A, ...)>`` w.r.t. ``A``: the reverse pass unrolled through
+    every step, the normalization (including the dependence of ``‖A‖_F`` on ``A``) and the transposition.
+
+    Parameters
+    ----------
+    A : (..., m, n) float array
+    grad_out : (..., m, n) float array
+    steps, coefficients, eps
+        As given to :func:`newton_schulz`.
+
+    Returns
+    -------
+    (..., m, n) array, dtype of ``A``
+
+    Notes
+    -----
+    Stores the ``steps`` iterates; costs about twice a forward pass (seven GEMMs per step).
+    """
+    who = "newton_schulz_vjp"
+    xp = _check_array(who, A)
+    gbar = _check_grad(who, A, grad_out)
+    rows, kappa = _schedule(who, coefficients, steps)
+    eps = _check_real(who, "eps", eps)
+    Aw, tall = _wide(A)
+    X0, s, n = _normalized(xp, Aw, kappa, eps)
+    Xs = []
+    _iterate(X0, rows, store=Xs)
+    Ybar = _T(gbar) if tall else gbar
+    X0bar = _iterate_vjp(Xs, rows, Ybar)
+    g = _normalized_vjp(xp, Aw, s, n, X0bar, kappa)
+    return _unwide(xp, g, tall).astype(A.dtype, copy=False)
+
+
+def ns_polynomial(coefficients="jordan", steps=None):
+    """The scalar map ``σ ↦ p(σ) = p_T(...p_1(σ))`` of the Newton–Schulz steps, ``p_t(σ) = a_tσ + b_tσ³ +
+    c_tσ⁵``: what :func:`newton_schulz` does to each singular value of the *normalized* input.
+
+    Parameters
+    ----------
+    coefficients : str or (m, 3) array_like
+        As in :func:`newton_schulz`.
+    steps : int >= 1 or None
+        As in :func:`newton_schulz`; ``None`` (the default here): the table's length (5 for one-row sets).
+
+    Returns
+    -------
+    callable
+        ``p(sigma)`` for a scalar or an array (element-wise, float64 unless ``sigma`` is a float array).
+    """
+    rows, _ = _schedule("ns_polynomial", coefficients, steps)
+
+    def p(sigma):
+        x = np.asarray(sigma)
+        if x.dtype.kind != "f":
+            x = x.astype(np.float64)
+        for a, b, c in rows:
+            x2 = x * x
+            x = x * (a + x2 * (b + c * x2))
+        return x
+    return p
+
+
+def ns_worst_error(coefficients="jordan", lo=1e-3, steps=None):
+    """``max_{σ ∈ [lo, 1]} |p(σ) − 1|`` for the Newton–Schulz map ``p`` = :func:`ns_polynomial`.
+
+    Evaluated on 100001 log-spaced points of ``[lo, 1]`` (both ends included), then refined around the ten
+    largest local maxima of the grid by two rounds of 2001-point grids on the neighbouring cells (the
+    relative error of the maximum is then far below 1e-9 for these degree-5ᵀ compositions).
+
+    Parameters
+    ----------
+    coefficients : str or (m, 3) array_like
+    lo : float in (0, 1)
+        Smallest normalized singular value considered (Muon's inputs are normalized by ``‖·‖_F``, so their
+        singular values lie in ``(0, 1]``; the Polar Express designs for ``[1e-3, 1]``).
+    steps : int or None
+        As in :func:`ns_polynomial` (``None``: the table's length, 5 for one-row sets).
+
+    Returns
+    -------
+    float
+    """
+    who = "ns_worst_error"
+    lo = _check_real(who, "lo", lo, lo_open=True)
+    if lo >= 1:
+        raise ValueError(f"{who}: lo must lie in (0, 1), got {lo!r}")
+    p = ns_polynomial(coefficients, steps)
+    x = np.geomspace(lo, 1.0, 100001)
+    e = np.abs(p(x) - 1.0)
+    best = float(e.max())
+    interior = np.flatnonzero((e[1:-1] >= e[:-2]) & (e[1:-1] >= e[2:])) + 1
+    for i in interior[np.argsort(e[interior])[::-1][:10]]:
+        left, right = x[i - 1], x[i + 1]
+        for _ in range(2):
+            xs = np.linspace(left, right, 2001)
+            es = np.abs(p(xs) - 1.0)
+            j = int(np.argmax(es))
+            best = max(best, float(es[j]))
+            left, right = xs[max(j - 1, 0)], xs[min(j + 1, xs.size - 1)]
+    return best
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Björck and the Parseval retraction.
+
+def bjorck(A, steps=15, beta=0.5):
+    """Björck–Bowie orthonormalization (Björck & Bowie 1971; the ``bjorck_orthonormalize`` of Anil, Lucas &
+    Grosse 2019, "Sorting out Lipschitz function approximation"):
+
+    .. math::  W_0 = \\frac{A}{\\lVert A \\rVert_F}, \\qquad
+               W_{t+1} = (1 + \\beta) W_t - \\beta\\, W_t W_t^\\top W_t,
+
+    which acts on each singular value as ``σ ↦ (1 + β)σ − βσ³`` and converges to the polar factor
+    ``polar(A) = U Vᵀ`` for ``0 < β < 1`` (quadratically for β = 1/2, the ``"cubic"`` Newton–Schulz) when
+    every singular value of ``W_0`` lies in ``(0, √((2 + β)/β))`` -- here ``(0, 1]``.
+
+    Scaling: ``‖A‖_F`` bounds ``σ_max`` from above and is smooth (so the unrolled gradient is exact
+    everywhere but at ``A = 0``); the tighter ``sqrt(‖AᵀA‖_1)`` is a max of absolute values, kinked, and not
+    used. A zero matrix gives zeros. Wide inputs are iterated with ``W Wᵀ``, tall ones transposed (the
+    smaller Gram matrix either way; the map is the same).
+
+    Parameters
+    ----------
+    A : (..., m, n) float array
+    steps : int >= 1
+    beta : float > 0
+
+    Returns
+    -------
+    (..., m, n) array, dtype of ``A``
+    """
+    who = "bjorck"
+    xp = _check_array(who, A)
+    steps = _check_int(who, "steps", steps)
+    beta = _check_real(who, "beta", beta, lo_open=True)
+    Aw, tall = _wide(A)
+    X, _, _ = _normalized(xp, Aw, 1.0, 0.0)
+    return _unwide(xp, _iterate(X, [(1.0 + beta, -beta, 0.0)] * steps), tall)
+
+
+def bjorck_vjp(A, grad_out, steps=15, beta=0.5):
+    """Gradient of ``<grad_out, bjorck(A, steps, beta)>`` w.r.t. ``A``, unrolled through every step and the
+    ``‖A‖_F`` scaling.
+
+    Parameters
+    ----------
+    A, grad_out : (..., m, n) float arrays
+    steps, beta : as given to :func:`bjorck`
+
+    Returns
+    -------
+    (..., m, n) array, dtype of ``A``
+    """
+    who = "bjorck_vjp"
+    xp = _check_array(who, A)
+    gbar = _check_grad(who, A, grad_out)
+    steps = _check_int(who, "steps", steps)
+    beta = _check_real(who, "beta", beta, lo_open=True)
+    rows = [(1.0 + beta, -beta, 0.0)] * steps
+    Aw, tall = _wide(A)
+    X0, s, n = _normalized(xp, Aw, 1.0, 0.0)
+    Xs = []
+    _iterate(X0, rows, store=Xs)
+    X0bar = _iterate_vjp(Xs, rows, _T(gbar) if tall else gbar)
+    g = _normalized_vjp(xp, Aw, s, n, X0bar, 1.0)
+    return _unwide(xp, g, tall).astype(A.dtype, copy=False)
+
+
+def parseval_retraction(W, beta=1e-3):
+    """One Parseval-network retraction step (Cissé, Bojanowski, Grave, Dauphin & Usunier 2017, "Parseval
+    Networks: Improving Robustness to Adversarial Examples"):
+
+    .. math::  W \\leftarrow (1 + \\beta) W - \\beta\\, W W^\\top W
+
+    applied after each gradient step; it pulls the singular values towards 1 without any normalization.
+    The product is formed through the smaller Gram matrix (``(WWᵀ)W`` for wide, ``W(WᵀW)`` for tall).
+
+    Parameters
+    ----------
+    W : (..., m, n) float array
+        A matrix or a batch (last two axes). For a conv weight pass ``W.reshape(out, -1)`` (the paper's
+        view: rows are the filters) and reshape the result back.
+    beta : float >= 0
+        The paper uses ``β = 3e-4`` to ``1e-3``.
+
+    Returns
+    -------
+    (..., m, n) array, dtype of ``W``
+    """
+    who = "parseval_retraction"
+    xp = _check_array(who, W, "W")
+    beta = _check_real(who, "beta", beta)
+    Ww, tall = _wide(W)
+    X = xp.array(Ww, order="C", copy=True)
+    return _unwide(xp, _iterate(X, [(1.0 + beta, -beta, 0.0)]), tall)
+
+
+def parseval_retraction_vjp(W, grad_out, beta=1e-3):
+    """Gradient of ``<grad_out, parseval_retraction(W, beta)>`` w.r.t. ``W``:
+    ``(1 + β)Ḡ − β(ḠWᵀW + WḠᵀW + WWᵀḠ)``.
+
+    Returns
+    -------
+    (..., m, n) array, dtype of ``W``
+    """
+    who = "parseval_retraction_vjp"
+    xp = _check_array(who, W, "W")
+    gbar = _check_grad(who, W, grad_out)
+    beta = _check_real(who, "beta", beta)
+    Ww, tall = _wide(W)
+    g = _iterate_vjp([Ww], [(1.0 + beta, -beta, 0.0)], _T(gbar) if tall else gbar)
+    return _unwide(xp, g, tall).astype(W.dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Spectral normalization.
+
+def _power(xp, M, u, n_iter, eps):
+    """Miyato's loop: ``v = normalize(Mᵀu)``, ``u = normalize(Mv)``, ``n_iter`` times (PyTorch's
+    ``F.normalize``: ``x / max(‖x‖, eps)``)."""
+    v = None
+    for _ in range(n_iter):
+        v = M.T @ u
+        v /= max(float(xp.sqrt(xp.vdot(v, v))), eps)
+        u = M @ v
+        u /= max(float(xp.sqrt(xp.vdot(u, u))), eps)
+    return u, v
+
+
+def _spectral_setup(who, W, u, n_iter, eps, rng, need_u=False):
+    xp = _check_array(who, W, "W")
+    n_iter = _check_int(who, "n_iter", n_iter)
+    eps = _check_real(who, "eps", eps)
+    out = W.shape[0]
+    if u is None:
+        if need_u and not isinstance(rng, (int, np.integer)):
+            raise ValueError(f"{who}: pass the u given to spectral_normalize (or the same integer seed as "
+                             f"rng); with u=None and rng={rng!r} a new random u would be drawn")
+        u = host_rng(rng).standard_normal(out)
+    else:
+        host = np.asarray(u.get() if hasattr(u, "get") else u)
+        if host.shape != (out,) or host.dtype.kind not in "fiu":
+            raise ValueError(f"{who}: u must be a real vector of shape ({out},) (W.shape[0]), got shape "
+                             f"{host.shape} and dtype {host.dtype}")
+        if not np.isfinite(host).all():
+            raise ValueError(f"{who}: u must be finite, got NaN or Inf")
+        u = host
+    u = xp.asarray(u, dtype=W.dtype)
+    u = u / max(float(xp.sqrt(xp.vdot(u, u))), eps)
+    M = W.reshape(out, -1)
+    u, v = _power(xp, M, u, n_iter, eps)
+    sigma = xp.vdot(u, M @ v)
+    return xp, M, u, v, sigma
+
+
+def spectral_normalize(W, u=None, n_iter=1, eps=1e-12, rng=None):
+    """Spectral normalization (Miyato, Kataoka, Koyama & Yoshida 2018): ``W / σ̂`` with ``σ̂`` the
+    power-iteration estimate of the largest singular value of ``M = W.reshape(out, -1)``.
+
+    .. math::  v \\leftarrow \\frac{M^\\top u}{\\lVert M^\\top u \\rVert}, \\quad
+               u \\leftarrow \\frac{M v}{\\lVert M v \\rVert} \\quad (n\\_iter \\text{ times}), \\qquad
+               \\hat\\sigma = u^\\top M v
+
+    Parameters
+    ----------
+    W : (out, ...) float array
+        PyTorch layout (Linear ``(out, in)``, Conv2d ``(out, in, kh, kw)``), at least 2-D.
+    u : (out,) array, optional
+        The persistent left vector of the previous call; ``None`` draws ``N(0, 1)`` from ``host_rng(rng)``.
+        Normalized before use (as PyTorch's buffer always is).
+    n_iter : int >= 1
+        Power iterations per call (PyTorch's ``n_power_iterations``, default 1).
+    eps : float >= 0
+        ``F.normalize``'s floor: ``x / max(‖x‖, eps)``.
+    rng : None, int or numpy.random.Generator
+        Only used when ``u`` is None.
+
+    Returns
+    -------
+    W_sn : array like ``W``
+    u_new : (out,) array, dtype of ``W``
+        Pass it as ``u`` to the next call (the persistent buffer).
+
+    Notes
+    -----
+    The loop order is Miyato's and the old ``torch.nn.utils.spectral_norm``'s (``v`` from ``u``, then
+    ``u``); ``torch.nn.utils.parametrizations.spectral_norm`` keeps both buffers and updates ``u`` from
+    the stored ``v`` first, so its σ̂ after one call differs until the iteration has converged.
+    """
+    xp, M, u, v, sigma = _spectral_setup("spectral_normalize", W, u, n_iter, eps, rng)
+    return W / sigma, u
+
+
+def spectral_normalize_vjp(W, grad_out, u=None, n_iter=1, eps=1e-12, rng=None):
+    """Gradient of ``<grad_out, spectral_normalize(W, u, ...)[0]>`` w.r.t. ``W`` with ``u, v`` treated as
+    constants, as PyTorch does in training mode (its ``_power_method`` runs under ``no_grad`` and the
+    forward uses clones of the buffers):
+
+    .. math::  \\bar W = \\frac{\\bar Y}{\\hat\\sigma} - \\frac{\\langle \\bar Y, W \\rangle}{\\hat\\sigma^2}\\,
+               u v^\\top \\quad (\\text{reshaped to } W\\text{'s shape})
+
+    This is the true derivative only where ``u, v`` are the exact top singular pair (the power iteration
+    has converged); elsewhere it is PyTorch's (and Miyato's) surrogate, not the derivative through the
+    loop.
+
+    Parameters
+    ----------
+    W, grad_out : arrays like ``W``
+    u, n_iter, eps, rng
+        The same as given to :func:`spectral_normalize` (``u=None`` needs the same *integer* seed ``rng``).
+
+    Returns
+    -------
+    array like ``W``
+    """
+    who = "spectral_normalize_vjp"
+    xp, M, u, v, sigma = _spectral_setup(who, W, u, n_iter, eps, rng, need_u=True)
+    gbar = _check_grad(who, W, grad_out)
+    coef = xp.vdot(gbar, W) / (sigma * sigma)
+    g = gbar / sigma
+    g -= (coef * xp.outer(u, v)).reshape(W.shape)
+    return g.astype(W.dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Registry entries: samples and PyTorch twins.
+
+def _ns_samples(rng, dtype):
+    def A(shape, scale=3.0):
+        return (scale * rng.standard_normal(shape)).astype(dtype)
+    user = [(2.0, -1.5, 0.5), (1.5, -0.5, 0.0)]
+    return [
+        Sample((A((3, 4)),), {"steps": 3, "coefficients": "jordan"}, "jordan wide"),
+        Sample((A((5, 3)),), {"steps": 3, "coefficients": "jordan"}, "jordan tall"),
+        Sample((A((4, 4)),), {"steps": 5, "coefficients": "cubic"}, "cubic square"),
+        Sample((A((3, 4)),), {"steps": 3, "coefficients": "you"}, "you wide"),
+        Sample((A((4, 3)),), {"steps": 3, "coefficients": "polar_express"}, "polar_express tall"),
+        Sample((A((3, 3)),), {"steps": 3, "coefficients": user}, "user table square"),
+        Sample((A((2, 3, 4)),), {"steps": 2, "coefficients": "jordan", "eps": 1e-3}, "jordan batched"),
+        Sample((A((2, 4, 3)),), {"steps": 3, "coefficients": "cubic"}, "cubic batched tall"),
+    ]
+
+
+def _bjorck_samples(rng, dtype):
+    def A(shape):
+        return rng.standard_normal(shape).astype(dtype)
+    return [Sample((A((3, 4)),), {"steps": 3}, "wide"),
+            Sample((A((5, 3)),), {"steps": 4, "beta": 0.3}, "tall beta=0.3"),
+            Sample((A((2, 3, 3)),), {"steps": 2}, "batched square")]
+
+
+def _parseval_samples(rng, dtype):
+    def A(shape):
+        return (0.7 * rng.standard_normal(shape)).astype(dtype)
+    return [Sample((A((4, 4)),), {}, "square default beta"),
+            Sample((A((3, 5)),), {"beta": 0.1}, "wide"),
+            Sample((A((5, 3)),), {"beta": 0.1}, "tall"),
+            Sample((A((2, 3, 4)),), {"beta": 0.2}, "batched")]
+
+
+def _spectral_samples(rng, dtype):
+    """``u`` is the exact top left singular vector of a matrix with a clear gap: there the power-iteration
+    map is stationary, so finite differences of the whole loop agree with the detached-``u, v`` gradient."""
+    out = []
+    for shape, n_iter, label in (((4, 6), 1, "wide"), ((5, 3), 2, "tall n_iter=2"),
+                                 ((3, 2, 2, 2), 1, "conv")):
+        for _ in range(200):
+            W = rng.standard_normal(shape)
+            U, s, _ = np.linalg.svd(W.reshape(shape[0], -1))
+            if s[1] < 0.7 * s[0]:
+                break
+        out.append(Sample((W.astype(dtype),), {"u": U[:, 0].copy(), "n_iter": n_iter}, label))
+    return out
+
+
+def _torch_ns_loop(A, rows, kappa, eps):
+    tall = A.shape[-2] > A.shape[-1]
+    X = A.mT if tall else A
+    if kappa is not None:
+        X = X / (X.norm(dim=(-2, -1), keepdim=True) * kappa + eps)
+    for a, b, c in rows:
+        G = X @ X.mT
+        B = b * G + c * G @ G
+        X = a * X + B @ X
+    return X.mT if tall else X
+
+
+def _torch_ns(A, steps=5, coefficients="jordan", eps=1e-7):
+    rows, kappa = _schedule("newton_schulz", coefficients, steps)
+    return (_torch_ns_loop(A, rows, kappa, eps),)
+
+
+def _torch_bjorck(A, steps=15, beta=0.5):
+    return (_torch_ns_loop(A, [(1 + beta, -beta, 0.0)] * steps, 1.0, 0.0),)
+
+
+def _torch_parseval(W, beta=1e-3):
+    return ((1 + beta) * W - beta * W @ W.mT @ W,)
+
+
+def _torch_spectral(W, u=None, n_iter=1, eps=1e-12, rng=None):
+    import torch
+    import torch.nn.functional as F
+    M = W.reshape(W.shape[0], -1)
+    with torch.no_grad():
+        uu = F.normalize(torch.as_tensor(np.asarray(u, dtype=np.float64), dtype=W.dtype), dim=0, eps=eps)
+        for _ in range(n_iter):
+            vv = F.normalize(torch.mv(M.T, uu), dim=0, eps=eps)
+            uu = F.normalize(torch.mv(M, vv), dim=0, eps=eps)
+    sigma = torch.vdot(uu.clone(), torch.mv(M, vv.clone()))
+    return (W / sigma,)
+
+
+def _spectral_map(W, **kw):
+    return spectral_normalize(W, **kw)[0]
+
+
+register(OpSpec("newton_schulz", from_map(newton_schulz, newton_schulz_vjp), _ns_samples, torch=_torch_ns,
+                rtol=1e-8, doc="Newton–Schulz polar approximation (Muon / You / Polar Express), unrolled"))
+register(OpSpec("bjorck", from_map(bjorck, bjorck_vjp), _bjorck_samples, torch=_torch_bjorck, rtol=1e-8,
+                doc="Björck orthonormalization after ‖A‖_F scaling, unrolled"))
+register(OpSpec("parseval_retraction", from_map(parseval_retraction, parseval_retraction_vjp),
+                _parseval_samples, torch=_torch_parseval, rtol=1e-8,
+                doc="(1 + β)W − βWWᵀW, Cissé et al. 2017"))
+register(OpSpec("spectral_normalize", from_map(_spectral_map, spectral_normalize_vjp), _spectral_samples,
+                torch=_torch_spectral, rtol=1e-8,
+                doc="W / σ̂, power iteration from u (Miyato et al. 2018), u and v detached as PyTorch"))

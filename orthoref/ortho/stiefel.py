@@ -1,2 +1,821 @@
-"""(placeholder: being written)"""
-__all__ = []
+r"""Cayley map, matrix exponential and Stiefel geometry, each map with its exact backward pass.
+
+Maps of a square matrix (any batch shape ``(..., n, n)``), with ``NAME_vjp(A, grad_out, **kw)`` the
+gradient with respect to ``A``:
+
+- :func:`cayley` -- ``Q = (I - A/2)^{-1} (I + A/2)``, PyTorch's ``"cayley"`` map of
+  ``torch.nn.utils.parametrizations.orthogonal`` (``torch.linalg.solve(I - A/2, I + A/2)``; its comment
+  writes the same matrix as ``(I + A/2)(I - A/2)^{-1}``: the two factors commute).
+- :func:`expm_skew` -- ``Q = exp(A)`` through :func:`scipy.linalg.expm`, PyTorch's ``"matrix_exp"`` map.
+
+Both are orthogonal for a skew-symmetric ``A``. They are **defined on every square** ``A`` (the formulas
+are), and ``A`` is used as given: skewness is checked only when asked (``check_skew=True``). The
+finite-difference oracle may thus perturb ``A`` in any direction.
+
+Stiefel geometry, for ``W`` of shape ``(..., n, p)`` with orthonormal columns (``n >= p``) and tangent
+vectors ``Z`` (``WᵀZ`` skew):
+
+- :func:`project_tangent` -- ``"euclidean"``: ``G - W sym(WᵀG)`` (the orthogonal projection onto the
+  tangent space in the Frobenius metric); ``"canonical"``: ``G - W Gᵀ W`` (Edelman et al.'s Riemannian
+  gradient for the canonical metric).
+- :func:`retract` -- ``"qr"``, ``"polar"``, ``"cayley"`` (Wen & Yin 2013), ``"exp"`` (the canonical-metric
+  geodesic, Edelman, Arias & Smith 1998).
+- :func:`cayley_iterative` -- the fixed-point iteration of Li, Fuxin & Todorovic (ICLR 2020); its
+  backward :func:`cayley_iterative_vjp` is unrolled through the iterations.
+
+``retract_vjp`` and ``cayley_iterative_vjp`` return ``(W̄, Z̄)``. ``retract_vjp(..., "exp")`` differentiates
+the forward's QR exactly when ``(I - WWᵀ)Z`` has full column rank (``n >= 2p``) or ``n == p``; otherwise
+(``p < n < 2p``, ``Z = 0``) it differentiates the equal ``n x n`` form, exact along the manifold only.
+
+Sign convention: every retraction satisfies ``retract(W, Z) = W + Z + O(‖Z‖²)`` for tangent ``Z`` (Wen &
+Yin write ``Y(τ) = (I + τA/2)^{-1}(I - τA/2) W`` with ``A = G Wᵀ - W Gᵀ`` for a *gradient* ``G``, i.e.
+a step along ``-G``; here the step ``Z`` enters with a plus sign, ``A = P Z Wᵀ - W Zᵀ P``,
+``P = I - WWᵀ/2``, and ``Y = (I - A/2)^{-1}(I + A/2) W``, so ``A W = Z`` for tangent ``Z``).
+
+Backend: ``xp = get_array_module(A)``; ``solve``/``qr``/``svd`` broadcast on NumPy and CuPy. CuPy has no
+``expm``/``expm_frechet``: :func:`expm_skew`, :func:`expm_skew_vjp` and ``retract(..., method="exp")``
+raise ``NotImplementedError`` naming the function on CuPy arrays (move the array to the host with
+:func:`orthoref.backend.to_numpy`). float32 stays float32 (``scipy.linalg.expm_frechet`` computes in
+float64; its result is cast back).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..oracle.registry import OpSpec, Sample, from_map, register
+
+__all__ = [
+    "cayley", "cayley_vjp", "expm_skew", "expm_skew_vjp", "METRICS", "project_tangent", "project_tangent_vjp",
+    "RETRACTIONS", "retract", "retract_vjp", "cayley_iterative", "cayley_iterative_vjp", "orthonormality_error",
+]
+
+METRICS = ("euclidean", "canonical")
+RETRACTIONS = ("qr", "polar", "cayley", "exp")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Validation and small helpers.
+
+def _check_array(who, name, A, square=False, tall=False):
+    if not hasattr(A, "shape") or not hasattr(A, "dtype"):
+        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got {type(A).__name__}")
+    if A.dtype.kind != "f":
+        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got dtype {A.dtype}")
+    if A.ndim < 2:
+        raise ValueError(f"{who}: {name} must have at least 2 dimensions (..., n, {'n' if square else 'p'}), "
+                         f"got shape {tuple(A.shape)}")
+    if square and A.shape[-1] != A.shape[-2]:
+        raise ValueError(f"{who}: {name} must be square (..., n, n), got shape {tuple(A.shape)}")
+    if tall and A.shape[-2] < A.shape[-1]:
+        raise ValueError(f"{who}: {name} must have shape (..., n, p) with n >= p (orthonormal columns), "
+                         f"got shape {tuple(A.shape)}")
+    if A.size == 0:
+        raise ValueError(f"{who}: {name} must not be empty, got shape {tuple(A.shape)}")
+    return get_array_module(A)
+
+
+def _check_same(who, name, B, ref_name, ref):
+    _check_array(who, name, B)
+    if tuple(B.shape) != tuple(ref.shape):
+        raise ValueError(f"{who}: {name} must have the shape of {ref_name} {tuple(ref.shape)}, "
+                         f"got {tuple(B.shape)}")
+    if B.dtype != ref.dtype:
+        raise TypeError(f"{who}: {name} must have the dtype of {ref_name} ({ref.dtype}), got {B.dtype}")
+
+
+def _check_choice(who, name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{who}: {name} must be one of {choices}, got {value!r}")
+
+
+def _mT(A):
+    return A.swapaxes(-1, -2)
+
+
+def _eye(xp, n, dtype):
+    return xp.eye(n, dtype=dtype)
+
+
+def _no_cupy(who, xp):
+    if xp is not np:
+        raise NotImplementedError(f"{who}: CuPy has no expm/expm_frechet; compute on the host "
+                                  f"(orthoref.backend.to_numpy) and move the result back")
+
+
+def orthonormality_error(W):
+    """``‖WᵀW - I‖_F`` (the largest over a batch), as a Python float."""
+    xp = get_array_module(W)
+    E = _mT(W) @ W - _eye(xp, W.shape[-1], W.dtype)
+    return float(xp.sqrt((E * E).sum(axis=(-2, -1))).max())
+
+
+def _check_orthonormal(who, W, tol):
+    p = W.shape[-1]
+    if tol is None:
+        tol = float(np.sqrt(np.finfo(W.dtype).eps) * np.sqrt(p))
+    err = orthonormality_error(W)
+    if not err <= tol:
+        raise ValueError(f"{who}: W must have orthonormal columns, got ‖WᵀW - I‖_F = {err:.3e} > tol {tol:.1e} "
+                         f"(pass check=False to use W as given)")
+
+
+def _check_skew(who, A):
+    xp = get_array_module(A)
+    S = A + _mT(A)
+    err = float(xp.abs(S).max())
+    scale = float(xp.abs(A).max())
+    if err > 1e3 * np.finfo(A.dtype).eps * max(scale, 1.0):
+        raise ValueError(f"{who}: A must be skew-symmetric (check_skew=True), got max|A + Aᵀ| = {err:.3e}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cayley map.
+
+def cayley(A, check_skew=False):
+    r"""The Cayley map ``Q = (I - A/2)^{-1} (I + A/2)``.
+
+    Parameters
+    ----------
+    A : array (..., n, n)
+        Used as given (any square matrix with ``I - A/2`` invertible); ``Q`` is orthogonal when ``A`` is
+        skew-symmetric. ``check_skew=True`` raises ``ValueError`` unless ``A + Aᵀ ≈ 0``.
+
+    Returns
+    -------
+    Q : array (..., n, n), the dtype of ``A``.
+
+    Notes
+    -----
+    PyTorch's convention (``torch.nn.utils.parametrizations.orthogonal(..., orthogonal_map="cayley")``
+    computes ``torch.linalg.solve(I - A/2, I + A/2)``). Its inverse is ``A = 2 (Q - I)(Q + I)^{-1}``.
+
+    .. math:: Q = (I - A/2)^{-1}(I + A/2) = 2 (I - A/2)^{-1} - I
+    """
+    xp = _check_array("cayley", "A", A, square=True)
+    if check_skew:
+        _check_skew("cayley", A)
+    I = _eye(xp, A.shape[-1], A.dtype)
+    return xp.linalg.solve(I - 0.5 * A, xp.broadcast_to(I + 0.5 * A, A.shape))
+
+
+def cayley_vjp(A, grad_out, check_skew=False):
+    r"""Gradient of ``<Ḡ, cayley(A)>`` with respect to ``A``.
+
+    With ``M = I - A/2``, ``dQ = ½ M^{-1} dA (I + Q)`` and ``I + Q = 2 M^{-1}``, so
+
+    .. math:: \bar A = ½ M^{-T} \bar G (I + Q)^T = M^{-T} \bar G M^{-T}.
+
+    Parameters
+    ----------
+    A : array (..., n, n)
+    grad_out : array (..., n, n), the cotangent ``Ḡ`` of ``Q``.
+    """
+    xp = _check_array("cayley_vjp", "A", A, square=True)
+    _check_same("cayley_vjp", "grad_out", grad_out, "A", A)
+    if check_skew:
+        _check_skew("cayley_vjp", A)
+    M = _eye(xp, A.shape[-1], A.dtype) - 0.5 * A
+    X = xp.linalg.solve(_mT(M), grad_out)                  # M^{-T} Ḡ
+    return _mT(xp.linalg.solve(M, _mT(X)))                 # (M^{-1} Xᵀ)ᵀ = X M^{-T}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Matrix exponential.
+
+def expm_skew(A, check_skew=False):
+    r"""``Q = exp(A)`` through :func:`scipy.linalg.expm` (scaling and squaring, Padé; batched).
+
+    ``A`` (..., n, n) is used as given (orthogonal ``Q`` for skew ``A``; ``check_skew=True`` checks).
+    PyTorch twin: ``torch.linalg.matrix_exp``. NumPy only (CuPy: ``NotImplementedError``).
+    """
+    xp = _check_array("expm_skew", "A", A, square=True)
+    _no_cupy("expm_skew", xp)
+    if check_skew:
+        _check_skew("expm_skew", A)
+    from scipy.linalg import expm
+    return np.asarray(expm(A), dtype=A.dtype)
+
+
+def expm_skew_vjp(A, grad_out, check_skew=False):
+    r"""Gradient of ``<Ḡ, exp(A)>`` with respect to ``A``: the Fréchet derivative of ``exp`` at ``Aᵀ`` in
+    the direction ``Ḡ``,
+
+    .. math:: \bar A = L_{\exp}(A^T, \bar G) = \int_0^1 e^{s A^T} \bar G e^{(1-s) A^T} ds,
+
+    computed by :func:`scipy.linalg.expm_frechet` (Al-Mohy & Higham), one matrix at a time over a batch
+    (``expm_frechet`` is not batched). Computed in float64, returned in the dtype of ``A``.
+    """
+    xp = _check_array("expm_skew_vjp", "A", A, square=True)
+    _check_same("expm_skew_vjp", "grad_out", grad_out, "A", A)
+    _no_cupy("expm_skew_vjp", xp)
+    if check_skew:
+        _check_skew("expm_skew_vjp", A)
+    from scipy.linalg import expm_frechet
+    n = A.shape[-1]
+    At = np.ascontiguousarray(_mT(A)).reshape(-1, n, n)
+    G = np.asarray(grad_out).reshape(-1, n, n)
+    out = np.empty(At.shape, dtype=A.dtype)
+    for k in range(At.shape[0]):
+        out[k] = expm_frechet(At[k], G[k], compute_expm=False)
+    return out.reshape(A.shape)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stiefel geometry: tangent projection.
+
+def _sym(X):
+    return 0.5 * (X + _mT(X))
+
+
+def project_tangent(W, G, metric="euclidean", check=True, tol=None):
+    r"""Tangent vector at ``W`` from an ambient matrix ``G`` (a Euclidean gradient, a step).
+
+    Parameters
+    ----------
+    W : array (..., n, p), orthonormal columns (``n >= p``).
+    G : array (..., n, p)
+    metric : ``"euclidean"`` or ``"canonical"``
+        ``"euclidean"``: :math:`G - W\,\mathrm{sym}(W^TG)`, ``sym(X) = (X + Xᵀ)/2`` -- the orthogonal
+        projection onto the tangent space in the Frobenius metric (idempotent, self-adjoint).
+        ``"canonical"``: :math:`G - W G^T W` -- the Riemannian gradient of a function with Euclidean
+        gradient ``G`` for the canonical metric ``g_c(ξ, η) = tr ξᵀ(I - WWᵀ/2)η`` (Edelman, Arias & Smith
+        1998, eq. 2.53): tangent, and ``g_c(P, ξ) = <G, ξ>`` for every tangent ``ξ``; it is *not* a
+        projection (it doubles the ``W WᵀG`` component of a tangent ``G``).
+    check : bool
+        Raise ``ValueError`` (with the measured ``‖WᵀW - I‖_F``) unless ``W`` is orthonormal to ``tol``
+        (default ``sqrt(eps · p)``). With ``check=False`` the formula is applied to ``W`` as given.
+
+    Returns
+    -------
+    P : array (..., n, p), ``WᵀP`` skew.
+    """
+    who = "project_tangent"
+    _check_array(who, "W", W, tall=True)
+    _check_same(who, "G", G, "W", W)
+    _check_choice(who, "metric", metric, METRICS)
+    if check:
+        _check_orthonormal(who, W, tol)
+    if metric == "euclidean":
+        return G - W @ _sym(_mT(W) @ G)
+    return G - W @ (_mT(G) @ W)
+
+
+def project_tangent_vjp(W, G, grad_out, metric="euclidean", wrt="G", check=True, tol=None):
+    r"""Backward of :func:`project_tangent`.
+
+    The map is linear in ``G`` and self-adjoint for both metrics (``<Ḡ, G - WGᵀW> = <Ḡ - WḠᵀW, G>``), so
+    the gradient with respect to ``G`` is ``project_tangent(W, Ḡ, metric)``. With respect to ``W``
+    (``W`` used as given, any ``W``):
+
+    - euclidean: ``W̄ = -½ (Ḡ GᵀW + G ḠᵀW + Ḡ WᵀG + G WᵀḠ)``
+    - canonical: ``W̄ = -(Ḡ WᵀG + G WᵀḠ)``
+
+    ``wrt``: ``"G"`` (default) returns ``Ḡ_G``; ``"W"`` returns ``W̄``; ``"both"`` returns ``(W̄, Ḡ_G)``.
+    """
+    who = "project_tangent_vjp"
+    _check_array(who, "W", W, tall=True)
+    _check_same(who, "G", G, "W", W)
+    _check_same(who, "grad_out", grad_out, "W", W)
+    _check_choice(who, "metric", metric, METRICS)
+    _check_choice(who, "wrt", wrt, ("G", "W", "both"))
+    if check:
+        _check_orthonormal(who, W, tol)
+    Gb = grad_out
+    gG = gW = None
+    if wrt in ("G", "both"):
+        gG = project_tangent(W, Gb, metric, check=False)
+    if wrt in ("W", "both"):
+        if metric == "euclidean":
+            gW = -0.5 * (Gb @ (_mT(G) @ W) + G @ (_mT(Gb) @ W) + Gb @ (_mT(W) @ G) + G @ (_mT(W) @ Gb))
+        else:
+            gW = -(Gb @ (_mT(W) @ G) + G @ (_mT(W) @ Gb))
+    return {"G": gG, "W": gW}.get(wrt, (gW, gG))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Retractions.
+
+def _sign_fix(Q, R):
+    """``Q D, D R`` with ``D = diag(sign(diag R))`` (sign 0 taken as +1): the QR with ``diag R >= 0``."""
+    xp = get_array_module(Q)
+    d = xp.diagonal(R, axis1=-2, axis2=-1)
+    s = xp.where(d < 0, -1.0, 1.0).astype(Q.dtype)
+    return Q * s[..., None, :], R * s[..., :, None]
+
+
+def _cayley_factors(W, Z):
+    """``PZ = Z - ½ W (WᵀZ)``: the skew generator is ``A = PZ Wᵀ - W PZᵀ`` (n x n, never formed)."""
+    return Z - 0.5 * (W @ (_mT(W) @ Z))
+
+
+def _apply_A(W, PZ, X):
+    """``A X`` for ``A = PZ Wᵀ - W PZᵀ``: O(n p k) flops."""
+    return PZ @ (_mT(W) @ X) - W @ (_mT(PZ) @ X)
+
+
+def _cayley_retract(W, Z):
+    # Woodbury (Wen & Yin 2013, Lemma 4): A = U Vᵀ, U = [PZ, W], V = [W, -PZ] (n x 2p), then
+    # Y = (I - A/2)^{-1}(I + A/2) W = W + U (I - ½ VᵀU)^{-1} VᵀW.
+    xp = get_array_module(W)
+    p = W.shape[-1]
+    PZ = _cayley_factors(W, Z)
+    U = xp.concatenate([PZ, W], axis=-1)
+    V = xp.concatenate([W, -PZ], axis=-1)
+    K = _eye(xp, 2 * p, W.dtype) - 0.5 * (_mT(V) @ U)
+    return W + U @ xp.linalg.solve(K, _mT(V) @ W)
+
+
+def _exp_retract(W, Z):
+    # Edelman, Arias & Smith 1998, eq. 2.45: with A = skew(WᵀZ) (= WᵀZ for tangent Z) and QR = (I - WWᵀ)Z,
+    # Y = [W, Q] expm([[A, -Rᵀ], [R, 0]]) [I; 0]; for n == p, Y = W expm(A).
+    from scipy.linalg import expm
+    n, p = W.shape[-2:]
+    WtZ = _mT(W) @ Z
+    A = 0.5 * (WtZ - _mT(WtZ))
+    if n == p:
+        return W @ np.asarray(expm(A), dtype=W.dtype)
+    Q, R = np.linalg.qr(Z - W @ WtZ)
+    top = np.concatenate([A, -_mT(R)], axis=-1)
+    bottom = np.concatenate([R, np.zeros_like(R)], axis=-1)
+    E = np.asarray(expm(np.concatenate([top, bottom], axis=-2)), dtype=W.dtype)
+    return W @ E[..., :p, :p] + Q @ E[..., p:, :p]
+
+
+def retract(W, Z, method="qr", check=True, tol=None):
+    r"""A retraction ``R_W(Z)`` on the Stiefel manifold: orthonormal columns, ``R_W(0) = W`` and
+    ``R_W(tZ) = W + tZ + O(t²)`` for tangent ``Z``.
+
+    Parameters
+    ----------
+    W : array (..., n, p), orthonormal columns (checked to ``tol`` unless ``check=False``; the measured
+        ``‖WᵀW - I‖_F`` is in the message).
+    Z : array (..., n, p), a tangent vector at ``W`` (``WᵀZ`` skew).
+    method : ``"qr"``, ``"polar"``, ``"cayley"`` or ``"exp"``
+        - ``"qr"``: the ``Q`` factor of ``W + Z`` with ``diag R > 0``.
+        - ``"polar"``: the polar factor ``(W + Z)(I + ZᵀZ)^{-1/2}`` of ``W + Z`` (``U Vᵀ`` of its SVD).
+        - ``"cayley"``: ``(I - A/2)^{-1}(I + A/2) W`` with ``A = P Z Wᵀ - W Zᵀ P``, ``P = I - WWᵀ/2``
+          (Wen & Yin 2013 with the step ``+Z``: their ``A = G Wᵀ - W Gᵀ`` with a gradient ``G`` and the
+          curve ``(I + τA/2)^{-1}(I - τA/2)W`` walk along ``-G``), computed by the Woodbury identity with a
+          ``2p x 2p`` solve. ``A W = Z`` for tangent ``Z``.
+        - ``"exp"``: the geodesic of the canonical metric (Edelman, Arias & Smith 1998):
+          ``[W, Q] expm([[WᵀZ, -Rᵀ], [R, 0]]) [I; 0]`` with ``QR = (I - WWᵀ)Z``; ``W expm(WᵀZ)`` when
+          ``n == p``. NumPy only (CuPy: ``NotImplementedError``).
+
+    A non-tangent ``Z`` is used as given: ``"cayley"`` and ``"exp"`` then move along its Euclidean tangent
+    projection (``A W = Z - W sym(WᵀZ)``; ``"exp"`` uses ``skew(WᵀZ)``); ``"qr"`` and ``"polar"`` just
+    orthonormalize ``W + Z``. Every method returns orthonormal columns.
+    """
+    who = "retract"
+    xp = _check_array(who, "W", W, tall=True)
+    _check_same(who, "Z", Z, "W", W)
+    _check_choice(who, "method", method, RETRACTIONS)
+    if check:
+        _check_orthonormal(who, W, tol)
+    if method == "qr":
+        Q, R = xp.linalg.qr(W + Z)
+        return _sign_fix(Q, R)[0]
+    if method == "polar":
+        U, _, Vt = xp.linalg.svd(W + Z, full_matrices=False)
+        return U @ Vt
+    if method == "cayley":
+        return _cayley_retract(W, Z)
+    _no_cupy("retract(method='exp')", xp)
+    return _exp_retract(W, Z)
+
+
+def _qr_vjp(Q, R, gQ, gR=None):
+    """Backward of the reduced QR ``X = QR`` (n >= p, full column rank):
+    ``X̄ = (Q̄ + Q copyltu(M)) R^{-T}``, ``M = R R̄ᵀ - Q̄ᵀQ`` (``copyltu(M) = tril(M) + tril(M, -1)ᵀ``;
+    ``R̄ = 0`` when ``gR`` is None). Valid for any sign convention of ``diag R`` (the factorization's own
+    branch is differentiated: flipping a column of ``Q`` and the row of ``R`` flips the same terms)."""
+    xp = get_array_module(Q)
+    M = -(_mT(gQ) @ Q)
+    if gR is not None:
+        M = M + R @ _mT(gR)
+    L = xp.tril(M)
+    C = L + _mT(xp.tril(M, -1))
+    B = gQ + Q @ C
+    # B R^{-T} = (R^{-1} Bᵀ)ᵀ
+    return _mT(xp.linalg.solve(R, _mT(B)))
+
+
+def _polar_vjp(X, gY):
+    """Backward of ``Y = polar(X) = X (XᵀX)^{-1/2} = U Vᵀ`` (full column rank). With ``H = V S Vᵀ``:
+    ``X̄ = (I - YYᵀ) Ȳ H^{-1} + 2 Y Γ``, ``Γ = V [(Vᵀ skew(YᵀȲ) V)_ij / (s_i + s_j)] Vᵀ``."""
+    xp = get_array_module(X)
+    U, s, Vt = xp.linalg.svd(X, full_matrices=False)
+    V = _mT(Vt)
+    Y = U @ Vt
+    M = _mT(Y) @ gY
+    Sk = 0.5 * (M - _mT(M))
+    C = Vt @ Sk @ V
+    Gam = V @ (C / (s[..., :, None] + s[..., None, :])) @ Vt
+    Hinv_V = V / s[..., None, :]
+    T = gY @ (Hinv_V @ Vt)                                   # Ȳ H^{-1}
+    return T - Y @ (_mT(Y) @ T) + 2.0 * (Y @ Gam)
+
+
+def retract_vjp(W, Z, grad_out, method="qr", check=True, tol=None):
+    r"""Backward of :func:`retract`: returns ``(W̄, Z̄)``, the gradients of ``<Ȳ, retract(W, Z)>``.
+
+    ``W`` and ``Z`` are used as given (``check=False`` lets ``W`` leave the manifold, as finite
+    differences do). ``"qr"`` and ``"polar"`` depend on ``W + Z`` only, so ``W̄ = Z̄`` (the QR backward
+    with ``R̄ = 0`` and the polar backward through the SVD). ``"cayley"`` goes through the ``n x n``
+    generator ``A = PZ Wᵀ - W PZᵀ``: ``Ā = cayley_vjp(A, Ȳ Wᵀ)``, ``B̄ = Ā - Āᵀ`` for ``B = PZ Wᵀ``, then
+    ``PZ = Z - ½WWᵀZ`` back to ``W`` and ``Z``.
+
+    ``"exp"`` reverses the forward step by step: ``S = WᵀZ``, ``A = skew(S)``, ``X = (I - WWᵀ)Z = QR``
+    (NumPy's QR, as in the forward; the output does not depend on the signs of ``diag R``), ``M = [[A,
+    -Rᵀ], [R, 0]]``, ``E = expm(M)``, ``Y = W E₁₁ + Q E₂₁``; ``M̄ = expm_frechet(Mᵀ, Ē)`` (:func:`expm_skew_vjp`),
+    the QR backward with both ``Q̄`` and ``R̄``, then ``X``, ``A`` and ``S`` back to ``W`` and ``Z``. For
+    ``n == p``, ``Y = W expm(A)``. The QR of ``X`` is differentiable only when ``X`` has full column rank,
+    which needs ``n >= 2p`` (and a step with a generic normal component). Where it is rank-deficient
+    (always for ``p < n < 2p``; ``Z = 0``; ``Z = WΩ``) the gradient is taken of the equal ``n x n`` form
+    ``Y = expm(W A Wᵀ + X Wᵀ - W Xᵀ) W`` (``O(n³)``): it agrees with the forward on the manifold, so
+    ``Z̄`` and the tangential part of ``W̄`` are exact, but finite differences that move ``W`` off the
+    manifold see a different (non-differentiable) function there. NumPy only.
+    """
+    who = "retract_vjp"
+    xp = _check_array(who, "W", W, tall=True)
+    _check_same(who, "Z", Z, "W", W)
+    _check_same(who, "grad_out", grad_out, "W", W)
+    _check_choice(who, "method", method, RETRACTIONS)
+    if check:
+        _check_orthonormal(who, W, tol)
+    gY = grad_out
+    if method == "qr":
+        Q, R = _sign_fix(*xp.linalg.qr(W + Z))
+        g = _qr_vjp(Q, R, gY)
+        return g, g.copy()
+    if method == "polar":
+        g = _polar_vjp(W + Z, gY)
+        return g, g.copy()
+    if method == "cayley":
+        n = W.shape[-2]
+        PZ = _cayley_factors(W, Z)
+        A = PZ @ _mT(W) - W @ _mT(PZ)
+        M = _eye(xp, n, W.dtype) - 0.5 * A
+        C = xp.linalg.solve(M, xp.broadcast_to(_eye(xp, n, W.dtype) + 0.5 * A, A.shape))
+        gW = _mT(C) @ gY
+        Ab = cayley_vjp(A, gY @ _mT(W))
+        Bb = Ab - _mT(Ab)
+        gPZ = Bb @ W
+        gW = gW + _mT(Bb) @ PZ
+        WtZ = _mT(W) @ Z
+        gZ = gPZ - 0.5 * (W @ (_mT(W) @ gPZ))
+        gW = gW - 0.5 * (gPZ @ _mT(WtZ) + Z @ (_mT(gPZ) @ W))
+        return gW, gZ
+    _no_cupy("retract_vjp(method='exp')", xp)
+    return _exp_retract_vjp(W, Z, gY)
+
+
+def _exp_tail(W, Z, S, gS, gX=None):
+    """Gradients through ``S = WᵀZ``, ``A = skew(S)`` (``gS`` is already ``S̄``) and ``X = Z - W S``."""
+    gW = Z @ _mT(gS)
+    gZ = W @ gS
+    if gX is not None:
+        gZ = gZ + gX
+        gW = gW - gX @ _mT(S)
+    return gW, gZ
+
+
+def _exp_retract_vjp(W, Z, gY):
+    # Reverse of _exp_retract, step by step (E = expm(M); Ē -> M̄ = L_exp(Mᵀ, Ē) by expm_frechet).
+    from scipy.linalg import expm
+    n, p = W.shape[-2:]
+    S = _mT(W) @ Z
+    A = 0.5 * (S - _mT(S))
+    if n == p:
+        E = np.asarray(expm(A), dtype=W.dtype)                    # Y = W E
+        gA = expm_skew_vjp(A, _mT(W) @ gY)
+        gW, gZ = _exp_tail(W, Z, S, 0.5 * (gA - _mT(gA)))
+        return gW + gY @ _mT(E), gZ
+    X = Z - W @ S
+    Q, R = np.linalg.qr(X)                                        # the forward's own factorization
+    d = np.abs(np.diagonal(R, axis1=-2, axis2=-1))
+    singular = n < 2 * p or not np.all(d.min(axis=-1) > 1e-8 * np.maximum(d.max(axis=-1), np.finfo(W.dtype).tiny))
+    if singular:
+        return _exp_retract_vjp_dense(W, Z, S, A, X, gY)
+    top = np.concatenate([A, -_mT(R)], axis=-1)
+    bottom = np.concatenate([R, np.zeros_like(R)], axis=-1)
+    M = np.concatenate([top, bottom], axis=-2)
+    E = np.asarray(expm(M), dtype=W.dtype)                        # Y = W E₁₁ + Q E₂₁
+    gE = np.zeros_like(M)
+    gE[..., :p, :p] = _mT(W) @ gY
+    gE[..., p:, :p] = _mT(Q) @ gY
+    gM = expm_skew_vjp(M, gE)
+    gA = gM[..., :p, :p]
+    gR = gM[..., p:, :p] - _mT(gM[..., :p, p:])
+    gX = _qr_vjp(Q, R, gY @ _mT(E[..., p:, :p]), gR)
+    gS = 0.5 * (gA - _mT(gA)) - _mT(W) @ gX
+    gW, gZ = _exp_tail(W, Z, S, gS, gX)
+    return gW + gY @ _mT(E[..., :p, :p]), gZ
+
+
+def _exp_retract_vjp_dense(W, Z, S, A, X, gY):
+    # Rank-deficient (I - WWᵀ)Z (always when p < n < 2p, or a step with no normal component, e.g. Z = 0):
+    # the QR is not differentiable there. Differentiate instead the n x n form of the same geodesic,
+    # Y = expm(Ω) W with Ω = W A Wᵀ + X Wᵀ - W Xᵀ (Ω = [W, Q] [[A, -Rᵀ], [R, 0]] [W, Q]ᵀ), which equals
+    # the forward whenever WᵀW = I and is smooth in (W, Z). Z̄ and W̄ along the manifold are exact; off the
+    # manifold the two formulas differ, so W̄ in normal directions of the Stiefel manifold is that of
+    # this smooth extension.
+    from scipy.linalg import expm
+    Wt = _mT(W)
+    Om = W @ A @ Wt + X @ Wt - W @ _mT(X)
+    F = np.asarray(expm(Om), dtype=W.dtype)
+    gW = _mT(F) @ gY
+    gOm = expm_skew_vjp(Om, gY @ Wt)
+    B = gOm - _mT(gOm)
+    gX = B @ W
+    gW = gW - B @ X + gOm @ (W @ _mT(A)) + _mT(gOm) @ (W @ A)
+    gA = Wt @ gOm @ W
+    gS = 0.5 * (gA - _mT(gA)) - Wt @ gX
+    gW2, gZ = _exp_tail(W, Z, S, gS, gX)
+    return gW + gW2, gZ
+
+
+def cayley_iterative(W, Z, alpha, iterations=2, check=True, tol=None):
+    r"""The iterative Cayley transform of Li, Fuxin & Todorovic (ICLR 2020, Algorithm 1).
+
+    With the skew generator ``A = P Z Wᵀ - W Zᵀ P`` (``P = I - WWᵀ/2``; in their notation ``Ŵ = M Xᵀ -
+    ½X(XᵀMXᵀ)``, ``W = Ŵ - Ŵᵀ`` with the momentum ``M`` in the place of ``Z``, and ``A W = Z`` for tangent
+    ``Z``), start from ``Y₀ = W + α A W`` and iterate
+
+    .. math:: Y_{i+1} = W + \frac{α}{2} A (W + Y_i), \qquad i < \mathrm{iterations}.
+
+    The fixed point is the closed-form Cayley retraction ``retract(W, α Z, "cayley")``; the iteration
+    contracts when ``α ‖A‖₂ / 2 < 1`` (error factor ``α‖A‖₂/2`` per step). ``A`` is applied in low rank
+    (``O(n p²)`` per iteration). The result is orthonormal only up to the truncation error
+    ``O((α‖A‖)^{iterations+2})`` -- the paper's point: two iterations suffice for a small step.
+
+    Parameters
+    ----------
+    W : array (..., n, p), orthonormal columns (checked unless ``check=False``).
+    Z : array (..., n, p), the step direction (tangent).
+    alpha : float, the step size.
+    iterations : int >= 0 (the paper uses 2).
+    """
+    who = "cayley_iterative"
+    _check_array(who, "W", W, tall=True)
+    _check_same(who, "Z", Z, "W", W)
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha):
+        raise ValueError(f"cayley_iterative: alpha must be a finite real number, got {alpha!r}")
+    if isinstance(iterations, (bool, np.bool_)) or not isinstance(iterations, numbers.Integral) \
+            or iterations < 0:
+        raise ValueError(f"cayley_iterative: iterations must be an int >= 0, got {iterations!r}")
+    if check:
+        _check_orthonormal(who, W, tol)
+    alpha = W.dtype.type(alpha)
+    PZ = _cayley_factors(W, Z)
+    Y = W + alpha * _apply_A(W, PZ, W)
+    for _ in range(int(iterations)):
+        Y = W + (alpha / 2) * _apply_A(W, PZ, W + Y)
+    return Y
+
+
+def _apply_A_vjp(W, PZ, X, gT):
+    """Backward of ``T = A X = PZ (WᵀX) - W (PZᵀX)``: ``(W̄, P̄Z, X̄)``. With ``C = T̄Xᵀ - XT̄ᵀ``:
+    ``X̄ = Aᵀ T̄ = -A T̄``, ``P̄Z = C W``, ``W̄ = -C PZ`` (all in low rank)."""
+    gX = -_apply_A(W, PZ, gT)
+    gPZ = gT @ (_mT(X) @ W) - X @ (_mT(gT) @ W)
+    gW = X @ (_mT(gT) @ PZ) - gT @ (_mT(X) @ PZ)
+    return gW, gPZ, gX
+
+
+def cayley_iterative_vjp(W, Z, alpha, grad_out, iterations=2, check=True, tol=None):
+    r"""Backward of :func:`cayley_iterative`: ``(W̄, Z̄)``, the gradients of ``<Ȳ, cayley_iterative(W, Z,
+    alpha, iterations)>``, unrolled through the fixed number of iterations (not the implicit derivative
+    of the fixed point: the truncated iterate is what the forward returns).
+
+    ``A`` depends on ``W`` and ``Z`` through ``PZ = Z - ½W(WᵀZ)``, ``A = PZ Wᵀ - W PZᵀ``; each step
+    ``T = A X`` sends ``T̄`` to ``X̄ = -A T̄``, ``P̄Z = (T̄Xᵀ - XT̄ᵀ) W`` and ``W̄ = -(T̄Xᵀ - XT̄ᵀ) PZ``.
+    ``W`` and ``Z`` are used as given (``check=False`` skips the orthonormality check). Memory: the
+    ``iterations`` intermediate iterates (``n x p`` each).
+    """
+    who = "cayley_iterative_vjp"
+    _check_array(who, "W", W, tall=True)
+    _check_same(who, "Z", Z, "W", W)
+    _check_same(who, "grad_out", grad_out, "W", W)
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha):
+        raise ValueError(f"{who}: alpha must be a finite real number, got {alpha!r}")
+    if isinstance(iterations, (bool, np.bool_)) or not isinstance(iterations, numbers.Integral) \
+            or iterations < 0:
+        raise ValueError(f"{who}: iterations must be an int >= 0, got {iterations!r}")
+    if check:
+        _check_orthonormal(who, W, tol)
+    alpha = W.dtype.type(alpha)
+    PZ = _cayley_factors(W, Z)
+    Ys = [W + alpha * _apply_A(W, PZ, W)]                       # Y₀ ... Y_{k-1}: the inputs of the steps
+    for _ in range(int(iterations) - 1):
+        Ys.append(W + (alpha / 2) * _apply_A(W, PZ, W + Ys[-1]))
+    gW = gPZ = 0 * W
+    gY = grad_out
+    for i in range(int(iterations) - 1, -1, -1):               # Y_{i+1} = W + (α/2) A (W + Y_i)
+        gWi, gPZi, gX = _apply_A_vjp(W, PZ, W + Ys[i], (alpha / 2) * gY)
+        gW = gW + gY + gWi + gX
+        gPZ = gPZ + gPZi
+        gY = gX                                                 # Ȳ_i
+    gWi, gPZi, gX = _apply_A_vjp(W, PZ, W, alpha * gY)          # Y₀ = W + α A W
+    gW = gW + gY + gWi + gX
+    gPZ = gPZ + gPZi
+    WtZ = _mT(W) @ Z
+    gZ = gPZ - 0.5 * (W @ (_mT(W) @ gPZ))
+    gW = gW - 0.5 * (gPZ @ _mT(WtZ) + Z @ (_mT(gPZ) @ W))
+    return gW, gZ
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Registry entries: float64 finite differences and the PyTorch autograd twins.
+
+def _square(rng, shape, norm=1.0):
+    A = rng.standard_normal(shape)
+    return A * (norm / np.linalg.norm(A, 2, axis=(-2, -1), keepdims=True))
+
+
+def _skew(A):
+    return 0.5 * (A - _mT(A))
+
+
+def _stiefel(rng, shape):
+    Q, R = np.linalg.qr(rng.standard_normal(shape))
+    return _sign_fix(Q, R)[0]
+
+
+def _map_samples(rng, dtype):
+    return [Sample((_square(rng, (4, 4)).astype(dtype),), {}, "4x4 general"),
+            Sample((_skew(_square(rng, (5, 5), 2.0)).astype(dtype),), {}, "5x5 skew"),
+            Sample((_square(rng, (2, 3, 3), 0.8).astype(dtype),), {}, "batched 2x3x3")]
+
+
+def _project_samples(rng, dtype):
+    out = []
+    for metric, shape in (("euclidean", (5, 3)), ("canonical", (5, 3)), ("euclidean", (2, 4, 4)),
+                          ("canonical", (2, 4, 2))):
+        W = _stiefel(rng, shape).astype(dtype)
+        G = rng.standard_normal(shape).astype(dtype)
+        out.append(Sample((G,), {"W": W, "metric": metric}, f"{metric} {'x'.join(map(str, shape))}"))
+    return out
+
+
+def _project_wg_samples(rng, dtype):
+    out = []
+    for metric, shape in (("euclidean", (5, 3)), ("canonical", (4, 2)), ("euclidean", (2, 3, 3))):
+        W = _stiefel(rng, shape).astype(dtype)
+        G = rng.standard_normal(shape).astype(dtype)
+        out.append(Sample((W, G), {"metric": metric, "check": False}, f"{metric} {'x'.join(map(str, shape))}"))
+    return out
+
+
+def _retract_samples(method):
+    def sample(rng, dtype):
+        out = []
+        for shape in ((5, 3), (4, 4), (2, 4, 2)):
+            W = _stiefel(rng, shape)
+            Z = project_tangent(W, rng.standard_normal(shape))
+            Z *= 0.5 / np.linalg.norm(Z, axis=(-2, -1), keepdims=True)
+            out.append(Sample((W.astype(dtype), Z.astype(dtype)), {"method": method, "check": False},
+                              "x".join(map(str, shape))))
+        return out
+    return sample
+
+
+def _project_apply(G, W=None, metric="euclidean", check=True):
+    P = project_tangent(W, G, metric, check=check)
+    return (P,), lambda cts: (project_tangent_vjp(W, G, cts[0], metric, check=False),)
+
+
+def _project_wg_apply(W, G, metric="euclidean", check=True):
+    P = project_tangent(W, G, metric, check=check)
+    return (P,), lambda cts: project_tangent_vjp(W, G, cts[0], metric, wrt="both", check=False)
+
+
+def _retract_apply(W, Z, method="qr", check=True):
+    Y = retract(W, Z, method, check=check)
+    return (Y,), lambda cts: retract_vjp(W, Z, cts[0], method, check=False)
+
+
+def _t_eye(A):
+    import torch
+    return torch.eye(A.shape[-1], dtype=A.dtype)
+
+
+def _torch_cayley(A, check_skew=False):
+    import torch
+    I = _t_eye(A)
+    return (torch.linalg.solve(I - 0.5 * A, (I + 0.5 * A).expand_as(A)),)
+
+
+def _torch_expm(A, check_skew=False):
+    import torch
+    return (torch.linalg.matrix_exp(A),)
+
+
+def _torch_project(G, W=None, metric="euclidean", check=True):
+    import torch
+    return _torch_project_wg(torch.as_tensor(W, dtype=G.dtype), G, metric)
+
+
+def _torch_project_wg(W, G, metric="euclidean", check=True):
+    if metric == "euclidean":
+        S = W.mT @ G
+        return (G - W @ (0.5 * (S + S.mT)),)
+    return (G - W @ (G.mT @ W),)
+
+
+def _torch_retract(W, Z, method="qr", check=True):
+    import torch
+    X = W + Z
+    if method == "qr":
+        Q, R = torch.linalg.qr(X)
+        s = torch.where(torch.diagonal(R, dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(X.dtype)
+        return (Q * s[..., None, :],)
+    if method == "polar":
+        # Newton–Schulz to convergence (singular values of W + Z lie in [1, 1.12] for the samples): autograd
+        # of torch.linalg.svd breaks down on the repeated singular values of W + Z for square W (tangent
+        # Z = WΩ gives the singular values sqrt(1 + ω²) in pairs).
+        I = torch.eye(X.shape[-1], dtype=X.dtype)
+        for _ in range(40):
+            X = 0.5 * X @ (3 * I - X.mT @ X)
+        return (X,)
+    PZ = Z - 0.5 * W @ (W.mT @ Z)
+    A = PZ @ W.mT - W @ PZ.mT
+    I = torch.eye(W.shape[-2], dtype=W.dtype)
+    return (torch.linalg.solve(I - 0.5 * A, (I + 0.5 * A) @ W),)
+
+
+def _exp_retract_samples(rng, dtype):
+    # n >= 2p or n == p only: for p < n < 2p, (I - WWᵀ)Z is rank-deficient and the forward's QR is not
+    # differentiable in W off the manifold (retract_vjp falls back to the n x n form; see its docstring).
+    out = []
+    for shape in ((6, 3), (4, 4), (2, 5, 2), (3, 1)):
+        W = _stiefel(rng, shape)
+        Z = project_tangent(W, rng.standard_normal(shape))
+        Z *= 0.8 / np.linalg.norm(Z, axis=(-2, -1), keepdims=True)
+        out.append(Sample((W.astype(dtype), Z.astype(dtype)), {"method": "exp", "check": False},
+                          "x".join(map(str, shape))))
+    return out
+
+
+def _cayley_iterative_samples(rng, dtype):
+    out = []
+    for shape, alpha, iterations in (((5, 3), 0.4, 2), ((4, 4), 0.3, 3), ((2, 4, 2), 0.5, 1), ((6, 2), 0.2, 0)):
+        W = _stiefel(rng, shape)
+        Z = project_tangent(W, rng.standard_normal(shape))
+        Z /= np.linalg.norm(Z, axis=(-2, -1), keepdims=True)
+        out.append(Sample((W.astype(dtype), Z.astype(dtype)),
+                          {"alpha": alpha, "iterations": iterations, "check": False},
+                          f"{'x'.join(map(str, shape))} alpha={alpha} it={iterations}"))
+    return out
+
+
+def _cayley_iterative_apply(W, Z, alpha=0.1, iterations=2, check=True):
+    Y = cayley_iterative(W, Z, alpha, iterations, check=check)
+    return (Y,), lambda cts: cayley_iterative_vjp(W, Z, alpha, cts[0], iterations, check=False)
+
+
+def _torch_retract_exp(W, Z, method="exp", check=True):
+    import torch
+    n, p = W.shape[-2:]
+    S = W.mT @ Z
+    A = 0.5 * (S - S.mT)
+    if n == p:
+        return (W @ torch.linalg.matrix_exp(A),)
+    Q, R = torch.linalg.qr(Z - W @ S)
+    s = torch.where(torch.diagonal(R, dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(W.dtype)
+    Q, R = Q * s[..., None, :], R * s[..., :, None]
+    M = torch.cat([torch.cat([A, -R.mT], dim=-1), torch.cat([R, torch.zeros_like(R)], dim=-1)], dim=-2)
+    E = torch.linalg.matrix_exp(M)
+    return (W @ E[..., :p, :p] + Q @ E[..., p:, :p],)
+
+
+def _torch_cayley_iterative(W, Z, alpha=0.1, iterations=2, check=True):
+    PZ = Z - 0.5 * W @ (W.mT @ Z)
+
+    def apply_A(X):
+        return PZ @ (W.mT @ X) - W @ (PZ.mT @ X)
+    Y = W + alpha * apply_A(W)
+    for _ in range(iterations):
+        Y = W + (alpha / 2) * apply_A(W + Y)
+    return (Y,)
+
+
+register(OpSpec("cayley", from_map(cayley, cayley_vjp), _map_samples, torch=_torch_cayley, rtol=1e-8,
+                doc="(I - A/2)^{-1}(I + A/2) (PyTorch's cayley map)"))
+register(OpSpec("expm_skew", from_map(expm_skew, expm_skew_vjp), _map_samples, torch=_torch_expm, rtol=1e-8,
+                doc="scipy.linalg.expm; vjp = expm_frechet(Aᵀ, Ḡ)"))
+register(OpSpec("project_tangent", _project_apply, _project_samples, torch=_torch_project, rtol=1e-8,
+                doc="Stiefel tangent projection as a map of G (W fixed)"))
+register(OpSpec("project_tangent_wg", _project_wg_apply, _project_wg_samples, torch=_torch_project_wg,
+                rtol=1e-8, doc="Stiefel tangent projection, gradients w.r.t. W and G"))
+for _m in ("qr", "polar", "cayley"):
+    register(OpSpec(f"retract_{_m}", _retract_apply, _retract_samples(_m), torch=_torch_retract, rtol=1e-8,
+                    doc=f"Stiefel retraction ({_m}), gradients w.r.t. W and Z"))
+del _m
+register(OpSpec("retract_exp", _retract_apply, _exp_retract_samples, torch=_torch_retract_exp, rtol=1e-8,
+                doc="Stiefel canonical geodesic (Edelman et al.), gradients w.r.t. W and Z (n >= 2p or n == p)"))
+register(OpSpec("cayley_iterative", _cayley_iterative_apply, _cayley_iterative_samples,
+                torch=_torch_cayley_iterative, rtol=1e-8,
+                doc="iterative Cayley (Li et al. 2020), unrolled; gradients w.r.t. W and Z"))
