@@ -88,6 +88,17 @@ def _train(args) -> int:
     return 0
 
 
+def _compare_projections(args) -> int:
+    from .ortho.compare import compare, format_table
+
+    if args.n < 2:
+        print(f"orthoref compare-projections: --n must be >= 2, got {args.n}", file=sys.stderr)
+        return 2
+    rows = compare(args.n, args.dtype, repeat=args.repeat, rng=args.seed, cond=args.cond)
+    print(format_table(rows, args.n, args.dtype, args.cond))
+    return 0
+
+
 def _bench(args) -> int:
     from . import bench
 
@@ -151,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--fast", action="store_true", help="directional checks only (no element-wise pass)")
     v.add_argument("--seed", type=int, default=0, help="seed of samples, cotangents and directions")
     v.set_defaults(func=_verify)
+
+    c = sub.add_parser("compare-projections", help="time and accuracy of every orthogonalization method on "
+                                                   "one input")
+    c.add_argument("--n", type=int, default=256, help="matrix size n (n x n input)")
+    c.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    c.add_argument("--cond", type=float, default=1e3, help="condition number of the input")
+    c.add_argument("--repeat", type=int, default=3, help="timed repeats (median)")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=_compare_projections)
 
     b = sub.add_parser("bench", help="time train steps against PyTorch CPU in one process")
     b.add_argument("--vs", default="torch", help="the framework to compare with (torch)")
