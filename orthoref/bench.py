@@ -146,6 +146,35 @@ def _soft_orthogonality_case(shape):
     return make
 
 
+def _projection_case(name, n):
+    """``polar`` or 5-step Jordan ``newton_schulz`` of an n x n float32 matrix vs the same in PyTorch."""
+    def make(gen, backend):
+        from .ortho import newton_schulz, polar
+        a_host = gen.standard_normal((n, n)).astype(np.float32)
+        with using(backend) as xp:
+            a = asarray(a_host)
+        ours = _synchronized((lambda: polar(a)) if name == "polar" else (lambda: newton_schulz(a)), xp)
+        try:
+            import torch
+        except ImportError:
+            return ours, None
+        ta = torch.from_numpy(a_host)
+
+        def torch_polar():
+            u, _, vh = torch.linalg.svd(ta, full_matrices=False)
+            return u @ vh
+
+        def torch_newton_schulz():              # Keller Jordan's zeropower_via_newtonschulz5, float32
+            a_, b_, c_ = 3.4445, -4.7750, 2.0315
+            x = ta / (ta.norm() + 1e-7)
+            for _ in range(5):
+                g = x @ x.T
+                x = a_ * x + (b_ * g + c_ * g @ g) @ x
+            return x
+        return ours, torch_polar if name == "polar" else torch_newton_schulz
+    return make
+
+
 CASES = {
     "mlp_train_step": dict(make=_train_case(lambda rng: mlp((784, 512, 256, 10), rng=rng), (784,), 128),
                            about="MLP 784-512-256-10, ReLU, cross-entropy, Adam, batch 128, float32"),
@@ -155,6 +184,11 @@ CASES = {
     "soft_orthogonality_1024x512": dict(make=_soft_orthogonality_case((1024, 512)),
                                         about="soft orthogonality value + gradient, W 1024x512 float32, vs "
                                               "autograd of ||G - I||^2"),
+    "newton_schulz_1024": dict(make=_projection_case("newton_schulz", 1024), slow=dict(repeat=10, number=1, warmup=2),
+                               about="5 Newton-Schulz steps (Muon's coefficients), 1024x1024 float32, vs the same "
+                                     "loop in PyTorch"),
+    "polar_1024": dict(make=_projection_case("polar", 1024), slow=dict(repeat=10, number=1, warmup=2),
+                       about="polar factor U V^T by SVD, 1024x1024 float32, vs torch.linalg.svd"),
     "init_orthogonal_4096": dict(make=_orthogonal_case(4096), slow=dict(repeat=6, number=1, warmup=1),
                                  about="orthogonal init of a 4096x4096 float32 matrix (QR of a Gaussian, "
                                        "sign fix) vs torch.nn.init.orthogonal_"),

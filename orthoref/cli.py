@@ -96,6 +96,11 @@ def _compare_projections(args) -> int:
         return 2
     rows = compare(args.n, args.dtype, repeat=args.repeat, rng=args.seed, cond=args.cond)
     print(format_table(rows, args.n, args.dtype, args.cond))
+    if args.gram_schmidt_table:
+        from .ortho import gram_schmidt_table
+        from .ortho.compare import format_gram_schmidt_table
+        print()
+        print(format_gram_schmidt_table(gram_schmidt_table(rng=args.seed)))
     return 0
 
 
@@ -170,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cond", type=float, default=1e3, help="condition number of the input")
     c.add_argument("--repeat", type=int, default=3, help="timed repeats (median)")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--gram-schmidt-table", action="store_true",
+                   help="also print ‖QᵀQ − I‖ of CGS, MGS, CGS2 and QR against the condition number")
     c.set_defaults(func=_compare_projections)
 
     b = sub.add_parser("bench", help="time train steps against PyTorch CPU in one process")
