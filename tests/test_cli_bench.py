@@ -108,3 +108,22 @@ def test_small_init_and_regularizer_cases_run():
     assert tuple(theirs().shape) == (32, 32)
     ours, theirs = bench._soft_orthogonality_case((20, 8))(np.random.default_rng(0), "numpy")
     assert float(ours()[0]) == pytest.approx(float(theirs().detach()), rel=1e-5)
+
+
+def test_compare_projections_prints_every_method(capsys):
+    assert cli.main(["compare-projections", "--n", "16", "--dtype", "float64", "--repeat", "1",
+                     "--gram-schmidt-table"]) == 0
+    out = capsys.readouterr().out
+    for name in ("polar (SVD)", "qr_orthogonalize", "gram_schmidt mgs", "bjorck", "newton_schulz jordan",
+                 "newton_schulz polar_express (8 steps)", "| 1e+12 |"):
+        assert name in out, name
+    polar_row = next(ln for ln in out.splitlines() if ln.startswith("| polar (SVD)"))
+    assert float(polar_row.split("|")[3]) < 1e-12        # exact method, float64: orthogonal to rounding
+    assert cli.main(["compare-projections", "--n", "1"]) == 2
+
+
+def test_projection_bench_cases_agree_with_torch():
+    pytest.importorskip("torch")
+    for name in ("newton_schulz", "polar"):
+        ours, theirs = bench._projection_case(name, 24)(np.random.default_rng(0), "numpy")
+        np.testing.assert_allclose(ours(), theirs().numpy(), atol=2e-4)
