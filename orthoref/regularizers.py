@@ -33,6 +33,7 @@ import numbers
 import numpy as np
 
 from .backend import get_array_module, host_rng
+from ._checks import all_finite, check_array
 from .ops.conv import _pair, conv2d_backward, conv2d_forward
 from .oracle.registry import OpSpec, Sample, from_loss, register
 
@@ -47,14 +48,6 @@ GRAMS = ("auto", "rows", "cols")
 
 # ---------------------------------------------------------------------------------------------------------
 # The shared validator.
-
-def _all_finite(xp, a):
-    """True when ``a`` holds no NaN/Inf. One reduction (a NaN/Inf makes the sum NaN/Inf); only when the
-    sum is not finite (bad input, or an overflow of huge finite values) is the element-wise test run."""
-    if bool(xp.isfinite(a.sum())):
-        return True
-    return bool(xp.isfinite(a).all())
-
 
 def _check_scalar(who, name, value, positive=False):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
@@ -76,21 +69,7 @@ def _validate(who, W, name="W", ndim=None, min_ndim=2, gram=_NO_GRAM, scalars=()
     ``scalars``: ``(name, value)`` pairs that must be finite and ``>= 0`` (``> 0`` for names in
     ``positive``).
     """
-    if not hasattr(W, "shape") or not hasattr(W, "dtype"):
-        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got {type(W).__name__}")
-    if W.dtype.kind != "f":
-        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got dtype {W.dtype}")
-    if ndim is not None and W.ndim not in ndim:
-        what = " or ".join(f"{d}-D" for d in ndim)
-        raise ValueError(f"{who}: {name} must be {what}, got {W.ndim}-D array of shape {tuple(W.shape)}")
-    if ndim is None and W.ndim < min_ndim:
-        raise ValueError(f"{who}: {name} must have at least {min_ndim} dimensions (a weight (out, in, ...)), "
-                         f"got shape {tuple(W.shape)}")
-    if W.size == 0:
-        raise ValueError(f"{who}: {name} must not be empty, got shape {tuple(W.shape)}")
-    xp = get_array_module(W)
-    if not _all_finite(xp, W):
-        raise ValueError(f"{who}: {name} must be finite, got NaN or Inf")
+    xp = check_array(who, W, name, min_ndim=min_ndim, ndim=ndim, what="(a weight (out, in, ...))")
     if gram is not _NO_GRAM and (not isinstance(gram, str) or gram not in GRAMS):
         raise ValueError(f"{who}: gram must be one of {GRAMS}, got {gram!r}")
     for sname, value in scalars:

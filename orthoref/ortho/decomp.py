@@ -52,6 +52,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module, host_rng
+from .._checks import all_finite, check_array
 from ..oracle.registry import OpSpec, Sample, from_map, register
 
 __all__ = [
@@ -66,27 +67,9 @@ GRAM_SCHMIDT_METHODS = ("cgs", "mgs", "cgs2")
 # ---------------------------------------------------------------------------------------------------------
 # Validation and small shims.
 
-def _all_finite(xp, a):
-    if bool(xp.isfinite(a.sum())):
-        return True
-    return bool(xp.isfinite(a).all())
-
-
 def _validate(who, A, name="A"):
     """Check a float array of at least 2 dimensions, non-empty and finite; return its array module."""
-    if not hasattr(A, "shape") or not hasattr(A, "dtype"):
-        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got {type(A).__name__}")
-    if A.dtype.kind != "f":
-        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got dtype {A.dtype}")
-    if A.ndim < 2:
-        raise ValueError(f"{who}: {name} must have at least 2 dimensions (..., n, k), got shape "
-                         f"{tuple(A.shape)}")
-    if A.size == 0:
-        raise ValueError(f"{who}: {name} must not be empty, got shape {tuple(A.shape)}")
-    xp = get_array_module(A)
-    if not _all_finite(xp, A):
-        raise ValueError(f"{who}: {name} must be finite, got NaN or Inf")
-    return xp
+    return check_array(who, A, name)
 
 
 def _validate_grad(who, A, grad_out, shape=None):
@@ -449,7 +432,7 @@ def _validate_householder(who, V, tau):
                          f"got {tuple(tau.shape)}")
     if tau.dtype != V.dtype:
         raise TypeError(f"{who}: tau must have V's dtype {V.dtype}, got {tau.dtype}")
-    if not _all_finite(xp, tau):
+    if not all_finite(xp, tau):
         raise ValueError(f"{who}: tau must be finite, got NaN or Inf")
     return xp
 

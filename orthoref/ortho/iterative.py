@@ -25,6 +25,7 @@ import numbers
 import numpy as np
 
 from ..backend import get_array_module, host_rng
+from .._checks import all_finite, check_array
 from ..oracle.registry import OpSpec, Sample, from_map, register
 
 __all__ = [
@@ -76,26 +77,8 @@ _DEFAULT_STEPS = 5
 # ---------------------------------------------------------------------------------------------------------
 # Validation.
 
-def _all_finite(xp, a):
-    if bool(xp.isfinite(a.sum())):
-        return True
-    return bool(xp.isfinite(a).all())
-
-
 def _check_array(who, A, name="A"):
-    if not hasattr(A, "shape") or not hasattr(A, "dtype"):
-        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got {type(A).__name__}")
-    if A.dtype.kind != "f":
-        raise TypeError(f"{who}: {name} must be a real floating array (float32/float64), got dtype {A.dtype}")
-    if A.ndim < 2:
-        raise ValueError(f"{who}: {name} must have at least 2 dimensions (a matrix or a batch (..., m, n)), "
-                         f"got shape {tuple(A.shape)}")
-    if A.size == 0:
-        raise ValueError(f"{who}: {name} must not be empty, got shape {tuple(A.shape)}")
-    xp = get_array_module(A)
-    if not _all_finite(xp, A):
-        raise ValueError(f"{who}: {name} must be finite, got NaN or Inf")
-    return xp
+    return check_array(who, A, name, what="(a matrix or a batch (..., m, n))")
 
 
 def _check_grad(who, A, grad_out):

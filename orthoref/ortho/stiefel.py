@@ -45,6 +45,7 @@ import numbers
 import numpy as np
 
 from ..backend import get_array_module
+from .._checks import check_array
 from ..oracle.registry import OpSpec, Sample, from_map, register
 
 __all__ = [
@@ -60,21 +61,8 @@ RETRACTIONS = ("qr", "polar", "cayley", "exp")
 # Validation and small helpers.
 
 def _check_array(who, name, A, square=False, tall=False):
-    if not hasattr(A, "shape") or not hasattr(A, "dtype"):
-        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got {type(A).__name__}")
-    if A.dtype.kind != "f":
-        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got dtype {A.dtype}")
-    if A.ndim < 2:
-        raise ValueError(f"{who}: {name} must have at least 2 dimensions (..., n, {'n' if square else 'p'}), "
-                         f"got shape {tuple(A.shape)}")
-    if square and A.shape[-1] != A.shape[-2]:
-        raise ValueError(f"{who}: {name} must be square (..., n, n), got shape {tuple(A.shape)}")
-    if tall and A.shape[-2] < A.shape[-1]:
-        raise ValueError(f"{who}: {name} must have shape (..., n, p) with n >= p (orthonormal columns), "
-                         f"got shape {tuple(A.shape)}")
-    if A.size == 0:
-        raise ValueError(f"{who}: {name} must not be empty, got shape {tuple(A.shape)}")
-    return get_array_module(A)
+    return check_array(who, A, name, square=square, tall=tall,
+                       what="(..., n, n)" if square else "(..., n, p)")
 
 
 def _check_same(who, name, B, ref_name, ref):
