@@ -127,3 +127,20 @@ def test_projection_bench_cases_agree_with_torch():
     for name in ("newton_schulz", "polar"):
         ours, theirs = bench._projection_case(name, 24)(np.random.default_rng(0), "numpy")
         np.testing.assert_allclose(ours(), theirs().numpy(), atol=2e-4)
+
+
+def test_every_asv_module_imports_and_declares_params():
+    import inspect
+    for path in sorted((ROOT / "asv_benchmarks" / "benchmarks").glob("bench_*.py")):
+        spec = importlib.util.spec_from_file_location(f"asv_{path.stem}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        classes = [c for _, c in inspect.getmembers(mod, inspect.isclass) if c.__module__ == mod.__name__]
+        benches = [c for c in classes if any(a.startswith(("time_", "peakmem_", "track_")) for a in dir(c))]
+        assert benches, f"{path.name} defines no benchmark"
+        for c in benches:
+            params = getattr(c, "params", ())
+            names = getattr(c, "param_names", [])
+            if params:
+                groups = params if isinstance(params[0], (list, tuple)) else (params,)
+                assert len(groups) == len(names), f"{path.name}:{c.__name__} params/param_names mismatch"
