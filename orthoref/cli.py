@@ -139,8 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", help="weight initializer: orthogonal (default), default (PyTorch's), "
                                   "orthogonal_svd, delta_orthogonal, block_orthogonal (CNN), xavier_uniform, "
                                   "kaiming_normal, lecun_normal, ... (all of orthoref.init.INITIALIZERS)")
-    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="optimizer (default adam)")
-    t.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)")
+    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "muon", "riemannian_sgd", "riemannian_adam",
+                                           "cayley_sgd"],
+                   help="optimizer (default adam); riemannian_* and cayley_sgd keep every weight matrix "
+                        "orthogonal (Stiefel manifold), muon orthogonalizes the momentum")
+    t.add_argument("--lr", type=float, help="learning rate (default: 1e-3 adam/adamw/riemannian_adam, 0.05 "
+                                            "sgd/riemannian_sgd/cayley_sgd, 0.02 muon)")
     t.add_argument("--epochs", type=int, help="total epochs, counting those of a resumed run (default 20)")
     t.add_argument("--batch-size", type=int, help="mini-batch size (default 64)")
     t.add_argument("--seed", type=int, help="seed of initialization and shuffling (default 0)")

@@ -22,14 +22,18 @@ from .backend import asarray, get_array_module, to_numpy, using
 from .data import load_digits, load_idx_dir
 from .models import mlp, small_cnn
 from .nn import cross_entropy
-from .optim import SGD, Adam, AdamW
+from .optim import SGD, Adam, AdamW, CayleySGD, Muon, RiemannianAdam, RiemannianSGD
 
 __all__ = ["TrainConfig", "fit", "evaluate", "orthogonality_error", "save_checkpoint", "load_checkpoint",
            "DivergenceError", "CheckpointError", "init_names", "OPTIMIZERS"]
 
 CHECKPOINT_FORMAT = 1
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
-DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "muon": Muon, "riemannian_sgd": RiemannianSGD,
+              "riemannian_adam": RiemannianAdam, "cayley_sgd": CayleySGD}
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "muon": 0.02, "riemannian_sgd": 0.05,
+              "riemannian_adam": 1e-3, "cayley_sgd": 0.05}
+# Optimizers that keep weights on the Stiefel manifold: they need orthogonal weights to start from.
+STIEFEL_OPTIMIZERS = ("riemannian_sgd", "riemannian_adam", "cayley_sgd")
 # Initializers that only make sense for convolution kernels; a CNN's Linear layer gets "orthogonal" then.
 CONV_ONLY_INITS = ("delta_orthogonal", "block_orthogonal")
 
@@ -113,6 +117,10 @@ class TrainConfig:
             bad("optimizer", f"one of {sorted(OPTIMIZERS)}")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.optimizer]
+        if self.optimizer in STIEFEL_OPTIMIZERS and self.init not in ("orthogonal", "orthogonal_svd",
+                                                                       "delta_orthogonal", "block_orthogonal"):
+            bad("init", f"an orthogonal initializer with --optimizer {self.optimizer} (it keeps the weights "
+                        f"on the Stiefel manifold, so they must start there)")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             bad("lr", "a positive finite number")
         if int(self.epochs) < 1:
@@ -234,6 +242,17 @@ class Regularization:
     @property
     def active(self):
         return bool(self.terms) or bool(getattr(self.model, "_hooks", None))
+
+
+def _param_groups(model, config):
+    """All parameters; with a Stiefel optimizer the classifier (the last weight matrix) stays Euclidean,
+    since ten orthonormal rows cap the logits' scale and with it how low the cross-entropy can go."""
+    params = model.parameters()
+    if config.optimizer not in STIEFEL_OPTIMIZERS:
+        return params
+    last = [p for n, p in model.named_parameters() if n.endswith("weight") and p.data.ndim >= 2][-1]
+    return [{"params": [p for p in params if p is not last], "stiefel": True},
+            {"params": [last], "stiefel": False}]
 
 
 def orthogonality_error(w) -> float:
@@ -485,7 +504,7 @@ def fit(config: TrainConfig = None, resume: str = None, log=print, overwrite=Fal
     X_tr, y_tr, X_te, y_te = load_data(config)
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
     model = build_model(config, X_tr.shape[1:], n_classes)
-    optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr)
+    optimizer = OPTIMIZERS[config.optimizer](_param_groups(model, config), lr=config.lr)
     rng = np.random.default_rng(config.seed + 1)
     reg = Regularization(model, config, np.random.default_rng(config.seed + 2))
     history, start = [], 1

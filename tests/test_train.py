@@ -268,3 +268,19 @@ def test_som_gradient_reaches_the_weights(tmp_path):
 def test_cli_reg_bad_options(tmp_path, capsys, args, message):
     assert cli.main(["train", "--out", str(tmp_path / "r"), "--no-progress", "--epochs", "1"] + args) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("optimizer", ["riemannian_sgd", "riemannian_adam", "cayley_sgd"])
+def test_stiefel_optimizers_keep_hidden_weights_orthogonal(tmp_path, optimizer):
+    res = fit(_quiet(hidden=(32, 16), epochs=2, dtype="float64", optimizer=optimizer, out=str(tmp_path)),
+              log=None)
+    for name in ("0.weight", "2.weight"):
+        assert train.orthogonality_error(dict(res["model"].named_parameters())[name].data) < 1e-10, name
+    assert res["history"][-1]["loss"] < res["history"][0]["loss"]        # and it learns
+
+
+def test_muon_trains_and_stiefel_optimizer_needs_orthogonal_init(tmp_path, capsys):
+    res = fit(_quiet(hidden=(32,), epochs=2, optimizer="muon", out=str(tmp_path / "m")), log=None)
+    assert res["history"][-1]["test_acc"] > 0.8
+    assert cli.main(["train", "--optimizer", "cayley_sgd", "--init", "default", "--out", str(tmp_path / "c")]) == 2
+    assert "orthogonal initializer" in capsys.readouterr().err

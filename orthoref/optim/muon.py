@@ -1,0 +1,309 @@
+"""Muon: momentum orthogonalized by Newton–Schulz (Keller Jordan et al., 2024), with an auxiliary
+AdamW-style update for the parameters that are not matrices."""
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..ortho.decomp import polar
+from ..ortho.iterative import newton_schulz, ns_polynomial
+from .optimizer import Optimizer, _check_bool, _check_nonneg, _check_unit
+
+__all__ = ["Muon"]
+
+_SCALES = ("jordan", "moonlight")
+_MATRIX_KEYS = ("momentum_buffer",)
+_AUX_KEYS = ("step", "exp_avg", "exp_avg_sq")
+
+
+def _is_matrix(p) -> bool:
+    """Muon's parameters: ``ndim >= 2`` (weights, conv filters); the others (biases, norms, scalars) take
+    the auxiliary Adam update."""
+    return p.data.ndim >= 2
+
+
+def _msign_svd(M):
+    """Exact ``U Vᵀ`` of ``M = U Σ Vᵀ`` through :func:`~orthoref.ortho.polar`; for a numerically
+    rank-deficient ``M`` (where ``polar`` refuses: the factor is not unique) the rank-``r`` part
+    ``U_r V_rᵀ``, i.e. ``U sign(Σ) Vᵀ`` with the negligible singular values sent to 0 (the limit of the
+    Newton–Schulz map, which fixes 0); a zero ``M`` gives zeros."""
+    try:
+        return polar(M)
+    except ValueError:
+        xp = get_array_module(M)
+        U, s, Vh = xp.linalg.svd(M, full_matrices=False)
+        tol = max(M.shape) * np.finfo(M.dtype).eps * (s[0] if s.size else 0)
+        r = int((s > tol).sum())
+        return (U[:, :r] @ Vh[:r]).astype(M.dtype, copy=False)
+
+
+class Muon(Optimizer):
+    r"""Muon (Keller Jordan et al., 2024, ``github.com/KellerJordan/Muon``): SGD-momentum whose update
+    is replaced by its orthogonal polar factor, approximated by a Newton–Schulz iteration, plus the
+    auxiliary Adam of ``MuonWithAuxAdam`` for parameters with ``ndim < 2``.
+
+    **Matrix parameters** (``ndim >= 2``; a 4-D conv weight ``(out, in, kh, kw)`` and any other
+    ``ndim > 2`` weight are seen as ``M = W.reshape(out, -1)``, ``rows × cols``). With learning rate
+    :math:`\gamma` (``lr``), momentum :math:`\beta`, weight decay :math:`\lambda`:
+
+    .. math::
+
+        m_t &= \beta\, m_{t-1} + (1-\beta)\, g_t \qquad (m_0 = 0) \\
+        u_t &= (1-\beta)\, g_t + \beta\, m_t \quad \text{(nesterov)}, \qquad
+            u_t = m_t \quad \text{(otherwise)} \\
+        O_t &= \mathrm{NS}_k(u_t) \approx U V^\top \ (u_t = U \Sigma V^\top), \qquad
+            O_t = U V^\top \ \text{exactly when } \texttt{coefficients="svd"} \\
+        W_t &= (1 - \gamma\lambda)\, W_{t-1} - \gamma\, s\, O_t, \qquad
+            s = \sqrt{\max(1, \mathrm{rows}/\mathrm{cols})} \ \text{("jordan")}
+            \ \text{or}\ 0.2 \sqrt{\max(\mathrm{rows}, \mathrm{cols})} \ \text{("moonlight")}
+
+    with :math:`\mathrm{NS}_k` = :func:`~orthoref.ortho.newton_schulz` (``steps=ns_steps``,
+    ``coefficients``, ``eps=1e-7``: ``X_0 = u / (‖u‖_F + 10^{-7})`` then ``k`` quintic steps on the wide
+    orientation — the public ``zeropower_via_newtonschulz5``, in the parameter's dtype instead of
+    bfloat16). ``"moonlight"`` is the RMS-matching scale of Liu et al. 2025 (Moonlight,
+    arXiv:2502.16982), whose update RMS is about 0.2, AdamW's.
+
+    **Other parameters** (``ndim < 2``), the public ``adam_update`` of ``MuonWithAuxAdam`` with
+    :math:`\gamma_a` (``adam_lr``), :math:`(\beta_1, \beta_2)` (``adam_betas``), :math:`\epsilon`
+    (``adam_eps``), :math:`\lambda_a` (``adam_weight_decay``) and per-parameter step :math:`t`:
+
+    .. math::
+
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\, g_t, \qquad v_t = \beta_2 v_{t-1} + (1-\beta_2)\, g_t^2 \\
+        \theta_t &= (1 - \gamma_a\lambda_a)\, \theta_{t-1} - \gamma_a\,
+            \frac{m_t / (1-\beta_1^t)}{\sqrt{v_t / (1-\beta_2^t)} + \epsilon}
+
+    (the same value as :class:`AdamW`'s up to rounding; here in the public code's arrangement).
+
+    Parameters
+    ----------
+    params : iterable of Parameter, or list of dict
+        Parameters, or parameter groups overriding any of the hyper-parameters below. A group may mix
+        matrices and vectors: each parameter takes the update of its kind.
+    lr : float, default 0.02
+        :math:`\gamma \ge 0` of the matrix update (in units of spectral norm per step, for ``"jordan"``).
+    momentum : float, default 0.95
+        :math:`0 \le \beta < 1`.
+    nesterov : bool, default True
+    ns_steps : int, default 5
+        Newton–Schulz steps ``k >= 1`` (ignored with ``coefficients="svd"``).
+    coefficients : str or (m, 3) array_like, default "jordan"
+        A name of :data:`~orthoref.ortho.NS_COEFFICIENTS` (``"jordan"`` = Muon's ``(3.4445, -4.7750,
+        2.0315)``, ``"you"``, ``"polar_express"``, ``"cubic"``), a table of ``(a, b, c)`` rows (stored as a
+        tuple of float triples), or ``"svd"`` for the exact polar factor (:func:`~orthoref.ortho.polar`;
+        a rank-deficient momentum gets ``U_r V_rᵀ``, its non-zero part).
+    weight_decay : float, default 0
+        :math:`\lambda \ge 0`, decoupled, multiplied by ``lr`` (not by the scale :math:`s`), as both
+        public codes do.
+    scale : {"jordan", "moonlight"}, default "jordan"
+    adam_lr : float, default 3e-4
+    adam_betas : (float, float), default (0.9, 0.95)
+    adam_eps : float, default 1e-10
+    adam_weight_decay : float, default 0
+
+    Notes
+    -----
+    State: ``"momentum_buffer"`` (:math:`m`) for a matrix parameter; ``"step"`` (int), ``"exp_avg"``,
+    ``"exp_avg_sq"`` for the others. ``state_dict`` has the base class's (PyTorch's) structure; the key
+    set of each entry is checked against the kind of its parameter on loading.
+
+    Differences from the public code (``muon.py`` of KellerJordan/Muon):
+
+    * ``.grad`` is never written (the public ``muon_update`` overwrites it with ``grad.lerp_``); the
+      step runs in place on ``p.data`` in its dtype (float32 stays float32; no bfloat16 anywhere).
+    * Parameters whose ``.grad`` is ``None`` are skipped (the public step fills in zeros).
+    * The ``"jordan"`` scale uses the matrix view ``rows × cols``. The public code takes
+      ``grad.size(-2) / grad.size(-1)`` of the *unreshaped* gradient, i.e. ``in / kw`` of a 4-D conv
+      weight — the same factor for the usual square kernels with ``in <= kh·kw·…``, not in general.
+    * One optimizer with per-kind dispatch instead of ``use_muon`` groups; ``ndim > 2`` weights other
+      than 4-D are also flattened to ``(out, -1)`` (the public code would batch them over leading axes).
+    """
+
+    _name = "Muon"
+
+    def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, ns_steps=5, coefficients="jordan",
+                 weight_decay=0.0, scale="jordan", adam_lr=3e-4, adam_betas=(0.9, 0.95), adam_eps=1e-10,
+                 adam_weight_decay=0.0):
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
+                        coefficients=coefficients, weight_decay=weight_decay, scale=scale, adam_lr=adam_lr,
+                        adam_betas=adam_betas, adam_eps=adam_eps, adam_weight_decay=adam_weight_decay)
+        checked = dict(defaults)
+        self._validate_group(checked)
+        super().__init__(params, checked)
+
+    # -- hyper-parameters --------------------------------------------------------------------------------
+    def _validate_group(self, group):
+        who = self._name
+        group["lr"] = _check_nonneg("lr", group["lr"], who)
+        group["momentum"] = _check_unit("momentum", group["momentum"], who)
+        group["nesterov"] = _check_bool("nesterov", group["nesterov"], who)
+        n = group["ns_steps"]
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+            raise TypeError(f"{who}: ns_steps must be an int >= 1, got {type(n).__name__} {n!r}")
+        if n < 1:
+            raise ValueError(f"{who}: invalid ns_steps {n!r}, expected an int >= 1")
+        group["ns_steps"] = int(n)
+        c = group["coefficients"]
+        if not (isinstance(c, str) and c == "svd"):
+            try:
+                ns_polynomial(c, group["ns_steps"])
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{who}: invalid coefficients {c!r}: expected 'svd', a name of "
+                                 f"NS_COEFFICIENTS or an (m, 3) table of (a, b, c) rows ({exc})") from None
+            if not isinstance(c, str):
+                T = np.asarray(c, dtype=np.float64).reshape(-1, 3)
+                group["coefficients"] = tuple(tuple(float(x) for x in row) for row in T)
+        group["weight_decay"] = _check_nonneg("weight_decay", group["weight_decay"], who)
+        if not isinstance(group["scale"], str) or group["scale"] not in _SCALES:
+            raise ValueError(f"{who}: invalid scale {group['scale']!r}, expected one of {list(_SCALES)}")
+        group["adam_lr"] = _check_nonneg("adam_lr", group["adam_lr"], who)
+        betas = group["adam_betas"]
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise ValueError(f"{who}: adam_betas must be a pair (beta1, beta2), got {betas!r}")
+        group["adam_betas"] = (_check_unit("adam_betas[0]", betas[0], who),
+                               _check_unit("adam_betas[1]", betas[1], who))
+        group["adam_eps"] = _check_nonneg("adam_eps", group["adam_eps"], who)
+        group["adam_weight_decay"] = _check_nonneg("adam_weight_decay", group["adam_weight_decay"], who)
+
+    # -- state dicts: the key set depends on the parameter's kind, not on its group ------------------------
+    _loading = False
+
+    def _state_keys(self, group):
+        # The base class asks per group, but the keys depend on the parameter's kind: it is given the union,
+        # and load_state_dict below checks each entry against its parameter's kind first, then pads the
+        # other kind's keys with None (nullable while loading) and strips them afterwards.
+        return _AUX_KEYS + _MATRIX_KEYS
+
+    @property
+    def _NULLABLE_STATE(self):
+        return ("exp_avg", "exp_avg_sq", "momentum_buffer") if self._loading else ()
+
+    @staticmethod
+    def state_keys_of(p) -> tuple:
+        """The state keys of parameter ``p``: ``("momentum_buffer",)`` for ``ndim >= 2``, else
+        ``("step", "exp_avg", "exp_avg_sq")``."""
+        return _MATRIX_KEYS if _is_matrix(p) else _AUX_KEYS
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """As :meth:`Optimizer.load_state_dict`, with each state entry's keys checked against its
+        parameter's kind (``ValueError`` on a mismatch); nothing changes when it raises."""
+        who = f"{self._name}.load_state_dict"
+        padded = state_dict
+        try:
+            saved_groups = list(state_dict["param_groups"])
+            index_to_param = {}
+            for saved, group in zip(saved_groups, self.param_groups):
+                index_to_param.update(zip(list(saved.get("params", ())), group["params"]))
+            entries = dict(state_dict["state"])
+        except Exception:  # malformed: let the base class say what is wrong
+            index_to_param, entries = None, None
+        if index_to_param is not None:
+            new_entries = {}
+            for i, st in entries.items():
+                p = index_to_param.get(i)
+                if p is None or not isinstance(st, Mapping):
+                    new_entries[i] = st      # the base class reports it
+                    continue
+                want = set(self.state_keys_of(p))
+                if set(st) != want:
+                    raise ValueError(f"{who}: state of parameter {i} (shape {tuple(p.shape)}) has keys "
+                                     f"{sorted(st)}, expected {sorted(want)}")
+                full = dict(st)
+                if _is_matrix(p):
+                    full.update(step=0, exp_avg=None, exp_avg_sq=None)
+                else:
+                    full["momentum_buffer"] = None
+                new_entries[i] = full
+            padded = {"state": new_entries, "param_groups": state_dict["param_groups"]}
+            if set(state_dict) != {"state", "param_groups"}:
+                padded = state_dict
+        self._loading = True
+        try:
+            super().load_state_dict(padded)
+        finally:
+            self._loading = False
+        for p, st in self.state.items():
+            keys = self.state_keys_of(p)
+            for k in list(st):
+                if k not in keys:
+                    del st[k]
+
+    # -- the step ------------------------------------------------------------------------------------------
+    def _step_group(self, group):
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if _is_matrix(p):
+                self._muon_step(p, group)
+            else:
+                self._adam_step(p, group)
+
+    def _muon_step(self, p, group):
+        lr, beta, wd = float(group["lr"]), float(group["momentum"]), float(group["weight_decay"])
+        w, g = p.data, p.grad
+        xp = get_array_module(w)
+        state = self.state.get(p)
+        if state is None:
+            state = self.state[p] = {"momentum_buffer": xp.zeros_like(w)}
+        m = state["momentum_buffer"]
+        s = self._scratch(p)
+        # m = beta*m + (1-beta)*g
+        m *= beta
+        xp.multiply(g, 1.0 - beta, out=s)
+        m += s
+        if group["nesterov"]:
+            # u = (1-beta)*g + beta*m   (s holds (1-beta)*g already)
+            s1 = self._scratch(p, 1)
+            xp.multiply(m, beta, out=s1)
+            s += s1
+            u = s
+        else:
+            u = m
+        rows = w.shape[0]
+        M = u.reshape(rows, -1)
+        cols = M.shape[1]
+        c = group["coefficients"]
+        if isinstance(c, str) and c == "svd":
+            O = _msign_svd(M)
+        else:
+            O = newton_schulz(M, steps=group["ns_steps"], coefficients=c)
+        if group["scale"] == "jordan":
+            sc = max(1.0, rows / cols) ** 0.5
+        else:
+            sc = 0.2 * float(max(rows, cols)) ** 0.5
+        if wd != 0:
+            w *= 1.0 - lr * wd
+        O *= lr * sc
+        w -= O.reshape(w.shape)
+
+    def _adam_step(self, p, group):
+        lr, wd, eps = float(group["adam_lr"]), float(group["adam_weight_decay"]), float(group["adam_eps"])
+        beta1, beta2 = (float(b) for b in group["adam_betas"])
+        w, g = p.data, p.grad
+        xp = get_array_module(w)
+        state = self.state.get(p)
+        if state is None:
+            state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(w), "exp_avg_sq": xp.zeros_like(w)}
+        state["step"] = t = state["step"] + 1
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        s, s1 = self._scratch(p), self._scratch(p, 1)
+        m *= beta1
+        xp.multiply(g, 1.0 - beta1, out=s)
+        m += s
+        v *= beta2
+        xp.multiply(g, g, out=s)
+        s *= 1.0 - beta2
+        v += s
+        # update = (m / bc1) / (sqrt(v / bc2) + eps)
+        xp.divide(v, 1.0 - beta2 ** t, out=s)
+        xp.sqrt(s, out=s)
+        s += eps
+        xp.divide(m, 1.0 - beta1 ** t, out=s1)
+        s1 /= s
+        if wd != 0:
+            w *= 1.0 - lr * wd
+        s1 *= lr
+        w -= s1

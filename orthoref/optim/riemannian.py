@@ -1,0 +1,586 @@
+r"""Riemannian optimizers on the Stiefel manifold: ``RiemannianSGD`` and ``RiemannianAdam`` (geoopt's
+update formulas), ``CayleySGD`` and ``CayleyAdam`` (Li, Fuxin & Todorovic, ICLR 2020).
+
+Which parameters live on the manifold
+-------------------------------------
+A parameter group carries the key ``"stiefel"`` (default ``True``). A parameter of a group with
+``stiefel=True`` and ``ndim >= 2`` is a point of a Stiefel manifold; any other parameter (biases, norm
+scales, groups with ``stiefel=False``) gets the plain Euclidean update of the same optimizer (see each
+class).
+
+The matrix on the manifold
+--------------------------
+A weight of shape ``(out, in, ...)`` is seen as ``M = W.reshape(out, -1)`` (``DESIGN.md``'s convention:
+rows are the filters). The optimizers work on the tall orientation ``X`` of ``M``, with orthonormal
+columns:
+
+- ``out >= in'`` (``in'`` the flattened fan-in): ``X = M``, ``MᵀM = I`` (orthonormal columns);
+- ``out < in'``: ``X = Mᵀ``, ``MMᵀ = I`` (orthonormal rows, i.e. orthonormal filters -- what
+  :func:`orthoref.init.orthogonal` draws, and the orientation of Li et al.'s code, which works on
+  ``unity.t()``).
+
+The tangent projection, retraction and momentum transport act on ``X``; the result is written back in
+the parameter's own shape. All state (momentum, Adam moments) is kept in the parameter's shape.
+
+Feasibility
+-----------
+A Stiefel parameter must start on the manifold: on its first step (when its state is created) the
+optimizers raise ``ValueError`` if ``‖XᵀX - I‖_F > tol`` with ``tol = 1e-6`` for float64 and
+``max(1e-6, 50·eps·p)`` for other dtypes (``p`` the number of columns of ``X``). Initialize such weights
+with :func:`orthoref.init.orthogonal` (``gain=1``) or orthonormalize them (e.g. ``retract(X, 0*X)``, the
+``Q`` factor). The optimizers never silently project a weight the user gave.
+
+All updates are computed with the parameter's array module and dtype and written into ``p.data`` in
+place; ``p.grad`` is never modified.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..ortho.stiefel import METRICS, RETRACTIONS, cayley_iterative, orthonormality_error, project_tangent, \
+    retract
+from .optimizer import Optimizer, _check_bool, _check_nonneg, _check_unit
+
+__all__ = ["RiemannianSGD", "RiemannianAdam", "CayleySGD", "CayleyAdam", "stiefel_view", "from_stiefel_view"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The matrix view.
+
+def stiefel_view(a):
+    """``(X, transposed)``: the tall matrix of an array of shape ``(out, ...)`` (``ndim >= 2``).
+
+    ``M = a.reshape(out, -1)``; ``X = M`` when ``out >= M.shape[1]``, else ``X = Mᵀ`` (``transposed``).
+    """
+    M = a.reshape(a.shape[0], -1)
+    if M.shape[0] < M.shape[1]:
+        return M.T, True
+    return M, False
+
+
+def from_stiefel_view(X, transposed, shape):
+    """Inverse of :func:`stiefel_view`: the array of ``shape`` whose view is ``X``."""
+    return (X.T if transposed else X).reshape(shape)
+
+
+def _is_stiefel(group, p):
+    return bool(group["stiefel"]) and p.data.ndim >= 2
+
+
+def _feasibility_tol(X):
+    if X.dtype == np.float64:
+        return 1e-6
+    return max(1e-6, 50.0 * float(np.finfo(X.dtype).eps) * X.shape[-1])
+
+
+def _check_feasible(who, X, shape, transposed):
+    tol = _feasibility_tol(X)
+    err = orthonormality_error(X)
+    if not err <= tol:
+        gram = "M Mᵀ" if transposed else "Mᵀ M"
+        raise ValueError(
+            f"{who}: a Stiefel parameter of shape {tuple(shape)} is not on the manifold: ‖{gram} - I‖_F = "
+            f"{err:.3e} > {tol:.1e} (M = W.reshape(out, -1)); initialize it with orthoref.init.orthogonal "
+            f"(gain=1) or orthonormalize it (the Q factor of its QR, e.g. orthoref.ortho.stiefel.retract(X, 0*X)), "
+            f"or put it in a group with stiefel=False")
+
+
+def _check_choice(who, name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{who}: {name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _write(p, Y, transposed):
+    p.data[...] = from_stiefel_view(Y, transposed, p.data.shape)
+
+
+def _restore(Y, tol=None):
+    """``Y``, or the Q factor of its QR (``diag R > 0``) when ``‖YᵀY - I‖_F > tol`` (default: 1e-12 for
+    float64, 1e-6 otherwise): the drift guard of the retractions that do not re-orthonormalize
+    (``"cayley"``, ``"exp"``, the truncated iterative Cayley)."""
+    if tol is None:
+        tol = 1e-12 if Y.dtype == np.float64 else 1e-6
+    if orthonormality_error(Y) > tol:
+        return retract(Y, 0 * Y, "qr", check=False)
+    return Y
+
+
+def _one_norm(A):
+    """The matrix 1-norm ``max_j Σ_i |A_ij|`` (``matrix_norm_one`` of Li et al.'s code)."""
+    xp = get_array_module(A)
+    return float(xp.abs(A).sum(axis=0).max())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# geoopt's RiemannianSGD / RiemannianAdam.
+
+class RiemannianSGD(Optimizer):
+    r"""Riemannian SGD with momentum on the Stiefel manifold: geoopt's ``RiemannianSGD`` on
+    ``geoopt.Stiefel`` (``EuclideanStiefel``; ``geoopt/optim/rsgd.py``), with the retraction chosen.
+
+    For a Stiefel parameter with tall view :math:`X` (see the module docstring), Euclidean gradient
+    :math:`G` (viewed the same way), learning rate :math:`\gamma`, momentum :math:`\mu`, weight decay
+    :math:`\lambda`:
+
+    .. math::
+
+        r_t &= \pi_{X}(G_t + \lambda X_{t-1}) \qquad \text{(the Riemannian gradient, } \pi = \text{project\_tangent(metric))} \\
+        b_t &= \mu\, b_{t-1} + r_t, \qquad b_0 = G_1 \text{ (geoopt's initialization, see Notes)} \\
+        d_t &= r_t + \mu\, b_t \ \text{(nesterov)}, \qquad d_t = b_t \ \text{(otherwise)} \\
+        X_t &= R_{X_{t-1}}(-\gamma\, d_t) \qquad (R = \text{retract(method=retraction)}) \\
+        b_t &\leftarrow P_{X_t}(b_t) \qquad \text{(vector transport by Euclidean projection)}
+
+    and with :math:`\mu = 0`: :math:`X_t = R_{X_{t-1}}(-\gamma\, \pi_X(G_t + \lambda X_{t-1}))`. Other
+    parameters take the same formulas with :math:`\pi`, :math:`R` and :math:`P` the identity (geoopt's
+    ``Euclidean`` manifold).
+
+    Parameters
+    ----------
+    params : iterable of Parameter, or list of dict
+        Parameter groups may set ``"stiefel"`` (bool) and any hyper-parameter below.
+    lr : float
+        :math:`\gamma \ge 0` (required, as in geoopt).
+    momentum : float, default 0
+    nesterov : bool, default False
+        Requires ``momentum > 0``.
+    weight_decay : float, default 0
+        L2, added to the Euclidean gradient before the projection (geoopt).
+    metric : ``"euclidean"`` or ``"canonical"``
+        How the Riemannian gradient is formed: ``"euclidean"`` is geoopt's ``EuclideanStiefel.egrad2rgrad``
+        (``G - X sym(XᵀG)``), ``"canonical"`` is ``CanonicalStiefel.egrad2rgrad`` (``G - X GᵀX``).
+    retraction : ``"qr"``, ``"polar"``, ``"cayley"`` or ``"exp"``
+        geoopt's ``Stiefel`` retracts by ``"qr"`` (the default here).
+
+    Notes
+    -----
+    * geoopt creates the momentum buffer as a clone of the raw Euclidean gradient (before weight decay
+      and projection) and then applies ``b = μ b + r`` on the same step, so the first buffer is
+      :math:`\mu G_1 + r_1` -- not tangent, and :math:`(1+\mu) G_1` for a Euclidean parameter (PyTorch's
+      SGD starts with :math:`b_1 = G_1`). This is reproduced, for equivalence with geoopt; the first
+      retraction absorbs the normal part and the transport removes it from the buffer.
+    * geoopt's ``retr_transp`` transports by projecting onto the new tangent space (``EuclideanStiefel.transp
+      = proju``); the same Euclidean projection is used for both metrics.
+    * geoopt's ``stabilize`` option (periodic re-projection) and ``dampening`` are not provided. Instead
+      a drift guard: after the retraction, if ``‖XᵀX - I‖_F`` exceeds 1e-12 (float64; 1e-6 otherwise)
+      the point is replaced by its QR factor. ``"qr"`` and ``"polar"`` never trigger it; ``"cayley"`` and
+      ``"exp"`` (which map a point to a point without re-orthonormalizing, so rounding errors
+      accumulate) do, rarely, mostly in float32. Tested over 1000 steps: ``‖XᵀX - I‖ <= 1e-10``
+      (float64), ``<= 1e-5`` (float32).
+
+    State per parameter: ``"momentum_buffer"`` (parameter-shaped; only when ``momentum != 0``).
+    """
+
+    _NULLABLE_STATE = ("momentum_buffer",)
+    _name = "RiemannianSGD"
+
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, metric="euclidean",
+                 retraction="qr", *, stiefel=True):
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, metric=metric,
+                        retraction=retraction, stiefel=stiefel)
+        self._validate_group(dict(defaults))
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group):
+        who = self._name
+        group["lr"] = _check_nonneg("lr", group["lr"], who)
+        group["momentum"] = _check_nonneg("momentum", group["momentum"], who)
+        group["nesterov"] = _check_bool("nesterov", group["nesterov"], who)
+        group["weight_decay"] = _check_nonneg("weight_decay", group["weight_decay"], who)
+        group["metric"] = _check_choice(who, "metric", group["metric"], METRICS)
+        group["retraction"] = _check_choice(who, "retraction", group["retraction"], RETRACTIONS)
+        group["stiefel"] = _check_bool("stiefel", group["stiefel"], who)
+        if group["nesterov"] and group["momentum"] <= 0:
+            raise ValueError(f"{who}: Nesterov momentum requires a momentum > 0 (nesterov=True, "
+                             f"momentum={group['momentum']})")
+
+    def _state_keys(self, group):
+        return ("momentum_buffer",)
+
+    def _step_group(self, group):
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            on = _is_stiefel(group, p)
+            if on:
+                X, tr = stiefel_view(p.data)
+                G = stiefel_view(p.grad)[0]
+            else:
+                X, tr, G = p.data, False, p.grad
+            state = self.state.get(p)
+            if state is None:
+                if on:
+                    _check_feasible(self._name, X, p.shape, tr)
+                state = self.state[p] = {"momentum_buffer": None}
+                if mu != 0:
+                    state["momentum_buffer"] = p.grad.copy()      # geoopt: grad.clone() (raw gradient)
+            d = G + wd * X if wd != 0 else G
+            r = project_tangent(X, d, group["metric"], check=False) if on else d
+            if mu != 0:
+                b = stiefel_view(state["momentum_buffer"])[0] if on else state["momentum_buffer"]
+                b = mu * b + r
+                d = r + mu * b if group["nesterov"] else b
+            else:
+                d = r
+            if on:
+                Y = _restore(retract(X, -lr * d, group["retraction"], check=False))
+                if mu != 0:
+                    b = project_tangent(Y, b, "euclidean", check=False)
+                _write(p, Y, tr)
+                if mu != 0:
+                    state["momentum_buffer"] = from_stiefel_view(b, tr, p.shape).copy()
+            else:
+                p.data -= lr * d
+                if mu != 0:
+                    state["momentum_buffer"] = b
+
+
+class RiemannianAdam(Optimizer):
+    r"""Riemannian Adam on the Stiefel manifold: geoopt's ``RiemannianAdam`` (``geoopt/optim/radam.py``;
+    Bécigneul & Ganea, ICLR 2019) on ``geoopt.Stiefel``, with the retraction chosen.
+
+    For a Stiefel parameter with tall view :math:`X`, Euclidean gradient :math:`G`, step
+    :math:`t = 1, 2, \dots`:
+
+    .. math::
+
+        r_t &= \pi_X(G_t + \lambda X_{t-1}) \\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\, r_t \\
+        v_t &= \beta_2 v_{t-1} + (1-\beta_2)\, r_t \odot r_t \\
+        D_t &= \frac{m_t / (1-\beta_1^t)}{\sqrt{v_t / (1-\beta_2^t)} + \epsilon} \\
+        X_t &= R_{X_{t-1}}(-\gamma D_t), \qquad m_t \leftarrow P_{X_t}(m_t)
+
+    :math:`v` uses geoopt's ``manifold.component_inner(x, r)``, which for the Stiefel manifold (a manifold
+    of matrices, no product structure) is the elementwise square :math:`r \odot r`, so the second moment
+    is elementwise as in Adam and :math:`D_t` is *not* tangent; the retraction takes it as given (``"qr"``,
+    ``"polar"``: the factor of :math:`X + Z`; ``"cayley"``, ``"exp"``: along its tangent projection).
+    :math:`m` is transported by projection onto the new tangent space (geoopt's ``retr_transp``);
+    :math:`v` is not transported. Other parameters: the same formulas with identity projection,
+    retraction and transport -- exactly PyTorch's Adam.
+
+    Parameters
+    ----------
+    params : iterable of Parameter, or list of dict
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+        Added after the bias-corrected square root (PyTorch's and geoopt's placement).
+    retraction : ``"qr"`` (default, geoopt's), ``"polar"``, ``"cayley"``, ``"exp"``
+    metric : ``"euclidean"`` (default, geoopt's ``Stiefel``) or ``"canonical"``
+    weight_decay : float, default 0
+        L2, added to the Euclidean gradient before the projection (geoopt).
+
+    Notes
+    -----
+    geoopt also calls ``manifold.projx(point)`` (an SVD) at the start of every step; it is left out here
+    (the parameter is not altered before the step); the same drift guard as :class:`RiemannianSGD` (QR
+    restoration past 1e-12 in float64, 1e-6 otherwise) follows the retraction.
+    ``amsgrad`` and ``stabilize`` are not provided. State per parameter: ``"step"``, ``"exp_avg"``,
+    ``"exp_avg_sq"`` (parameter-shaped).
+    """
+
+    _name = "RiemannianAdam"
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, retraction="qr", metric="euclidean",
+                 weight_decay=0.0, *, stiefel=True):
+        defaults = dict(lr=lr, betas=betas, eps=eps, retraction=retraction, metric=metric,
+                        weight_decay=weight_decay, stiefel=stiefel)
+        self._validate_group(dict(defaults))
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group):
+        who = self._name
+        group["lr"] = _check_nonneg("lr", group["lr"], who)
+        betas = group["betas"]
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise ValueError(f"{who}: betas must be a pair (beta1, beta2), got {betas!r}")
+        group["betas"] = (_check_unit("betas[0]", betas[0], who), _check_unit("betas[1]", betas[1], who))
+        group["eps"] = _check_nonneg("eps", group["eps"], who)
+        group["retraction"] = _check_choice(who, "retraction", group["retraction"], RETRACTIONS)
+        group["metric"] = _check_choice(who, "metric", group["metric"], METRICS)
+        group["weight_decay"] = _check_nonneg("weight_decay", group["weight_decay"], who)
+        group["stiefel"] = _check_bool("stiefel", group["stiefel"], who)
+
+    def _state_keys(self, group):
+        return ("step", "exp_avg", "exp_avg_sq")
+
+    def _step_group(self, group):
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            on = _is_stiefel(group, p)
+            xp = get_array_module(p.data)
+            if on:
+                X, tr = stiefel_view(p.data)
+                G = stiefel_view(p.grad)[0]
+            else:
+                X, tr, G = p.data, False, p.grad
+            state = self.state.get(p)
+            if state is None:
+                if on:
+                    _check_feasible(self._name, X, p.shape, tr)
+                state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(p.data),
+                                         "exp_avg_sq": xp.zeros_like(p.data)}
+            state["step"] = t = state["step"] + 1
+            d = G + wd * X if wd != 0 else G
+            r = project_tangent(X, d, group["metric"], check=False) if on else d
+            m = stiefel_view(state["exp_avg"])[0] if on else state["exp_avg"]
+            v = stiefel_view(state["exp_avg_sq"])[0] if on else state["exp_avg_sq"]
+            m = beta1 * m + (1.0 - beta1) * r
+            v = beta2 * v + (1.0 - beta2) * (r * r)          # component_inner(x, r) = r ⊙ r
+            bc1 = 1.0 - beta1 ** t
+            bc2 = 1.0 - beta2 ** t
+            D = (m / bc1) / (xp.sqrt(v / bc2) + eps)
+            if on:
+                Y = _restore(retract(X, -lr * D, group["retraction"], check=False))
+                m = project_tangent(Y, m, "euclidean", check=False)
+                _write(p, Y, tr)
+                state["exp_avg"] = from_stiefel_view(m, tr, p.shape).copy()
+                state["exp_avg_sq"] = from_stiefel_view(v, tr, p.shape).copy()
+            else:
+                p.data -= lr * D
+                state["exp_avg"], state["exp_avg_sq"] = m, v
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Li, Fuxin & Todorovic (ICLR 2020): Cayley SGD with momentum and Cayley Adam.
+
+def _cayley_generator_one_norm(X, Z):
+    """``‖A‖₁`` of the skew generator ``A = PZ Xᵀ - X PZᵀ`` (``PZ = Z - ½X(XᵀZ)``; their ``W``), formed
+    explicitly (``n x n``) as their code does."""
+    PZ = Z - 0.5 * (X @ (X.T @ Z))
+    return _one_norm(PZ @ X.T - X @ PZ.T)
+
+
+class _CayleyBase(Optimizer):
+    _NULLABLE_STATE = ()
+
+    def _validate_common(self, group, who):
+        group["lr"] = _check_nonneg("lr", group["lr"], who)
+        group["weight_decay"] = _check_nonneg("weight_decay", group["weight_decay"], who)
+        it = group["iterations"]
+        if isinstance(it, (bool, np.bool_)) or not isinstance(it, (int, np.integer)) or it < 0:
+            raise ValueError(f"{who}: iterations must be an int >= 0, got {it!r}")
+        group["iterations"] = int(it)
+        group["epsilon"] = _check_nonneg("epsilon", group["epsilon"], who)
+        group["stiefel"] = _check_bool("stiefel", group["stiefel"], who)
+        tol = group["restore_tol"]
+        if tol is not None:
+            group["restore_tol"] = _check_nonneg("restore_tol", tol, who)
+
+    def _cayley_move(self, group, X, Z):
+        """``X ← cayley_iterative(X, Z, α)`` with ``α = min(lr, 1/(‖A‖₁ + ε))`` (``q = ½``), then the QR
+        restoration when the drift passes ``restore_tol``."""
+        alpha = min(group["lr"], 1.0 / (_cayley_generator_one_norm(X, Z) + group["epsilon"]))
+        Y = cayley_iterative(X, Z, alpha, group["iterations"], check=False)
+        return _restore(Y, group["restore_tol"])
+
+
+class CayleySGD(_CayleyBase):
+    r"""Cayley SGD with momentum (Li, Fuxin & Todorovic, ICLR 2020, Algorithm 1; their ``SGDG`` with
+    ``stiefel=True``).
+
+    For a Stiefel parameter with tall view :math:`X` (``n x p``, orthonormal columns) and Euclidean
+    gradient :math:`G`:
+
+    .. math::
+
+        M &\leftarrow \beta M - G \\
+        \hat W &= M X^T - \tfrac12 X (X^T M X^T), \qquad W = \hat W - \hat W^T \\
+        M &\leftarrow W X \qquad (= M - X\,\mathrm{sym}(X^TM) \text{: the tangent projection}) \\
+        \alpha &= \min\big(l,\ 2q / (\|W\|_1 + \epsilon)\big), \qquad q = \tfrac12 \\
+        Y^0 &= X + \alpha M, \qquad Y^{i+1} = X + \tfrac{\alpha}{2} W (X + Y^i), \quad i < \texttt{iterations} \\
+        X &\leftarrow Y^{\texttt{iterations}}
+
+    computed by :func:`orthoref.ortho.stiefel.cayley_iterative` (``W`` applied in low rank; ``W X = M``).
+    Other parameters get PyTorch's SGD with momentum ``β`` and L2 weight decay (their code's Euclidean
+    branch).
+
+    Parameters
+    ----------
+    params : iterable of Parameter, or list of dict (groups may set ``"stiefel"``)
+    lr : float
+        :math:`l`, the upper bound of the step (their ``lrg`` for Stiefel parameters, e.g. 0.2; for the
+        Euclidean parameters it is the plain learning rate, as their single ``lr`` per group).
+    momentum : float, default 0.9
+        :math:`\beta`.
+    weight_decay : float, default 0
+        Used for the Euclidean parameters only (their code ignores it on the manifold, where the tangent
+        projection of ``λX`` is zero anyway).
+    iterations : int, default 2
+        Fixed-point iterations of the Cayley transform: the paper's 2 (their code uses 5).
+    epsilon : float, default 1e-8
+    restore_tol : float or None, keyword-only
+        After the step, if ``‖XᵀX - I‖_F`` exceeds it (default ``None``: 1e-12 for float64, 1e-6 otherwise)
+        the iterate is replaced by the Q factor of its QR (their ``qr_retraction``).
+
+    Notes
+    -----
+    Differences from their code (``stiefel_optimizer.py``):
+
+    * Their ``Cayley_loop`` starts from ``Y⁰ = X + αM`` with the *unprojected* ``M``; the paper's
+      Algorithm 1 (and this class) starts from the projected ``M = WX``. The fixed point (the Cayley
+      transform) is the same; the truncated iterates differ by :math:`O(\alpha^{k+1})`.
+    * Their code normalizes the rows of the weight (``unit``) every step and replaces it by its QR factor
+      at random (probability 1/101), which keeps a drifting weight near the manifold. Here the weight must
+      start feasible (``ValueError`` otherwise) and the QR restoration is deterministic, triggered by the
+      drift (``restore_tol``). With the truncated iteration the drift per step is
+      :math:`O((\alpha\|W\|)^{k+2})`; the restoration keeps ``‖XᵀX - I‖`` at the 1e-12 level in float64.
+    * They apply the Stiefel update only when ``out <= in`` (their ``unity.size(0) <= unity.size(1)``) and
+      SGD otherwise; here a tall weight (``out > in``) works on ``M`` itself (orthonormal columns).
+
+    State per parameter: ``"momentum_buffer"`` (parameter-shaped, the projected ``M`` for Stiefel
+    parameters; PyTorch's buffer for the others, created on the first step).
+    """
+
+    _name = "CayleySGD"
+
+    def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, iterations=2, epsilon=1e-8, *,
+                 stiefel=True, restore_tol=None):
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, iterations=iterations,
+                        epsilon=epsilon, stiefel=stiefel, restore_tol=restore_tol)
+        self._validate_group(dict(defaults))
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group):
+        self._validate_common(group, self._name)
+        group["momentum"] = _check_nonneg("momentum", group["momentum"], self._name)
+
+    def _state_keys(self, group):
+        return ("momentum_buffer",)
+
+    def _step_group(self, group):
+        lr, beta, wd = group["lr"], group["momentum"], group["weight_decay"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            xp = get_array_module(p.data)
+            state = self.state.get(p)
+            if _is_stiefel(group, p):
+                X, tr = stiefel_view(p.data)
+                G = stiefel_view(p.grad)[0]
+                if state is None:
+                    _check_feasible(self._name, X, p.shape, tr)
+                    state = self.state[p] = {"momentum_buffer": xp.zeros_like(p.data)}
+                M = beta * stiefel_view(state["momentum_buffer"])[0] - G
+                M = project_tangent(X, M, "euclidean", check=False)          # W X
+                Y = self._cayley_move(group, X, M)
+                _write(p, Y, tr)
+                state["momentum_buffer"] = from_stiefel_view(M, tr, p.shape).copy()
+            else:
+                d = p.grad + wd * p.data if wd != 0 else p.grad
+                if beta != 0:
+                    if state is None:
+                        state = self.state[p] = {"momentum_buffer": d.copy()}
+                    else:
+                        state["momentum_buffer"] = beta * state["momentum_buffer"] + d
+                    d = state["momentum_buffer"]
+                elif state is None:
+                    self.state[p] = {"momentum_buffer": xp.zeros_like(p.data)}
+                p.data -= lr * d
+
+
+class CayleyAdam(_CayleyBase):
+    r"""Cayley Adam (Li, Fuxin & Todorovic, ICLR 2020, Algorithm 2; their ``AdamG`` with ``stiefel=True``).
+
+    For a Stiefel parameter with tall view :math:`X` and Euclidean gradient :math:`G`, step
+    :math:`t = 1, 2, \dots`:
+
+    .. math::
+
+        m &\leftarrow \beta_1 m + (1-\beta_1) G, \qquad v \leftarrow \beta_2 v + (1-\beta_2)\|G\|_F^2
+            \quad (v \text{ a scalar}) \\
+        \hat m &= m / (1-\beta_1^t), \qquad \hat v = v / (1-\beta_2^t) \\
+        \hat W &= \hat m X^T - \tfrac12 X(X^T\hat m X^T), \qquad W = (\hat W - \hat W^T)/\sqrt{\hat v + \epsilon} \\
+        \alpha &= \min\big(l,\ 2q/(\|W\|_1 + \epsilon)\big), \quad q = \tfrac12 \\
+        X &\leftarrow \text{cayley\_iterative}(X,\ -W X,\ \alpha), \qquad
+        m \leftarrow (W X)\sqrt{\hat v + \epsilon}\,(1-\beta_1^t) = \pi_X(m)
+
+    i.e. the step direction is :math:`Z = -\pi_X(\hat m)/\sqrt{\hat v + \epsilon}` (``π`` the Euclidean
+    tangent projection) and the first moment is replaced by its tangent projection at the old point.
+    Note :math:`\sqrt{\hat v + \epsilon}` (their placement of ε), and the *scalar* second moment.
+
+    Euclidean parameters get PyTorch's Adam with the same betas and ``eps = epsilon`` (their code falls
+    back to SGD with momentum ``β₁`` -- a deliberate difference, documented).
+
+    Parameters
+    ----------
+    params : iterable of Parameter, or list of dict (groups may set ``"stiefel"``)
+    lr : float
+        :math:`l` (their ``lrg`` for Stiefel parameters, e.g. 0.4 in their README's Adam-G line).
+    betas : (float, float), default (0.9, 0.99)
+        Their defaults (``momentum`` and ``beta2=0.99``).
+    weight_decay : float, default 0
+        L2 for the Euclidean parameters only (as their code).
+    iterations : int, default 2 (the paper; their code: 5)
+    epsilon : float, default 1e-8
+    restore_tol : float or None, keyword-only (see :class:`CayleySGD`)
+
+    Notes
+    -----
+    The same differences as :class:`CayleySGD` (projected ``Y⁰``, deterministic QR restoration instead of
+    row normalization plus random QR, tall weights handled). State per parameter: ``"step"``,
+    ``"exp_avg"`` (:math:`m`, parameter-shaped) and ``"exp_avg_sq"`` -- for a Stiefel parameter the scalar
+    :math:`v` broadcast to the parameter's shape (so that the state dict keeps PyTorch's per-parameter
+    layout; every entry is equal).
+    """
+
+    _name = "CayleyAdam"
+
+    def __init__(self, params, lr, betas=(0.9, 0.99), weight_decay=0.0, iterations=2, epsilon=1e-8, *,
+                 stiefel=True, restore_tol=None):
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, iterations=iterations, epsilon=epsilon,
+                        stiefel=stiefel, restore_tol=restore_tol)
+        self._validate_group(dict(defaults))
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group):
+        who = self._name
+        self._validate_common(group, who)
+        betas = group["betas"]
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise ValueError(f"{who}: betas must be a pair (beta1, beta2), got {betas!r}")
+        group["betas"] = (_check_unit("betas[0]", betas[0], who), _check_unit("betas[1]", betas[1], who))
+
+    def _state_keys(self, group):
+        return ("step", "exp_avg", "exp_avg_sq")
+
+    def _step_group(self, group):
+        lr, eps, wd = group["lr"], group["epsilon"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            xp = get_array_module(p.data)
+            on = _is_stiefel(group, p)
+            state = self.state.get(p)
+            if state is None:
+                if on:
+                    X, tr = stiefel_view(p.data)
+                    _check_feasible(self._name, X, p.shape, tr)
+                state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(p.data),
+                                         "exp_avg_sq": xp.zeros_like(p.data)}
+            state["step"] = t = state["step"] + 1
+            bc1 = 1.0 - beta1 ** t
+            bc2 = 1.0 - beta2 ** t
+            if on:
+                X, tr = stiefel_view(p.data)
+                G = stiefel_view(p.grad)[0]
+                m = beta1 * stiefel_view(state["exp_avg"])[0] + (1.0 - beta1) * G
+                v = beta2 * float(state["exp_avg_sq"].reshape(-1)[0]) + (1.0 - beta2) * float((G * G).sum())
+                scale = float(np.sqrt(v / bc2 + eps))
+                m = project_tangent(X, m, "euclidean", check=False)           # = W X · sqrt(v̂+ε)(1-β₁ᵗ)
+                Z = (-1.0 / (bc1 * scale)) * m
+                Y = self._cayley_move(group, X, Z)
+                _write(p, Y, tr)
+                state["exp_avg"] = from_stiefel_view(m, tr, p.shape).copy()
+                state["exp_avg_sq"] = xp.full(p.shape, v, dtype=p.dtype)
+            else:
+                d = p.grad + wd * p.data if wd != 0 else p.grad
+                m = state["exp_avg"] = beta1 * state["exp_avg"] + (1.0 - beta1) * d
+                v = state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * (d * d)
+                p.data -= (lr / bc1) * m / (xp.sqrt(v / bc2) + eps)
