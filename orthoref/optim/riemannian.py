@@ -68,6 +68,15 @@ def _is_stiefel(group, p):
     return bool(group["stiefel"]) and p.data.ndim >= 2
 
 
+
+def _point_and_grad(group, p):
+    """``(on_manifold, X, transposed, G)``: the Stiefel views of ``p.data`` and ``p.grad`` (see
+    :func:`stiefel_view`), or the arrays as they are for a Euclidean parameter."""
+    if _is_stiefel(group, p):
+        X, tr = stiefel_view(p.data)
+        return True, X, tr, stiefel_view(p.grad)[0]
+    return False, p.data, False, p.grad
+
 def _feasibility_tol(X):
     if X.dtype == np.float64:
         return 1e-6
@@ -203,12 +212,7 @@ class RiemannianSGD(Optimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
-            on = _is_stiefel(group, p)
-            if on:
-                X, tr = stiefel_view(p.data)
-                G = stiefel_view(p.grad)[0]
-            else:
-                X, tr, G = p.data, False, p.grad
+            on, X, tr, G = _point_and_grad(group, p)
             state = self.state.get(p)
             if state is None:
                 if on:
@@ -312,13 +316,8 @@ class RiemannianAdam(Optimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
-            on = _is_stiefel(group, p)
+            on, X, tr, G = _point_and_grad(group, p)
             xp = get_array_module(p.data)
-            if on:
-                X, tr = stiefel_view(p.data)
-                G = stiefel_view(p.grad)[0]
-            else:
-                X, tr, G = p.data, False, p.grad
             state = self.state.get(p)
             if state is None:
                 if on:
