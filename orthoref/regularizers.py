@@ -33,7 +33,7 @@ import numbers
 import numpy as np
 
 from .backend import get_array_module, host_rng
-from ._checks import all_finite, check_array
+from ._checks import check_array
 from .ops.conv import _pair, conv2d_backward, conv2d_forward
 from .oracle.registry import OpSpec, Sample, from_loss, register
 

@@ -14,10 +14,11 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from ._checks import all_finite
 from .backend import asarray, get_array_module, to_numpy, using
 from .data import load_digits, load_idx_dir
 from .models import mlp, small_cnn
@@ -417,7 +418,7 @@ class _Progress:
 
 
 def _all_finite(a) -> bool:
-    return bool(get_array_module(a).isfinite(a).all())
+    return all_finite(get_array_module(a), a)
 
 
 def _check_output(model, logits, epoch, step):
@@ -436,7 +437,6 @@ def _check_grads(model, loss, epoch, step):
                               f"good checkpoint is kept")
     for name, p in model.named_parameters():
         if p.grad is not None:
-            xp = get_array_module(p.grad)
             if not _all_finite(p.grad):
                 raise DivergenceError(f"gradient of {name!r} has NaN/Inf at epoch {epoch}, step {step}; "
                                       f"training stopped, the last good checkpoint is kept")

@@ -56,7 +56,7 @@ def test_bench_rejects_unknown_case(capsys):
 
 
 def test_torch_twin_computes_the_same_step():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     for name in ("mlp_train_step", "cnn_train_step"):
         ours, theirs, _ = bench.make_case(name, rng=0)
         a, b = float(ours()), float(theirs().detach())
@@ -101,7 +101,7 @@ def test_asv_config_is_valid_json_with_comments():
 
 
 def test_small_init_and_regularizer_cases_run():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     ours, theirs = bench._orthogonal_case(32)(np.random.default_rng(0), "numpy")
     q = ours()
     np.testing.assert_allclose(q @ q.T, np.eye(32), atol=1e-5)

@@ -295,7 +295,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     if unbatched:
         x = x[None]
     g = _conv_geometry(x.shape, w.shape, stride, padding, dilation)
-    N, C, O = x.shape[0], x.shape[1], w.shape[0]
+    N, O = x.shape[0], w.shape[0]
     cols = _im2col(x, g)
     y2 = _grouped_matmul(w.reshape(O, -1), cols, groups)           # (O, Ho Wo N)
     if b is not None:

@@ -1,9 +1,7 @@
 """Affine map ``y = x Wᵀ + b`` (PyTorch's ``F.linear``; weight layout ``(out_features, in_features)``)."""
 from __future__ import annotations
 
-import numpy as np
 
-from ..backend import get_array_module
 from ..oracle.registry import OpSpec, Sample, from_pair, register
 
 __all__ = ["linear_forward", "linear_backward"]

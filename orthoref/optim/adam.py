@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..backend import get_array_module
-from .optimizer import Optimizer, _check_bool, _check_nonneg, _check_unit
+from .optimizer import Optimizer, _check_betas, _check_bool, _check_nonneg
 
 __all__ = ["Adam", "AdamW"]
 
@@ -84,10 +84,7 @@ class Adam(Optimizer):
     def _validate_group(self, group):
         who = self._name
         group["lr"] = _check_nonneg("lr", group["lr"], who)
-        betas = group["betas"]
-        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
-            raise ValueError(f"{who}: betas must be a pair (beta1, beta2), got {betas!r}")
-        group["betas"] = (_check_unit("betas[0]", betas[0], who), _check_unit("betas[1]", betas[1], who))
+        group["betas"] = _check_betas(group["betas"], who)
         group["eps"] = _check_nonneg("eps", group["eps"], who)
         group["weight_decay"] = _check_nonneg("weight_decay", group["weight_decay"], who)
         group["amsgrad"] = _check_bool("amsgrad", group["amsgrad"], who)

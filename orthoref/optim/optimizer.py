@@ -48,6 +48,13 @@ def _check_unit(name, value, who):
     return value
 
 
+def _check_betas(betas, who):
+    """``(beta1, beta2)`` as floats in ``[0, 1)``."""
+    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+        raise ValueError(f"{who}: betas must be a pair (beta1, beta2), got {betas!r}")
+    return _check_unit("betas[0]", betas[0], who), _check_unit("betas[1]", betas[1], who)
+
+
 def _check_bool(name, value, who):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{who}: {name} must be a bool, got {type(value).__name__}")

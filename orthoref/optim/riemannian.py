@@ -40,7 +40,7 @@ import numpy as np
 from ..backend import get_array_module
 from ..ortho.stiefel import METRICS, RETRACTIONS, cayley_iterative, orthonormality_error, project_tangent, \
     retract
-from .optimizer import Optimizer, _check_bool, _check_nonneg, _check_unit
+from .optimizer import Optimizer, _check_betas, _check_bool, _check_nonneg
 
 __all__ = ["RiemannianSGD", "RiemannianAdam", "CayleySGD", "CayleyAdam", "stiefel_view", "from_stiefel_view"]
 
@@ -297,10 +297,7 @@ class RiemannianAdam(Optimizer):
     def _validate_group(self, group):
         who = self._name
         group["lr"] = _check_nonneg("lr", group["lr"], who)
-        betas = group["betas"]
-        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
-            raise ValueError(f"{who}: betas must be a pair (beta1, beta2), got {betas!r}")
-        group["betas"] = (_check_unit("betas[0]", betas[0], who), _check_unit("betas[1]", betas[1], who))
+        group["betas"] = _check_betas(group["betas"], who)
         group["eps"] = _check_nonneg("eps", group["eps"], who)
         group["retraction"] = _check_choice(who, "retraction", group["retraction"], RETRACTIONS)
         group["metric"] = _check_choice(who, "metric", group["metric"], METRICS)
@@ -540,10 +537,7 @@ class CayleyAdam(_CayleyBase):
     def _validate_group(self, group):
         who = self._name
         self._validate_common(group, who)
-        betas = group["betas"]
-        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
-            raise ValueError(f"{who}: betas must be a pair (beta1, beta2), got {betas!r}")
-        group["betas"] = (_check_unit("betas[0]", betas[0], who), _check_unit("betas[1]", betas[1], who))
+        group["betas"] = _check_betas(group["betas"], who)
 
     def _state_keys(self, group):
         return ("step", "exp_avg", "exp_avg_sq")

@@ -70,7 +70,7 @@ def compare(n=256, dtype="float32", repeat=3, rng=0, cond=1e3):
 
 def format_table(rows, n, dtype, cond) -> str:
     lines = [f"n = {n}, {dtype}, singular values log-spaced in [1/{cond:g}, 1]; errors in float64",
-             f"| method | ms | ‖QᵀQ − I‖_2 | ‖Q − polar(A)‖_F/√n |", "|---|---|---|---|"]
+             "| method | ms | ‖QᵀQ − I‖_2 | ‖Q − polar(A)‖_F/√n |", "|---|---|---|---|"]
     for r in rows:
         if r["seconds"] is None:
             lines.append(f"| {r['method']} | – | {r['note']} | – |")

@@ -25,7 +25,7 @@ import numbers
 import numpy as np
 
 from ..backend import get_array_module, host_rng
-from .._checks import all_finite, check_array
+from .._checks import check_array
 from ..oracle.registry import OpSpec, Sample, from_map, register
 
 __all__ = [
