@@ -7,4 +7,6 @@ from .linear import Linear  # noqa: F401
 from .conv import *  # noqa: F401,F403
 from .activation import *  # noqa: F401,F403
 from .norm import *  # noqa: F401,F403
+from .rnn import RNN  # noqa: F401
+from .orthogonal import *  # noqa: F401,F403
 from ..ops.loss import *  # noqa: F401,F403

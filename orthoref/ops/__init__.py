@@ -1,9 +1,10 @@
 """Stateless differentiable ops, one file per family: ``y, cache = NAME_forward(...)``,
 ``grads = NAME_backward(dy, cache)``. Importing this package registers every op in the oracle registry."""
-from . import activation, conv, linear, loss, norm, pool  # noqa: F401
+from . import activation, conv, linear, loss, norm, pool, rnn  # noqa: F401
 from .activation import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
 from .loss import *  # noqa: F401,F403
 from .norm import *  # noqa: F401,F403
 from .pool import *  # noqa: F401,F403
+from .rnn import *  # noqa: F401,F403

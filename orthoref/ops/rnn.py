@@ -1,0 +1,200 @@
+"""Elman recurrent network (PyTorch's ``torch.nn.RNN``, one layer, ``batch_first=False``) with
+hand-written backpropagation through time.
+
+.. math::  a_t = x_t W_{ih}^\\top + b_{ih} + h_{t-1} W_{hh}^\\top + b_{hh}, \\qquad h_t = \\sigma(a_t),
+           \\qquad \\sigma \\in \\{\\tanh, \\mathrm{relu}\\}
+
+Weight layouts follow PyTorch: ``w_ih (hidden, input_size)``, ``w_hh (hidden, hidden)``.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from ..oracle.registry import OpSpec, Sample, from_pair, register
+
+__all__ = ["RNN_NONLINEARITIES", "rnn_backward", "rnn_forward"]
+
+RNN_NONLINEARITIES = ("tanh", "relu")
+
+
+def _check_args(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity):
+    if nonlinearity not in RNN_NONLINEARITIES:
+        raise ValueError(f"rnn_forward: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    if getattr(x, "ndim", None) != 3:
+        raise ValueError(f"rnn_forward: x must be 3-D (T, N, input_size), got shape {tuple(getattr(x, 'shape', ()))}")
+    T, N, I = x.shape
+    if T < 1:
+        raise ValueError(f"rnn_forward: x must hold at least one time step, got shape {tuple(x.shape)}")
+    if w_ih.ndim != 2 or w_ih.shape[1] != I:
+        raise ValueError(f"rnn_forward: w_ih must have shape (hidden, {I}), got {tuple(w_ih.shape)}")
+    H = w_ih.shape[0]
+    if tuple(w_hh.shape) != (H, H):
+        raise ValueError(f"rnn_forward: w_hh must have shape ({H}, {H}), got {tuple(w_hh.shape)}")
+    if h0 is not None and tuple(h0.shape) != (N, H):
+        raise ValueError(f"rnn_forward: h0 must have shape ({N}, {H}) (N, hidden), got {tuple(h0.shape)}")
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("rnn_forward: give both b_ih and b_hh or neither")
+    for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
+        if b is not None and tuple(b.shape) != (H,):
+            raise ValueError(f"rnn_forward: {name} must have shape ({H},), got {tuple(b.shape)}")
+
+
+def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+    """Run an Elman RNN over a sequence, exactly as ``torch.nn.RNN`` (one layer, unidirectional).
+
+    Parameters
+    ----------
+    x : (T, N, input_size) array
+        Time-major input (``batch_first=False``).
+    h0 : (N, hidden) array or None
+        Initial hidden state; zeros when None.
+    w_ih : (hidden, input_size) array
+    w_hh : (hidden, hidden) array
+    b_ih, b_hh : (hidden,) arrays or None (both or neither)
+    nonlinearity : {"tanh", "relu"}
+
+    Returns
+    -------
+    (output, h_T) : (T, N, hidden) array and (N, hidden) array
+        ``output[t] = h_{t+1}`` (every step's hidden state); ``h_T = output[-1]`` (a copy).
+    cache : what ``rnn_backward`` needs
+
+    The input projection of all steps is one GEMM; the recurrence is one ``(N, H) x (H, H)`` GEMM per step.
+    """
+    _check_args(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+    xp = get_array_module(x, w_ih, w_hh)
+    T, N, _ = x.shape
+    H = w_ih.shape[0]
+    if h0 is None:
+        h0 = xp.zeros((N, H), dtype=x.dtype)
+    has_b = b_ih is not None
+    xw = x @ w_ih.T                                   # (T, N, H)
+    if has_b:
+        xw += b_ih + b_hh
+    out = xp.empty((T, N, H), dtype=xw.dtype)
+    h = h0
+    whh_t = w_hh.T
+    for t in range(T):
+        a = xw[t] + h @ whh_t
+        if nonlinearity == "tanh":
+            h = xp.tanh(a, out=out[t])
+        else:
+            h = xp.maximum(a, 0, out=out[t])
+    h_T = out[-1].copy()
+    return (out, h_T), (x, h0, w_ih, w_hh, out, has_b, nonlinearity)
+
+
+def rnn_backward(d_output, d_hT, cache):
+    """Backpropagation through time for :func:`rnn_forward`.
+
+    .. math::  \\bar h_t \\mathrel{+}= \\bar o_t, \\quad \\bar a_t = \\bar h_t \\odot \\sigma'(a_t), \\quad
+               \\bar h_{t-1} = \\bar a_t W_{hh}, \\quad \\bar W_{hh} = \\textstyle\\sum_t \\bar a_t^\\top h_{t-1},
+               \\quad \\bar W_{ih} = \\sum_t \\bar a_t^\\top x_t, \\quad \\bar b_{ih} = \\bar b_{hh} = \\sum_{t,n} \\bar a_t
+
+    with ``σ' = 1 - h²`` for tanh and ``[h > 0]`` for relu (PyTorch's convention at 0).
+
+    Parameters
+    ----------
+    d_output : (T, N, hidden) array or None (zero)
+    d_hT : (N, hidden) array or None (zero)
+    cache : from ``rnn_forward``
+
+    Returns
+    -------
+    (dx, dh0, dw_ih, dw_hh, db_ih, db_hh); the bias gradients are None when the forward had no biases.
+    ``dw_ih`` and ``dw_hh`` are accumulated over time with one GEMM each over all steps.
+    """
+    x, h0, w_ih, w_hh, out, has_b, nonlinearity = cache
+    xp = get_array_module(x, w_ih, w_hh)
+    T, N, I = x.shape
+    H = w_hh.shape[0]
+    dt = out.dtype
+    dh = xp.zeros((N, H), dtype=dt) if d_hT is None else xp.array(d_hT, dtype=dt, copy=True)
+    da = xp.empty((T, N, H), dtype=dt)
+    for t in range(T - 1, -1, -1):
+        if d_output is not None:
+            dh += d_output[t]
+        h = out[t]
+        if nonlinearity == "tanh":
+            xp.multiply(dh, 1 - h * h, out=da[t])
+        else:
+            xp.multiply(dh, h > 0, out=da[t])
+        dh = da[t] @ w_hh
+    dh0 = dh
+    da2 = da.reshape(T * N, H)
+    h_prev = xp.concatenate([h0[None].astype(dt, copy=False), out[:-1]], axis=0).reshape(T * N, H)
+    dw_hh = da2.T @ h_prev
+    dw_ih = da2.T @ x.reshape(T * N, I)
+    dx = da @ w_ih
+    if has_b:
+        db_ih = da2.sum(axis=0)
+        db_hh = db_ih.copy()
+    else:
+        db_ih = db_hh = None
+    return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
+
+
+# ---------------------------------------------------------------------------------------------------------
+def _draw(rng, dtype, T=4, N=3, I=2, H=3, bias=True):
+    x = rng.standard_normal((T, N, I))
+    h0 = 0.5 * rng.standard_normal((N, H))
+    bound = 1.0 / H ** 0.5
+    w_ih = rng.uniform(-bound, bound, (H, I)) * 2
+    w_hh = rng.uniform(-bound, bound, (H, H)) * 2
+    bs = (rng.uniform(-bound, bound, H), rng.uniform(-bound, bound, H)) if bias else ()
+    return [a.astype(dtype) for a in (x, h0, w_ih, w_hh) + bs]
+
+
+def _preacts(x, h0, w_ih, w_hh, b_ih=None, b_hh=None):
+    """Every step's relu pre-activation, in float64 (for keeping samples off the kink)."""
+    import numpy as np
+    h = h0.astype(np.float64)
+    pre = []
+    for t in range(x.shape[0]):
+        a = x[t].astype(np.float64) @ w_ih.T.astype(np.float64) + h @ w_hh.T.astype(np.float64)
+        if b_ih is not None:
+            a = a + b_ih + b_hh
+        pre.append(a)
+        h = np.maximum(a, 0)
+    return np.stack(pre)
+
+
+def _draw_relu(rng, dtype, margin=0.05, **kw):
+    import numpy as np
+    for _ in range(1000):
+        arrays = _draw(rng, dtype, **kw)
+        if np.abs(_preacts(*arrays)).min() >= margin:
+            return arrays
+    raise RuntimeError("rnn_relu sampler: no draw kept every pre-activation off 0")  # pragma: no cover
+
+
+def _samples_tanh(rng, dtype):
+    return [Sample(tuple(_draw(rng, dtype)), {"nonlinearity": "tanh"}, label="T4 N3 I2 H3"),
+            Sample(tuple(_draw(rng, dtype, T=1, N=2, I=3, H=2)), {"nonlinearity": "tanh"}, label="T1")]
+
+
+def _samples_relu(rng, dtype):
+    return [Sample(tuple(_draw_relu(rng, dtype)), {"nonlinearity": "relu"}, label="T4 N3 I2 H3")]
+
+
+def _torch_rnn(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+    """The same recurrence written with torch ops (a Python loop)."""
+    import torch
+    act = torch.tanh if nonlinearity == "tanh" else torch.relu
+    h, outs = h0, []
+    for t in range(x.shape[0]):
+        a = x[t] @ w_ih.T + h @ w_hh.T
+        if b_ih is not None:
+            a = a + b_ih + b_hh
+        h = act(a)
+        outs.append(h)
+    return torch.stack(outs), h
+
+
+def _rnn_vjp(cotangents, cache):
+    return rnn_backward(cotangents[0], cotangents[1], cache)
+
+
+register(OpSpec("rnn", from_pair(rnn_forward, _rnn_vjp, n_out=2), _samples_tanh, torch=_torch_rnn,
+                doc="Elman RNN, tanh: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)"))
+register(OpSpec("rnn_relu", from_pair(rnn_forward, _rnn_vjp, n_out=2), _samples_relu, torch=_torch_rnn,
+                doc="Elman RNN, relu: h_t = relu(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)"))
