@@ -40,8 +40,38 @@ def _verify(args) -> int:
     return 1 if failures else 0
 
 
+def _train_rnn(args) -> int:
+    """``--model rnn --task adding``: the adding problem with an Elman RNN (orthoref.sequence)."""
+    from .sequence import fit_adding
+
+    extra = [k for k in ("hidden", "data", "resume", "dtype", "backend", "batch_size", "epochs", "reg")
+             if getattr(args, k, None)]
+    if extra:
+        print(f"orthoref train: --model rnn takes --task, --T, --steps, --init, --lr, --optimizer, --seed, "
+              f"--out (got {', '.join('--' + k.replace('_', '-') for k in extra)})", file=sys.stderr)
+        return 2
+    kw = {k: getattr(args, k) for k in ("init", "lr", "optimizer", "seed", "steps", "out")
+          if getattr(args, k, None) is not None}
+    try:
+        res = fit_adding(T=args.T or 100, **kw)
+    except (ValueError, TypeError) as exc:
+        print(f"orthoref train: {exc}", file=sys.stderr)
+        return 2
+    reached = res["steps_to_target"]
+    print(f"done: adding problem T={res['T']}, init {res['init']}: final MSE {res['final_mse']:.4g}; "
+          f"MSE < 0.01 {'after ' + str(reached) + ' steps' if reached else 'not reached'} "
+          f"({res['seconds']:.1f} s)")
+    return 0
+
+
 def _train(args) -> int:
     from . import train
+
+    if args.model == "rnn" or args.task:
+        if args.model != "rnn" or args.task != "adding":
+            print("orthoref train: sequence tasks need --model rnn --task adding", file=sys.stderr)
+            return 2
+        return _train_rnn(args)
 
     given = {k: getattr(args, k) for k in ("model", "hidden", "init", "optimizer", "lr", "epochs",
                                            "batch_size", "seed", "dtype", "backend", "data", "out", "reg")
@@ -134,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a model; every epoch writes checkpoint.npz, metrics.csv and "
                                    "metrics.json to --out (atomically). Defaults train the MLP 64-512-256-10 "
                                    "on the bundled UCI digits with Adam.")
-    t.add_argument("--model", choices=["mlp", "cnn"], help="mlp (default) or cnn (8x8 or 28x28 images)")
+    t.add_argument("--model", choices=["mlp", "cnn", "rnn"],
+                   help="mlp (default), cnn (8x8 or 28x28 images), or rnn (with --task adding)")
+    t.add_argument("--task", choices=["adding"], help="sequence task for --model rnn: the adding problem")
+    t.add_argument("--T", type=int, help="sequence length of the task (default 100)")
+    t.add_argument("--steps", type=int, help="optimizer steps for --model rnn")
     t.add_argument("--hidden", help="MLP hidden widths, comma-separated (default 512,256)")
     t.add_argument("--init", help="weight initializer: orthogonal (default), default (PyTorch's), "
                                   "orthogonal_svd, delta_orthogonal, block_orthogonal (CNN), xavier_uniform, "

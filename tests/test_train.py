@@ -284,3 +284,13 @@ def test_muon_trains_and_stiefel_optimizer_needs_orthogonal_init(tmp_path, capsy
     assert res["history"][-1]["test_acc"] > 0.8
     assert cli.main(["train", "--optimizer", "cayley_sgd", "--init", "default", "--out", str(tmp_path / "c")]) == 2
     assert "orthogonal initializer" in capsys.readouterr().err
+
+
+def test_cli_train_rnn_adding(tmp_path, capsys):
+    assert cli.main(["train", "--model", "rnn", "--task", "adding", "--T", "8", "--steps", "20",
+                     "--init", "orthogonal", "--out", str(tmp_path)]) == 0
+    assert "adding problem T=8, init orthogonal" in capsys.readouterr().out
+    assert json.loads((tmp_path / "metrics.json").read_text())
+    assert cli.main(["train", "--task", "adding"]) == 2
+    assert cli.main(["train", "--model", "rnn", "--task", "adding", "--hidden", "8"]) == 2
+    assert cli.main(["train", "--model", "rnn", "--task", "adding", "--init", "bogus", "--steps", "1"]) == 2
