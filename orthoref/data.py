@@ -21,8 +21,7 @@ import numpy as np
 
 __all__ = [
     "DIGITS_SEARCH_PATHS", "digits_path", "load_digits",
-    "IDX_DTYPES", "load_idx", "write_idx", "load_idx_dir",
-]
+    "IDX_DTYPES", "load_idx", "write_idx", "load_idx_dir", "adding_problem", "copy_memory"]
 
 # ----------------------------------------------------------------------------------------------------
 # Bundled digits
@@ -367,3 +366,7 @@ def load_idx_dir(directory, dtype=np.float32, flatten=True):
         raise ValueError(f"image sizes differ: {paths['train_images']} has {train_x.shape[1:]}, "
                          f"{paths['test_images']} has {test_x.shape[1:]}")
     return (_scaled(train_x, dtype, flatten), train_y, _scaled(test_x, dtype, flatten), test_y)
+
+
+# The synthetic sequence tasks live in orthoref.tasks; they are part of the data API too.
+from .tasks import adding_problem, copy_memory  # noqa: E402

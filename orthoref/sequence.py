@@ -20,6 +20,9 @@ a model that has learned the task goes well below it; the usual "solved" thresho
                   update of the same optimizer (``RiemannianAdam`` with two parameter groups,
                   ``stiefel=True`` for ``W_hh`` and ``stiefel=False`` for the rest); tanh.
                   (``optimizer="sgd"`` uses ``RiemannianSGD`` the same way.)
+``"expm"``         orthogonal parametrization: ``W_hh = base · expm(A)``, ``A`` skew from the strict lower
+                  triangle of an unconstrained parameter trained by Adam/SGD through ``expm_skew_vjp``
+                  (PyTorch's ``orthogonal`` parametrization, matrix_exp map, trivialization); tanh.
 ================  ======================================================================================
 
 Training: mini-batches of ``batch_size`` fresh sequences per step (one host RNG from ``seed``), gradients
@@ -45,7 +48,7 @@ from .tasks import adding_baseline_mse, adding_problem
 
 __all__ = ["ADDING_INITS", "fit_adding", "adding_table", "format_adding_table", "DEFAULT_TABLE_STEPS"]
 
-ADDING_INITS = ("normal", "orthogonal", "identity", "parametrized")
+ADDING_INITS = ("normal", "orthogonal", "identity", "parametrized", "expm")
 OPTIMIZER_NAMES = ("adam", "sgd")
 EVAL_SIZE = 500
 CLIP_NORM = 1.0
@@ -100,11 +103,43 @@ def build_adding_model(hidden, init, seed, dtype):
             return normal(shape, std=1.0 / math.sqrt(shape[0]), rng=rng, dtype=dtype)
     elif init == "identity":
         hidden_init = "identity"
-    else:  # "orthogonal" and "parametrized" both start Haar orthogonal
+    else:  # "orthogonal", "parametrized" and "expm" all start Haar orthogonal
         hidden_init = "orthogonal"
     rnn = RNN(2, hidden, nonlinearity, hidden_init=hidden_init, rng=gen, dtype=dtype)
     head = Linear(hidden, 1, rng=gen, dtype=dtype)
     return rnn, head
+
+
+class _ExpmParametrization:
+    """``W_hh = base · expm(A)``, ``A = L − Lᵀ`` with ``L`` the strictly lower triangle of an unconstrained
+    parameter (PyTorch's ``orthogonal`` parametrization with ``orthogonal_map="matrix_exp"`` and
+    trivialization): ``base`` is the Haar-orthogonal initial ``W_hh`` and the parameter starts at zero. The
+    gradient reaches the parameter through ``expm_skew_vjp`` (the Fréchet derivative)."""
+
+    def __init__(self, rnn):
+        from .nn import Parameter
+        self.rnn = rnn
+        self.base = rnn.weight_hh_l0.data.copy()
+        self.raw = Parameter(np.zeros_like(self.base), name="weight_hh_raw")
+
+    def _skew(self):
+        low = np.tril(self.raw.data, -1)
+        return low - low.T
+
+    def apply(self):
+        """Write ``base · expm(A)`` into the RNN's ``W_hh`` (before each forward)."""
+        from .ortho import expm_skew
+        self.rnn.weight_hh_l0.data = self.base @ expm_skew(self._skew())
+
+    def pull_back(self):
+        """``raw.grad`` from ``W_hh.grad``: ``Q̄ = baseᵀ W̄``, ``Ā = expm_skew_vjp(A, Q̄)``, then the
+        adjoint of ``L ↦ L − Lᵀ`` restricted to the strict lower triangle."""
+        from .ortho import expm_skew_vjp
+        g = self.rnn.weight_hh_l0.grad
+        if g is None:
+            return
+        ga = expm_skew_vjp(self._skew(), self.base.T @ g)
+        self.raw.grad = np.tril(ga - ga.T, -1).astype(self.raw.data.dtype)
 
 
 def _predict(rnn, head, x):
@@ -116,8 +151,10 @@ def _params(rnn, head):
     return list(rnn.parameters()) + list(head.parameters())
 
 
-def _make_optimizer(rnn, head, init, optimizer, lr):
+def _make_optimizer(rnn, head, init, optimizer, lr, extra=()):
     params = _params(rnn, head)
+    if init == "expm":
+        params = [p for p in params if p is not rnn.weight_hh_l0] + list(extra)
     if init == "parametrized":
         rest = [p for p in params if p is not rnn.weight_hh_l0]
         groups = [{"params": [rnn.weight_hh_l0], "stiefel": True}, {"params": rest, "stiefel": False}]
@@ -163,8 +200,11 @@ def fit_adding(T=100, hidden=128, init="orthogonal", steps=2000, batch_size=50, 
 
     t0 = time.perf_counter()
     rnn, head = build_adding_model(hidden, init, seed, dt)
+    param = _ExpmParametrization(rnn) if init == "expm" else None
     params = _params(rnn, head)
-    opt = _make_optimizer(rnn, head, init, optimizer, lr)
+    opt = _make_optimizer(rnn, head, init, optimizer, lr, extra=[param.raw] if param else ())
+    if param is not None:
+        params = [p for p in params if p is not rnn.weight_hh_l0] + [param.raw]
     data_rng = np.random.default_rng([seed, 2])
     x_eval, y_eval = adding_problem(EVAL_SIZE, T, rng=seed + 1, dtype=dt)
 
@@ -172,6 +212,8 @@ def fit_adding(T=100, hidden=128, init="orthogonal", steps=2000, batch_size=50, 
 
     def evaluate(step):
         nonlocal steps_to_target
+        if param is not None:
+            param.apply()
         loss, _ = mse(_predict(rnn, head, x_eval), y_eval)
         value = float(to_numpy(loss))
         history.append((step, value))
@@ -186,11 +228,16 @@ def fit_adding(T=100, hidden=128, init="orthogonal", steps=2000, batch_size=50, 
     for step in range(1, steps + 1):
         x, y = adding_problem(batch_size, T, rng=data_rng, dtype=dt)
         opt.zero_grad()
+        rnn.weight_hh_l0.grad = None
+        if param is not None:
+            param.apply()
         out_seq = rnn.forward(x)
         pred = head.forward(out_seq[-1])
         _, dpred = mse(pred, y)
         grad_out[-1] = head.backward(dpred, input_grad=True)
         rnn.backward(grad_out, input_grad=False)
+        if param is not None:
+            param.pull_back()
         norm = _clip_global_norm(params, CLIP_NORM)
         if not math.isfinite(norm):
             if log is not None:
