@@ -1,6 +1,8 @@
 """``orthoref`` command line: ``train`` (the main job: train a model on the bundled digits or an IDX
-directory), ``verify`` (gradient checks and PyTorch conformance of every registered op) and ``bench``
-(side-by-side train-step timings against PyTorch CPU)."""
+directory), ``verify`` (gradient checks and PyTorch conformance of every registered op), ``oracle``
+(golden fixtures; conformance with PyTorch, JAX, CuPy or fixtures), ``analyze`` and ``compress`` (spectra
+and low-rank compression of a checkpoint) and ``bench`` (side-by-side timings
+against PyTorch CPU)."""
 from __future__ import annotations
 
 import argparse
@@ -145,11 +147,105 @@ def _bench(args) -> int:
     if unknown:
         print(f"orthoref bench: unknown case(s) {unknown}; choose from {sorted(bench.CASES)}", file=sys.stderr)
         return 2
-    res = bench.run(cases, threads=args.threads, repeat=args.repeat, number=args.number)
+    command = ("orthoref bench --vs torch" + (f" --cases {args.cases}" if args.cases else "")
+               + (f" --threads {args.threads}" if args.threads else "")
+               + f" --repeat {args.repeat} --number {args.number}")
+    res = bench.run(cases, threads=args.threads, repeat=args.repeat, number=args.number, command=command)
     print(bench.format_results(res))
     if args.json:
         bench.write_json(res, args.json)
         print(f"wrote {args.json}")
+    return 0
+
+
+def _dtypes(text):
+    dtypes = tuple(d.strip() for d in text.split(",") if d.strip())
+    bad = [d for d in dtypes if d not in ("float64", "float32")]
+    if bad or not dtypes:
+        raise ValueError(f"--dtype takes float64 and/or float32, comma-separated; got {text!r}")
+    return dtypes
+
+
+def _oracle_export(args) -> int:
+    from .oracle.fixtures import export
+
+    try:
+        manifest = export(args.dir, ops=args.ops, dtypes=_dtypes(args.dtype))
+    except ValueError as exc:
+        print(f"orthoref oracle export: {exc}", file=sys.stderr)
+        return 2
+    fixtures = manifest["fixtures"]
+    print(f"wrote {len(fixtures)} fixtures of {len({f['op'] for f in fixtures})} ops and "
+          f"{args.dir}/manifest.json (schema {manifest['schema']})")
+    return 0
+
+
+def _oracle_check(args) -> int:
+    import json
+
+    from .oracle.check import RUNNERS, check, format_rows, summary
+
+    against = args.against or ("cupy" if args.backend == "cupy" else None)
+    if against is None:
+        print("orthoref oracle check: give --against torch|jax|DIR or --backend cupy", file=sys.stderr)
+        return 2
+    if args.backend == "cupy" and args.against not in (None, "cupy"):
+        print("orthoref oracle check: --backend cupy compares CuPy with NumPy; drop --against", file=sys.stderr)
+        return 2
+    try:
+        dtypes = _dtypes(args.dtype) if args.dtype else (None if against not in RUNNERS else ("float64",))
+        rows = list(check(against, ops=args.ops, dtypes=dtypes))
+    except (ValueError, ImportError, RuntimeError) as exc:
+        print(f"orthoref oracle check: {exc}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"orthoref oracle check: nothing to check (ops {args.ops!r}, dtype {args.dtype or 'any'})",
+              file=sys.stderr)
+        return 2
+    print(format_rows(rows, against))
+    s = summary(rows)
+    print(f"{s['checked'] - s['failed']} passed, {s['failed']} failed, {s['skipped']} skipped (no twin); "
+          f"{s['ops']} ops, worst relative error {s['worst_rel_error']:.1e}")
+    if args.json:
+        data = {"against": against, "summary": s,
+                "rows": [dict(op=n, sample=lbl, **({"skipped": True} if r is None else r.to_dict()))
+                         for n, lbl, r in rows]}
+        with open(args.json, "w") as f:
+            json.dump(data, f, indent=1)
+    return 1 if s["failed"] else 0
+
+
+def _analyze(args) -> int:
+    import os
+
+    from .analysis import analyze_checkpoint, format_layer_table
+
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "analysis")
+    try:
+        rows = analyze_checkpoint(args.checkpoint, out, figures=False if args.no_figures else "auto",
+                                  jacobian_examples=args.jacobian_examples)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        print(f"orthoref analyze: {exc}", file=sys.stderr)
+        return 2
+    print(format_layer_table(rows))
+    print(f"wrote {', '.join(sorted(f for f in os.listdir(out) if not f.startswith('.')))} to {out}")
+    return 0
+
+
+def _compress(args) -> int:
+    import os
+
+    from .compress import compress_checkpoint, format_compress_report
+
+    tag = f"energy{args.energy:g}" if args.energy is not None else f"rank{args.rank}"
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"compressed-{tag}")
+    try:
+        report = compress_checkpoint(args.checkpoint, out, energy=args.energy, rank=args.rank)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"orthoref compress: {exc}", file=sys.stderr)
+        return 2
+    print(format_compress_report(report))
+    print(f"wrote {report['path']} (orthoref.compress.load_compressed) and {os.path.join(out, 'compress.json')}")
     return 0
 
 
@@ -206,6 +302,27 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0, help="seed of samples, cotangents and directions")
     v.set_defaults(func=_verify)
 
+    o = sub.add_parser("oracle", help="golden fixtures and conformance of every registered op with "
+                                      "PyTorch, JAX, CuPy or someone else's fixtures")
+    osub = o.add_subparsers(dest="oracle_command", required=True)
+    oe = osub.add_parser("export", help="write .npz fixtures (inputs, kwargs, outputs, cotangent, gradients) "
+                                        "and manifest.json for every registered op")
+    oe.add_argument("dir", help="output directory")
+    oe.add_argument("--ops", default="*", help="comma-separated glob patterns of op names (default: all)")
+    oe.add_argument("--dtype", default="float64,float32", help="input dtypes, comma-separated "
+                                                               "(default float64,float32)")
+    oe.set_defaults(func=_oracle_export)
+    oc = osub.add_parser("check", help="compare every registered op with another framework or fixtures; "
+                                       "exit 1 on any failure")
+    oc.add_argument("--against", help="torch, jax, or a fixture directory (e.g. data/golden)")
+    oc.add_argument("--backend", choices=["numpy", "cupy"], help="cupy: orthoref on the GPU against NumPy "
+                                                                 "float64")
+    oc.add_argument("--ops", default="*", help="comma-separated glob patterns of op names (default: all)")
+    oc.add_argument("--dtype", help="input dtypes, comma-separated (default float64; a fixture directory: "
+                                    "all it holds)")
+    oc.add_argument("--json", default="", help="also write the rows to this JSON file")
+    oc.set_defaults(func=_oracle_check)
+
     c = sub.add_parser("compare-projections", help="time and accuracy of every orthogonalization method on "
                                                    "one input")
     c.add_argument("--n", type=int, default=256, help="matrix size n (n x n input)")
@@ -217,10 +334,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print ‖QᵀQ − I‖ of CGS, MGS, CGS2 and QR against the condition number")
     c.set_defaults(func=_compare_projections)
 
-    b = sub.add_parser("bench", help="time train steps against PyTorch CPU in one process")
+    a = sub.add_parser("analyze", help="spectra, ranks, orthogonality, filter angles and Jacobian spectrum of "
+                                       "a checkpoint's weights",
+                       description="Analyse a checkpoint of orthoref train: writes layers.md and layers.json "
+                                   "(per weight: σ_max, σ_min, condition number, stable and effective rank, "
+                                   "‖G − I‖_F/√k) and, with matplotlib, spectra.png, filter_angles.png and "
+                                   "jacobian.png.")
+    a.add_argument("checkpoint", help="a checkpoint.npz written by orthoref train")
+    a.add_argument("--out", help="output directory (default: analysis/ beside the checkpoint)")
+    a.add_argument("--no-figures", action="store_true", help="write only layers.md and layers.json")
+    a.add_argument("--jacobian-examples", type=int, default=64,
+                   help="test examples for the input-output Jacobian spectrum (default 64; 0 skips it)")
+    a.set_defaults(func=_analyze)
+
+    z = sub.add_parser("compress", help="low-rank (truncated SVD) compression of a checkpoint's Linear and "
+                                        "Conv2d layers",
+                       description="Replace each Linear by two thin ones and each Conv2d by a kh×kw conv to r "
+                                   "channels and a 1×1 conv, from the truncated SVD of W.reshape(out, -1); a "
+                                   "layer is kept when that saves no parameters. Prints parameters and test "
+                                   "accuracy before/after; writes compressed.npz (load it with "
+                                   "orthoref.compress.load_compressed) and compress.json.")
+    z.add_argument("checkpoint", help="a checkpoint.npz written by orthoref train")
+    how = z.add_mutually_exclusive_group(required=True)
+    how.add_argument("--energy", type=float, help="per layer, the smallest rank keeping this fraction of "
+                                                  "‖W‖²_F (0 < energy <= 1)")
+    how.add_argument("--rank", type=int, help="the same rank for every layer (capped at its full rank)")
+    z.add_argument("--out", help="output directory (default: compressed-energyE / compressed-rankR beside the "
+                                 "checkpoint)")
+    z.set_defaults(func=_compress)
+
+    b = sub.add_parser("bench", help="time train steps and orthogonality ops against PyTorch CPU in one "
+                                     "process, with the fraction of the measured GEMM peak")
     b.add_argument("--vs", default="torch", help="the framework to compare with (torch)")
     b.add_argument("--cases", default="", help="comma-separated cases (default: all but the slow "
-                                               "init_orthogonal_4096); 'all' for every case")
+                                               "newton_schulz_1024, polar_1024, init_orthogonal_4096); "
+                                               "'all' for every case")
     b.add_argument("--threads", type=int, default=None, help="threads for both sides (default: all cores)")
     b.add_argument("--repeat", type=int, default=30, help="timed rounds (median reported)")
     b.add_argument("--number", type=int, default=10, help="steps per round")

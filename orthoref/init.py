@@ -571,7 +571,7 @@ def calculate_gain(nonlinearity, param=None):
     sigmoid             1
     tanh                5/3
     relu                √2
-    leaky_relu          √(2 / (1 + slope²)), slope = param or 0.01
+    leaky_relu          √(2 / (1 + slope²)), slope = param (0.01 when param is None)
     selu                3/4
     ==================  =======================================
 

@@ -89,6 +89,12 @@ def _use_rows(M, gram):
     return gram == "rows"
 
 
+def _dot(xp, a, b):
+    """``Σ a ⊙ b`` over all elements (``vdot`` without its conjugation, so the penalties stay analytic for
+    the complex-step check; the same BLAS dot for real arrays)."""
+    return xp.dot(a.ravel(), b.ravel())
+
+
 def _gram(M, rows):
     """The Gram matrix (``M Mᵀ`` or ``Mᵀ M``): one GEMM. NumPy recognises ``A @ A.T`` and calls ``syrk``,
     computing one triangle and mirroring it, so ``G`` is exactly symmetric."""
@@ -152,7 +158,7 @@ def soft_orthogonality(W, weight=1.0, gram="auto"):
     M = _matrix(W)
     rows = _use_rows(M, gram)
     N = _minus_identity(_gram(M, rows))
-    value = weight * xp.vdot(N, N)
+    value = weight * _dot(xp, N, N)
     grad = _pull_back(N, M, rows, 4.0 * weight)
     return _value(xp, value, W.dtype), grad.reshape(W.shape)
 
@@ -187,7 +193,7 @@ def double_soft_orthogonality(W, weight=1.0):
     M = _matrix(W)
     rows = _use_rows(M, "auto")
     N = _minus_identity(_gram(M, rows))
-    value = weight * (2 * xp.vdot(N, N) + abs(M.shape[0] - M.shape[1]))
+    value = weight * (2 * _dot(xp, N, N) + abs(M.shape[0] - M.shape[1]))
     grad = _pull_back(N, M, rows, 8.0 * weight)
     return _value(xp, value, W.dtype), grad.reshape(W.shape)
 
@@ -223,7 +229,7 @@ def off_diagonal(W, weight=1.0):
     O = _gram(M, True)
     d = xp.arange(O.shape[0])
     O[d, d] = 0
-    value = weight * xp.vdot(O, O)
+    value = weight * _dot(xp, O, O)
     grad = _pull_back(O, M, True, 4.0 * weight)
     return _value(xp, value, W.dtype), grad.reshape(W.shape)
 
@@ -258,7 +264,7 @@ def kernel_slice_orthogonality(W, weight=1e-4):
     O = W @ W.swapaxes(-1, -2)                                      # (N, C, H, H)
     H = W.shape[2]
     O[..., xp.arange(H), xp.arange(H)] = 0
-    value = weight * xp.vdot(O, O)
+    value = weight * _dot(xp, O, O)
     grad = O @ W
     grad *= 4.0 * weight
     return _value(xp, value, W.dtype), grad
@@ -366,20 +372,20 @@ def _srip_power(xp, W, M, rows, n_iter, v0, weight):
     us, rs = [v0], []
     for _ in range(n_iter):
         w = nmul(us[-1])
-        r = xp.sqrt(xp.vdot(w, w))
-        if float(r) == 0.0:                         # N v = 0: σ̂ = 0 (VITA's code gives 0/0 = NaN)
+        r = xp.sqrt(_dot(xp, w, w))
+        if bool(r == 0):                            # N v = 0: σ̂ = 0 (VITA's code gives 0/0 = NaN)
             return _value(xp, 0.0, W.dtype), xp.zeros_like(W)
         rs.append(r)
         us.append(w / r)
     z = nmul(us[-1])
-    value = weight * xp.vdot(z, z)
+    value = weight * _dot(xp, z, z)
     # Reverse pass: N̄ = Σ a bᵀ (outer products); ū_t = N w̄ (N symmetric).
     zbar = (2.0 * weight) * z
     A, B = [zbar], [us[-1]]
     ubar = nmul(zbar)
     for t in range(n_iter, 0, -1):
         u, r = us[t], rs[t - 1]
-        wbar = (ubar - u * xp.vdot(u, ubar)) / r
+        wbar = (ubar - u * _dot(xp, u, ubar)) / r
         A.append(wbar)
         B.append(us[t - 1])
         if t > 1:
@@ -444,7 +450,7 @@ def srip(W, weight=1.0, n_iter=1, rng=None, v0=None, method="power", gram="auto"
     ``∂R/∂M = 4 λ μ u (uᵀ M)`` (rows) or ``4 λ μ (M u) uᵀ`` (cols). At a repeated top eigenvalue (or
     ``|μ_min| = |μ_max|``) ``σ`` is not differentiable: ``u`` is whichever eigenvector LAPACK returns
     (ties between ``|μ_min|`` and ``|μ_max|`` go to ``μ_max``), one subgradient, not continuous in ``W``.
-    ``n_iter``, ``rng`` and ``v0`` are not used by ``"exact"``.
+    ``n_iter``, ``rng`` and ``v0`` are not used by ``"exact"`` (a ``v0`` given is still checked).
 
     Other public code: the Keras version of the same repository (``ResNet/resnet_cifar_new.py``) flattens
     ``(kh, kw, in, out)`` to ``(kh·kw·in, out)``, uses ``WᵀW`` (always the out x out Gram), returns the
@@ -483,11 +489,13 @@ def srip(W, weight=1.0, n_iter=1, rng=None, v0=None, method="power", gram="auto"
         raise ValueError(f"{who}: method must be 'power' or 'exact', got {method!r}")
     M = _matrix(W)
     rows = _use_rows(M, gram)
+    k = M.shape[0] if rows else M.shape[1]
     if method == "exact":
+        if v0 is not None:                      # unused, but checked: a bad v0 is a bug at the call site
+            _v0_vector(xp, v0, k, W.dtype, rng, who)
         return _srip_exact(xp, W, M, rows, weight)
     if isinstance(n_iter, (bool, np.bool_)) or not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
         raise ValueError(f"{who}: n_iter must be an int >= 1, got {n_iter!r}")
-    k = M.shape[0] if rows else M.shape[1]
     v = _v0_vector(xp, v0, k, W.dtype, rng, who)
     return _srip_power(xp, W, M, rows, int(n_iter), v, weight)
 
@@ -582,7 +590,7 @@ def self_orthogonality(Y, lam1=100.0, lam2=1.0, gamma=10.0, eps=1e-8):
     T = Zh.T @ Zh
     diag = xp.diagonal(T)
     S = T.sum() - diag.sum()
-    Q = xp.vdot(T, T) - xp.vdot(diag, diag)
+    Q = _dot(xp, T, T) - _dot(xp, diag, diag)
     value = lam1 * S * S + lam2 * Q
     # Θ̄ (symmetric), then Ẑ̄ = 2 Ẑ Θ̄ with Ẑ(11ᵀ - I) = (Ẑ1)1ᵀ - Ẑ.
     Toff = T.copy()
@@ -654,14 +662,14 @@ def conv_orthogonality(K, weight=1.0, stride=1, padding=None, squared=True):
     O, h, w = D.shape[0], D.shape[2], D.shape[3]
     ar = xp.arange(O)
     D[ar, ar, h // 2, w // 2] -= 1
-    sq = xp.vdot(D, D)
+    sq = _dot(xp, D, D)
     if squared:
         value = weight * sq
         D *= 2.0 * weight
     else:
         nrm = xp.sqrt(sq)
         value = weight * nrm
-        D *= (weight / nrm) if float(nrm) > 0 else 0.0
+        D *= (weight / nrm) if bool(nrm != 0) else 0.0
     dx, dw, _ = conv2d_backward(D, cache)
     dw += dx                                # K is both the input and the filter bank
     return _value(xp, value, K.dtype), dw
@@ -936,25 +944,28 @@ def _torch_ocnn(K, weight=1.0, stride=1, padding=None, squared=True):
 
 
 register(OpSpec("soft_orthogonality", from_loss(soft_orthogonality), _so_samples, torch=_torch_so,
-                kind="loss", rtol=1e-8, doc="λ‖G − I‖²_F, Bansal et al. 2018 (SO)"))
+                kind="loss", rtol=1e-8, doc="λ‖G − I‖²_F, Bansal et al. 2018 (SO)", complex_step=True))
 register(OpSpec("double_soft_orthogonality", from_loss(double_soft_orthogonality), _plain_samples,
-                torch=_torch_dso, kind="loss", rtol=1e-8, doc="λ(‖MᵀM − I‖² + ‖MMᵀ − I‖²) (DSO)"))
+                torch=_torch_dso, kind="loss", rtol=1e-8, doc="λ(‖MᵀM − I‖² + ‖MMᵀ − I‖²) (DSO)",
+                complex_step=True))
 register(OpSpec("mutual_coherence", from_loss(mutual_coherence), _mc_samples, torch=_torch_mc,
                 kind="loss", rtol=1e-8, doc="λ max |G − I| (MC), subgradient at the arg-max"))
 register(OpSpec("srip", from_loss(srip), _srip_samples("power"), torch=_torch_srip, kind="loss",
-                rtol=1e-8, doc="λ‖N v‖², unrolled power iteration of the VITA-Group code (SRIP)"))
+                rtol=1e-8,
+                doc="λ‖N v‖², unrolled power iteration of the VITA-Group code (SRIP)", complex_step=True))
 register(OpSpec("srip_exact", from_loss(srip), _srip_samples("exact"), torch=_torch_srip, kind="loss",
                 rtol=1e-8, doc="λ σ_max(G − I)² from eigh (SRIP, exact)"))
 register(OpSpec("off_diagonal", from_loss(off_diagonal), _plain_samples, torch=_torch_off_diagonal,
-                kind="loss", rtol=1e-8, doc="λ‖MMᵀ ⊙ (1 − I)‖², BigGAN (exact gradient, 2x BigGAN's)"))
+                kind="loss", rtol=1e-8,
+                doc="λ‖MMᵀ ⊙ (1 − I)‖², BigGAN (exact gradient, 2x BigGAN's)", complex_step=True))
 register(OpSpec("l1_orthogonality", from_loss(l1_orthogonality), _l1_samples, torch=_torch_l1,
                 kind="loss", rtol=1e-8, doc="λ Σ|G − I|, Brock et al. 2017"))
 register(OpSpec("kernel_slice_orthogonality", from_loss(kernel_slice_orthogonality), _kernel_slice_samples,
                 torch=_torch_kernel_slice, kind="loss", rtol=1e-8,
-                doc="β Σ_{n,c} ‖W[n,c] W[n,c]ᵀ ⊙ (1 − I)‖², per kernel slice"))
+                doc="β Σ_{n,c} ‖W[n,c] W[n,c]ᵀ ⊙ (1 − I)‖², per kernel slice", complex_step=True))
 register(OpSpec("self_orthogonality", from_loss(self_orthogonality), _som_samples, torch=_torch_som,
-                kind="loss", rtol=1e-8, doc="SOM on a layer output (Zhang et al. 2020)"))
+                kind="loss", rtol=1e-8, doc="SOM on a layer output (Zhang et al. 2020)", complex_step=True))
 register(OpSpec("conv_orthogonality", from_loss(conv_orthogonality), _ocnn_samples, torch=_torch_ocnn,
-                kind="loss", rtol=1e-8, doc="‖conv2d(K, K) − T‖², OCNN (Wang et al. 2020)"))
+                kind="loss", rtol=1e-8, doc="‖conv2d(K, K) − T‖², OCNN (Wang et al. 2020)", complex_step=True))
 register(OpSpec("spectral_penalty", from_loss(spectral_penalty), _spectral_samples, torch=_torch_spectral,
                 kind="loss", rtol=1e-8, doc="(λ/2) σ_max(M)², Yoshida & Miyato 2017"))

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from ._checks import all_finite
+from ._checks import NonFiniteError, all_finite
 from .backend import asarray, get_array_module, to_numpy, using
 from .data import load_digits, load_idx_dir
 from .models import mlp, small_cnn
@@ -421,14 +421,24 @@ def _all_finite(a) -> bool:
     return all_finite(get_array_module(a), a)
 
 
-def _check_output(model, logits, epoch, step):
-    """Divergence in the forward pass: name the first parameter holding NaN/Inf, if any."""
-    if _all_finite(logits):
-        return
+def _forward(model, xb, epoch, step):
+    """``model.forward(xb)``, with divergence in the forward pass (an op refusing a NaN/Inf parameter or
+    activation, or NaN/Inf logits) reported as a DivergenceError naming the first parameter holding NaN/Inf,
+    if any."""
+    try:
+        logits = model.forward(xb)
+    except NonFiniteError as exc:
+        _diverged(model, epoch, step, exc)
+    if not _all_finite(logits):
+        _diverged(model, epoch, step, None)
+    return logits
+
+
+def _diverged(model, epoch, step, cause):
     where = next((name for name, p in model.named_parameters() if not _all_finite(p.data)), None)
     culprit = f"parameter {where!r} holds NaN/Inf" if where else "no parameter holds NaN/Inf (overflow)"
     raise DivergenceError(f"model output has NaN/Inf at epoch {epoch}, step {step}: {culprit}; training "
-                          f"stopped, the last good checkpoint is kept")
+                          f"stopped, the last good checkpoint is kept") from cause
 
 
 def _check_grads(model, loss, epoch, step):
@@ -524,8 +534,7 @@ def fit(config: TrainConfig = None, resume: str = None, log=print, overwrite=Fal
             for step in range(steps):
                 idx = order[step * config.batch_size:(step + 1) * config.batch_size]
                 xb, yb = asarray(X_tr[idx]), asarray(y_tr[idx])
-                logits = model.forward(xb)
-                _check_output(model, logits, epoch, step + 1)
+                logits = _forward(model, xb, epoch, step + 1)
                 loss, dlogits = cross_entropy(logits, yb)
                 loss = float(loss)
                 optimizer.zero_grad()

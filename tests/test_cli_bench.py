@@ -1,4 +1,5 @@
 """The console commands and the benchmarks: they run, print what they promise, and exit as they should."""
+import functools
 import importlib.util
 import json
 import pathlib
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from orthoref import bench, cli
-from orthoref.oracle.registry import OpSpec, Sample, _REGISTRY
+from orthoref.oracle.registry import _REGISTRY, OpSpec, Sample
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -35,20 +36,52 @@ def test_verify_unknown_pattern(capsys):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "orthoref.cli", "--version"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "orthoref.cli", "--version"], capture_output=True, text=True,
+                         check=False)
     assert out.returncode == 0 and "orthoref" in out.stdout
 
 
-def test_bench_runs_and_writes_json(tmp_path, capsys):
+def test_bench_runs_and_writes_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "run", functools.partial(bench.run, gemm_n=256, warmup=0))   # quick
     path = tmp_path / "bench.json"
     assert cli.main(["bench", "--repeat", "1", "--number", "1", "--threads", "1", "--json", str(path)]) == 0
     res = json.loads(path.read_text())
     assert set(res["results"]) == {n for n, c in bench.CASES.items() if not c.get("slow")}
-    for row in res["results"].values():
+    assert {"conv2d_fwd_bwd", "qr_1024", "cayley_512", "expm_512"} <= set(res["results"])
+    for key in ("date", "platform", "cpu", "cpu_count", "numpy", "blas", "gemm_gflops"):
+        assert key in res, key
+    assert res["threads"] == 1
+    assert set(res["gemm_peak_gflops"]) == {"float32", "float64"}
+    assert all(v > 0 for v in res["gemm_peak_gflops"].values())
+    for name, row in res["results"].items():
         assert row["orthoref_s"] > 0
+        assert row["flops"] == bench.CASES[name]["flops"]() > 0 and row["flops_formula"]
+        assert row["target"] == bench.CASES[name].get("target")
+        peak = res["gemm_peak_gflops"][row["dtype"]]
+        assert row["gflops"]["orthoref"] == pytest.approx(row["flops"] / row["orthoref_s"] / 1e9)
+        assert row["fraction_of_peak"]["orthoref"] == pytest.approx(row["gflops"]["orthoref"] / peak)
         if "torch" in res:
             assert row["ratio"] == pytest.approx(row["orthoref_s"] / row["torch_s"])
-    assert "ratio" in capsys.readouterr().out
+            assert row["fraction_of_peak"]["torch"] == pytest.approx(row["flops"] / row["torch_s"] / 1e9 / peak)
+            assert row["target_met"] == (None if row["target"] is None else row["ratio"] <= row["target"])
+    out = capsys.readouterr().out
+    assert "ratio" in out and "%peak ours" in out and "GEMM peak" in out
+
+
+def test_bench_without_torch_side():
+    res = bench.run(["cayley_512"], threads=1, repeat=1, number=1, warmup=0, vs_torch=False, gemm_n=64)
+    row = res["results"]["cayley_512"]
+    assert "ratio" not in row and "torch" not in row["gflops"] and "torch" not in res["gemm_gflops"]
+    assert "cayley_512" in bench.format_results(res)
+
+
+def test_flop_formulas():
+    assert bench.CASES["mlp_train_step"]["flops"]() == 2 * 128 * (3 * (784 * 512 + 512 * 256 + 256 * 10)
+                                                                  - 784 * 512)
+    convs = [28 * 28 * 32 * 1 * 9, 14 * 14 * 64 * 32 * 9]
+    assert bench.CASES["cnn_train_step"]["flops"]() == 2 * 64 * (3 * (sum(convs) + 3136 * 10) - convs[0])
+    assert bench._expm_flops(512) == 8 * 2 * 512 ** 3 + 8 * 512 ** 3 // 3          # s = 2 squarings
+    assert all(c["dtype"] in ("float32", "float64") for c in bench.CASES.values())
 
 
 def test_bench_rejects_unknown_case(capsys):
@@ -144,3 +177,21 @@ def test_every_asv_module_imports_and_declares_params():
             if params:
                 groups = params if isinstance(params[0], (list, tuple)) else (params,)
                 assert len(groups) == len(names), f"{path.name}:{c.__name__} params/param_names mismatch"
+
+
+def test_new_bench_cases_agree_with_torch():
+    """Small versions of the conv, QR, Cayley and expm cases compute what their PyTorch twins compute."""
+    pytest.importorskip("torch")
+    ours, theirs = bench._conv_case(3, 4, 5, 6, 3, 1)(np.random.default_rng(0), "numpy")
+    for a, b, what in zip(ours(), theirs(), ("y", "dx", "dw", "db")):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=what)
+    ours, theirs = bench._qr_case(32)(np.random.default_rng(0), "numpy")
+    q = ours()
+    np.testing.assert_allclose(q, theirs().numpy(), atol=1e-4)
+    np.testing.assert_allclose(q.T @ q, np.eye(32), atol=1e-5)
+    for name in ("cayley", "expm"):
+        ours, theirs = bench._skew_map_case(name, 24)(np.random.default_rng(0), "numpy")
+        q = ours()
+        assert q.dtype == np.float32, name
+        np.testing.assert_allclose(q, theirs().numpy(), atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(q.T @ q, np.eye(24), atol=1e-4, err_msg=name)

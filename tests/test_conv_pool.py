@@ -299,12 +299,11 @@ def test_max_pool_tie_rule_agrees_with_torch():
     assert np.array_equal(max_pool2d_backward(dy, cache), tx.grad.numpy())
 
 
-def test_max_pool_nan_propagates_like_torch():
-    x = np.array([[[[1.0, np.nan, 2.0, 0.5], [0.0, 3.0, 1.0, 4.0]]]])
-    y, cache = max_pool2d_forward(x, 2)
-    assert np.isnan(y[0, 0, 0, 0]) and y[0, 0, 0, 1] == 4.0
-    dx = max_pool2d_backward(np.ones_like(y), cache)
-    assert np.isfinite(dx).all() and dx.sum() == 2.0 and dx[0, 0, 1, 3] == 1.0
+def test_max_pool_refuses_nan_and_inf():
+    for bad in (np.nan, np.inf, -np.inf):                 # PyTorch propagates a NaN; the oracle refuses it
+        x = np.array([[[[1.0, bad, 2.0, 0.5], [0.0, 3.0, 1.0, 4.0]]]])
+        with pytest.raises(ValueError, match="max_pool2d: x must be finite"):
+            max_pool2d_forward(x, 2)
 
 
 def test_max_pool_padding_is_minus_infinity():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import check_ndim
 from ..backend import host_rng
 from ..oracle.registry import OpSpec, from_layer, register
 from ..ops.conv import _conv_geometry, _conv_padding, _pair, conv2d_backward, conv2d_forward
@@ -53,7 +54,7 @@ class Conv2d(Module):
         self.dilation = _pair(dilation, "dilation", who)
         _conv_padding(padding, self.kernel_size, self.stride, self.dilation, who)     # validates
         self.padding = padding if isinstance(padding, str) else _pair(padding, "padding", who, minimum=0)
-        dt = _float_dtype(dtype)
+        dt = _float_dtype(dtype, f"{who}: dtype")
         gen = host_rng(rng)
         fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
@@ -200,6 +201,7 @@ class Flatten(Module):
 # Registry: the layers on the ops' samples.
 
 def _build_conv(w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
+    check_ndim("nn.Conv2d", "weight", w, (4,))
     layer = Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride, padding, dilation, groups,
                    bias=b is not None, dtype=w.dtype, rng=0)
     layer.weight.data = w

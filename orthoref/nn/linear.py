@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from .._checks import check_ndim
 from ..backend import get_backend, host_rng
 from ..oracle.registry import OpSpec, from_layer, register
 from ..ops.linear import linear_backward, linear_forward, _samples, _torch_linear
@@ -47,7 +48,7 @@ class Linear(Module):
             raise ValueError(f"Linear: in_features and out_features must be positive, got "
                              f"{in_features}, {out_features}")
         self.in_features, self.out_features = int(in_features), int(out_features)
-        dt = _float_dtype(dtype)
+        dt = _float_dtype(dtype, "Linear: dtype")
         gen = host_rng(rng)
         self.weight = Parameter(init_weight(weight_init, (out_features, in_features), in_features, gen, dt,
                                             "Linear"))
@@ -72,6 +73,7 @@ class Linear(Module):
 
 
 def _build_linear(w, b, **kw):
+    check_ndim("nn.Linear", "weight", w, (2,))
     layer = Linear(w.shape[1], w.shape[0], dtype=w.dtype, rng=0)
     layer.weight.data, layer.bias.data = w, b
     return layer, [layer.weight, layer.bias]

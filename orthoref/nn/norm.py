@@ -29,7 +29,7 @@ class _BatchNorm(Module):
         if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)):
             raise TypeError(f"{name}: momentum must be a real number or None (cumulative average), "
                             f"got {momentum!r}")
-        dt = _float_dtype(dtype)
+        dt = _float_dtype(dtype, f"{name}: dtype")
         xp = get_backend()
         self.num_features = int(num_features)
         self.eps = float(eps)
@@ -72,16 +72,16 @@ class _BatchNorm(Module):
             raise ValueError(f"{name}: expected more than 1 value per channel when training, "
                              f"got input shape {tuple(x.shape)}")
         factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked += 1
-            if self.momentum is None:                        # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked)
         update = self.training and self.track_running_stats
+        if update and self.momentum is None:                 # cumulative moving average
+            factor = 1.0 / float(self.num_batches_tracked + 1)
         y, self._cache = batch_norm_forward(
             x, None if self.weight is None else self.weight.data, None if self.bias is None else self.bias.data,
             self.running_mean if (update or not bn_training) else None,
             self.running_var if (update or not bn_training) else None,
             bn_training, factor, self.eps)
+        if update:                                           # counted once the op accepted the batch
+            self.num_batches_tracked += 1
         return y
 
     def backward(self, grad_out, input_grad=True):

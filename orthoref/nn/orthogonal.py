@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import check_finite, check_floats, check_ndim
 from ..backend import host_rng
 from ..oracle.registry import OpSpec, Sample, from_layer, register
 from ..ops.conv import _conv_geometry, _conv_padding, _pair, conv2d_backward, conv2d_forward
@@ -98,7 +99,7 @@ class _OrthogonalWeight(Module):
             if not eps >= 0:
                 raise ValueError(f"{who}: eps must be >= 0, got {eps!r}")
         self.steps, self.coefficients, self.eps = steps, coefficients, eps
-        dt = _float_dtype(dtype)
+        dt = _float_dtype(dtype, f"{who}: dtype")
         gen = host_rng(rng)
         self._shape = (out, m)
         n = max(out, m)
@@ -134,8 +135,23 @@ class _OrthogonalWeight(Module):
     def _ns_kw(self):
         return dict(steps=self.steps, coefficients=self.coefficients, eps=self.eps)
 
+    def _check_state(self, raw):
+        """``raw`` and ``base`` as the constructor made them: float arrays of shapes ``(out, m)`` and
+        ``(n, n)``, finite (assigning ``.data`` or ``base`` bypasses the constructor)."""
+        who = type(self).__name__
+        check_floats(who, ("raw", raw), ("base", self.base), finite=False)
+        if tuple(raw.shape) != self._shape:
+            raise ValueError(f"{who}: raw must have shape {self._shape}, got {tuple(raw.shape)}")
+        n = max(self._shape)
+        if self.base is not None and tuple(self.base.shape) != (n, n):
+            raise ValueError(f"{who}: base must have shape ({n}, {n}), got {tuple(self.base.shape)}")
+        check_finite(who, "raw", raw)
+        if self.base is not None:
+            check_finite(who, "base", self.base)
+
     def _matrix(self, raw):
         """``(W, cache)``: the weight matrix ``(out, m)`` from ``raw`` and what the backward needs."""
+        self._check_state(raw)
         X = self._to_tall(raw)
         n, k = X.shape
         if self.map in ("matrix_exp", "cayley"):
@@ -363,6 +379,7 @@ class OrthogonalConv2d(_OrthogonalWeight):
 # Registry: finite differences in float64 and PyTorch twins (the formula of parametrizations.orthogonal).
 
 def _build(cls, raw, bias, base, map, steps, coefficients, eps, conv):
+    check_ndim(f"nn.{cls.__name__}", "raw", raw, (2,))
     if cls is OrthogonalLinear:
         layer = cls(raw.shape[1], raw.shape[0], bias=bias is not None, map=map,
                     trivialization=base is not None, steps=steps, coefficients=coefficients, eps=eps,

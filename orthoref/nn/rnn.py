@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import check_ndim
 from ..backend import host_rng
 from ..ops.rnn import RNN_NONLINEARITIES, _draw, rnn_backward, rnn_forward
 from ..oracle.registry import OpSpec, Sample, from_layer, register
@@ -39,7 +40,7 @@ class RNN(Module):
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         self.nonlinearity = nonlinearity
         H, I = self.hidden_size, self.input_size
-        dt = _float_dtype(dtype)
+        dt = _float_dtype(dtype, "RNN: dtype")
         gen = host_rng(rng)
         self.weight_ih_l0 = Parameter(init_weight(weight_init, (H, I), H, gen, dt, "RNN (weight_init)"))
         self.weight_hh_l0 = Parameter(init_weight(hidden_init, (H, H), H, gen, dt, "RNN (hidden_init)"))
@@ -100,6 +101,7 @@ def _layer_samples(rng, dtype):
 
 
 def _build_rnn(w_ih, w_hh, b_ih, b_hh, **kw):
+    check_ndim("nn.RNN", "weight_ih_l0", w_ih, (2,))
     layer = RNN(w_ih.shape[1], w_ih.shape[0], dtype=w_ih.dtype, rng=0, **kw)
     layer.weight_ih_l0.data, layer.weight_hh_l0.data = w_ih, w_hh
     layer.bias_ih_l0.data, layer.bias_hh_l0.data = b_ih, b_hh

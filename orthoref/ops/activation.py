@@ -4,6 +4,9 @@ Every op keeps the input's dtype (float32 stays float32: constants enter as Pyth
 and CuPy treat as "weak") and takes its array module from its input, so it runs on NumPy and CuPy alike.
 Conventions at non-differentiable points follow PyTorch: the derivative of ReLU at 0 is 0, the derivative
 of LeakyReLU at 0 is ``negative_slope``.
+
+Every forward takes a float array of any shape (empty included) and raises ``TypeError`` for another dtype
+and ``ValueError`` for NaN/Inf (one reduction over ``x``).
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import numbers
 
 import numpy as np
 
+from .._checks import check_floats
 from ..backend import erf, get_array_module, host_rng
 from ..oracle.registry import OpSpec, Sample, from_pair, register
 
@@ -70,10 +74,11 @@ def relu_forward(x):
     SIMD loop needs contiguous operands, and the broadcast scalar took 32 µs against 7 + 11 µs on a
     (128, 512) float32 input. Measured there (min over repeated runs, 2-core x86 with AVX2): forward
     22 µs and backward ``dy * mask`` 18 µs; ``maximum(x, 0)`` + mask: 38 + 18 µs; a ``where`` backward:
-    240 µs (its branchy loop mispredicts on random signs); a float32 mask: 32 + 11 µs. ``-inf`` gives 0
-    and NaN propagates, as in PyTorch.
+    240 µs (its branchy loop mispredicts on random signs); a float32 mask: 32 + 11 µs. NaN/Inf in ``x``
+    raise ``ValueError`` (PyTorch propagates NaN and maps ``-inf`` to 0).
     Reference: Nair & Hinton, "Rectified linear units improve restricted Boltzmann machines", ICML 2010.
     """
+    check_floats("relu", ("x", x))
     xp = get_array_module(x)
     mask = x > 0
     y = xp.zeros_like(x)
@@ -114,13 +119,14 @@ def leaky_relu_forward(x, negative_slope=0.01):
 
     Notes
     -----
-    ``y = x * slope`` reproduces PyTorch's ``x > 0 ? x : x * α`` bit for bit (``-inf`` included) without
+    ``y = x * slope`` reproduces PyTorch's ``x > 0 ? x : x * α`` bit for bit (for finite ``x``) without
     ``where``, whose branchy loop cost 250 µs on a (128, 512) float32 input with random signs (50 µs
     forward and 11 µs backward here).
 
     Reference: Maas, Hannun & Ng, "Rectifier nonlinearities improve neural network acoustic models", 2013.
     """
     a = _check_slope(negative_slope)
+    check_floats("leaky_relu", ("x", x))
     coef = _select(x > 0, 1, a, x)
     return x * coef, coef
 
@@ -134,6 +140,7 @@ def leaky_relu_backward(dy, cache):
 # tanh
 def tanh_forward(x):
     """Hyperbolic tangent, :math:`y = \\tanh x`. The cache is ``y``."""
+    check_floats("tanh", ("x", x))
     xp = get_array_module(x)
     y = xp.tanh(x)
     return y, y
@@ -158,6 +165,7 @@ def sigmoid_forward(x):
     (``where`` mispredicts on random signs: 420 µs against 150 µs on (128, 512) float32). The cache is
     ``y``.
     """
+    check_floats("sigmoid", ("x", x))
     xp = get_array_module(x)
     e = xp.abs(x)
     xp.negative(e, out=e)
@@ -204,6 +212,7 @@ def gelu_forward(x, approximate="none"):
     Reference: Hendrycks & Gimpel, "Gaussian Error Linear Units (GELUs)", arXiv:1606.08415.
     """
     _check_approximate(approximate)
+    check_floats("gelu", ("x", x))
     xp = get_array_module(x)
     if approximate == "none":
         cdf = 0.5 * (1 + erf(x * _SQRT1_2))
@@ -271,6 +280,7 @@ def dropout_forward(x, p, rng=None, training=True):
     JMLR 15 (2014).
     """
     p = _check_p(p)
+    check_floats("dropout", ("x", x))
     if not training or p == 0.0:
         return x, (None,)
     gen = host_rng(rng)
@@ -365,16 +375,16 @@ def _torch_gelu(x, approximate="none"):
 
 
 register(OpSpec("relu", from_pair(relu_forward, relu_backward), _samples_kink, torch=_torch_relu,
-                doc="y = max(x, 0)"))
+                doc="y = max(x, 0)", complex_step=True))
 register(OpSpec("leaky_relu", from_pair(leaky_relu_forward, leaky_relu_backward), _samples_leaky,
-                torch=_torch_leaky_relu, doc="y = x if x > 0 else negative_slope * x"))
+                torch=_torch_leaky_relu, doc="y = x if x > 0 else negative_slope * x", complex_step=True))
 register(OpSpec("tanh", from_pair(tanh_forward, tanh_backward), _samples_smooth, torch=_torch_tanh,
-                doc="y = tanh(x)"))
+                doc="y = tanh(x)", complex_step=True))
 register(OpSpec("sigmoid", from_pair(sigmoid_forward, sigmoid_backward), _samples_smooth,
                 torch=_torch_sigmoid, doc="y = 1 / (1 + exp(-x))"))
 register(OpSpec("gelu", from_pair(gelu_forward, gelu_backward), _samples_gelu, torch=_torch_gelu,
-                doc="y = x Phi(x) (erf form)"))
+                doc="y = x Phi(x) (erf form)", complex_step=True))
 register(OpSpec("gelu_tanh", from_pair(gelu_forward, gelu_backward), _samples_gelu_tanh, torch=_torch_gelu,
-                doc="y = x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2"))
+                doc="y = x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2", complex_step=True))
 register(OpSpec("dropout", from_pair(dropout_forward, dropout_backward), _samples_dropout, torch=None,
-                doc="inverted dropout; the registry's samples fix the mask with an int seed"))
+                doc="inverted dropout; the registry's samples fix the mask with an int seed", complex_step=True))

@@ -26,10 +26,12 @@ tested against it.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 
+from .._checks import check_finite, check_floats, is_float
 from ..backend import get_array_module
 from ..oracle.registry import OpSpec, Sample, register
 
@@ -215,11 +217,11 @@ def _grouped_matmul(a, b, groups, ta=False, tb=False, out=None):
     xp = get_array_module(a, b)
     if groups == 1:
         return xp.matmul(a.T if ta else a, b.T if tb else b, out=out)
-    ag = a.reshape(groups, -1, a.shape[-1])
-    bg = b.reshape(groups, -1, b.shape[-1])
+    ag = a.reshape(groups, a.shape[0] // groups, a.shape[-1])       # explicit sizes (no -1): one may be 0
+    bg = b.reshape(groups, b.shape[0] // groups, b.shape[-1])
     res = xp.matmul(ag.transpose(0, 2, 1) if ta else ag, bg.transpose(0, 2, 1) if tb else bg,
-                    out=None if out is None else out.reshape(groups, -1, out.shape[-1]))
-    return res.reshape(-1, res.shape[-1])
+                    out=None if out is None else out.reshape(groups, out.shape[0] // groups, out.shape[-1]))
+    return res.reshape(res.shape[0] * res.shape[1], res.shape[-1])
 
 
 class _ConvCache:
@@ -234,12 +236,16 @@ class _ConvCache:
 
 
 def _check_conv(x, w, b, groups, who):
-    """Validate ranks, channels, groups and dtypes; returns True when ``x`` is unbatched (C, H, W)."""
+    """Validate dtypes, ranks, channels, groups and finiteness; returns True when ``x`` is unbatched
+    (C, H, W)."""
+    named = (("x", x), ("w (weight)", w), ("b (bias)", b))
+    check_floats(who, *named, finite=False)
     if x.ndim not in (3, 4):
         raise ValueError(f"{who}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, "
                          f"got shape {tuple(x.shape)}")
-    if w.ndim != 4:
-        raise ValueError(f"{who}: expected a 4-D weight (out, in/groups, kh, kw), got shape {tuple(w.shape)}")
+    if w.ndim != 4 or min(w.shape[2:]) < 1:
+        raise ValueError(f"{who}: expected a 4-D weight (out, in/groups, kh, kw) with kh, kw >= 1, got shape "
+                         f"{tuple(w.shape)}")
     if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"{who}: groups must be a positive int, got {groups!r}")
     if w.shape[0] % groups:
@@ -252,9 +258,12 @@ def _check_conv(x, w, b, groups, who):
     if b is not None and tuple(b.shape) != (w.shape[0],):
         raise ValueError(f"{who}: bias must have shape ({w.shape[0]},), got {tuple(b.shape)}")
     dtypes = {x.dtype, w.dtype} | ({b.dtype} if b is not None else set())
-    if len(dtypes) != 1 or x.dtype.kind != "f":
+    if len(dtypes) != 1 or not is_float(x):
         raise TypeError(f"{who}: input, weight and bias must share one floating dtype, got "
                         f"{x.dtype}, {w.dtype}" + (f", {b.dtype}" if b is not None else ""))
+    for name, a in named:
+        if a is not None:
+            check_finite(who, name, a)
     return x.ndim == 3
 
 
@@ -297,7 +306,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     g = _conv_geometry(x.shape, w.shape, stride, padding, dilation)
     N, O = x.shape[0], w.shape[0]
     cols = _im2col(x, g)
-    y2 = _grouped_matmul(w.reshape(O, -1), cols, groups)           # (O, Ho Wo N)
+    y2 = _grouped_matmul(w.reshape(O, math.prod(w.shape[1:])), cols, groups)           # (O, Ho Wo N)
     if b is not None:
         y2 += b[:, None]
     y = y2.reshape(O, g.Ho, g.Wo, N).transpose(3, 0, 1, 2)
@@ -335,13 +344,13 @@ def conv2d_backward(dy, cache, need_dx=True):
     if cache.unbatched:
         dy = dy[None]
     O, N = w.shape[0], dy.shape[0]
-    dy2 = _batch_last(dy).reshape(O, -1)                           # (O, Ho Wo N); a view when dy is batch-last
+    dy2 = _batch_last(dy).reshape(O, N * dy.shape[2] * dy.shape[3])   # (O, Ho Wo N); a view when dy is batch-last
     db = dy2.sum(axis=1) if cache.has_bias else None
     dw = _grouped_matmul(dy2, cols, groups, tb=True).reshape(w.shape)
     dx = None
     if need_dx:
         cache.cols = None                                          # its buffer now receives X̄_col
-        dcols = _grouped_matmul(w.reshape(O, -1), dy2, groups, ta=True, out=cols)   # (C kh kw, Ho Wo N)
+        dcols = _grouped_matmul(w.reshape(O, math.prod(w.shape[1:])), dy2, groups, ta=True, out=cols)   # (C kh kw, Ho Wo N)
         dx = _col2im(dcols, N, cache.x.shape[1], g)
         if cache.unbatched:
             dx = dx[0]
@@ -351,8 +360,8 @@ def conv2d_backward(dy, cache, need_dx=True):
 # ---------------------------------------------------------------------------------------------------------
 # Slow references: loops over output pixels and kernel taps.
 
-def _naive_setup(x, w, stride, padding, dilation, groups):
-    _check_conv(x, w, None, groups, "conv2d_naive")
+def _naive_setup(x, w, b, stride, padding, dilation, groups):
+    _check_conv(x, w, b, groups, "conv2d_naive")
     if x.ndim != 4:
         raise ValueError(f"conv2d_naive: expected a 4-D input, got shape {tuple(x.shape)}")
     g = _conv_geometry(x.shape, w.shape, stride, padding, dilation, "conv2d_naive")
@@ -366,7 +375,7 @@ def conv2d_naive(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     ``(i, j)`` and the group's channels, one output pixel at a time.
     """
     xp = get_array_module(x, w)
-    g, Cg, Og = _naive_setup(x, w, stride, padding, dilation, groups)
+    g, Cg, Og = _naive_setup(x, w, b, stride, padding, dilation, groups)
     xpad = _pad(x, g)
     y = xp.zeros((x.shape[0], w.shape[0], g.Ho, g.Wo), dtype=x.dtype)
     for k in range(groups):
@@ -389,7 +398,7 @@ def conv2d_naive_backward(dy, x, w, b=None, stride=1, padding=0, dilation=1, gro
     ``W̄[o, c, i, j] += Σ_n ȳ[n, o] x_p[n, c, h, w]``; ``b̄_o = Σ ȳ[:, o]``.
     """
     xp = get_array_module(x, w)
-    g, Cg, Og = _naive_setup(x, w, stride, padding, dilation, groups)
+    g, Cg, Og = _naive_setup(x, w, b, stride, padding, dilation, groups)
     xpad = _pad(x, g)
     dxpad = xp.zeros(xpad.shape, dtype=x.dtype)
     dw = xp.zeros(w.shape, dtype=w.dtype)
@@ -464,6 +473,6 @@ def _torch_conv2d(x, w, b=None, **kwargs):
 
 
 register(OpSpec("conv2d", _conv_apply, _samples, torch=_torch_conv2d,
-                doc="PyTorch F.conv2d (im2col, one GEMM per group)"))
+                doc="PyTorch F.conv2d (im2col, one GEMM per group)", complex_step=True))
 register(OpSpec("conv2d_naive", _conv_naive_apply, _samples_naive, torch=_torch_conv2d,
-                doc="loop reference of conv2d"))
+                doc="loop reference of conv2d", complex_step=True))

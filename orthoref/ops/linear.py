@@ -1,7 +1,11 @@
 """Affine map ``y = x Wᵀ + b`` (PyTorch's ``F.linear``; weight layout ``(out_features, in_features)``)."""
 from __future__ import annotations
 
+import math
 
+import numpy as np
+
+from .._checks import check_finite_result, check_floats, check_ndim
 from ..oracle.registry import OpSpec, Sample, from_pair, register
 
 __all__ = ["linear_forward", "linear_backward"]
@@ -20,11 +24,31 @@ def linear_forward(x, w, b=None):
     -------
     y : (..., out_features) array
     cache : what ``linear_backward`` needs
+
+    Raises
+    ------
+    TypeError, ValueError
+        A non-float argument, shapes that do not fit, NaN/Inf in ``x``, ``w`` or ``b`` (read off ``y``: one
+        reduction over the output rather than one per input).
     """
-    y = x @ w.T
-    if b is not None:
-        y += b
+    _check_linear(x, w, b)
+    with np.errstate(invalid="ignore"):     # NaN/Inf in an input: the ValueError below, not a warning
+        y = x @ w.T
+        if b is not None:
+            y += b
+    check_finite_result("linear", y, ("x", x), ("w (weight)", w), ("b (bias)", b))
     return y, (x, w, b is not None)
+
+
+def _check_linear(x, w, b):
+    check_floats("linear", ("x", x), ("w (weight)", w), ("b (bias)", b), finite=False)
+    check_ndim("linear", "w (weight)", w, (2,))
+    if x.ndim < 1 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"linear: x must have shape (..., in_features={w.shape[1]}) for w (weight) of shape "
+                         f"{tuple(w.shape)}, got shape {tuple(x.shape)}")
+    if b is not None and tuple(b.shape) != (w.shape[0],):
+        raise ValueError(f"linear: b (bias) must have shape ({w.shape[0]},) for w (weight) of shape "
+                         f"{tuple(w.shape)}, got shape {tuple(b.shape)}")
 
 
 def linear_backward(dy, cache, need_dx=True):
@@ -36,8 +60,9 @@ def linear_backward(dy, cache, need_dx=True):
     Leading batch axes of ``x`` are flattened for one GEMM each.
     """
     x, w, has_b = cache
-    dy2 = dy.reshape(-1, dy.shape[-1])
-    x2 = x.reshape(-1, x.shape[-1])
+    rows = math.prod(dy.shape[:-1])                  # not -1: an empty axis makes -1 ambiguous
+    dy2 = dy.reshape(rows, dy.shape[-1])
+    x2 = x.reshape(rows, x.shape[-1])
     dw = dy2.T @ x2
     db = dy2.sum(axis=0) if has_b else None
     dx = (dy @ w) if need_dx else None
@@ -64,6 +89,6 @@ def _torch_linear(x, w, b=None):
 
 
 register(OpSpec("linear", from_pair(linear_forward, linear_backward), _samples, torch=_torch_linear,
-                doc="y = x W^T + b"))
+                doc="y = x W^T + b", complex_step=True))
 register(OpSpec("linear_nobias", from_pair(linear_forward, lambda dy, c: linear_backward(dy, c)[:2]),
-                _samples_nobias, torch=_torch_linear, doc="y = x W^T"))
+                _samples_nobias, torch=_torch_linear, doc="y = x W^T", complex_step=True))

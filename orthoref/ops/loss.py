@@ -8,6 +8,7 @@ the prediction's shape and dtype. Both are exported as ``orthoref.nn.cross_entro
 """
 from __future__ import annotations
 
+from .._checks import check_finite, check_float
 from ..backend import get_array_module
 from ..oracle.registry import OpSpec, Sample, from_loss, register
 
@@ -21,15 +22,8 @@ def _check_reduction(who, reduction):
         raise ValueError(f"{who}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def _check_float_array(who, name, a):
-    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got {type(a).__name__}")
-    if a.dtype.kind != "f":
-        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got dtype {a.dtype}")
-
-
 def _check_cross_entropy(logits, labels):
-    _check_float_array("cross_entropy", "logits", logits)
+    check_float("cross_entropy", "logits", logits)
     if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
         raise ValueError(f"cross_entropy: logits must have shape (N, C) with N, C >= 1, "
                          f"got shape {tuple(logits.shape)}")
@@ -47,9 +41,7 @@ def _check_cross_entropy(logits, labels):
     if lo < 0 or hi >= C:
         raise ValueError(f"cross_entropy: labels must lie in [0, {C - 1}] (C = {C} classes), "
                          f"got values in [{lo}, {hi}]")
-    xp = get_array_module(logits)
-    if not bool(xp.isfinite(logits).all()):
-        raise ValueError("cross_entropy: logits must be finite, got NaN or Inf")
+    check_finite("cross_entropy", "logits", logits)
 
 
 def cross_entropy(logits, labels, reduction="mean"):
@@ -127,8 +119,8 @@ def mse(pred, target, reduction="mean"):
         Gradient with respect to ``pred``; the gradient with respect to ``target`` is ``-dpred``.
     """
     _check_reduction("mse", reduction)
-    _check_float_array("mse", "pred", pred)
-    _check_float_array("mse", "target", target)
+    check_float("mse", "pred", pred)
+    check_float("mse", "target", target)
     if tuple(target.shape) != tuple(pred.shape):
         raise ValueError(f"mse: target must have the shape of pred {tuple(pred.shape)}, "
                          f"got shape {tuple(target.shape)}")
@@ -137,6 +129,8 @@ def mse(pred, target, reduction="mean"):
                         f"convert one of them with .astype")
     if pred.size == 0:
         raise ValueError(f"mse: pred must not be empty, got shape {tuple(pred.shape)}")
+    check_finite("mse", "pred", pred)
+    check_finite("mse", "target", target)
     xp = get_array_module(pred)
     diff = pred - target
     sq = diff * diff
@@ -207,8 +201,8 @@ def _torch_mse(pred, target, reduction="mean"):
 
 
 register(OpSpec("cross_entropy", from_loss(cross_entropy), _ce_samples, torch=_torch_cross_entropy,
-                kind="loss", doc="softmax cross-entropy with integer labels, mean or sum"))
+                kind="loss", doc="softmax cross-entropy with integer labels, mean or sum", complex_step=True))
 register(OpSpec("cross_entropy_none", _ce_none_apply, _ce_none_samples, torch=_torch_cross_entropy,
-                kind="loss", doc="softmax cross-entropy, per-sample losses"))
+                kind="loss", doc="softmax cross-entropy, per-sample losses", complex_step=True))
 register(OpSpec("mse", _mse_apply, _mse_samples, torch=_torch_mse, kind="loss",
-                doc="mean squared error; differentiable in pred and target"))
+                doc="mean squared error; differentiable in pred and target", complex_step=True))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 
+from .._checks import check_finite, check_floats
 from ..backend import get_array_module
 from ..oracle.registry import OpSpec, Sample, register
 
@@ -68,19 +69,31 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
 
     Raises
     ------
+    TypeError
+        A non-float ``x``, ``gamma``, ``beta`` or running statistic.
     ValueError
         In training mode with a single value per channel (PyTorch's "Expected more than 1 value per
-        channel when training"), on shape mismatches, or in eval mode without running statistics.
+        channel when training"), on shape mismatches, NaN/Inf in any array argument, or in eval mode
+        without running statistics. Nothing is updated when an error is raised.
 
     Reference: Ioffe & Szegedy, "Batch normalization: accelerating deep network training by reducing
     internal covariate shift", ICML 2015.
     """
+    arrays = (("x", x), ("gamma (weight)", gamma), ("beta (bias)", beta), ("running_mean", running_mean),
+              ("running_var", running_var))
+    check_floats("batch_norm", *arrays, finite=False)
     axes = _stat_axes(x)
     xp = get_array_module(x)
     C = x.shape[1]
     n = x.size // C if C else 0
     g = None if gamma is None else _per_channel(gamma, "gamma (weight)", x)
     b = None if beta is None else _per_channel(beta, "beta (bias)", x)
+    for name, a in arrays[3:]:
+        if a is not None:
+            _per_channel(a, name, x)
+    for name, a in arrays:                  # before the running statistics are touched
+        if a is not None:
+            check_finite("batch_norm", name, a, xp)
     if training:
         if n <= 1:
             raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input "
@@ -165,6 +178,8 @@ def batch_norm_backward(dy, cache, need_dx=True):
 # see the same state.
 def _bn_apply(x, gamma=None, beta=None, *, training=True, running_mean=None, running_var=None,
               momentum=0.1, eps=1e-5):
+    check_floats("batch_norm", ("x", x), finite=False)
+    _stat_axes(x)
     xp = get_array_module(x)
     C = x.shape[1]
     rm = xp.zeros(C, x.dtype) if running_mean is None else xp.asarray(running_mean, dtype=x.dtype)
@@ -229,6 +244,6 @@ def _bn_eval_samples(rng, dtype):
 
 
 register(OpSpec("batch_norm", _bn_apply, _bn_train_samples, torch=_torch_batch_norm,
-                doc="batch normalization, training mode (batch statistics)"))
+                doc="batch normalization, training mode (batch statistics)", complex_step=True))
 register(OpSpec("batch_norm_eval", _bn_apply, _bn_eval_samples, torch=_torch_batch_norm,
-                doc="batch normalization, eval mode (running statistics)"))
+                doc="batch normalization, eval mode (running statistics)", complex_step=True))

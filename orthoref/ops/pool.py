@@ -7,7 +7,9 @@ is ``kh kw`` vectorized element-wise steps and its backward ``kh kw`` strided sl
 memory layout of the input (the convolutions hand over NCHW-shaped views of batch-last (C, H, W, N)
 buffers).
 
-Inputs are ``(N, C, H, W)`` or unbatched ``(C, H, W)``; outputs keep the input's dtype.
+Inputs are ``(N, C, H, W)`` or unbatched ``(C, H, W)``; outputs keep the input's dtype. Every forward
+raises ``TypeError`` for a non-float input and ``ValueError`` for NaN/Inf in it, a wrong rank or an empty
+spatial extent (an empty batch or channel axis gives an empty output).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import math
 
 import numpy as np
 
+from .._checks import check_finite, check_floats, check_ndim
 from ..backend import get_array_module
 from ..oracle.registry import OpSpec, Sample, from_pair, register
 from .conv import Geometry, _crop, _geometry, _pad, _pair, _tap
@@ -36,6 +39,15 @@ def _pool_args(kernel_size, stride, padding, dilation, who):
             raise ValueError(f"{who}: padding {padding!r} must be at most half of the (dilated) kernel size "
                              f"{kernel_size!r}")
     return kernel, stride, dilation, pad
+
+
+def _check_pool_input(x, who):
+    """A finite float ``(N, C, H, W)`` or ``(C, H, W)`` input with ``H, W >= 1``."""
+    check_floats(who, ("x", x), finite=False)
+    check_ndim(who, "x", x, (3, 4))
+    if x.shape[-1] * x.shape[-2] == 0:
+        raise ValueError(f"{who}: empty spatial extent in input of shape {tuple(x.shape)}")
+    check_finite(who, "x", x)
 
 
 def _pool_geometry(shape, kernel_size, stride, padding, dilation=1, who="pool2d") -> Geometry:
@@ -112,10 +124,10 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1):
     Notes
     -----
     Ties: the gradient goes to the *first* maximal element of a window in row-major order, as PyTorch's
-    CPU kernel (which replaces its running maximum only by a strictly greater value). A NaN makes the
-    output NaN, as in PyTorch; its gradient then goes to the window's last element (PyTorch's: to the
-    last NaN).
+    CPU kernel (which replaces its running maximum only by a strictly greater value). NaN/Inf in ``x``
+    raise ``ValueError`` (PyTorch propagates a NaN).
     """
+    _check_pool_input(x, "max_pool2d")
     xp = get_array_module(x)
     g = _pool_geometry(x.shape, kernel_size, stride, padding, dilation, "max_pool2d")
     xpad = _pad(x, g, value=-np.inf)
@@ -204,6 +216,7 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
     y : (N, C, Ho, Wo) array
     cache : the geometry, the divisor and the input's shape and dtype
     """
+    _check_pool_input(x, "avg_pool2d")
     g = _pool_geometry(x.shape, kernel_size, stride, padding, 1, "avg_pool2d")
     div = _avg_divisor(x, g, count_include_pad, divisor_override)
     xpad = _pad(x, g, value=0.0)
@@ -247,10 +260,7 @@ def global_avg_pool2d_forward(x):
     y : (N, C) or (C,) array
     cache : the input's shape
     """
-    if x.ndim not in (3, 4):
-        raise ValueError(f"global_avg_pool2d: expected a 3-D or 4-D input, got shape {tuple(x.shape)}")
-    if x.shape[-1] * x.shape[-2] == 0:
-        raise ValueError(f"global_avg_pool2d: empty spatial extent in input of shape {tuple(x.shape)}")
+    _check_pool_input(x, "global_avg_pool2d")
     return x.mean(axis=(-2, -1)), (x.shape, x.dtype)
 
 
@@ -282,6 +292,7 @@ def flatten_forward(x, start_dim=1, end_dim=-1):
 
     Returns ``y`` and the input's shape.
     """
+    check_floats("flatten", ("x", x))
     s, e = _flat_dims(x.ndim, start_dim, end_dim)
     shape = tuple(x.shape)
     return x.reshape(shape[:s] + (math.prod(shape[s: e + 1]),) + shape[e + 1:]), shape
@@ -363,10 +374,10 @@ def _torch_flatten(x, start_dim=1, end_dim=-1):
 
 
 register(OpSpec("max_pool2d", from_pair(max_pool2d_forward, max_pool2d_backward), _max_samples,
-                torch=_torch_max_pool2d, doc="max pooling, gradient to the first maximum"))
+                torch=_torch_max_pool2d, doc="max pooling, gradient to the first maximum", complex_step=True))
 register(OpSpec("avg_pool2d", from_pair(avg_pool2d_forward, avg_pool2d_backward), _avg_samples,
-                torch=_torch_avg_pool2d, doc="average pooling"))
+                torch=_torch_avg_pool2d, doc="average pooling", complex_step=True))
 register(OpSpec("global_avg_pool2d", from_pair(global_avg_pool2d_forward, global_avg_pool2d_backward),
-                _gap_samples, torch=_torch_global_avg_pool2d, doc="mean over H, W"))
+                _gap_samples, torch=_torch_global_avg_pool2d, doc="mean over H, W", complex_step=True))
 register(OpSpec("flatten", from_pair(flatten_forward, flatten_backward), _flatten_samples,
-                torch=_torch_flatten, doc="torch.flatten"))
+                torch=_torch_flatten, doc="torch.flatten", complex_step=True))

@@ -8,6 +8,7 @@ Weight layouts follow PyTorch: ``w_ih (hidden, input_size)``, ``w_hh (hidden, hi
 """
 from __future__ import annotations
 
+from .._checks import check_finite, check_floats
 from ..backend import get_array_module
 from ..oracle.registry import OpSpec, Sample, from_pair, register
 
@@ -19,7 +20,9 @@ RNN_NONLINEARITIES = ("tanh", "relu")
 def _check_args(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity):
     if nonlinearity not in RNN_NONLINEARITIES:
         raise ValueError(f"rnn_forward: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-    if getattr(x, "ndim", None) != 3:
+    named = (("x", x), ("h0", h0), ("w_ih", w_ih), ("w_hh", w_hh), ("b_ih", b_ih), ("b_hh", b_hh))
+    check_floats("rnn_forward", *named, finite=False)
+    if x.ndim != 3:
         raise ValueError(f"rnn_forward: x must be 3-D (T, N, input_size), got shape {tuple(getattr(x, 'shape', ()))}")
     T, N, I = x.shape
     if T < 1:
@@ -36,6 +39,9 @@ def _check_args(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity):
     for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
         if b is not None and tuple(b.shape) != (H,):
             raise ValueError(f"rnn_forward: {name} must have shape ({H},), got {tuple(b.shape)}")
+    for name, a in named:
+        if a is not None:
+            check_finite("rnn_forward", name, a)
 
 
 def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
@@ -59,6 +65,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     cache : what ``rnn_backward`` needs
 
     The input projection of all steps is one GEMM; the recurrence is one ``(N, H) x (H, H)`` GEMM per step.
+    ``TypeError`` for a non-float array, ``ValueError`` for shapes that do not fit or NaN/Inf in any array.
     """
     _check_args(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
     xp = get_array_module(x, w_ih, w_hh)
@@ -195,6 +202,6 @@ def _rnn_vjp(cotangents, cache):
 
 
 register(OpSpec("rnn", from_pair(rnn_forward, _rnn_vjp, n_out=2), _samples_tanh, torch=_torch_rnn,
-                doc="Elman RNN, tanh: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)"))
+                doc="Elman RNN, tanh: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)", complex_step=True))
 register(OpSpec("rnn_relu", from_pair(rnn_forward, _rnn_vjp, n_out=2), _samples_relu, torch=_torch_rnn,
-                doc="Elman RNN, relu: h_t = relu(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)"))
+                doc="Elman RNN, relu: h_t = relu(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)", complex_step=True))

@@ -116,8 +116,9 @@ class Muon(Optimizer):
       step runs in place on ``p.data`` in its dtype (float32 stays float32; no bfloat16 anywhere).
     * Parameters whose ``.grad`` is ``None`` are skipped (the public step fills in zeros).
     * The ``"jordan"`` scale uses the matrix view ``rows × cols``. The public code takes
-      ``grad.size(-2) / grad.size(-1)`` of the *unreshaped* gradient, i.e. ``in / kw`` of a 4-D conv
-      weight — the same factor for the usual square kernels with ``in <= kh·kw·…``, not in general.
+      ``grad.size(-2) / grad.size(-1)`` of the *unreshaped* gradient, i.e. ``kh / kw`` of a 4-D conv
+      weight (1 for square kernels); ours, ``√max(1, out / (in·kh·kw))``, is also 1 when
+      ``out <= in·kh·kw`` — the same factor for square kernels in that case, not in general.
     * One optimizer with per-kind dispatch instead of ``use_muon`` groups; ``ndim > 2`` weights other
       than 4-D are also flattened to ``(out, -1)`` (the public code would batch them over leading axes).
     """

@@ -1,3 +1,5 @@
-"""The oracle: gradient checker, op registry, comparison with other frameworks."""
+"""The oracle: a float64 reference value and gradient for every registered op, comparison reports for
+other frameworks, golden fixtures, the gradient checkers and the op registry."""
 from .gradcheck import GradCheckReport, GradientCheckError, check_backward, check_layer, numerical_vjp  # noqa: F401
+from .reference import CompareReport, compare, names, reference, tolerance  # noqa: F401
 from .registry import OpSpec, Sample, all_specs, get, register  # noqa: F401

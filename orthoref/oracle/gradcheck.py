@@ -22,7 +22,8 @@ import numpy as np
 from ..backend import get_array_module, host_rng, to_numpy
 from .registry import from_layer
 
-__all__ = ["GradientCheckError", "GradCheckReport", "check_backward", "check_layer", "numerical_vjp"]
+__all__ = ["GradientCheckError", "GradCheckReport", "check_backward", "check_complex_step", "check_layer",
+           "numerical_vjp"]
 
 _EPS64 = float(np.finfo(np.float64).eps)
 
@@ -221,3 +222,62 @@ def check_layer(layer, x, **kwargs) -> GradCheckReport:
     finally:
         for p, d in zip(params, originals):
             p.data = d
+
+
+def check_complex_step(fn, inputs, cotangents=None, *, h=1e-30, rtol=1e-12, n_directions=3, rng=0,
+                       names=None, raise_on_fail=True) -> GradCheckReport:
+    """Complex-step check of ``vjp`` for a real-analytic ``fn(*inputs) -> (outputs, vjp)`` (Squire & Trapp
+    1998; Martins et al. 2003).
+
+    For a direction ``d`` over all float inputs and real cotangents ``ȳ``,
+
+    .. math::  \\sum_i \\langle g_i, d_i \\rangle = \\frac{\\operatorname{Im} \\langle \\bar y, f(x + i h d) \\rangle}{h}
+               + O(h^2),
+
+    with no subtraction, so ``h = 1e-30`` leaves only rounding: agreement to ~1e-14 relative, against ~1e-11
+    for the best finite differences. ``fn`` is evaluated on complex inputs inside
+    :func:`orthoref._checks.complex_step_mode` (the argument checks then accept complex arrays); an op that
+    uses ``abs``, comparisons, ``max`` or a real-only library routine is not analytic and must not be marked
+    ``complex_step`` in the registry. The error is relative to ``Σ|g ⊙ d|``.
+    """
+    from .._checks import complex_step_mode
+
+    inputs = list(inputs)
+    names = _names(names, len(inputs))
+    gen = host_rng(rng)
+    diff_idx = [i for i, x in enumerate(inputs) if _is_float(x)]
+    for i in diff_idx:
+        if inputs[i].dtype != np.float64:
+            raise TypeError(f"check_complex_step: {names[i]} must be float64, got {inputs[i].dtype}")
+    outputs, vjp = fn(*inputs)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    if cotangents is None:
+        cotangents = [gen.standard_normal(np.shape(y)) for y in outputs]
+    xp = get_array_module(*[inputs[i] for i in diff_idx]) if diff_idx else np
+    grads = vjp(tuple(xp.asarray(c, dtype=outputs[k].dtype) for k, c in enumerate(cotangents)))
+    host_grads = {i: to_numpy(grads[i]).astype(np.float64) for i in diff_idx}
+    report = GradCheckReport(0.0, rtol, h, [tuple(x.shape) for x in inputs])
+    for _ in range(n_directions):
+        shifted = list(inputs)
+        dirs = {}
+        for i in diff_idx:
+            d = gen.uniform(0.5, 1.0, size=inputs[i].shape) * gen.choice([-1.0, 1.0], size=inputs[i].shape)
+            dirs[i] = d
+            shifted[i] = inputs[i] + 1j * h * xp.asarray(d)
+        with complex_step_mode():
+            c_out, _ = fn(*shifted)
+        c_out = c_out if isinstance(c_out, tuple) else (c_out,)
+        numeric = sum(float((np.imag(to_numpy(y)) * ct).sum()) for y, ct in zip(c_out, cotangents)) / h
+        analytic = sum(float((host_grads[i] * d).sum()) for i, d in dirs.items())
+        scale = sum(float(np.abs(host_grads[i] * d).sum()) for i, d in dirs.items())
+        err = abs(numeric - analytic) / (scale + 1e-300)
+        report.directions.append((numeric, analytic, err))
+        report.max_rel_error = max(report.max_rel_error, err)
+    if raise_on_fail and not report.passed:
+        lines = [f"complex-step check failed: max relative error {report.max_rel_error:.3e} > rtol {rtol:.1e} "
+                 f"(h={h:g}, {n_directions} random directions)",
+                 "input shapes: " + ", ".join(f"{names[k]}{report.shapes[k]}" for k in range(len(inputs)))]
+        for k, (num, ana, err) in enumerate(report.directions):
+            lines.append(f"  direction {k}: complex step {num:.16g}  analytic {ana:.16g}  rel.error {err:.3e}")
+        raise GradientCheckError("\n".join(lines))
+    return report

@@ -49,6 +49,8 @@ class OpSpec:
     kind: str = "op"                 # "op", "layer" or "loss"
     rtol: float = 1e-7              # finite-difference tolerance (float64)
     torch_rtol: float = 1e-10       # conformance tolerance (float64)
+    rtol32: Optional[float] = None  # tolerance for a float32 implementation (None: oracle.FLOAT32_RTOL)
+    complex_step: bool = False      # real-analytic on its sample domain: complex-step checked
     doc: str = ""
 
 

@@ -623,7 +623,7 @@ def _torch_householder(V, tau):
 
 
 register(OpSpec("gram_schmidt", from_map(gram_schmidt, gram_schmidt_vjp), _gs_samples, torch=_torch_qr,
-                rtol=1e-8, doc="Gram–Schmidt (cgs, mgs, cgs2): Q of the QR with R_jj > 0"))
+                rtol=1e-8, doc="Gram–Schmidt (cgs, mgs, cgs2): Q of the QR with R_jj > 0", complex_step=True))
 register(OpSpec("qr_orthogonalize", from_map(qr_orthogonalize, qr_orthogonalize_vjp), _qr_samples,
                 torch=_torch_qr, rtol=1e-8, doc="Q of the thin QR with diag R >= 0 (wide: transposed)"))
 register(OpSpec("polar", from_map(polar, polar_vjp), _polar_samples, torch=_torch_polar, rtol=1e-8,

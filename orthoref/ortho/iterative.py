@@ -549,6 +549,10 @@ def _spectral_setup(who, W, u, n_iter, eps, rng, need_u=False):
     M = W.reshape(out, -1)
     u, v = _power(xp, M, u, n_iter, eps)
     sigma = xp.vdot(u, M @ v)
+    if not float(sigma) > 0.0:                  # = ‖M v‖ >= 0; 0 would give W / 0 = Inf or NaN
+        raise ValueError(f"{who}: the power-iteration estimate of the spectral norm of W is 0 (W is zero, or u "
+                         f"is zero or orthogonal to the column space of W.reshape(out, -1)); W / σ̂ is "
+                         f"undefined")
     return xp, M, u, v, sigma
 
 
@@ -715,12 +719,13 @@ def _spectral_map(W, **kw):
 
 
 register(OpSpec("newton_schulz", from_map(newton_schulz, newton_schulz_vjp), _ns_samples, torch=_torch_ns,
-                rtol=1e-8, doc="Newton–Schulz polar approximation (Muon / You / Polar Express), unrolled"))
+                rtol=1e-8, doc="Newton–Schulz polar approximation (Muon / You / Polar Express), unrolled",
+                complex_step=True))
 register(OpSpec("bjorck", from_map(bjorck, bjorck_vjp), _bjorck_samples, torch=_torch_bjorck, rtol=1e-8,
-                doc="Björck orthonormalization after ‖A‖_F scaling, unrolled"))
+                doc="Björck orthonormalization after ‖A‖_F scaling, unrolled", complex_step=True))
 register(OpSpec("parseval_retraction", from_map(parseval_retraction, parseval_retraction_vjp),
                 _parseval_samples, torch=_torch_parseval, rtol=1e-8,
-                doc="(1 + β)W − βWWᵀW, Cissé et al. 2017"))
+                doc="(1 + β)W − βWWᵀW, Cissé et al. 2017", complex_step=True))
 register(OpSpec("spectral_normalize", from_map(_spectral_map, spectral_normalize_vjp), _spectral_samples,
                 torch=_torch_spectral, rtol=1e-8,
                 doc="W / σ̂, power iteration from u (Miyato et al. 2018), u and v detached as PyTorch"))

@@ -791,19 +791,19 @@ def _torch_cayley_iterative(W, Z, alpha=0.1, iterations=2, check=True):
 
 
 register(OpSpec("cayley", from_map(cayley, cayley_vjp), _map_samples, torch=_torch_cayley, rtol=1e-8,
-                doc="(I - A/2)^{-1}(I + A/2) (PyTorch's cayley map)"))
+                doc="(I - A/2)^{-1}(I + A/2) (PyTorch's cayley map)", complex_step=True))
 register(OpSpec("expm_skew", from_map(expm_skew, expm_skew_vjp), _map_samples, torch=_torch_expm, rtol=1e-8,
-                doc="scipy.linalg.expm; vjp = expm_frechet(Aᵀ, Ḡ)"))
+                doc="scipy.linalg.expm; vjp = expm_frechet(Aᵀ, Ḡ)", complex_step=True))
 register(OpSpec("project_tangent", _project_apply, _project_samples, torch=_torch_project, rtol=1e-8,
                 doc="Stiefel tangent projection as a map of G (W fixed)"))
 register(OpSpec("project_tangent_wg", _project_wg_apply, _project_wg_samples, torch=_torch_project_wg,
-                rtol=1e-8, doc="Stiefel tangent projection, gradients w.r.t. W and G"))
+                rtol=1e-8, doc="Stiefel tangent projection, gradients w.r.t. W and G", complex_step=True))
 for _m in ("qr", "polar", "cayley"):
     register(OpSpec(f"retract_{_m}", _retract_apply, _retract_samples(_m), torch=_torch_retract, rtol=1e-8,
-                    doc=f"Stiefel retraction ({_m}), gradients w.r.t. W and Z"))
+                    doc=f"Stiefel retraction ({_m}), gradients w.r.t. W and Z", complex_step=_m == "cayley"))
 del _m
 register(OpSpec("retract_exp", _retract_apply, _exp_retract_samples, torch=_torch_retract_exp, rtol=1e-8,
                 doc="Stiefel canonical geodesic (Edelman et al.), gradients w.r.t. W and Z (n >= 2p or n == p)"))
 register(OpSpec("cayley_iterative", _cayley_iterative_apply, _cayley_iterative_samples,
                 torch=_torch_cayley_iterative, rtol=1e-8,
-                doc="iterative Cayley (Li et al. 2020), unrolled; gradients w.r.t. W and Z"))
+                doc="iterative Cayley (Li et al. 2020), unrolled; gradients w.r.t. W and Z", complex_step=True))

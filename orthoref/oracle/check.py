@@ -1,0 +1,164 @@
+"""``orthoref oracle check``: every registered op against PyTorch, JAX, CuPy or a fixture directory.
+
+Each framework is a *runner* ``run(spec, inputs, kwargs, cotangents) -> (outputs, grads)`` evaluating the op
+in the inputs' dtype; its results are compared with the float64 reference on the same inputs and cotangents,
+against the op's tolerance for that dtype (:func:`orthoref.oracle.reference.tolerance`).
+
+- ``torch``: the spec's PyTorch twin (library ops where PyTorch has them, our formula written in torch
+  where it has not) and ``torch.autograd.grad``.
+- ``jax``: the twin in :mod:`orthoref.oracle.jax_twins` and ``jax.vjp`` (float64 enabled).
+- ``cupy``: orthoref itself on the GPU, against NumPy float64.
+"""
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+
+from .reference import CompareReport, cast_kwargs, error_row, reference, specs_matching, tolerance
+
+__all__ = ["RUNNERS", "check", "format_rows", "summary"]
+
+
+def _torch_runner():
+    import torch
+
+    def run(spec, inputs, kwargs, cotangents):
+        if spec.torch is None:
+            return None
+        t_in = []
+        for x in inputs:
+            t = torch.from_numpy(np.array(x, copy=True))
+            t_in.append(t.requires_grad_(True) if t.is_floating_point() else t)
+        outs = spec.torch(*t_in, **kwargs)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        diff = [t for t in t_in if t.requires_grad]
+        cots = [torch.from_numpy(np.array(c)).to(o.dtype) for c, o in zip(cotangents, outs)]
+        grads = iter(torch.autograd.grad(outs, diff, cots, allow_unused=True))
+        return [o.detach().numpy() for o in outs], _scatter(t_in, grads, lambda g: g.numpy())
+    return run
+
+
+def _scatter(inputs, grads, convert):
+    """One gradient per input from the gradients of the differentiable ones (zeros where unused)."""
+    out = []
+    for x in inputs:
+        if not np.issubdtype(np.dtype(str(x.dtype).replace("torch.", "")), np.floating):
+            out.append(None)
+            continue
+        g = next(grads)
+        out.append(np.zeros(tuple(x.shape)) if g is None else convert(g))
+    return out
+
+
+def _jax_runner():
+    from .jax_twins import JAX_TWINS, jax_available, value_and_vjp
+    if not jax_available():
+        raise ImportError("--against jax needs JAX (pip install -e '.[jax]')")
+
+    def run(spec, inputs, kwargs, cotangents):
+        if spec.name not in JAX_TWINS:
+            return None
+        return value_and_vjp(spec.name, inputs, kwargs, cotangents)
+    return run
+
+
+def _cupy_runner():
+    from ..backend import asarray, cupy_available, to_numpy, using
+    if not cupy_available():
+        raise RuntimeError("--backend cupy needs CuPy and a GPU (pip install -e '.[gpu]')")
+
+    def run(spec, inputs, kwargs, cotangents):
+        with using("cupy"):
+            dev = [asarray(x) for x in inputs]
+            kw = {k: asarray(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+            outs, vjp = spec.apply(*dev, **kw)
+            grads = vjp(tuple(asarray(c) for c in cotangents))
+        return [to_numpy(o) for o in outs], [None if g is None else to_numpy(g) for g in grads]
+    return run
+
+
+RUNNERS = {"torch": _torch_runner, "jax": _jax_runner, "cupy": _cupy_runner}
+
+
+def _compare_run(spec, index, sample, dtype, run):
+    dt = np.dtype(dtype)
+    inputs = tuple(x.astype(dt) if x.dtype.kind == "f" else x for x in sample.inputs)
+    value, vjp = reference(spec.name, *inputs, **sample.kwargs)
+    ours = value if isinstance(value, tuple) else (value,)
+    gen = np.random.default_rng(zlib.crc32(f"{spec.name}/{index}/cotangent".encode()))
+    cots = tuple(gen.standard_normal(np.shape(y)).astype(dt) for y in ours)
+    theirs = run(spec, inputs, cast_kwargs(sample.kwargs, dt), cots)
+    if theirs is None:
+        return None
+    t_out, t_grads = theirs
+    tol = tolerance(spec, dt)
+    report = CompareReport(spec.name, str(dt), note=sample.label)
+    for k, (o, t) in enumerate(zip(ours, t_out)):
+        report.rows.append(error_row(f"value[{k}]", o, np.reshape(t, np.shape(o)) if np.size(t) == np.size(o)
+                                     else np.full(np.shape(o), np.inf), tol))
+    for k, (g, t) in enumerate(zip(vjp(tuple(c.astype(np.float64) for c in cots)), t_grads)):
+        if g is not None:
+            t = np.zeros_like(g) if t is None else t
+            report.rows.append(error_row(f"grad[{k}]", g, t if np.shape(t) == g.shape
+                                         else np.full(g.shape, np.inf), tol))
+    return report
+
+
+def check(against, ops="*", dtypes=("float64",), rng=0):
+    """Yield ``(spec_name, sample_label, report_or_None)``; ``None`` where the framework has no twin.
+
+    ``against``: ``"torch"``, ``"jax"``, ``"cupy"`` or a fixture directory (see
+    :func:`orthoref.oracle.fixtures.check_dir`).
+    """
+    if against not in RUNNERS:
+        if not os.path.isdir(against):
+            raise ValueError(f"against must be one of {sorted(RUNNERS)} or a fixture directory, got {against!r}")
+        from .fixtures import check_dir
+        for rep in check_dir(against, ops=ops, dtypes=dtypes):
+            yield rep.name, os.path.basename(rep.note.split(":")[0]).rsplit(".", 2)[0], rep
+        return
+    run = RUNNERS[against]()
+    for spec in specs_matching(ops):
+        samples = spec.sample(np.random.default_rng(zlib.crc32(spec.name.encode()) + rng), np.float64)
+        for index, sample in enumerate(samples):
+            for dtype in dtypes:
+                try:
+                    rep = _compare_run(spec, index, sample, dtype, run)
+                except Exception as exc:  # a crash in either framework is a failure row, never swallowed
+                    rep = CompareReport(spec.name, dtype, note=f"{sample.label}: {type(exc).__name__}: {exc}")
+                    rep.rows.append(error_row("error", np.zeros(1), np.full(1, np.inf), tolerance(spec, dtype)))
+                yield spec.name, sample.label, rep
+
+
+def _worst(rep, prefix):
+    vals = [r.max_rel for r in rep.rows if r.what.startswith(prefix)]
+    return max(vals) if vals else None
+
+
+def format_rows(rows, against):
+    """The table printed by ``orthoref oracle check``."""
+    head = (f"{'op':<26} {'sample':<16} {'dtype':<8} {'value rel.err':>13} {'grad rel.err':>12} "
+            f"{'rtol':>7}  result")
+    lines = [f"orthoref oracle check --against {against}", head, "-" * len(head)]
+    for name, label, rep in rows:
+        if rep is None:
+            lines.append(f"{name:<26} {label[:16]:<16} {'':<8} {'':>13} {'':>12} {'':>7}  skip (no {against} twin)")
+            continue
+        v, g = _worst(rep, "value"), _worst(rep, "grad")
+        fmt = (lambda e: "-" if e is None else f"{e:.1e}")
+        tol = rep.rows[0].rtol if rep.rows else 0.0
+        lines.append(f"{name:<26} {label[:16]:<16} {rep.dtype:<8} {fmt(v):>13} {fmt(g):>12} {tol:>7.0e}  "
+                     f"{'PASS' if rep.passed else 'FAIL'}")
+        if not rep.passed and (":" in rep.note):
+            lines.append(f"    {rep.note}")
+    return "\n".join(lines)
+
+
+def summary(rows) -> dict:
+    reports = [r for _, _, r in rows if r is not None]
+    failed = [r for r in reports if not r.passed]
+    return {"checked": len(reports), "failed": len(failed), "skipped": sum(r is None for _, _, r in rows),
+            "ops": len({n for n, _, r in rows if r is not None}),
+            "worst_rel_error": max((r.max_rel for r in reports), default=0.0)}

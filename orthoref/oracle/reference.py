@@ -1,0 +1,263 @@
+"""The oracle's public face: a float64 reference value and vector-Jacobian product for any registered op,
+and a comparison report for someone else's value and gradients.
+
+>>> import numpy as np
+>>> from orthoref import oracle
+>>> W = np.random.default_rng(0).standard_normal((3, 5))
+>>> value, vjp = oracle.reference("soft_orthogonality", W)
+>>> (dW,) = vjp(np.ones(()))                 # gradient of the value (cotangent 1)
+>>> report = oracle.compare("soft_orthogonality", [W], value, their_grads=[dW])
+>>> report.passed
+True
+
+Errors are norm-wise relative: ``max|theirs − ours| / max|ours|`` per output and per gradient (absolute
+where the reference is all zero), compared with the op's documented tolerance for the dtype of the inputs
+(:func:`tolerance`).
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .registry import all_specs, get
+
+__all__ = ["cast_kwargs", "names", "specs_matching", "reference", "compare", "CompareReport", "ErrorRow", "tolerance",
+           "FLOAT32_RTOL", "to_host"]
+
+#: Default tolerance for a float32 implementation checked against the float64 reference on the same
+#: (float32-representable) inputs; an op whose float32 error is larger by construction sets ``rtol32``.
+FLOAT32_RTOL = 1e-5
+
+
+def names() -> list:
+    """Names of every registered op, layer, loss, regularizer and projection."""
+    return [s.name for s in all_specs()]
+
+
+def specs_matching(patterns="*"):
+    """Registered specs whose name matches any of the comma-separated shell patterns (``"nn.*,relu"``)."""
+    pats = [p.strip() for p in (patterns.split(",") if isinstance(patterns, str) else patterns) if p.strip()]
+    return [s for s in all_specs() if any(fnmatch.fnmatchcase(s.name, p) for p in pats)]
+
+
+def tolerance(spec, dtype) -> float:
+    """The relative tolerance an implementation computing in ``dtype`` must meet against the reference:
+    the op's conformance tolerance (``torch_rtol``, 1e-10 unless the op documents more) for float64, its
+    ``rtol32`` (default :data:`FLOAT32_RTOL`) for float32 and lower."""
+    if np.dtype(dtype) == np.float64:
+        return spec.torch_rtol
+    return getattr(spec, "rtol32", None) or FLOAT32_RTOL
+
+
+def to_host(x, name="input"):
+    """A host NumPy array from a NumPy/CuPy/PyTorch/JAX array, list or scalar (a torch tensor is detached
+    and moved to the CPU); raises ``TypeError`` for anything that is not numeric."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):      # torch.Tensor
+        x = x.detach().cpu().numpy()
+    elif hasattr(x, "get") and type(x).__module__.startswith("cupy"):
+        x = x.get()
+    try:
+        a = np.asarray(x)
+    except Exception as exc:
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}") from exc
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    return a
+
+
+def cast_kwargs(kwargs, dtype):
+    """``kwargs`` with floating array values (a base point, a power-iteration start) cast to ``dtype``, as a
+    framework computing in ``dtype`` would hold them."""
+    return {k: v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+            for k, v in kwargs.items()}
+
+
+def _float64_inputs(spec, inputs):
+    out = []
+    for k, x in enumerate(inputs):
+        a = to_host(x, f"{spec.name}: input {k}")
+        out.append(np.array(a, dtype=np.float64) if a.dtype.kind == "f" else np.array(a, dtype=np.int64))
+    return tuple(out)
+
+
+def _lookup(name):
+    try:
+        return get(name)
+    except KeyError:
+        raise ValueError(f"no registered op named {name!r}; orthoref.oracle.names() lists the "
+                         f"{len(names())} registered ops") from None
+
+
+def reference(name, *inputs, **kwargs):
+    """Float64 reference value and vector-Jacobian product of the registered op ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A registered name (:func:`names`), e.g. ``"conv2d"``, ``"nn.Linear"``, ``"polar"``.
+    *inputs : array_like
+        The op's array inputs in registry order (NumPy, CuPy, PyTorch or JAX arrays). Floating inputs are
+        converted to float64 — the oracle answers in float64 whatever the caller computes in — and integer
+        inputs (labels) to int64.
+    **kwargs
+        The op's keyword arguments (floating arrays among them are converted to float64 too).
+
+    Returns
+    -------
+    value : ndarray or tuple of ndarray
+        The output (a tuple for ops with several outputs).
+    vjp : callable
+        ``vjp(cotangent)`` with ``cotangent`` shaped like ``value`` (a tuple for several outputs) returns a
+        tuple with one float64 gradient per input — ``∑ cotangent ⊙ ∂value/∂input`` — and ``None`` for
+        integer inputs.
+    """
+    spec = _lookup(name)
+    args = _float64_inputs(spec, inputs)
+    outputs, vjp = spec.apply(*args, **cast_kwargs(kwargs, np.float64))
+    outputs = tuple(np.asarray(to_host(y)) for y in outputs)
+
+    def reference_vjp(cotangent):
+        cot = cotangent if isinstance(cotangent, (tuple, list)) else (cotangent,)
+        if len(cot) != len(outputs):
+            raise ValueError(f"{name}: vjp expects {len(outputs)} cotangent(s), got {len(cot)}")
+        cots = []
+        for k, (c, y) in enumerate(zip(cot, outputs)):
+            c = np.array(to_host(c, f"{name}: cotangent {k}"), dtype=np.float64)
+            if c.ndim == 0 and y.ndim > 0:
+                c = np.full(y.shape, float(c))
+            if c.shape != y.shape:
+                raise ValueError(f"{name}: cotangent {k} must have the output's shape {y.shape}, got {c.shape}")
+            cots.append(c)
+        grads = vjp(tuple(cots))
+        return tuple(None if g is None else np.asarray(to_host(g), dtype=np.float64) for g in grads)
+
+    return (outputs[0] if len(outputs) == 1 else outputs), reference_vjp
+
+
+@dataclass
+class ErrorRow:
+    """One compared array: ``what`` is ``value[k]`` or ``grad[k]``."""
+    what: str
+    shape: tuple
+    max_abs: float
+    max_rel: float
+    rtol: float
+
+    @property
+    def passed(self) -> bool:
+        return bool(np.isfinite(self.max_rel)) and self.max_rel <= self.rtol
+
+
+@dataclass
+class CompareReport:
+    """Errors of someone else's value and gradients against the reference; ``str()`` prints a table,
+    :meth:`to_dict` gives JSON-ready data, :attr:`passed` the verdict."""
+    name: str
+    dtype: str
+    rows: list = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.rows)
+
+    @property
+    def max_rel(self) -> float:
+        return max((r.max_rel for r in self.rows), default=0.0)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "passed": self.passed, "note": self.note,
+                "rows": [{"what": r.what, "shape": list(r.shape), "max_abs_error": r.max_abs,
+                          "max_rel_error": r.max_rel, "rtol": r.rtol, "passed": r.passed} for r in self.rows]}
+
+    def __str__(self) -> str:
+        head = f"{self.name} ({self.dtype}): {'PASS' if self.passed else 'FAIL'}"
+        lines = [head + (f" — {self.note}" if self.note else ""),
+                 f"  {'array':<10} {'shape':<14} {'max abs err':>12} {'max rel err':>12} {'rtol':>8}  result"]
+        for r in self.rows:
+            shape = "x".join(map(str, r.shape)) or "()"
+            lines.append(f"  {r.what:<10} {shape:<14} {r.max_abs:>12.3e} {r.max_rel:>12.3e} {r.rtol:>8.0e}  "
+                         f"{'pass' if r.passed else 'FAIL'}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def error_row(what, ours, theirs, rtol) -> ErrorRow:
+    """Norm-wise errors of ``theirs`` against the reference ``ours`` (shapes must agree)."""
+    a = np.asarray(ours, dtype=np.float64)
+    b = np.asarray(theirs, dtype=np.float64)
+    if a.size == 0:
+        return ErrorRow(what, a.shape, 0.0, 0.0, rtol)
+    diff = np.abs(a - b)
+    max_abs = float(diff.max()) if np.isfinite(diff).all() else float("inf")
+    scale = float(np.abs(a).max())
+    return ErrorRow(what, a.shape, max_abs, max_abs / scale if scale > 0 else max_abs, rtol)
+
+
+def _as_tuple(x):
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def compare(name, inputs, their_value, their_grads=None, cotangent=None, rtol=None, *, kwargs=None):
+    """Compare another implementation's value (and gradients) of ``name`` with the float64 reference.
+
+    Parameters
+    ----------
+    name : str
+        A registered op name.
+    inputs : array or sequence of arrays
+        The inputs both sides were evaluated at (their dtype sets the default tolerance).
+    their_value : array or sequence of arrays
+        Their output(s).
+    their_grads : sequence, optional
+        Their gradient of each input (``None`` entries are skipped), i.e. the VJP with ``cotangent``.
+    cotangent : array or sequence of arrays, optional
+        The output cotangent(s) they used; default ones, i.e. the gradient of ``value.sum()``. Prefer a
+        random cotangent: ones hide transposed gradients.
+    rtol : float, optional
+        Relative tolerance; default :func:`tolerance` for the inputs' floating dtype.
+    kwargs : dict, optional
+        The op's keyword arguments.
+
+    Returns
+    -------
+    CompareReport
+    """
+    spec = _lookup(name)
+    inputs = _as_tuple(inputs)
+    hosts = [to_host(x, f"{name}: input {k}") for k, x in enumerate(inputs)]
+    floats = [a.dtype for a in hosts if a.dtype.kind == "f"]
+    dtype = np.result_type(*floats) if floats else np.dtype(np.float64)
+    tol = tolerance(spec, dtype) if rtol is None else float(rtol)
+    value, vjp = reference(name, *hosts, **(kwargs or {}))
+    ours = _as_tuple(value)
+    theirs = _as_tuple(their_value)
+    if len(theirs) != len(ours):
+        raise ValueError(f"{name}: their_value has {len(theirs)} output(s), the op has {len(ours)}")
+    report = CompareReport(name, str(dtype))
+    for k, (o, t) in enumerate(zip(ours, theirs)):
+        t = to_host(t, f"{name}: their_value[{k}]")
+        if t.shape != o.shape:
+            raise ValueError(f"{name}: their_value[{k}] must have shape {o.shape}, got {t.shape}")
+        report.rows.append(error_row(f"value[{k}]", o, t, tol))
+    if their_grads is None:
+        return report
+    their_grads = _as_tuple(their_grads)
+    if len(their_grads) != len(hosts):
+        raise ValueError(f"{name}: their_grads must have one entry per input ({len(hosts)}), got "
+                         f"{len(their_grads)} (use None for inputs without a gradient)")
+    cot = tuple(np.ones(o.shape) for o in ours) if cotangent is None else _as_tuple(cotangent)
+    if cotangent is None:
+        report.note = "cotangent ones (gradient of the sum of the outputs)"
+    grads = vjp(cot)
+    for k, (g, t) in enumerate(zip(grads, their_grads)):
+        if t is None or g is None:
+            continue
+        t = to_host(t, f"{name}: their_grads[{k}]")
+        if t.shape != g.shape:
+            raise ValueError(f"{name}: their_grads[{k}] must have input {k}'s shape {g.shape}, got {t.shape}")
+        report.rows.append(error_row(f"grad[{k}]", g, t, tol))
+    return report

@@ -1,0 +1,108 @@
+"""Figures of :mod:`orthoref.analysis` (matplotlib, an optional dependency: ``pip install 'orthoref[plot]'``).
+
+matplotlib is imported only when a figure is drawn, and only its object-oriented API is used
+(``matplotlib.figure.Figure``, no ``pyplot``): drawing never changes the caller's backend or global state
+and needs no display. PNGs are written atomically (temporary file, fsync, rename).
+"""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+
+__all__ = ["plot_filter_angles", "plot_jacobian_spectrum", "plot_spectra", "require_matplotlib"]
+
+_HINT = "matplotlib is needed for the figures: pip install 'orthoref[plot]' (or pip install matplotlib)"
+
+
+def require_matplotlib():
+    """Import matplotlib or raise ImportError saying how to install it; returns the module."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError(f"{_HINT}; the import failed with: {exc!r}") from exc
+    return matplotlib
+
+
+def _grid(n, width=4.0, height=3.0, max_cols=3):
+    require_matplotlib()
+    from matplotlib.figure import Figure
+    cols = max(1, min(n, max_cols))
+    rows = max(1, math.ceil(n / cols))
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _save(fig, path, dpi=110):
+    from .train import _atomic_write
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    _atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return path
+
+
+def plot_spectra(spectra, path, title="Singular values of each weight (M = W.reshape(out, -1))"):
+    """One panel per weight: its singular values in descending order (log scale), with σ = 1 dashed.
+
+    Parameters
+    ----------
+    spectra : dict name -> (k,) array of singular values (host or anything ``np.asarray`` takes)
+    path : str, the PNG to write
+    """
+    fig, axes = _grid(len(spectra))
+    for ax, (name, s) in zip(axes, spectra.items()):
+        s = np.asarray(s, dtype=np.float64)
+        ax.semilogy(np.arange(1, len(s) + 1), np.where(s > 0, s, np.nan), lw=1.5)
+        ax.axhline(1.0, color="gray", ls="--", lw=0.8)
+        ax.set_title(f"{name}  (k={len(s)})", fontsize=9)
+        ax.set_xlabel("index i")
+        ax.set_ylabel("σ_i")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_filter_angles(angles, path, bins=90,
+                       title="Pairwise angles between filters (rows of M), degrees"):
+    """One histogram per weight of the filter angles (:func:`orthoref.analysis.filter_angles`), 90° marked.
+
+    Parameters
+    ----------
+    angles : dict name -> 1-D array of angles in degrees (NaN entries ignored)
+    path : str, the PNG to write
+    bins : int, bins over [0, 180]
+    """
+    fig, axes = _grid(len(angles))
+    for ax, (name, a) in zip(axes, angles.items()):
+        a = np.asarray(a, dtype=np.float64)
+        a = a[np.isfinite(a)]
+        ax.hist(a, bins=bins, range=(0.0, 180.0), color="tab:blue")
+        ax.axvline(90.0, color="gray", ls="--", lw=0.8)
+        mean = f", mean {a.mean():.1f}°" if a.size else ""
+        ax.set_title(f"{name}  ({a.size} pairs{mean})", fontsize=9)
+        ax.set_xlim(0, 180)
+        ax.set_xlabel("angle (degrees)")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_jacobian_spectrum(sigma, path, bins=60,
+                           title="Singular values of the input–output Jacobian (all examples)"):
+    """Histogram of the Jacobian singular values of all examples (``(N, k)`` array), σ = 1 marked."""
+    s = np.asarray(sigma, dtype=np.float64).ravel()
+    fig, (ax,) = _grid(1, width=5.0, height=3.5)
+    positive = s[s > 0]
+    if positive.size:
+        edges = np.geomspace(positive.min(), positive.max() * (1 + 1e-9), bins + 1)
+        ax.hist(positive, bins=edges, color="tab:green")
+        ax.set_xscale("log")
+    ax.axvline(1.0, color="gray", ls="--", lw=0.8)
+    ax.set_xlabel("σ")
+    ax.set_ylabel("count")
+    n = np.asarray(sigma).shape[0] if np.ndim(sigma) == 2 else 1
+    ax.set_title(f"{title}\n{n} examples, mean {s.mean():.3g}, max/min {s.max():.3g}/{s.min():.3g}",
+                 fontsize=9)
+    return _save(fig, path)
