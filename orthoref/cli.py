@@ -21,24 +21,26 @@ def _verify(args) -> int:
         print(f"orthoref verify: no registered op matches {args.ops!r}", file=sys.stderr)
         return 2
     use_torch = torch_available() and not args.no_torch
-    header = f"{'name':<22} {'sample':<14} {'shapes':<26} {'dtype':<8} {'fd rel.err':>10} {'torch rel.err':>13}  result"
+    header = (f"{'name':<22} {'sample':<14} {'shapes':<26} {'dtype':<8} {'fd rel.err':>10} {'cs rel.err':>10} "
+              f"{'torch rel.err':>13}  result")
     print(header)
     print("-" * len(header))
     failures = total = 0
     for row in run_checks(specs, rng=args.seed, torch=use_torch, elementwise=not args.fast):
         total += 1
-        ok = row["fd_ok"] and row["torch_ok"] is not False and not row["error"]
+        ok = row["fd_ok"] and row["cs_ok"] is not False and row["torch_ok"] is not False and not row["error"]
         failures += not ok
         fd = "-" if row["fd_error"] is None else f"{row['fd_error']:.1e}"
+        cs = "-" if row["cs_error"] is None else f"{row['cs_error']:.1e}"
         te = "n/a" if row["torch_error"] is None else f"{row['torch_error']:.1e}"
         print(f"{row['name']:<22} {row['label'][:14]:<14} {row['shapes'][:26]:<26} {row['dtype']:<8} "
-              f"{fd:>10} {te:>13}  {'PASS' if ok else 'FAIL'}")
+              f"{fd:>10} {cs:>10} {te:>13}  {'PASS' if ok else 'FAIL'}")
         if row["error"]:
             print(f"    {row['error']}")
     print("-" * len(header))
     torch_note = "with PyTorch conformance" if use_torch else "PyTorch not installed: finite differences only"
     print(f"{total - failures} passed, {failures} failed ({torch_note}; tolerances: finite differences "
-          f"per op, PyTorch 1e-10 relative)")
+          f"per op, complex step (real-analytic ops) 1e-12, PyTorch 1e-10 relative)")
     return 1 if failures else 0
 
 

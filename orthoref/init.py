@@ -44,6 +44,7 @@ import warnings
 import numpy as np
 
 from .backend import get_array_module, get_backend, host_rng, to_numpy
+from .ortho.decomp import orthonormal_qr
 
 __all__ = [
     "orthogonal", "orthogonalize_gaussian", "special_orthogonal", "delta_orthogonal",
@@ -124,49 +125,6 @@ def calculate_fan_in_and_fan_out(shape):
 # ---------------------------------------------------------------------------------------------------------
 # Orthogonal matrices.
 
-_QR_BLOCK = 256   # block size of LAPACK ?geqrt (compact WY); the reference ?geqrf's nb=32 is slower
-_TALL_VIA_GEMQRT = True
-
-
-def _qr_host(a, overwrite, transposed=False):
-    """Thin QR of a tall host matrix ``a`` (``m >= n``) in its own precision: ``(Q, diag R)``, or
-    ``(Qᵀ, diag R)`` when ``transposed``.
-
-    ``?geqrt`` (blocked Householder QR in compact-WY form, block size ``_QR_BLOCK``; the same reflectors
-    as ``?geqrf``, faster than the reference ``?geqrf``'s nb=32 in OpenBLAS), then
-
-    * ``Q``: ``?orgqr`` with ``tau = diag T`` (the diagonal of each block's ``T`` holds the Householder
-      scalars); ``Q`` comes out column-major, so ``Qᵀ`` is C-contiguous;
-    * ``Qᵀ``: ``?gemqrt`` applied from the right to ``[I 0]`` (``[I 0] H_n ⋯ H_1``); ``Qᵀ`` comes out
-      column-major, so ``Q = (Qᵀ)ᵀ`` is C-contiguous.
-
-    A column-major ``a`` is factorised without a copy (and overwritten when ``overwrite``).
-    """
-    from scipy.linalg import lapack
-
-    m, n = a.shape
-    a = np.asfortranarray(a)
-    geqrt, orgqr, gemqrt = lapack.get_lapack_funcs(("geqrt", "orgqr", "gemqrt"), (a,))
-    nb = min(_QR_BLOCK, n)
-    r, t, info = geqrt(nb, a, overwrite_a=overwrite)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"LAPACK ?geqrt failed with info={info}")
-    d = np.array(np.diagonal(r), copy=True)
-    if transposed:
-        qt, info = gemqrt(r, t, np.eye(n, m, dtype=a.dtype, order="F"), side="R", trans="T",
-                          overwrite_c=True)
-        if info != 0:
-            raise np.linalg.LinAlgError(f"LAPACK ?gemqrt failed with info={info}")
-        return qt, d
-    cols = np.arange(n)
-    tau = np.ascontiguousarray(t[cols % nb, cols])
-    work, info = orgqr(r, tau, lwork=-1)[1:]
-    q, _, info = orgqr(r, tau, lwork=max(int(work[0]), 1), overwrite_a=True)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"LAPACK ?orgqr failed with info={info}")
-    return q, d
-
-
 def _orthogonalize(a, gain, method, overwrite=False):
     """The orthogonal factor of ``a`` (any orientation), on ``a``'s backend, in ``a``'s dtype."""
     xp = get_array_module(a)
@@ -181,24 +139,7 @@ def _orthogonalize(a, gain, method, overwrite=False):
             u, _, vt = xp.linalg.svd(a, full_matrices=False)
         q = u @ vt
     else:
-        wide = rows < cols
-        tall = a.T if wide else a
-        if xp is np:
-            # the orientation that comes out C-contiguous: Q for a wide a, Qᵀ for a tall one
-            q, d = _qr_host(tall, overwrite, transposed=not wide and _TALL_VIA_GEMQRT)
-            transposed = not wide and _TALL_VIA_GEMQRT
-        else:
-            q, r = xp.linalg.qr(tall, mode="reduced")
-            d, transposed = xp.diagonal(r), False
-        # sign(diag R) with sign(0) taken as +1 (Mezzadri 2007): Q becomes Haar distributed.
-        s = xp.where(d < 0, -1, 1).astype(q.dtype)
-        if transposed:
-            q *= s[:, None]
-            q = q.T
-        else:
-            q *= s
-            if wide:
-                q = q.T
+        q = orthonormal_qr(a, overwrite)
     if gain != 1.0:
         q *= q.dtype.type(gain)
     return q

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from orthoref.oracle import GradientCheckError
+from orthoref.oracle.conformance import COMPLEX_STEP_RTOL as COMPLEX_RTOL
 from orthoref.oracle.gradcheck import check_complex_step
 from orthoref.oracle.registry import all_specs, from_pair
 
 from conftest import spec_samples
 
 CASES = [c for c in spec_samples() if c.values[0].complex_step]
-COMPLEX_RTOL = 1e-12
 
 
 @pytest.mark.parametrize("spec,sample", CASES)

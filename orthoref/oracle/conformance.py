@@ -6,9 +6,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import host_rng, to_numpy
-from .gradcheck import check_backward
+from .gradcheck import check_backward, check_complex_step
 
-__all__ = ["torch_available", "rel_error", "TorchComparison", "compare_with_torch", "run_checks"]
+#: Complex-step tolerance: no subtraction, so only rounding is left (errors are ~1e-16 in practice).
+COMPLEX_STEP_RTOL = 1e-12
+
+__all__ = ["COMPLEX_STEP_RTOL", "torch_available", "rel_error", "TorchComparison", "compare_with_torch", "run_checks"]
 
 
 def torch_available() -> bool:
@@ -72,19 +75,23 @@ def compare_with_torch(spec, sample, rng=0) -> TorchComparison:
 
 
 def run_checks(specs, rng=0, torch=None, elementwise=True):
-    """Yield one result dict per (spec, sample): finite-difference error and, where PyTorch is installed
-    and the op has a twin, the conformance error. Used by ``orthoref verify`` and the test-suite."""
+    """Yield one result dict per (spec, sample): finite-difference error, complex-step error (ops marked
+    ``complex_step``) and, where PyTorch is installed and the op has a twin, the conformance error. Used by ``orthoref verify`` and the test-suite."""
     use_torch = torch_available() if torch is None else torch
     gen = host_rng(rng)
     for spec in specs:
         for sample in spec.sample(gen, np.float64):
             row = {"name": spec.name, "kind": spec.kind, "label": sample.label, "shapes": sample.shapes,
-                   "dtype": "float64", "fd_error": None, "fd_ok": False, "torch_error": None,
-                   "torch_ok": None, "error": ""}
+                   "dtype": "float64", "fd_error": None, "fd_ok": False, "cs_error": None, "cs_ok": None,
+                   "torch_error": None, "torch_ok": None, "error": ""}
             try:
                 rep = check_backward(lambda *a: spec.apply(*a, **sample.kwargs), sample.inputs,
                                      rtol=spec.rtol, elementwise=elementwise, rng=gen, raise_on_fail=False)
                 row["fd_error"], row["fd_ok"] = rep.max_rel_error, rep.passed
+                if spec.complex_step:
+                    cs = check_complex_step(lambda *a: spec.apply(*a, **sample.kwargs), sample.inputs,
+                                            rtol=COMPLEX_STEP_RTOL, rng=gen, raise_on_fail=False)
+                    row["cs_error"], row["cs_ok"] = cs.max_rel_error, cs.passed
                 if use_torch and spec.torch is not None:
                     cmp = compare_with_torch(spec, sample, rng=gen)
                     row["torch_error"] = cmp.max_error
