@@ -268,3 +268,22 @@ def test_cli_oracle_check_errors(capsys):
     assert main(["oracle", "check", "--against", "torch", "--dtype", "float16"]) == 2
     err = capsys.readouterr().err
     assert "give --against" in err and "fixture directory" in err and "--dtype takes" in err
+
+
+def test_cli_oracle_check_backend_cupy_needs_a_gpu(capsys):
+    from orthoref.backend import cupy_available
+    if cupy_available():
+        pytest.skip("CuPy and a GPU are present: the real check runs in the GPU suite")
+    assert main(["oracle", "check", "--backend", "cupy", "--ops", "tanh"]) == 2
+    assert "needs CuPy and a GPU" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_oracle_check_on_cupy_matches_numpy():
+    from orthoref.backend import cupy_available
+    from orthoref.oracle.check import check, summary
+    if not cupy_available():
+        pytest.skip("CuPy or a GPU is missing")
+    rows = list(check("cupy", dtypes=("float64",)))
+    s = summary(rows)
+    assert s["failed"] == 0 and s["checked"] > 200, s
