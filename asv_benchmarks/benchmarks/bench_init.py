@@ -1,88 +1,84 @@
-"""Initializer benchmarks: orthogonal weights by QR and by SVD, on NumPy/SciPy and CuPy, and the
-orthogonality error of the result (``track_*``)."""
+"""Initializers (``orthoref.init``): orthogonal matrices by QR and by SVD, the delta-orthogonal and
+block-orthogonal convolution kernels; the orthogonality error of the result (``track_*``); PyTorch's
+``orthogonal_`` beside them.
+
+The seconds-long 4096 x 4096 case against PyTorch is ``orthoref bench --cases init_orthogonal_4096``.
+"""
 import numpy as np
 
 from orthoref import backend, init
+from orthoref.ortho import orthogonality_error
 
+try:
+    import torch                       # imported here so that asv's forkserver imports it once
+except ImportError:                    # the Torch* comparison lines are then skipped
+    torch = None
 
-def _require(backend_name):
-    if backend_name == "cupy" and not backend.cupy_available():
-        raise NotImplementedError("CuPy or a GPU is missing")
+try:
+    from ._common import BACKENDS, DTYPES, host, require, sizes, sync
+except ImportError:  # loaded as a lone file (tests/test_cli_bench.py imports the modules by path)
+    import pathlib
+    import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from _common import BACKENDS, DTYPES, host, require, sizes, sync
 
-
-def _sync(backend_name):
-    if backend_name == "cupy":
-        import cupy
-        cupy.cuda.Stream.null.synchronize()
+SIZES = sizes([64, 128])
 
 
 class Init:
-    """``orthogonal((n, n))``: Gaussian drawn on the host, QR (PyTorch's route) or SVD (``U Vᵀ``)."""
-    params = ([256, 1024, 4096], ["float32", "float64"], ["numpy", "cupy"])
+    """``orthogonal((n, n))`` (QR with sign fix, PyTorch's route; or SVD ``U Vᵀ``), ``delta_orthogonal``
+    and ``block_orthogonal_conv`` of an ``(n, n // 2, 3, 3)`` kernel; Gaussians drawn on the host (seed 0),
+    the result created on ``backend``."""
+    params = (SIZES, DTYPES, BACKENDS)
     param_names = ["n", "dtype", "backend"]
-    timeout = 300
+    timeout = 120
 
     def setup(self, n, dtype, backend_name):
-        _require(backend_name)
-        if n > 1024 and dtype != "float32":
-            raise NotImplementedError("4096 is timed in float32 only")
-        self._previous = backend.active()
-        backend.use(backend_name)
+        require(backend_name)
         self.dtype = np.dtype(dtype)
+        self.conv_shape = (n, n // 2, 3, 3)
 
-    def teardown(self, n, dtype, backend_name):
-        backend.use(self._previous)
+    def _draw(self, fn, shape, backend_name, **kw):
+        with backend.using(backend_name):
+            out = fn(shape, rng=0, dtype=self.dtype, **kw)
+        sync(backend_name)
+        return out
 
     def time_orthogonal(self, n, dtype, backend_name):
-        init.orthogonal((n, n), rng=0, dtype=self.dtype)
-        _sync(backend_name)
+        self._draw(init.orthogonal, (n, n), backend_name)
 
     def time_orthogonal_svd(self, n, dtype, backend_name):
-        if n > 1024:
-            raise NotImplementedError("the SVD route is timed up to 1024")
-        init.orthogonal((n, n), rng=0, dtype=self.dtype, method="svd")
-        _sync(backend_name)
+        self._draw(init.orthogonal, (n, n), backend_name, method="svd")
+
+    def time_delta_orthogonal(self, n, dtype, backend_name):
+        self._draw(init.delta_orthogonal, self.conv_shape, backend_name)
+
+    def time_block_orthogonal(self, n, dtype, backend_name):
+        self._draw(init.block_orthogonal_conv, self.conv_shape, backend_name)
+
+    def track_orthogonality_error(self, n, dtype, backend_name):
+        """``‖QᵀQ − I‖_2`` of ``orthogonal((n, n))`` (QR), evaluated in float64."""
+        return orthogonality_error(host(self._draw(init.orthogonal, (n, n), backend_name)))
+
+    track_orthogonality_error.unit = "norm"
+
+    def track_orthogonality_error_svd(self, n, dtype, backend_name):
+        """``‖QᵀQ − I‖_2`` of ``orthogonal((n, n), method="svd")``, evaluated in float64."""
+        return orthogonality_error(host(self._draw(init.orthogonal, (n, n), backend_name, method="svd")))
+
+    track_orthogonality_error_svd.unit = "norm"
 
 
-class InitConv:
-    """The convolution kernels: delta-orthogonal and Xiao et al.'s block-orthogonal construction."""
-    params = ([(64, 64, 3, 3), (256, 128, 3, 3)],)
-    param_names = ["shape"]
-
-    def time_delta_orthogonal(self, shape):
-        init.delta_orthogonal(shape, rng=0)
-
-    def time_block_orthogonal(self, shape):
-        init.block_orthogonal_conv(shape, rng=0)
-
-
-class OrthogonalityError:
-    """``max |QᵀQ - I|`` of ``orthogonal((n, n), dtype=float64)`` (drift would show a numerical bug)."""
-    params = ([256, 1024], ["qr", "svd"], ["numpy", "cupy"])
-    param_names = ["n", "method", "backend"]
-    unit = "max abs error"
-
-    def setup(self, n, method, backend_name):
-        _require(backend_name)
-
-    def track_orthogonality_error(self, n, method, backend_name):
-        with backend.using(backend_name):
-            q = backend.to_numpy(init.orthogonal((n, n), rng=0, dtype=np.float64, method=method))
-        return float(np.abs(q.T @ q - np.eye(n)).max())
-
-
-class TorchOrthogonal:
+class TorchInit:
     """``torch.nn.init.orthogonal_`` on the CPU, the line to compare ``Init.time_orthogonal`` with."""
-    params = ([256, 1024, 4096],)
-    param_names = ["n"]
-    timeout = 300
+    params = (SIZES, DTYPES)
+    param_names = ["n", "dtype"]
 
-    def setup(self, n):
-        try:
-            import torch
-        except ImportError:
+    def setup(self, n, dtype):
+        if torch is None:
             raise NotImplementedError("PyTorch is not installed")
         self.torch = torch
+        self.t = torch.empty(n, n, dtype=getattr(torch, dtype))
 
-    def time_orthogonal_(self, n):
-        self.torch.nn.init.orthogonal_(self.torch.empty(n, n))
+    def time_orthogonal(self, n, dtype):
+        self.torch.nn.init.orthogonal_(self.t)

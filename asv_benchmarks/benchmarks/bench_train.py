@@ -1,62 +1,133 @@
-"""Train-step benchmarks: the MLP and CNN steps of the engine, on NumPy and CuPy, beside PyTorch CPU."""
+"""Train steps: one step (forward, cross-entropy, backward, Adam) of the two reference models of
+``orthoref.models`` -- the MLP 784-512-256-10 and the small CNN (conv(1→32,3)-ReLU-pool2-conv(32→64,3)-
+ReLU-pool2-linear(3136→10) on 1x28x28) -- on NumPy and CuPy, beside the same step in PyTorch CPU.
+
+Built as ``orthoref.bench`` builds its ``mlp_train_step`` / ``cnn_train_step`` cases (PyTorch's default
+initialization from seed 0, a Gaussian batch, labels in 0..9, ``Adam(lr=1e-3)``, ``bench.train_step``),
+with the batch size and dtype as parameters; the PyTorch twin is ``bench.torch_twin`` (same weights).
+"""
+import numpy as np
+
 from orthoref import backend
-from orthoref.bench import make_case
+from orthoref.bench import torch_twin, train_step
+from orthoref.models import mlp, small_cnn
+from orthoref.optim import Adam
+
+try:
+    import torch                       # imported here so that asv's forkserver imports it once
+except ImportError:                    # the Torch* comparison lines are then skipped
+    torch = None
+
+try:
+    from ._common import BACKENDS, DTYPES, PROFILE, require, sizes, sync
+except ImportError:  # loaded as a lone file (tests/test_cli_bench.py imports the modules by path)
+    import pathlib
+    import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from _common import BACKENDS, DTYPES, PROFILE, require, sizes, sync
+
+BATCHES = sizes([16, 64])
+MODELS = {
+    "mlp": (lambda gen, dt: mlp((784, 512, 256, 10), rng=gen, dtype=dt), (784,)),
+    "cnn": (lambda gen, dt: small_cnn(rng=gen, dtype=dt), (1, 28, 28)),
+}
 
 
-def _require(backend_name):
-    if backend_name == "cupy" and not backend.cupy_available():
-        raise NotImplementedError("CuPy or a GPU is missing")
+def _build(kind, batch, dtype, backend_name="numpy"):
+    """``(model, x_host, labels_host, x, labels)`` on ``backend_name``, all draws from seed 0."""
+    build, shape = MODELS[kind]
+    gen = np.random.default_rng(0)
+    dt = np.dtype(dtype)
+    with backend.using(backend_name):
+        model = build(gen, dt)
+        x_host = gen.standard_normal((batch,) + shape).astype(dt)
+        labels_host = gen.integers(0, 10, size=batch)
+        x, labels = backend.asarray(x_host), backend.asarray(labels_host)
+    return model, x_host, labels_host, x, labels
 
 
 class TrainStep:
-    """One optimizer step (forward, cross-entropy, backward, Adam), float32."""
-    params = (["mlp_train_step", "cnn_train_step"], ["numpy", "cupy"])
-    param_names = ["case", "backend"]
-    timeout = 120
+    """One optimizer step of the MLP and of the CNN, ``batch`` samples."""
+    params = (BATCHES, DTYPES, BACKENDS)
+    param_names = ["batch", "dtype", "backend"]
+    timeout = 180
 
-    def setup(self, case, backend_name):
-        _require(backend_name)
-        self.step, _, _ = make_case(case, rng=0, backend=backend_name)
-        self.step()
+    def setup(self, batch, dtype, backend_name):
+        require(backend_name)
+        self.steps = {}
+        for kind in MODELS:
+            model, _, _, x, labels = _build(kind, batch, dtype, backend_name)
+            opt = Adam(model.parameters(), lr=1e-3)
+            self.steps[kind] = (lambda m=model, o=opt, x=x, y=labels: train_step(m, o, x, y))
+            loss = float(self.steps[kind]())
+            assert np.isfinite(loss) and loss > 0, (kind, loss)
 
-    def time_step(self, case, backend_name):
-        self.step()
+    def _run(self, kind, backend_name):
+        self.steps[kind]()
+        sync(backend_name)
 
-    def peakmem_step(self, case, backend_name):
-        self.step()
+    def time_mlp_step(self, batch, dtype, backend_name):
+        self._run("mlp", backend_name)
+
+    def time_cnn_step(self, batch, dtype, backend_name):
+        self._run("cnn", backend_name)
+
+    def peakmem_mlp_step(self, batch, dtype, backend_name):
+        self._run("mlp", backend_name)
+
+    def peakmem_cnn_step(self, batch, dtype, backend_name):
+        self._run("cnn", backend_name)
 
 
 class TorchTrainStep:
-    """The same step in PyTorch CPU (same weights and batch), the line to compare against."""
-    params = (["mlp_train_step", "cnn_train_step"],)
-    param_names = ["case"]
-    timeout = 120
+    """The same steps in PyTorch CPU (same weights and batch), the lines to compare against."""
+    params = (BATCHES, DTYPES)
+    param_names = ["batch", "dtype"]
+    timeout = 180
 
-    def setup(self, case):
-        try:
-            import torch  # noqa: F401
-        except ImportError:
+    def setup(self, batch, dtype):
+        if torch is None:
             raise NotImplementedError("PyTorch is not installed")
-        _, self.step, _ = make_case(case, rng=0)
-        self.step()
+        self.steps = {}
+        for kind in MODELS:
+            model, x_host, labels_host, _, _ = _build(kind, batch, dtype)
+            tmodel = torch_twin(model)
+            topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
+            tx, tlabels = torch.from_numpy(x_host), torch.from_numpy(labels_host)
 
-    def time_step(self, case):
-        self.step()
+            def step(tmodel=tmodel, topt=topt, tx=tx, tlabels=tlabels):
+                topt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(tmodel(tx), tlabels)
+                loss.backward()
+                topt.step()
+                return loss
+            self.steps[kind] = step
+            step()
+
+    def time_mlp_step(self, batch, dtype):
+        self.steps["mlp"]()
+
+    def time_cnn_step(self, batch, dtype):
+        self.steps["cnn"]()
 
 
 class TrainStepRatio:
-    """orthoref / PyTorch time of the same step, measured in one process (below 1: orthoref faster)."""
+    """orthoref / PyTorch time of the same step (``orthoref.bench.run``: float32, MLP batch 128, CNN batch
+    64, same threads, blocks A B A B), measured in one process (below 1: orthoref faster)."""
     params = (["mlp_train_step", "cnn_train_step"],)
     param_names = ["case"]
     unit = "ratio"
     timeout = 300
 
     def setup(self, case):
-        try:
-            import torch  # noqa: F401
-        except ImportError:
+        if torch is None:
             raise NotImplementedError("PyTorch is not installed")
 
     def track_ratio_vs_torch(self, case):
+        import inspect
+
         from orthoref.bench import run
-        return run([case], repeat=10, number=5, warmup=5)["results"][case]["ratio"]
+        kw = dict(repeat=2, number=1, warmup=1) if PROFILE == "fast" else dict(repeat=10, number=3, warmup=3)
+        if "gemm_n" in inspect.signature(run).parameters:
+            kw["gemm_n"] = 64                                   # the GEMM peak is not needed for the ratio
+        return run([case], **kw)["results"][case]["ratio"]
