@@ -1,8 +1,8 @@
 """``orthoref`` command line: ``train`` (the main job: train a model on the bundled digits or an IDX
 directory), ``verify`` (gradient checks and PyTorch conformance of every registered op), ``oracle``
 (golden fixtures; conformance with PyTorch, JAX, CuPy or fixtures), ``analyze`` and ``compress`` (spectra
-and low-rank compression of a checkpoint) and ``bench`` (side-by-side timings
-against PyTorch CPU)."""
+and low-rank compression of a checkpoint), ``study`` (seeded studies with figures) and ``bench``
+(side-by-side timings against PyTorch CPU)."""
 from __future__ import annotations
 
 import argparse
@@ -251,6 +251,19 @@ def _compress(args) -> int:
     return 0
 
 
+def _study(args) -> int:
+    from .studies import run
+
+    try:
+        result = run(args.name, args.out, quick=args.quick, seed=args.seed, md_dir=args.md_dir, log=print)
+    except (ValueError, ImportError) as exc:
+        print(f"orthoref study: {exc}", file=sys.stderr)
+        return 2
+    for name, res in (result.items() if args.name == "all" else [(args.name, result)]):
+        print(f"{name}: {res['seconds']:.1f} s; wrote {res['markdown']} and {', '.join(res['figures'])}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -364,6 +377,22 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--out", help="output directory (default: compressed-energyE / compressed-rankR beside the "
                                  "checkpoint)")
     z.set_defaults(func=_compress)
+
+    s = sub.add_parser("study", help="run a study (depth, regularizers, projections, compression, rnn or all) "
+                                     "and write its figures and markdown summary",
+                       description="Seeded studies, each under 10 minutes on 2 cores: depth (gradients and "
+                                   "Jacobian spectra at initialization), regularizers (orthogonality penalties "
+                                   "on the digits), projections (accuracy against time of every "
+                                   "orthogonalization), compression (accuracy against kept rank), rnn (the "
+                                   "adding problem). Writes NAME_*.png into --out and NAME.md into --md-dir.")
+    s.add_argument("name", choices=("depth", "regularizers", "projections", "compression", "rnn", "all"))
+    s.add_argument("--out", required=True, help="directory for the PNG figures (created if needed)")
+    s.add_argument("--md-dir", default=None,
+                   help="directory for the markdown summaries NAME.md (default: --out); image links are "
+                        "relative to it")
+    s.add_argument("--quick", action="store_true", help="shrink every size and step count (seconds)")
+    s.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    s.set_defaults(func=_study)
 
     b = sub.add_parser("bench", help="time train steps and orthogonality ops against PyTorch CPU in one "
                                      "process, with the fraction of the measured GEMM peak")
