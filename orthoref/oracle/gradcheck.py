@@ -100,6 +100,20 @@ def _names(names, n):
     return names + [f"input{k}" for k in range(len(names), n)]
 
 
+def _float64_inputs(who, inputs, names):
+    """Indices of the floating inputs (the differentiable ones); ``TypeError`` unless all are float64."""
+    diff_idx = [i for i, x in enumerate(inputs) if _is_float(x)]
+    for i in diff_idx:
+        if inputs[i].dtype != np.float64:
+            raise TypeError(f"{who}: {names[i]} must be float64 (the oracle's precision), got {inputs[i].dtype}")
+    return diff_idx
+
+
+def _direction(gen, shape):
+    """A random direction whose every component is at least 1/2 in magnitude (none escapes the check)."""
+    return gen.uniform(0.5, 1.0, size=shape) * gen.choice([-1.0, 1.0], size=shape)
+
+
 def check_backward(fn, inputs, cotangents=None, *, eps=1e-3, rtol=1e-8, n_directions=3, rng=0,
                    elementwise=False, names=None, raise_on_fail=True) -> GradCheckReport:
     """Check ``vjp`` of ``fn(*inputs) -> (outputs, vjp)`` against finite differences in float64.
@@ -133,11 +147,7 @@ def check_backward(fn, inputs, cotangents=None, *, eps=1e-3, rtol=1e-8, n_direct
     inputs = list(inputs)
     names = _names(names, len(inputs))
     gen = host_rng(rng)
-    diff_idx = [i for i, x in enumerate(inputs) if _is_float(x)]
-    for i in diff_idx:
-        if inputs[i].dtype != np.float64:
-            raise TypeError(f"check_backward: {names[i]} must be float64 (the oracle's precision), "
-                            f"got {inputs[i].dtype}")
+    diff_idx = _float64_inputs("check_backward", inputs, names)
     outputs, vjp = fn(*inputs)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     if cotangents is None:
@@ -165,9 +175,7 @@ def check_backward(fn, inputs, cotangents=None, *, eps=1e-3, rtol=1e-8, n_direct
     for _ in range(n_directions):
         dirs = []
         for i in diff_idx:
-            shape = inputs[i].shape
-            d = gen.uniform(0.5, 1.0, size=shape) * gen.choice([-1.0, 1.0], size=shape)
-            dirs.append(d)
+            dirs.append(_direction(gen, inputs[i].shape))
         dev_dirs = [xp.asarray(d) for d in dirs]
         numeric, noise = _stencil(fn, inputs, diff_idx, dev_dirs, cotangents, eps)
         analytic = sum(float((host_grads[i] * d).sum()) for i, d in zip(diff_idx, dirs))
@@ -245,10 +253,7 @@ def check_complex_step(fn, inputs, cotangents=None, *, h=1e-30, rtol=1e-12, n_di
     inputs = list(inputs)
     names = _names(names, len(inputs))
     gen = host_rng(rng)
-    diff_idx = [i for i, x in enumerate(inputs) if _is_float(x)]
-    for i in diff_idx:
-        if inputs[i].dtype != np.float64:
-            raise TypeError(f"check_complex_step: {names[i]} must be float64, got {inputs[i].dtype}")
+    diff_idx = _float64_inputs("check_complex_step", inputs, names)
     outputs, vjp = fn(*inputs)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     if cotangents is None:
@@ -261,8 +266,7 @@ def check_complex_step(fn, inputs, cotangents=None, *, h=1e-30, rtol=1e-12, n_di
         shifted = list(inputs)
         dirs = {}
         for i in diff_idx:
-            d = gen.uniform(0.5, 1.0, size=inputs[i].shape) * gen.choice([-1.0, 1.0], size=inputs[i].shape)
-            dirs[i] = d
+            d = dirs[i] = _direction(gen, inputs[i].shape)
             shifted[i] = inputs[i] + 1j * h * xp.asarray(d)
         with complex_step_mode():
             c_out, _ = fn(*shifted)
