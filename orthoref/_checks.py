@@ -104,7 +104,9 @@ def check_finite_result(who, y, *named):
     """Finiteness of the inputs ``named`` (``(name, array)`` pairs, ``None`` skipped) of a contraction,
     read off its result ``y``: a NaN or Inf anywhere in an input reaches ``y`` (``0 · Inf`` is NaN), so one
     reduction on ``y`` clears them all; only when ``y`` is not finite (or empty) are the inputs checked one by
-    one, to name the culprit. A non-finite ``y`` from finite inputs (an overflow) is left to the caller."""
+    one, to name the culprit. A non-finite ``y`` from finite inputs (an overflow) is left to the caller.
+    This relies on the BLAS multiplying every term (OpenBLAS, MKL and cuBLAS do; the reference BLAS skips
+    ``B[k, j] == 0`` terms, so a NaN meeting an all-zero weight column would escape there)."""
     xp = get_array_module(y)
     if y.size and all_finite(xp, y):
         return

@@ -206,6 +206,9 @@ def _oracle_check(args) -> int:
         return 2
     print(format_rows(rows, against))
     s = summary(rows)
+    if s["checked"] == 0:
+        print(f"orthoref oracle check: no op matching {args.ops!r} has a {against} twin", file=sys.stderr)
+        return 2
     print(f"{s['checked'] - s['failed']} passed, {s['failed']} failed, {s['skipped']} skipped (no twin); "
           f"{s['ops']} ops, worst relative error {s['worst_rel_error']:.1e}")
     if args.json:

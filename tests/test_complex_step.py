@@ -43,3 +43,17 @@ def test_complex_step_is_float64_only(rng):
     op = from_pair(_square, lambda dy, x: (2.0 * dy * x,))
     with pytest.raises(TypeError, match="must be float64"):
         check_complex_step(op, [rng.standard_normal(3).astype(np.float32)])
+
+
+@pytest.mark.parametrize("bad", ["nan", "none", "shape"])
+def test_complex_step_refuses_nan_missing_and_misshaped_gradients(bad, rng):
+    x = rng.standard_normal(4)
+    grad = {"nan": lambda dy, c: (np.full_like(c, np.nan),), "none": lambda dy, c: (None,),
+            "shape": lambda dy, c: (np.ones(1),)}[bad]
+    op = from_pair(_square, grad)
+    if bad == "nan":
+        rep = check_complex_step(op, [x], raise_on_fail=False)
+        assert not rep.passed and rep.max_rel_error == np.inf
+    else:
+        with pytest.raises(GradientCheckError, match="gradient of input0 has shape"):
+            check_complex_step(op, [x])

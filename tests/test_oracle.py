@@ -287,3 +287,49 @@ def test_oracle_check_on_cupy_matches_numpy():
     rows = list(check("cupy", dtypes=("float64",)))
     s = summary(rows)
     assert s["failed"] == 0 and s["checked"] > 200, s
+
+
+# ------------------------------------------------------------------------------ negative controls (NaN, gaps)
+
+def test_finite_difference_check_fails_a_nan_gradient(rng):
+    from orthoref.oracle import check_backward
+    from orthoref.oracle.registry import from_pair
+    op = from_pair(lambda x: (x * x, x), lambda dy, x: (np.full_like(x, np.nan),))
+    rep = check_backward(op, [rng.standard_normal(3)], raise_on_fail=False, elementwise=True)
+    assert not rep.passed and rep.max_rel_error == np.inf
+
+
+def test_rel_error_makes_nan_a_failure():
+    from orthoref.oracle.conformance import rel_error
+    assert rel_error(np.array([1.0, np.nan]), np.array([1.0, 2.0])) == np.inf
+    assert rel_error(np.array([1.0, 2.0]), np.array([1.0, np.nan])) == np.inf
+    assert rel_error(np.ones(2), np.ones(3)) == np.inf
+
+
+def test_compare_notes_gradients_given_as_none_and_an_empty_report_fails(rng):
+    x, w = rng.standard_normal((3, 4)), rng.standard_normal((2, 4))
+    y = x @ w.T
+    rep = oracle.compare("linear_nobias", [x, w], y, their_grads=[None, None])
+    assert rep.passed and "gradients of inputs [0, 1] not compared" in rep.note
+    assert not oracle.CompareReport("x", "float64").passed
+
+
+def test_check_dir_fails_a_fixture_without_its_gradient(tmp_path):
+    export(tmp_path, ops="tanh", dtypes=("float64",))
+    manifest = load_manifest(tmp_path)
+    entry = manifest["fixtures"][0]
+    with np.load(tmp_path / entry["file"]) as z:
+        arrays = {k: z[k] for k in z.files if k != "grad_0"}
+    np.savez(tmp_path / entry["file"], **arrays)
+    rep = next(iter(check_dir(tmp_path, verify_hash=False)))
+    assert not rep.passed and "grad_0 is missing" in rep.note
+
+
+def test_framework_check_fails_a_twin_with_the_wrong_outputs(monkeypatch):
+    from orthoref.oracle import check as chk
+    wrong = {"count": lambda spec, inputs, kw, cots: ([np.tanh(inputs[0])] * 2, [np.zeros(inputs[0].shape)]),
+             "shape": lambda spec, inputs, kw, cots: ([np.tanh(inputs[0]).T], [np.zeros(inputs[0].shape)])}
+    for kind, run in wrong.items():
+        monkeypatch.setitem(chk.RUNNERS, "fake", lambda run=run: run)
+        rows = list(chk.check("fake", ops="tanh"))
+        assert rows and all(not r.passed for _, _, r in rows), kind

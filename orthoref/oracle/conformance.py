@@ -23,7 +23,8 @@ def torch_available() -> bool:
 
 
 def rel_error(ours, theirs) -> float:
-    """Norm-wise relative error ``max|a - b| / max|b|`` (absolute when ``b`` is all zero)."""
+    """Norm-wise relative error ``max|a - b| / max|b|`` (absolute when ``b`` is all zero); ``inf`` for a
+    shape mismatch or a NaN/Inf on either side."""
     a = np.asarray(to_numpy(ours), dtype=np.float64)
     b = np.asarray(theirs, dtype=np.float64)
     if a.shape != b.shape:
@@ -31,7 +32,8 @@ def rel_error(ours, theirs) -> float:
     if a.size == 0:
         return 0.0
     scale = float(np.abs(b).max())
-    return float(np.abs(a - b).max()) / (scale if scale > 0 else 1.0)
+    err = float(np.abs(a - b).max()) / (scale if scale > 0 else 1.0)
+    return err if np.isfinite(err) else float("inf")        # a NaN on either side is a failure
 
 
 @dataclass

@@ -43,7 +43,12 @@ class GradCheckReport:
 
     @property
     def passed(self) -> bool:
-        return self.max_rel_error <= self.rtol
+        return bool(np.isfinite(self.max_rel_error)) and self.max_rel_error <= self.rtol
+
+    def record(self, err) -> None:
+        """Keep the worst error; NaN counts as infinitely wrong (``max`` would drop it)."""
+        err = float(err)
+        self.max_rel_error = max(self.max_rel_error, err if np.isfinite(err) else np.inf)
 
 
 def _is_float(a):
@@ -109,6 +114,21 @@ def _float64_inputs(who, inputs, names):
     return diff_idx
 
 
+def _host_grads(grads, inputs, diff_idx, names):
+    """The vjp's gradients of the float inputs as float64 host arrays, after checking their count, shape and
+    dtype (``GradientCheckError`` otherwise)."""
+    grads = list(grads)
+    if len(grads) != len(inputs):
+        raise GradientCheckError(f"vjp returned {len(grads)} gradients for {len(inputs)} inputs")
+    for i in diff_idx:
+        if grads[i] is None or tuple(grads[i].shape) != tuple(inputs[i].shape):
+            got = None if grads[i] is None else tuple(grads[i].shape)
+            raise GradientCheckError(f"gradient of {names[i]} has shape {got}, expected {tuple(inputs[i].shape)}")
+        if grads[i].dtype != inputs[i].dtype:
+            raise GradientCheckError(f"gradient of {names[i]} has dtype {grads[i].dtype}, expected {inputs[i].dtype}")
+    return {i: to_numpy(grads[i]).astype(np.float64) for i in diff_idx}
+
+
 def _direction(gen, shape):
     """A random direction whose every component is at least 1/2 in magnitude (none escapes the check)."""
     return gen.uniform(0.5, 1.0, size=shape) * gen.choice([-1.0, 1.0], size=shape)
@@ -157,16 +177,7 @@ def check_backward(fn, inputs, cotangents=None, *, eps=1e-3, rtol=1e-8, n_direct
     xp = get_array_module(*[inputs[i] for i in diff_idx]) if diff_idx else np
     grads = vjp(tuple(None if c is None else xp.asarray(c, dtype=outputs[k].dtype)
                       for k, c in enumerate(cotangents)))
-    grads = list(grads)
-    if len(grads) != len(inputs):
-        raise GradientCheckError(f"vjp returned {len(grads)} gradients for {len(inputs)} inputs")
-    for i in diff_idx:
-        if grads[i] is None or tuple(grads[i].shape) != tuple(inputs[i].shape):
-            got = None if grads[i] is None else tuple(grads[i].shape)
-            raise GradientCheckError(f"gradient of {names[i]} has shape {got}, expected {tuple(inputs[i].shape)}")
-        if grads[i].dtype != inputs[i].dtype:
-            raise GradientCheckError(f"gradient of {names[i]} has dtype {grads[i].dtype}, expected {inputs[i].dtype}")
-    host_grads = {i: to_numpy(grads[i]).astype(np.float64) for i in diff_idx}
+    host_grads = _host_grads(grads, inputs, diff_idx, names)
     shapes = [tuple(x.shape) for x in inputs]
     report = GradCheckReport(0.0, rtol, eps, shapes)
     if not diff_idx:
@@ -182,7 +193,7 @@ def check_backward(fn, inputs, cotangents=None, *, eps=1e-3, rtol=1e-8, n_direct
         scale = sum(float(np.abs(host_grads[i] * d).sum()) for i, d in zip(diff_idx, dirs))
         err = abs(numeric - analytic) / (scale + noise + 1e-300)
         report.directions.append((numeric, analytic, err))
-        report.max_rel_error = max(report.max_rel_error, err)
+        report.record(err)
 
     if elementwise:
         numeric_grads = numerical_vjp(fn, inputs, cotangents, eps)
@@ -191,12 +202,13 @@ def check_backward(fn, inputs, cotangents=None, *, eps=1e-3, rtol=1e-8, n_direct
             g, n = host_grads[i], numeric_grads[i]
             denom = max(np.abs(g).max(initial=0.0), np.abs(n).max(initial=0.0)) + 1e-300
             rel = np.abs(g - n) / denom
+            rel = np.where(np.isnan(rel), np.inf, rel)
             j = np.unravel_index(int(np.argmax(rel)), rel.shape) if rel.size else ()
             if rel.size and rel[j] > worst[0]:
                 worst = (float(rel[j]), f"{names[i]}[{', '.join(map(str, j))}]: numeric {n[j]:.12g}, "
                                         f"analytic {g[j]:.12g}")
         report.worst_element = worst[1]
-        report.max_rel_error = max(report.max_rel_error, worst[0])
+        report.record(worst[0])
 
     if raise_on_fail and not report.passed:
         lines = [f"gradient check failed: max relative error {report.max_rel_error:.3e} > rtol {rtol:.1e} "
@@ -244,9 +256,11 @@ def check_complex_step(fn, inputs, cotangents=None, *, h=1e-30, rtol=1e-12, n_di
 
     with no subtraction, so ``h = 1e-30`` leaves only rounding: agreement to ~1e-14 relative, against ~1e-11
     for the best finite differences. ``fn`` is evaluated on complex inputs inside
-    :func:`orthoref._checks.complex_step_mode` (the argument checks then accept complex arrays); an op that
-    uses ``abs``, comparisons, ``max`` or a real-only library routine is not analytic and must not be marked
-    ``complex_step`` in the registry. The error is relative to ``Σ|g ⊙ d|``.
+    :func:`orthoref._checks.complex_step_mode` (the argument checks then accept complex arrays). An op must be
+    piecewise analytic with its branches chosen by real parts (NumPy orders complex numbers by their real part
+    first, so ReLU, max-pooling and a max-shifted softmax qualify on samples kept off their kinks); one that
+    uses ``abs``, a norm, or a real-only library routine (QR, SVD, eigh) must not be marked ``complex_step``
+    in the registry. The error is relative to ``Σ|g ⊙ d|``; a NaN anywhere fails.
     """
     from .._checks import complex_step_mode
 
@@ -260,7 +274,7 @@ def check_complex_step(fn, inputs, cotangents=None, *, h=1e-30, rtol=1e-12, n_di
         cotangents = [gen.standard_normal(np.shape(y)) for y in outputs]
     xp = get_array_module(*[inputs[i] for i in diff_idx]) if diff_idx else np
     grads = vjp(tuple(xp.asarray(c, dtype=outputs[k].dtype) for k, c in enumerate(cotangents)))
-    host_grads = {i: to_numpy(grads[i]).astype(np.float64) for i in diff_idx}
+    host_grads = _host_grads(grads, inputs, diff_idx, names)
     report = GradCheckReport(0.0, rtol, h, [tuple(x.shape) for x in inputs])
     for _ in range(n_directions):
         shifted = list(inputs)
@@ -276,7 +290,7 @@ def check_complex_step(fn, inputs, cotangents=None, *, h=1e-30, rtol=1e-12, n_di
         scale = sum(float(np.abs(host_grads[i] * d).sum()) for i, d in dirs.items())
         err = abs(numeric - analytic) / (scale + 1e-300)
         report.directions.append((numeric, analytic, err))
-        report.max_rel_error = max(report.max_rel_error, err)
+        report.record(err)
     if raise_on_fail and not report.passed:
         lines = [f"complex-step check failed: max relative error {report.max_rel_error:.3e} > rtol {rtol:.1e} "
                  f"(h={h:g}, {n_directions} random directions)",

@@ -161,7 +161,7 @@ class CompareReport:
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.rows)
+        return bool(self.rows) and all(r.passed for r in self.rows)     # nothing compared is no pass
 
     @property
     def max_rel(self) -> float:
@@ -186,9 +186,12 @@ class CompareReport:
 
 
 def error_row(what, ours, theirs, rtol) -> ErrorRow:
-    """Norm-wise errors of ``theirs`` against the reference ``ours`` (shapes must agree)."""
+    """Norm-wise errors of ``theirs`` against the reference ``ours``; infinite (a failure) when the shapes
+    differ or either side holds NaN/Inf."""
     a = np.asarray(ours, dtype=np.float64)
     b = np.asarray(theirs, dtype=np.float64)
+    if a.shape != b.shape:
+        return ErrorRow(what, a.shape, float("inf"), float("inf"), rtol)
     if a.size == 0:
         return ErrorRow(what, a.shape, 0.0, 0.0, rtol)
     diff = np.abs(a - b)
@@ -253,6 +256,10 @@ def compare(name, inputs, their_value, their_grads=None, cotangent=None, rtol=No
     if cotangent is None:
         report.note = "cotangent ones (gradient of the sum of the outputs)"
     grads = vjp(cot)
+    skipped = [k for k, (g, t) in enumerate(zip(grads, their_grads)) if g is not None and t is None]
+    if skipped:
+        report.note = "; ".join(filter(None, [report.note, f"gradients of inputs {skipped} not compared "
+                                                          f"(None given)"]))
     for k, (g, t) in enumerate(zip(grads, their_grads)):
         if t is None or g is None:
             continue
