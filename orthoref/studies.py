@@ -217,10 +217,13 @@ def _study_depth(out_dir, md_dir, quick, seed, log):
         f"ill-conditioned, worse with depth, and most input directions are annihilated — Pennington et "
         f"al.'s point that the right *variance* is not enough, the *spectrum* must concentrate. (Xavier "
         f"equals `gaussian` in variance for square layers; only the distribution differs. Singular values "
-        f"below ~1e-16·σ_max are at float64 rounding level.)"),
+        f"below ~1e-16·σ_max are at float64 rounding level: the measurable spread is that of σ_max to "
+        f"1e-16·σ_max.)"),
         (f"- **He scaling explodes a network without ReLU**: variance 2/n doubles the squared norm per layer, "
         f"so the gradient reaching the input of {D} linear layers has norm {hl['grad_h'][0]:.2g} "
-        f"(≈ 2^((L−1)/2) = {2 ** ((D - 1) / 2):.2g}); it is meant for ReLU, which halves the variance back. "
+        f"(the squared norm grows by 2 in expectation through each of the {D} weight matrices, "
+        f"2^(L/2) = {2 ** (D / 2):.2g}; a product of random matrices falls somewhat below its expectation); "
+        f"it is meant for ReLU, which halves the variance back. "
         f"The *weight* gradients, though, stay equal across layers (ratio {hl['ratio_w_first_last']:.2g}): "
         f"‖∂L/∂W_l‖ = ‖∂L/∂h_l‖·‖h_(l−1)‖ for one input, and in a linear net the forward growth cancels the "
         f"backward growth, so the weight-gradient ratio alone hides the explosion."),
@@ -362,7 +365,7 @@ def _study_regularizers(out_dir, md_dir, quick, seed, log):
          if worse else "- No penalty loses accuracy beyond the seed spread."),
         ("- This contradicts the accuracy gains reported by the seed articles (Bansal et al. 2018 for "
         "SO/DSO/MC/SRIP on CIFAR ResNets/WideResNets; Wang et al. 2020 for OCNN; Zhang et al. 2020 for "
-        "SOM) — at least in this setting: a small, shallow network on the 1,797-image 8x8 digits (360 test "
+        "SOM) — at least in this setting: a small, shallow network on the 1,797-image 8x8 digits (359 test "
         "images, so one image is 0.28 points), orthogonal initialization already in place, weights taken "
         "from the README table and not tuned for accuracy. Those papers' gains are ~0.5–2 points on deep "
         "networks where conditioning matters; two or three weight layers give a penalty little to fix."),
@@ -723,8 +726,9 @@ def _study_rnn(out_dir, md_dir, quick, seed, log):
         "from keeping W_hh orthogonal *and* using non-saturating nonlinearities — tanh contracts the "
         "signal every step, so the Jacobian through 100 steps still vanishes (compare the depth study's "
         "tanh rows). The README's adding table shows the constrained/parametrized variants too."),
-        ("- 1500 steps rather than the README table's 2000 keep the study under 10 minutes on the shared "
-         "2-core machine (the IRNN crosses 0.01 near step 900 there)."),
+        ("- One seed and 1500 steps (the README table: 2000) keep the study under 10 minutes on the shared "
+         "2-core machine; with one seed, the normal and orthogonal tanh rows are indistinguishable, not "
+         "ranked."),
     ]
     return {"rows": rows, "figures": figs,
             "markdown": _write_text(os.path.join(md_dir, "rnn.md"), "\n".join(lines) + "\n")}

@@ -290,11 +290,22 @@ def _ns_loop(A, rows, kappa, eps):
     return _mT(X) if tall else X
 
 
+def _ns_rows(coefficients, steps):
+    """The rows of each step, written out here (only the published tables are shared): a named set's rows
+    (its κ from the paper's code: 1.01 for Polar Express, else 1), or a user table; ``steps=None`` runs the
+    table's length (5 for a one-row set); past the end the last row repeats."""
+    from ..ortho.iterative import NS_COEFFICIENTS
+    if isinstance(coefficients, str):
+        rows, kappa = NS_COEFFICIENTS[coefficients], (1.01 if coefficients == "polar_express" else 1.0)
+    else:
+        rows, kappa = [tuple(r) for r in np.atleast_2d(np.asarray(coefficients, dtype=np.float64))], 1.0
+    steps = (5 if len(rows) == 1 else len(rows)) if steps is None else steps
+    return [tuple(map(float, rows[min(t, len(rows) - 1)])) for t in range(steps)], kappa
+
+
 @_twin("newton_schulz")
 def newton_schulz(A, steps=5, coefficients="jordan", eps=1e-7):
-    # The coefficient tables: data, shared with the torch twin.
-    from ..ortho.iterative import _schedule
-    rows, kappa = _schedule("newton_schulz", coefficients, steps)
+    rows, kappa = _ns_rows(coefficients, steps)
     return _ns_loop(A, rows, kappa, eps)
 
 
