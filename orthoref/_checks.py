@@ -7,7 +7,15 @@ not a float array        ``TypeError("{who}: {name} must be a float32 or float64
 NaN or Inf               ``NonFiniteError("{who}: {name} must be finite, got NaN or Inf")``, a ValueError
 wrong rank               ``ValueError("{who}: {name} must be 2-D ..., got 3-D array of shape ...")``
 empty                    ``ValueError("{who}: {name} must not be empty, got shape ...")``
+bad hyper-parameter      ``TypeError``/``ValueError("{who}: {name} must be a finite number >= 0, got ...")``
+                         (:func:`check_real`, :func:`check_int`, :func:`check_bool`, :func:`check_choice`)
+bad gradient/cotangent   ``ValueError("{who}: {name} must have shape (3, 4) (the output's), got (1, 1)")``
+                         and the dtype/finiteness checks above (:func:`check_cotangent`)
+overflow                 ``NonFiniteError("{who}: the result overflows float32 ...")`` (:func:`check_result`)
 =======================  ===============================================================================
+
+Only float32 and float64 are float dtypes here (:data:`FLOAT_DTYPES`); float16, longdouble and complex
+arrays are refused (complex ones are admitted inside :func:`complex_step_mode`, for the oracle).
 
 Finiteness costs one reduction per array (:func:`all_finite`); an op whose every output element depends
 on every input element it contracts (a GEMM) checks its *output* instead, with
@@ -16,13 +24,26 @@ on every input element it contracts (a GEMM) checks its *output* instead, with
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
+from collections.abc import Hashable
 
 import numpy as np
 
 from .backend import get_array_module
 
-__all__ = ["NonFiniteError", "all_finite", "check_array", "check_finite", "check_finite_result", "check_float",
-           "check_floats", "check_ndim", "complex_step_mode", "is_float"]
+__all__ = ["FLOAT_DTYPES", "MAX_ITERATIONS", "NonFiniteError", "all_finite", "check_array", "check_bool",
+           "check_choice", "check_cotangent", "check_finite", "check_finite_result", "check_float",
+           "check_floats", "check_int", "check_ndim", "check_real", "check_result", "complex_step_mode",
+           "float_dtype", "is_float"]
+
+#: The float dtypes of the library: parameters, inputs, outputs and gradients are one of these.
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_COMPLEX_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
+
+#: The largest iteration count any iterative map, power iteration or parametrization accepts
+#: (``steps``, ``n_iter``, ``iterations``): beyond it a call would run for hours, not converge better.
+MAX_ITERATIONS = 10_000
 
 
 class NonFiniteError(ValueError):
@@ -45,7 +66,7 @@ def all_finite(xp, a) -> bool:
     return bool(xp.isfinite(a).all())
 
 
-_FLOAT_KINDS = "f"
+_ACCEPTED = FLOAT_DTYPES
 
 
 @contextlib.contextmanager
@@ -54,24 +75,35 @@ def complex_step_mode():
     (:func:`orthoref.oracle.gradcheck.check_complex_step`) can evaluate a real-analytic op at ``x + i·h·d``.
     Not for users: the ops are real functions, and only those marked ``complex_step`` in the registry are
     analytic."""
-    global _FLOAT_KINDS
-    previous, _FLOAT_KINDS = _FLOAT_KINDS, "fc"
+    global _ACCEPTED
+    previous, _ACCEPTED = _ACCEPTED, FLOAT_DTYPES + _COMPLEX_DTYPES
     try:
         yield
     finally:
-        _FLOAT_KINDS = previous
+        _ACCEPTED = previous
 
 
 def is_float(a) -> bool:
-    """``a``'s dtype is floating (or complex, inside :func:`complex_step_mode`)."""
-    return a.dtype.kind in _FLOAT_KINDS
+    """``a``'s dtype is float32 or float64 (or complex, inside :func:`complex_step_mode`)."""
+    return a.dtype in _ACCEPTED
+
+
+def float_dtype(who, dtype, name="dtype"):
+    """``dtype`` as ``np.dtype('float32')`` or ``np.dtype('float64')``; ``TypeError`` for anything else."""
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"{who}: {name} must be float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{who}: {name} must be float32 or float64, got {dt}")
+    return dt
 
 
 def check_float(who, name, a):
-    """``TypeError`` unless ``a`` is an array of a floating dtype."""
-    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+    """``TypeError`` unless ``a`` is a float32 or float64 array."""
+    if not hasattr(a, "shape") or not hasattr(a, "dtype") or isinstance(a, np.generic):
         raise TypeError(f"{who}: {name} must be a float32 or float64 array, got {type(a).__name__}")
-    if a.dtype.kind not in _FLOAT_KINDS:
+    if a.dtype not in _ACCEPTED:
         raise TypeError(f"{who}: {name} must be a float32 or float64 array, got dtype {a.dtype}")
 
 
@@ -138,3 +170,78 @@ def check_array(who, A, name="A", *, min_ndim=2, ndim=None, square=False, tall=F
     xp = get_array_module(A)
     check_finite(who, name, A, xp)
     return xp
+
+
+def check_cotangent(who, name, g, shape, dtype):
+    """A gradient flowing backward (a layer's ``grad_out``, a VJP's cotangent, a parameter's ``.grad``):
+    an array of exactly ``shape`` (no broadcasting) and exactly ``dtype``, finite. Returns its module."""
+    check_float(who, name, g)
+    if tuple(g.shape) != tuple(shape):
+        raise ValueError(f"{who}: {name} must have shape {tuple(shape)}, got {tuple(g.shape)}")
+    if g.dtype != dtype and g.dtype in FLOAT_DTYPES:
+        raise TypeError(f"{who}: {name} must have dtype {np.dtype(dtype)} (the forward's), got {g.dtype}")
+    xp = get_array_module(g)
+    check_finite(who, name, g, xp)
+    return xp
+
+
+def check_result(who, y, what="the result", hint="use float64 or rescale the input"):
+    """``NonFiniteError`` when a result computed from finite inputs is not finite (an overflow, or a
+    0/0): the caller's inputs were checked, so the fault is the dtype's range, and the message says so."""
+    xp = get_array_module(y)
+    if not all_finite(xp, y):
+        raise NonFiniteError(f"{who}: {what} overflows {np.dtype(y.dtype).name} (NaN or Inf); {hint}")
+    return y
+
+
+def _bound_text(lo, hi, lo_open, hi_open):
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+    return " and ".join(parts)
+
+
+def check_real(who, name, value, lo=None, hi=None, *, lo_open=False, hi_open=False):
+    """``value`` as a finite Python float within the bounds (``lo``/``hi`` inclusive unless ``*_open``).
+
+    ``TypeError`` for a bool, a string, an array or anything not a real number; ``ValueError`` for NaN,
+    ±Inf or a value out of range. A Python float keeps float32 arrays float32 under any promotion rules."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    bad = not math.isfinite(value)
+    bad = bad or (lo is not None and (value < lo or (lo_open and value == lo)))
+    bad = bad or (hi is not None and (value > hi or (hi_open and value == hi)))
+    if bad:
+        bounds = _bound_text(lo, hi, lo_open, hi_open)
+        raise ValueError(f"{who}: {name} must be a finite number{' ' + bounds if bounds else ''}, got {value!r}")
+    return value
+
+
+def check_int(who, name, value, lo=None, hi=None):
+    """``value`` as a Python int within ``[lo, hi]``; ``TypeError`` for a bool, a float (even 2.0) or a
+    non-number, ``ValueError`` out of range."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{who}: {name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = _bound_text(lo, hi, False, False)
+        raise ValueError(f"{who}: {name} must be an int {bounds}, got {value!r}")
+    return value
+
+
+def check_bool(who, name, value):
+    """``value`` as a Python bool; ``TypeError`` for anything else (``0``, ``"yes"``, ...)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{who}: {name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def check_choice(who, name, value, choices):
+    """``value`` if it is one of ``choices`` (strings compared exactly), else ``ValueError`` listing them."""
+    if not isinstance(value, Hashable) or value not in choices or isinstance(value, (bool, np.bool_)) \
+            and not any(c is value for c in choices):
+        raise ValueError(f"{who}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value

@@ -106,7 +106,7 @@ def to_numpy(a):
     return np.asarray(a)
 
 
-def host_rng(seed=None) -> np.random.Generator:
+def host_rng(seed=None, who="host_rng") -> np.random.Generator:
     """A host ``numpy.random.Generator``: from ``None`` (fresh entropy), an int seed, or passed through.
 
     Global RNG state is never used. A legacy ``RandomState`` is refused so that draws stay reproducible
@@ -114,9 +114,15 @@ def host_rng(seed=None) -> np.random.Generator:
     """
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is None or isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return np.random.default_rng(seed)
-    raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {type(seed).__name__}")
+    if seed is None:
+        return np.random.default_rng()
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+        if seed < 0:
+            raise ValueError(f"{who}: rng must be None, a non-negative int seed or a numpy.random.Generator, "
+                             f"got {int(seed)}")
+        return np.random.default_rng(int(seed))
+    raise TypeError(f"{who}: rng must be None, an int seed or a numpy.random.Generator, got "
+                    f"{type(seed).__name__}")
 
 
 # ---------------------------------------------------------------------------------------------------------
