@@ -91,6 +91,8 @@ def is_float(a) -> bool:
 def float_dtype(who, dtype, name="dtype"):
     """``dtype`` as ``np.dtype('float32')`` or ``np.dtype('float64')``; ``TypeError`` for anything else."""
     try:
+        if dtype is None:  # np.dtype(None) is float64: refuse rather than guess
+            raise TypeError
         dt = np.dtype(dtype)
     except (TypeError, ValueError):
         raise TypeError(f"{who}: {name} must be float32 or float64, got {dtype!r}") from None
@@ -210,7 +212,10 @@ def check_real(who, name, value, lo=None, hi=None, *, lo_open=False, hi_open=Fal
     ±Inf or a value out of range. A Python float keeps float32 arrays float32 under any promotion rules."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{who}: {name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond the float range
+        value = math.inf if value > 0 else -math.inf
     bad = not math.isfinite(value)
     bad = bad or (lo is not None and (value < lo or (lo_open and value == lo)))
     bad = bad or (hi is not None and (value > hi or (hi_open and value == hi)))

@@ -10,8 +10,17 @@ Conventions (see DESIGN.md):
   float32 weight lose ``σ_min`` to rounding when ``σ_max/σ_min ≳ 10⁴``); they come back as float64 arrays on
   the input's backend, or Python floats.
 - Every function runs on NumPy and CuPy arrays (``xp = get_array_module(W)``).
-- Bad input (1-D weight, integer dtype, NaN/Inf, a rank out of range) raises ``ValueError`` / ``TypeError``
-  naming the function, the argument, what was expected and what came.
+- Bad input (1-D weight, a dtype other than float32/float64 -- float16, integers, bools, complex, object
+  arrays, Python lists --, NaN/Inf, a rank out of range) raises ``ValueError`` / ``TypeError`` naming the
+  function, the argument, what was expected and what came; a LAPACK failure (an SVD that does not
+  converge) is a ``ValueError`` naming the function.
+- Scale-invariant quantities (:func:`stable_rank`, :func:`condition_number`, :func:`effective_rank`,
+  :func:`filter_angles`, the factors' directions in :func:`low_rank` and :func:`pca`) are computed after an
+  exact power-of-two rescaling of a weight far from 1 in magnitude, so they are right at any representable
+  scale (``1e300`` or denormal). A quantity that is itself not representable (``σ_max`` of a ``1e308``
+  matrix, the variance of ``1e300`` data) raises :class:`orthoref._checks.NonFiniteError`; nothing returns
+  NaN or Inf except where documented (``condition_number`` of a singular weight is ``inf``, as in
+  ``numpy.linalg.cond``).
 
 :func:`analyze_checkpoint` (``orthoref analyze CHECKPOINT --out DIR``) writes the per-layer table and
 figures of a checkpoint written by :func:`orthoref.train.fit`.
@@ -20,16 +29,16 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
 import warnings
 from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import check_array, check_float
+from ._checks import (NonFiniteError, all_finite, check_array, check_bool, check_choice, check_finite, check_float,
+                      check_int, check_real, check_result)
 from .backend import asarray, get_array_module, to_numpy, using
-from .regularizers import _gram, _minus_identity, _use_rows
+from .regularizers import GRAMS, _gram, _ldexp, _minus_identity, _pow2_rescale, _use_rows
 from .train import orthogonality_error as _orthogonality_error_auto
 
 __all__ = [
@@ -60,9 +69,48 @@ def _matrix64(who, W, name="W"):
     return xp, W.reshape(W.shape[0], -1).astype(xp.float64, copy=False)
 
 
+def _svd(who, xp, M, name="W", **kwargs):
+    """``xp.linalg.svd(M, **kwargs)``; a LAPACK failure becomes a ``ValueError`` naming ``who``."""
+    try:
+        return xp.linalg.svd(M, **kwargs)
+    except np.linalg.LinAlgError:
+        raise ValueError(f"{who}: the SVD (LAPACK) of {name} did not converge; {name} may be too badly scaled "
+                         f"or ill-conditioned") from None
+
+
 def _sv(W, who):
+    """Singular values of ``W`` (``NonFiniteError`` when ``σ_max`` overflows float64)."""
     xp, M = _matrix64(who, W)
-    return xp, xp.linalg.svd(M, compute_uv=False)
+    return xp, check_result(who, _svd(who, xp, M, compute_uv=False), "the singular values", "rescale W")
+
+
+def _svd_any_scale(who, xp, M, name="W", **kwargs):
+    """``(svd(M · 2**-e), e)``. LAPACK scales internally, so ``e = 0`` (the plain SVD, bit-identical to
+    it) unless ``M`` is denormal (its singular values would come back denormal, with few bits) or a
+    singular value overflows; then ``M`` is multiplied by an exact power of two first."""
+    Ms, e = _pow2_rescale(xp, M, -1022, 1023)
+    out = _svd(who, xp, Ms, name, **kwargs)
+    s = out[1] if isinstance(out, tuple) else out
+    if not all_finite(xp, s):
+        Ms, e = _pow2_rescale(xp, M, 0, 0)
+        out = _svd(who, xp, Ms, name, **kwargs)
+    return out, e
+
+
+def _scaled_sv(W, who, name="W"):
+    """``(s, e)``: the singular values of ``W · 2**-e`` (see :func:`_svd_any_scale`), for the
+    scale-invariant quantities."""
+    xp, M = _matrix64(who, W, name)
+    return _svd_any_scale(who, xp, M, name, compute_uv=False)
+
+
+def _unit_scale(s):
+    """``s`` times an exact power of two that brings ``s[0]`` near 1 when ``s[0]`` lies outside
+    ``[2**-500, 2**500]`` (where ``s[0]²`` or ``Σ s`` could over/underflow); else ``s`` itself."""
+    s0 = float(s[0])
+    if s0 == 0.0 or 2.0 ** -500 <= s0 <= 2.0 ** 500:
+        return s
+    return get_array_module(s).ldexp(s, -math.frexp(s0)[1])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -118,17 +166,44 @@ def orthogonality_error(W, gram="auto") -> float:
     Bansal, Chen & Wang, "Can We Gain More from Orthogonality Regularizations in Training Deep CNNs?",
     NeurIPS 2018 (the soft-orthogonality penalty ``‖G − I‖²_F``).
     """
-    xp, M = _matrix64("orthogonality_error", W)
-    if not isinstance(gram, str) or gram not in ("auto", "rows", "cols"):
-        raise ValueError(f"orthogonality_error: gram must be one of ('auto', 'rows', 'cols'), got {gram!r}")
-    if gram == "auto" or _use_rows(M, gram) == _use_rows(M, "auto"):
-        return _orthogonality_error_auto(M)         # the smaller Gram: train.py's function, in float64
-    G = _minus_identity(_gram(M, gram == "rows"))
-    return float(xp.sqrt((G * G).sum())) / math.sqrt(G.shape[0])
+    who = "orthogonality_error"
+    xp, M = _matrix64(who, W)
+    check_choice(who, "gram", gram, GRAMS)
+    rows = _use_rows(M, gram)
+    if rows == _use_rows(M, "auto"):
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                e = _orthogonality_error_auto(M)    # the smaller Gram: train.py's function, in float64
+        except NonFiniteError:
+            e = math.inf
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            G = _minus_identity(_gram(M, rows))
+            e = float(xp.sqrt((G * G).sum())) / math.sqrt(G.shape[0])
+    if not math.isfinite(e):                        # ‖G − I‖² overflowed: try again with G − I rescaled
+        e = _scaled_fro(who, xp, M, rows)
+    return e
+
+
+def _scaled_fro(who, xp, M, rows):
+    """``‖G − I‖_F / √k`` where ``Σ (G − I)²`` overflows but ``G`` itself does not; ``NonFiniteError`` when
+    ``G`` or the result overflows float64."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        G = _gram(M, rows)
+    if not all_finite(xp, xp.diagonal(G)):         # |G_ij| <= max G_ii: the diagonal tells
+        raise NonFiniteError(f"{who}: the Gram matrix of W overflows float64 (max |W| = "
+                             f"{float(abs(M).max()):.3g}); rescale W")
+    N, e = _pow2_rescale(xp, _minus_identity(G), 0, 0)
+    r = _ldexp(float(xp.sqrt((N * N).sum())) / math.sqrt(N.shape[0]), e)
+    if not math.isfinite(r):
+        raise NonFiniteError(f"{who}: ‖G − I‖_F overflows float64; rescale W")
+    return r
 
 
 def _effective_rank(s):
+    """From singular values in any common scale (scale-invariant)."""
     xp = get_array_module(s)
+    s = _unit_scale(s)
     total = s.sum()
     if float(total) == 0.0:
         return 0.0
@@ -138,11 +213,14 @@ def _effective_rank(s):
 
 
 def _stable_rank(s):
+    """From singular values in any common scale (scale-invariant)."""
+    s = _unit_scale(s)
     smax = float(s[0])
     return 0.0 if smax == 0.0 else float((s * s).sum()) / (smax * smax)
 
 
 def _condition(s):
+    """``σ_1 / σ_k`` (scale-invariant); ``math.inf`` for ``σ_k = 0`` or a ratio beyond float64."""
     smin = float(s[-1])
     return math.inf if smin == 0.0 else float(s[0]) / smin
 
@@ -154,7 +232,8 @@ def effective_rank(W) -> float:
                \\operatorname{erank}(W) = \\exp\\Big(-\\sum_i p_i \\log p_i\\Big), \\quad 0 \\log 0 = 0
 
     ``1 <= erank <= rank(M)``; it equals ``k`` exactly when all singular values are equal (an orthogonal
-    weight) and is ``0.0`` by convention for a zero weight.
+    weight) and is ``0.0`` by convention for a zero weight. Scale-invariant, and computed so at any scale
+    (``1e300`` or denormal weights).
 
     Parameters
     ----------
@@ -168,7 +247,7 @@ def effective_rank(W) -> float:
     ----------
     O. Roy and M. Vetterli, "The effective rank: a measure of effective dimensionality", EUSIPCO 2007.
     """
-    return _effective_rank(_sv(W, "effective_rank")[1])
+    return _effective_rank(_scaled_sv(W, "effective_rank")[0])
 
 
 def stable_rank(W) -> float:
@@ -176,23 +255,25 @@ def stable_rank(W) -> float:
 
     .. math::  \\operatorname{srank}(W) = \\frac{\\sum_i \\sigma_i^2}{\\sigma_1^2} \\in [1, \\operatorname{rank} M]
 
-    ``0.0`` by convention for a zero weight.
+    ``0.0`` by convention for a zero weight. Scale-invariant, and computed so at any scale: a weight of
+    ``1e155`` or more (whose ``σ²`` overflows) or a denormal one is rescaled by an exact power of two first.
 
     References
     ----------
     M. Rudelson and R. Vershynin, "Sampling from large matrices: an approach through geometric functional
     analysis", J. ACM 54(4), 2007.
     """
-    return _stable_rank(_sv(W, "stable_rank")[1])
+    return _stable_rank(_scaled_sv(W, "stable_rank")[0])
 
 
 def condition_number(W) -> float:
     """``σ_max / σ_min`` of ``M = W.reshape(out, -1)`` over its ``k = min(out, fan_in)`` singular values.
 
-    Returns ``math.inf`` when ``σ_min = 0`` (a rank-deficient or zero weight). An orthogonal weight has
-    condition number 1.
+    Returns ``math.inf`` when ``σ_min = 0`` (a rank-deficient or zero weight: the documented answer, not
+    an error) or when ``σ_max / σ_min`` exceeds the float64 range. An orthogonal weight has condition
+    number 1. Scale-invariant, and computed so at any scale (``1e300`` or denormal weights).
     """
-    return _condition(_sv(W, "condition_number")[1])
+    return _condition(_scaled_sv(W, "condition_number")[0])
 
 
 def filter_angles(W):
@@ -211,8 +292,10 @@ def filter_angles(W):
     Returns
     -------
     theta : (out (out − 1) / 2,) float64 array in [0, 180], the upper triangle in row-major order
-        (``(0,1), (0,2), …, (1,2), …``). A pair involving a zero filter gives NaN. Near 0° and 180° the
-        arccos loses accuracy (an error of ~``√eps`` rad, 1e-6° in float64).
+        (``(0,1), (0,2), …, (1,2), …``). Near 0° and 180° the arccos loses accuracy
+        (an error of ~``√eps`` rad, 1e-6° in float64). Angles do not depend on the filters' norms, and
+        filters of any representable norm (``1e300``, denormal) are rescaled by exact powers of two
+        first.
 
     References
     ----------
@@ -220,12 +303,33 @@ def filter_angles(W):
     Orthogonal Filters", WACV 2020.
     """
     xp, M = _matrix64("filter_angles", W)
+    big = xp.abs(M).max(axis=1)
+    if not bool(big.all()):
+        zero = [int(r) for r in to_numpy(xp.flatnonzero(big == 0))]
+        raise ValueError(f"filter_angles: W has all-zero filters (rows {zero[:10]}{' ...' if len(zero) > 10 else ''}"
+                         f" of W.reshape(out, -1), shape {tuple(M.shape)}): a zero filter has no direction, so its "
+                         f"angles are undefined; pass the non-zero filters, M[abs(M).max(axis=1) > 0]")
+    if _far_from_one(big):                          # a filter's ‖m‖² would over- or underflow: rescale rows
+        M = xp.ldexp(M, -xp.frexp(big)[1][:, None])
     norms = xp.sqrt((M * M).sum(axis=1))
-    U = M / xp.where(norms > 0, norms, 1.0)[:, None]
+    U = M / norms[:, None]
     i, j = xp.triu_indices(M.shape[0], k=1)
     cos = xp.clip((U @ U.T)[i, j], -1.0, 1.0)
     theta = xp.degrees(xp.arccos(cos))
-    return xp.where((norms[i] == 0) | (norms[j] == 0), xp.nan, theta)
+    return theta
+
+
+def _nonzero_filters(W):
+    """The rows of ``M = W.reshape(out, -1)`` that are not all zero (a pruned or dead filter has no angle)."""
+    M = W.reshape(W.shape[0], -1)
+    return M[abs(M).max(axis=1) > 0]
+
+
+def _far_from_one(big):
+    """Some non-zero entry of ``big`` (the rows' largest magnitudes) lies outside ``[2**-500, 2**500]``,
+    where squares of the row's entries (or their sum) over- or underflow float64."""
+    nz = big[big > 0]
+    return nz.size > 0 and (float(nz.min()) < 2.0 ** -500 or float(nz.max()) > 2.0 ** 500)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -261,12 +365,16 @@ def jacobian(model, x):
     J : (N, out, in) array of the model's dtype, ``out`` and ``in`` the flattened sizes of one example's
         output and input.
     """
-    who = "jacobian"
+    return _jacobian("jacobian", model, x)
+
+
+def _jacobian(who, model, x):
     _check_model(who, model)
     check_float(who, "x", x)
-    if x.ndim < 2 or x.shape[0] == 0:
+    if x.ndim < 2 or x.size == 0:
         raise ValueError(f"{who}: x must be a non-empty batch (N, ...) with N >= 1, got shape {tuple(x.shape)}")
     xp = get_array_module(x)
+    check_finite(who, "x", x, xp)
     was_training = model.training
     params = model.parameters()
     saved = [p.grad for p in params]
@@ -287,7 +395,7 @@ def jacobian(model, x):
         for p, g in zip(params, saved):
             p.grad = g
         model.train(was_training)
-    return J
+    return check_result(who, J, "the Jacobian", "the model overflows at x; use float64 or rescale x")
 
 
 def jacobian_singular_values(model, x):
@@ -311,21 +419,13 @@ def jacobian_singular_values(model, x):
     J. Pennington, S. Schoenholz and S. Ganguli, "Resurrecting the sigmoid in deep learning through
     dynamical isometry: theory and practice", NeurIPS 2017.
     """
-    J = jacobian(model, x)
+    J = _jacobian("jacobian_singular_values", model, x)
     xp = get_array_module(J)
-    return xp.linalg.svd(J.astype(xp.float64, copy=False), compute_uv=False)
+    return _svd("jacobian_singular_values", xp, J.astype(xp.float64, copy=False), "the Jacobian", compute_uv=False)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Low-rank factors and PCA.
-
-def _int_arg(who, name, v, lo, hi):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{who}: {name} must be an int, got {type(v).__name__} {v!r}")
-    if not lo <= int(v) <= hi:
-        raise ValueError(f"{who}: {name} must be in [{lo}, {hi}], got {v}")
-    return int(v)
-
 
 def _energy_rank(s, energy):
     """Smallest ``r`` with ``Σ_{i<=r} σ_i² / Σ σ_i² >= energy`` (1 for a zero matrix)."""
@@ -349,8 +449,8 @@ def low_rank(W, rank=None, energy=None):
     ----------
     W : float array of rank >= 2, ``(out, ...)``
     rank : int in [1, k], k = min(out, fan_in)
-        Keep this many singular values.
-    energy : float in (0, 1]
+        Keep this many singular values (``TypeError`` for a float or a bool).
+    energy : finite float in (0, 1]
         Keep the smallest ``r`` with ``Σ_{i<=r} σ_i² / Σ_i σ_i² >= energy`` (the fraction of ``‖M‖²_F``
         kept). ``energy=1`` gives the numerical rank of ``M`` (zero singular values dropped). Exactly one of
         ``rank`` and ``energy`` must be given.
@@ -363,7 +463,8 @@ def low_rank(W, rank=None, energy=None):
 
     Notes
     -----
-    The SVD is computed in float64; the factors are then cast to ``W``'s dtype.
+    The SVD is computed in float64 (of ``M`` rescaled by an exact power of two when ``max |M|`` is far from
+    1); the factors are then cast to ``W``'s dtype (``NonFiniteError`` if they overflow it).
     """
     who = "low_rank"
     xp, M = _matrix64(who, W)
@@ -371,19 +472,20 @@ def low_rank(W, rank=None, energy=None):
         raise ValueError(f"{who}: give exactly one of rank and energy, got rank={rank!r}, energy={energy!r}")
     k = min(M.shape)
     if rank is not None:
-        r = _int_arg(who, "rank", rank, 1, k)
+        r = check_int(who, "rank", rank, 1, k)
     else:
-        if isinstance(energy, (bool, np.bool_)) or not isinstance(energy, numbers.Real):
-            raise TypeError(f"{who}: energy must be a real number, got {type(energy).__name__} {energy!r}")
-        if not 0 < float(energy) <= 1:
-            raise ValueError(f"{who}: energy must be in (0, 1], got {energy!r}")
-    U, s, Vt = xp.linalg.svd(M, full_matrices=False)
+        energy = check_real(who, "energy", energy, 0.0, 1.0, lo_open=True)
+    (U, s, Vt), e = _svd_any_scale(who, xp, M, full_matrices=False)     # of M · 2**-e; factors get 2**e
     if energy is not None:
-        r = _energy_rank(s, float(energy))
+        r = _energy_rank(_unit_scale(s), energy)
     root = xp.sqrt(s[:r])
-    A = (U[:, :r] * root).astype(W.dtype)
-    B = (root[:, None] * Vt[:r]).astype(W.dtype)
-    return A, B, r
+    A, B = U[:, :r] * root, root[:, None] * Vt[:r]
+    with np.errstate(over="ignore"):
+        if e:
+            A, B = xp.ldexp(A, e // 2), xp.ldexp(B, e - e // 2)
+        A, B = A.astype(W.dtype), B.astype(W.dtype)
+    hint = "use float64 or rescale W" if W.dtype == np.float32 else "rescale W"
+    return check_result(who, A, "the factor A", hint), check_result(who, B, "the factor B", hint), r
 
 
 class PCAResult(NamedTuple):
@@ -422,29 +524,42 @@ def pca(X, k, whiten=False):
     Raises
     ------
     ValueError
-        For ``whiten=True`` when one of the ``k`` components has zero variance (lower ``k``).
+        For ``whiten=True`` when one of the ``k`` components has zero variance (lower ``k``); bad arguments.
+    NonFiniteError
+        When the mean, a variance or a projection overflows float64 (data near ``1e155`` and above: the
+        SVD itself runs on ``X`` rescaled by an exact power of two, so the components are right at any
+        scale, and so are the whitened projections).
     """
     who = "pca"
     xp = check_array(who, X, "X", ndim=(2,), what="(n, d)")
     n, d = X.shape
     if n < 2:
         raise ValueError(f"{who}: X needs at least 2 samples (rows) for a variance, got shape {tuple(X.shape)}")
-    k = _int_arg(who, "k", k, 1, min(n, d))
-    Xf = X.astype(xp.float64, copy=False)
+    k = check_int(who, "k", k, 1, min(n, d))
+    whiten = check_bool(who, "whiten", whiten)
+    Xf, e = _pow2_rescale(xp, X.astype(xp.float64, copy=False), -500, 1000)    # e = 0 but at the ends
     mean = Xf.mean(axis=0)
-    U, S, Vt = xp.linalg.svd(Xf - mean, full_matrices=False)
+    U, S, Vt = _svd(who, xp, Xf - mean, "X", full_matrices=False)
     U, S, Vt = U[:, :k], S[:k], Vt[:k]
     big = xp.argmax(xp.abs(Vt), axis=1)
     signs = xp.where(Vt[xp.arange(k), big] < 0, -1.0, 1.0)
     Vt = Vt * signs[:, None]
     U = U * signs
-    variance = S * S / (n - 1)
+    with np.errstate(over="ignore"):                # an overflow is reported below, by name
+        variance = S * S / (n - 1)
     Z = U * S
     if whiten:
         if float(variance.min()) == 0.0:
             raise ValueError(f"{who}: whiten=True but component {int(xp.argmin(variance))} of k={k} has zero "
                              f"variance; lower k")
         Z = Z / xp.sqrt(variance)
+    if e:                                           # back to the scale of X
+        with np.errstate(over="ignore"):
+            variance, mean = xp.ldexp(variance, 2 * e), xp.ldexp(mean, e)
+            if not whiten:
+                Z = xp.ldexp(Z, e)
+    for name, a in (("mean", mean), ("explained variance", variance), ("projection", Z)):
+        check_result(who, a, f"the {name}", "rescale X")
     return PCAResult(Vt, variance, Z, mean)
 
 
@@ -469,15 +584,34 @@ def layer_table(model):
     list of dict with keys ``name``, ``shape`` (list), ``sigma_max``, ``sigma_min``, ``condition``
     (``math.inf`` when ``σ_min = 0``), ``stable_rank``, ``effective_rank``, ``orthogonality``
     (:func:`orthogonality_error`, ``gram="auto"``). One SVD per weight.
+
+    Raises
+    ------
+    TypeError
+        ``model`` not a Module, a weight not float32/float64.
+    ValueError
+        A weight holding NaN/Inf (``NonFiniteError``, naming the parameter: a diverged model), or one whose
+        ``σ_max`` or orthogonality error overflows float64.
     """
-    _check_model("layer_table", model)
+    who = "layer_table"
+    _check_model(who, model)
     rows = []
     for name, w in weights(model):
-        s = singular_values(w)
+        label = f"parameter {name!r}"
+        try:
+            s, e = _scaled_sv(w, who, label)
+            sigma_max, sigma_min = _ldexp(s[0], e), _ldexp(s[-1], e)
+            if not math.isfinite(sigma_max):
+                raise NonFiniteError(f"{who}: σ_max of {label} overflows float64; rescale the weight")
+            orth = orthogonality_error(w)
+        except NonFiniteError as exc:
+            if str(exc).startswith(who):
+                raise
+            raise NonFiniteError(f"{who}: {label}: {exc}") from None
         rows.append({
-            "name": name, "shape": [int(d) for d in w.shape], "sigma_max": float(s[0]), "sigma_min": float(s[-1]),
+            "name": name, "shape": [int(d) for d in w.shape], "sigma_max": sigma_max, "sigma_min": sigma_min,
             "condition": _condition(s), "stable_rank": _stable_rank(s), "effective_rank": _effective_rank(s),
-            "orthogonality": orthogonality_error(w),
+            "orthogonality": orth,
         })
     return rows
 
@@ -491,14 +625,40 @@ def _cell(key, v):
     if key == "name":
         return str(v)
     if key == "shape":
-        return "×".join(str(d) for d in v)
+        return "" if v is None else "×".join(str(d) for d in v)
     if v is None or (isinstance(v, float) and math.isinf(v)):
         return "inf"
     return f"{v:.4g}"
 
 
+def _check_rows(who, rows):
+    """``rows``: a list or tuple of dicts with every column's key, the numeric ones holding real numbers or
+    None (a ``null`` of ``layers.json``)."""
+    if not isinstance(rows, (list, tuple)):
+        raise TypeError(f"{who}: rows must be a list of dicts (as layer_table returns), got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise TypeError(f"{who}: rows[{i}] must be a dict, got {type(row).__name__}")
+        missing = [key for key, _ in _COLUMNS if key not in row]
+        if missing:
+            raise ValueError(f"{who}: rows[{i}] lacks the key(s) {missing} (a row of layer_table has "
+                             f"{[key for key, _ in _COLUMNS]})")
+        shape = row.get("shape")
+        if shape is not None and not isinstance(shape, (list, tuple)):
+            raise TypeError(f"{who}: rows[{i}]['shape'] must be a list of ints, got {type(shape).__name__}")
+        for key, _ in _COLUMNS[2:]:
+            v = row.get(key)
+            if v is not None and (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number))
+                                  or isinstance(v, complex)):
+                raise TypeError(f"{who}: rows[{i}][{key!r}] must be a real number or None, got "
+                                f"{type(v).__name__} {v!r}")
+
+
 def format_layer_table(rows):
-    """The rows of :func:`layer_table` as a Markdown table (one line per weight)."""
+    """The rows of :func:`layer_table` as a Markdown table (one line per weight); ``TypeError`` for rows that
+    are not a list of such dicts, ``ValueError`` for a row without one of the columns. Infinite numbers
+    (and ``None``, the ``null`` of ``layers.json``) print as ``inf``."""
+    _check_rows("format_layer_table", rows)
     lines = ["| " + " | ".join(h for _, h in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     for row in rows:
         lines.append("| " + " | ".join(_cell(k, row.get(k)) for k, _ in _COLUMNS) + " |")
@@ -519,6 +679,7 @@ def load_model(path):
     """
     from .train import CheckpointError, TrainConfig, build_model, load_checkpoint
 
+    _check_path("load_model", "path", path)
     meta, state, _, _ = load_checkpoint(path)
     config = TrainConfig.from_json(dict(meta["config"], progress=False))
     mats = [(k, v) for k, v in state.items() if k.endswith("weight") and v.ndim >= 2]
@@ -540,6 +701,12 @@ def load_model(path):
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
     return model.eval(), config, meta
+
+
+def _check_path(who, name, path):
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{who}: {name} must be a file path (str or os.PathLike), got {type(path).__name__} "
+                        f"{path!r}")
 
 
 def _json_safe(obj):
@@ -584,9 +751,12 @@ def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):
     rows : list of dict, as :func:`layer_table`
     """
     who = "analyze_checkpoint"
-    if figures not in ("auto", True, False):
+    if not (isinstance(figures, (bool, np.bool_)) or isinstance(figures, str) and figures == "auto"):
         raise ValueError(f"{who}: figures must be 'auto', True or False, got {figures!r}")
-    jacobian_examples = _int_arg(who, "jacobian_examples", jacobian_examples, 0, 1 << 30)
+    figures = figures if isinstance(figures, str) else bool(figures)
+    jacobian_examples = check_int(who, "jacobian_examples", jacobian_examples, 0, 1 << 30)
+    _check_path(who, "path", path)
+    _check_path(who, "out_dir", out_dir)
     model, config, meta = load_model(path)
     rows = layer_table(model)
     os.makedirs(out_dir, exist_ok=True)
@@ -627,7 +797,8 @@ def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):
     ws = weights(model)
     plots.plot_spectra({n: to_numpy(singular_values(w)) for n, w in ws},
                        os.path.join(out_dir, "spectra.png"))
-    plots.plot_filter_angles({n: to_numpy(filter_angles(w)) for n, w in ws},
+    nonzero = {n: _nonzero_filters(w) for n, w in ws}
+    plots.plot_filter_angles({n: to_numpy(filter_angles(M)) for n, M in nonzero.items() if M.shape[0]},
                              os.path.join(out_dir, "filter_angles.png"))
     if jac is not None:
         plots.plot_jacobian_spectrum(jac, os.path.join(out_dir, "jacobian.png"))

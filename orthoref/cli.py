@@ -6,7 +6,9 @@ and low-rank compression of a checkpoint), ``study`` (seeded studies with figure
 from __future__ import annotations
 
 import argparse
+import errno
 import fnmatch
+import os
 import sys
 
 __all__ = ["main"]
@@ -56,11 +58,7 @@ def _train_rnn(args) -> int:
         return 2
     kw = {k: getattr(args, k) for k in ("init", "lr", "optimizer", "seed", "steps", "out")
           if getattr(args, k, None) is not None}
-    try:
-        res = fit_adding(T=args.T or 100, **kw)
-    except (ValueError, TypeError) as exc:
-        print(f"orthoref train: {exc}", file=sys.stderr)
-        return 2
+    res = fit_adding(T=args.T if args.T is not None else 100, overwrite=args.overwrite, **kw)
     reached = res["steps_to_target"]
     print(f"done: adding problem T={res['T']}, init {res['init']}: final MSE {res['final_mse']:.4g}; "
           f"MSE < 0.01 {'after ' + str(reached) + ' steps' if reached else 'not reached'} "
@@ -99,22 +97,15 @@ def _train(args) -> int:
                 return 2
             config = train.TrainConfig(epochs=given.get("epochs"), out=given.get("out"),
                                        progress=not args.no_progress)
-            result = train.fit(config, resume=args.resume)
+            result = train.fit(config, resume=args.resume, overwrite=args.overwrite)
         else:
             config = train.TrainConfig(progress=not args.no_progress, **given)
             print(f"orthoref train: {config.model} on {config.data}, {config.optimizer}, "
                   f"{config.epochs} epochs, {config.dtype}, backend {config.backend}")
             result = train.fit(config, overwrite=args.overwrite)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as exc:
-        print(f"orthoref train: {exc}", file=sys.stderr)
-        return 2
     except train.DivergenceError as exc:
         print(f"orthoref train: diverged: {exc}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print("\northoref train: interrupted; the last completed epoch's checkpoint is intact",
-              file=sys.stderr)
-        return 130
     last = result["history"][-1] if result["history"] else None
     if last:
         print(f"done: test accuracy {last['test_acc']:.4f} after {last['epoch']} epochs; "
@@ -221,25 +212,17 @@ def _oracle_check(args) -> int:
 
 
 def _analyze(args) -> int:
-    import os
-
     from .analysis import analyze_checkpoint, format_layer_table
 
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "analysis")
-    try:
-        rows = analyze_checkpoint(args.checkpoint, out, figures=False if args.no_figures else "auto",
-                                  jacobian_examples=args.jacobian_examples)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
-        print(f"orthoref analyze: {exc}", file=sys.stderr)
-        return 2
+    rows = analyze_checkpoint(args.checkpoint, out, figures=False if args.no_figures else "auto",
+                              jacobian_examples=args.jacobian_examples)
     print(format_layer_table(rows))
     print(f"wrote {', '.join(sorted(f for f in os.listdir(out) if not f.startswith('.')))} to {out}")
     return 0
 
 
 def _compress(args) -> int:
-    import os
-
     from .compress import compress_checkpoint, format_compress_report
 
     tag = f"energy{args.energy:g}" if args.energy is not None else f"rank{args.rank}"
@@ -308,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "0.weight")
     t.add_argument("--out", help="output directory (default: a new runs/YYYYmmdd-HHMMSS)")
     t.add_argument("--resume", help="continue from this checkpoint.npz (its configuration is used)")
-    t.add_argument("--overwrite", action="store_true", help="allow --out to hold an earlier run's checkpoint")
+    t.add_argument("--overwrite", action="store_true",
+                   help="allow --out to hold another run's checkpoint.npz/metrics (they are replaced)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
@@ -411,9 +395,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _error_text(exc) -> str:
+    """One line for an exception: an ``OSError`` as "PATH: what went wrong" (a full disk says the
+    previous file is intact), anything else as its message."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return (f"cannot write {exc.filename}: {exc.strerror} (the disk is full; the previous version of "
+                    f"the file, if any, is intact)")
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, MemoryError):
+        return "not enough memory"
+    return " ".join((str(exc) or type(exc).__name__).split())       # one line
+
+
 def main(argv=None) -> int:
+    """Run the command; every ``TypeError``/``ValueError``/``OSError``/``ImportError`` becomes one line on
+    stderr and exit status 2 (set ``ORTHOREF_TRACEBACK=1`` to see the traceback instead), SIGINT/SIGTERM
+    exit status 128 + the signal; ``train``'s divergence exits 3."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    name = f"orthoref {args.command}" + (f" {args.oracle_command}" if args.command == "oracle" else "")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", 2)
+        print(f"{name}: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return 128 + signum
+    except (TypeError, ValueError, OSError, ImportError, MemoryError) as exc:
+        if os.environ.get("ORTHOREF_TRACEBACK"):
+            raise
+        print(f"{name}: {_error_text(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

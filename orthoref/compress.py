@@ -29,13 +29,17 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import numbers
 import os
 
 import numpy as np
 
-from .analysis import _int_arg, load_model, low_rank, singular_values
-from .backend import active, to_numpy, using
+from ._checks import (FLOAT_DTYPES, NonFiniteError, all_finite, check_bool, check_choice, check_int, check_real,
+                      float_dtype)
+from .analysis import load_model, low_rank, singular_values
+from .backend import active, get_array_module, to_numpy, using
+from .data import _loads_strict, _read_npz
 from .nn import (
     GELU,
     AvgPool2d,
@@ -48,6 +52,7 @@ from .nn import (
     LeakyReLU,
     Linear,
     MaxPool2d,
+    Module,
     ReLU,
     Sequential,
     Sigmoid,
@@ -69,8 +74,14 @@ __all__ = [
 COMPRESSED_FORMAT = "orthoref-compressed/1"
 
 
+def _check_module(who, name, model):
+    if not isinstance(model, Module):
+        raise TypeError(f"{who}: {name} must be an orthoref.nn Module, got {type(model).__name__}")
+
+
 def count_parameters(model) -> int:
-    """Number of scalar parameters of ``model``."""
+    """Number of scalar parameters of ``model`` (an orthoref.nn Module; ``TypeError`` otherwise)."""
+    _check_module("count_parameters", "model", model)
     return int(sum(int(np.prod(p.shape)) for p in model.parameters()))
 
 
@@ -120,24 +131,141 @@ def describe(module):
         return {"type": "GELU", "approximate": module.approximate}
     if t in (ReLU, Tanh, Sigmoid, GlobalAvgPool2d):
         return {"type": t.__name__}
-    raise TypeError(f"describe: cannot describe a {t.__name__} layer; supported: Sequential, Linear, Conv2d, "
-                    f"MaxPool2d, AvgPool2d, GlobalAvgPool2d, Flatten, BatchNorm1d/2d, Dropout, ReLU, LeakyReLU, "
-                    f"Tanh, Sigmoid, GELU")
+    raise TypeError(f"describe: cannot describe a {t.__name__} layer (argument module); supported: Sequential, "
+                    f"Linear, Conv2d, MaxPool2d, AvgPool2d, GlobalAvgPool2d, Flatten, BatchNorm1d/2d, Dropout, ReLU, "
+                    f"LeakyReLU, Tanh, Sigmoid, GELU")
 
 
 def _tup(v):
     return tuple(v) if isinstance(v, list) else v
 
 
+# Per layer type: its fields, each (kind, required). ``describe`` writes every field; ``build`` needs the
+# required ones (the others have the layer's defaults).
+_FIELDS = {
+    "Sequential": {"layers": ("layers", True)},
+    "Linear": {"in_features": ("pos_int", True), "out_features": ("pos_int", True), "bias": ("bool", True)},
+    "Conv2d": {"in_channels": ("pos_int", True), "out_channels": ("pos_int", True),
+               "kernel_size": ("pair", True), "stride": ("pair", False), "padding": ("padding", False),
+               "dilation": ("pair", False), "groups": ("pos_int", False), "bias": ("bool", False)},
+    "MaxPool2d": {"kernel_size": ("pair", True), "stride": ("pair_or_none", False), "padding": ("pair", False),
+                  "dilation": ("pair", False)},
+    "AvgPool2d": {"kernel_size": ("pair", True), "stride": ("pair_or_none", False), "padding": ("pair", False),
+                  "count_include_pad": ("bool", False), "divisor_override": ("int_or_none", False)},
+    "Flatten": {"start_dim": ("int", False), "end_dim": ("int", False)},
+    "BatchNorm1d": {"num_features": ("pos_int", True), "eps": ("real", False), "momentum": ("real_or_none", False),
+                    "affine": ("bool", False), "track_running_stats": ("bool", False)},
+    "Dropout": {"p": ("real", True)},
+    "LeakyReLU": {"negative_slope": ("real", False)},
+    "GELU": {"approximate": ("str", False)},
+    "ReLU": {}, "Tanh": {}, "Sigmoid": {}, "GlobalAvgPool2d": {},
+}
+_FIELDS["BatchNorm2d"] = _FIELDS["BatchNorm1d"]
+_KIND_TEXT = {"pos_int": "an int in [1, 2147483647]", "int": "an int in [-2147483647, 2147483647]",
+              "int_or_none": "an int in [-2147483647, 2147483647] or null", "bool": "true or false",
+              "real": "a finite number", "real_or_none": "a finite number or null", "str": "a string",
+              "pair": "an int or a list of two ints (|int| <= 2147483647)",
+              "pair_or_none": "an int, a list of two ints or null (|int| <= 2147483647)",
+              "padding": "an int, a list of two ints or a string (|int| <= 2147483647)",
+              "layers": "a list of layer objects"}
+_MAX_DEPTH = 64
+#: The largest size or int field a layer description may hold (int32's maximum): beyond it no array fits.
+_MAX_FIELD = 2**31 - 1
+
+
+class _SpecError(Exception):
+    """A bad architecture field: ``cls`` (TypeError/ValueError), ``field`` (a path such as
+    ``.layers[0].in_features``) and what is wrong."""
+
+    def __init__(self, cls, field, text):
+        super().__init__(text)
+        self.cls, self.field, self.text = cls, field, text
+
+
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) and abs(v) <= _MAX_FIELD
+
+
+def _kind_ok(kind, v):
+    if kind in ("int_or_none", "real_or_none", "pair_or_none") and v is None:
+        return True
+    base = kind.replace("_or_none", "")
+    if base == "pos_int":
+        return _is_int(v) and v >= 1
+    if base == "int":
+        return _is_int(v)
+    if base == "bool":
+        return isinstance(v, (bool, np.bool_))
+    if base == "real":
+        return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+    if base == "str":
+        return isinstance(v, str)
+    if base in ("pair", "padding"):
+        if base == "padding" and isinstance(v, str):
+            return True
+        return _is_int(v) or (isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) for x in v))
+    return isinstance(v, list)                           # "layers"
+
+
+def _check_spec(spec, field="", depth=0):
+    """Raise :class:`_SpecError` unless ``spec`` is a layer description :func:`build` can read: a dict
+    with a known ``type``, no unknown keys, every required key, every value of its kind."""
+    if depth > _MAX_DEPTH:
+        raise _SpecError(ValueError, field, f"nests more than {_MAX_DEPTH} Sequentials")
+    if not isinstance(spec, dict):
+        raise _SpecError(TypeError, field, f"must be a layer object (a dict with a 'type'), got "
+                                           f"{type(spec).__name__} {_short(spec)}")
+    t = spec.get("type")
+    if not isinstance(t, str) or t not in _FIELDS:
+        raise _SpecError(ValueError, field + ".type", f"is an unknown layer type {_short(t)}; expected one of "
+                                                      f"{', '.join(sorted(_FIELDS))}")
+    fields = _FIELDS[t]
+    unknown = sorted(set(spec) - set(fields) - {"type"})
+    if unknown:
+        raise _SpecError(ValueError, f"{field}.{unknown[0]}", f"is not a field of {t} (fields: "
+                                                              f"{', '.join(fields) or 'none'})")
+    for name, (kind, required) in fields.items():
+        if name not in spec:
+            if required:
+                raise _SpecError(ValueError, f"{field}.{name}", f"is missing ({t} needs it)")
+            continue
+        v = spec[name]
+        if not _kind_ok(kind, v):
+            ints = [v] if not isinstance(v, (list, tuple)) else v
+            is_int = all(isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_)) for x in ints)
+            raise _SpecError(ValueError if is_int and kind != "layers" else TypeError, f"{field}.{name}",
+                             f"must be {_KIND_TEXT[kind]}, got {type(v).__name__} {_short(v)}")
+    if t == "Sequential":
+        for i, child in enumerate(spec["layers"]):
+            _check_spec(child, f"{field}.layers[{i}]", depth + 1)
+
+
+def _short(v, limit=60):
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def build(spec, dtype=np.float32):
     """The module that :func:`describe` described, with freshly initialized parameters (``rng=0``) of
-    ``dtype`` on the active backend; load the trained values with ``load_state_dict``."""
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise ValueError(f"build: spec must be a dict with a 'type', got {spec!r}")
+    ``dtype`` on the active backend; load the trained values with ``load_state_dict``.
+
+    Raises ``ValueError`` (unknown layer type, unknown or missing field) or ``TypeError`` (a field of the
+    wrong kind, e.g. a string for an int; a ``dtype`` other than float32/float64) naming the field, such
+    as ``spec.layers[0].in_features``, before anything is allocated; the layers' own checks follow.
+    """
+    dtype = float_dtype("build", dtype)
+    try:
+        _check_spec(spec)
+    except _SpecError as exc:
+        raise exc.cls(f"build: spec{exc.field} {exc.text}") from None
+    return _build(spec, dtype)
+
+
+def _build(spec, dtype):
     kw = {k: _tup(v) for k, v in spec.items() if k != "type"}
     t = spec["type"]
     if t == "Sequential":
-        return Sequential(*(build(s, dtype) for s in spec["layers"]))
+        return Sequential(*(_build(s, dtype) for s in spec["layers"]))
     if t == "Linear":
         return Linear(kw["in_features"], kw["out_features"], bias=kw["bias"], rng=0, dtype=dtype)
     if t == "Conv2d":
@@ -149,23 +277,50 @@ def build(spec, dtype=np.float32):
         return Dropout(kw["p"], rng=0)
     classes = {c.__name__: c for c in (MaxPool2d, AvgPool2d, Flatten, LeakyReLU, GELU, ReLU, Tanh, Sigmoid,
                                        GlobalAvgPool2d)}
-    if t not in classes:
-        raise ValueError(f"build: unknown layer type {t!r}")
     return classes[t](**kw)
+
+
+def _state_shapes(spec, prefix="", out=None):
+    """``{name: shape}`` of the parameters and buffers the (checked) ``spec`` builds, as ``state_dict`` keys
+    them; ``num_batches_tracked`` has shape ``()``. Computed from the description alone, allocating nothing."""
+    out = {} if out is None else out
+    t = spec["type"]
+    if t == "Sequential":
+        for i, child in enumerate(spec["layers"]):
+            _state_shapes(child, f"{prefix}{i}.", out)
+    elif t == "Linear":
+        out[prefix + "weight"] = (spec["out_features"], spec["in_features"])
+        if spec["bias"]:
+            out[prefix + "bias"] = (spec["out_features"],)
+    elif t == "Conv2d":
+        k = spec["kernel_size"]
+        kh, kw = (k, k) if _is_int(k) else tuple(k)
+        groups = spec.get("groups", 1)
+        out[prefix + "weight"] = (spec["out_channels"], spec["in_channels"] // groups, kh, kw)
+        if spec.get("bias", True):
+            out[prefix + "bias"] = (spec["out_channels"],)
+    elif t in ("BatchNorm1d", "BatchNorm2d"):
+        C = spec["num_features"]
+        if spec.get("affine", True):
+            out[prefix + "weight"] = out[prefix + "bias"] = (C,)
+        if spec.get("track_running_stats", True):
+            out[prefix + "running_mean"] = out[prefix + "running_var"] = (C,)
+            out[prefix + "num_batches_tracked"] = ()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Compression.
 
 def _check_choice(who, energy, rank):
+    """Exactly one of ``energy`` (a finite number in (0, 1]) and ``rank`` (an int >= 1), returned as
+    ``(float or None, int or None)``."""
     if (rank is None) == (energy is None):
         raise ValueError(f"{who}: give exactly one of energy and rank, got energy={energy!r}, rank={rank!r}")
     if rank is not None:
-        _int_arg(who, "rank", rank, 1, 1 << 62)
-    elif isinstance(energy, (bool, np.bool_)) or not isinstance(energy, numbers.Real):
-        raise TypeError(f"{who}: energy must be a real number, got {type(energy).__name__} {energy!r}")
-    elif not 0 < float(energy) <= 1:
-        raise ValueError(f"{who}: energy must be in (0, 1], got {energy!r}")
+        return None, check_int(who, "rank", rank, 1)
+    checked = check_real(who, "energy", energy, 0, 1, lo_open=True)
+    return (energy if type(energy) in (int, float) else checked), None      # the caller's 1 stays 1 in the report
 
 
 def _factor_layer(layer, energy, rank):
@@ -182,7 +337,10 @@ def _factor_layer(layer, energy, rank):
                      note=f"kept: grouped convolution (groups={layer.groups}) is not factored")
         return None, entry
     A, B, r = low_rank(W, rank=min(rank, full)) if rank is not None else low_rank(W, energy=energy)
-    s2 = to_numpy(singular_values(W)) ** 2
+    s = to_numpy(singular_values(W))
+    s2 = s ** 2
+    if not np.isfinite(s2.sum()):                # |W| beyond sqrt(float max): the same ratio, rescaled
+        s2 = (s / s.max()) ** 2
     kept = float(s2[:r].sum() / s2.sum()) if s2.sum() > 0 else 1.0
     after = r * (fan_in + out) + (out if bias else 0)
     entry.update(rank=r, energy=kept)
@@ -248,7 +406,10 @@ def compress_model(model, energy=None, rank=None):
     who = "compress_model"
     if type(model) is not Sequential:
         raise TypeError(f"{who}: model must be an orthoref.nn.Sequential, got {type(model).__name__}")
-    _check_choice(who, energy, rank)
+    energy, rank = _check_choice(who, energy, rank)
+    for name, p in model.named_parameters():
+        if not all_finite(get_array_module(p.data), p.data):
+            raise NonFiniteError(f"{who}: model parameter {name!r} must be finite, got NaN or Inf")
     report = []
     compressed = _compress_seq(model, energy, rank, "", report)
     compressed.train(model.training)
@@ -258,18 +419,120 @@ def compress_model(model, energy=None, rank=None):
 def save_compressed(path, model, meta=None):
     """Write ``model`` (any module :func:`describe` supports) to ``path`` as a self-describing ``.npz``:
     ``model/<name>`` arrays and a JSON ``meta`` entry with the format tag, dtype and architecture (plus
-    ``meta``). Written atomically (temporary file, fsync, rename)."""
+    ``meta``, a dict of strict-JSON values: no NaN or Infinity). Written atomically (temporary file,
+    fsync, rename). Raises ``TypeError`` / ``ValueError`` naming the argument for a model with mixed or
+    non-float dtypes, non-finite parameters, or a ``meta`` that is not strict JSON."""
     from .train import _atomic_write
 
+    who = "save_compressed"
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{who}: path must be a str or os.PathLike, got {type(path).__name__}")
+    _check_module(who, "model", model)
+    if meta is not None and not isinstance(meta, dict):
+        raise TypeError(f"{who}: meta must be a dict or None, got {type(meta).__name__}")
+    problem = _json_problem(meta or {}, "meta")
+    if problem:
+        raise ValueError(f"{who}: {problem}")
     dtypes = {str(p.dtype) for p in model.parameters()}
     if len(dtypes) != 1:
-        raise ValueError(f"save_compressed: the model's parameters must share one dtype, got {sorted(dtypes)}")
-    record = {"format": COMPRESSED_FORMAT, "dtype": dtypes.pop(), "architecture": describe(model),
+        raise ValueError(f"{who}: the model's parameters must share one dtype, got {sorted(dtypes)}")
+    dtype = dtypes.pop()
+    if np.dtype(dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{who}: the model's parameters must be float32 or float64, got {dtype}")
+    record = {"format": COMPRESSED_FORMAT, "dtype": dtype, "architecture": describe(model),
               "meta": meta or {}}
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    arrays["meta"] = np.array(json.dumps(record))
+    for k, v in arrays.items():
+        if v.dtype.kind == "f" and not all_finite(np, v):
+            raise ValueError(f"{who}: parameter {k[len('model/'):]!r} must be finite, got NaN or Inf")
+    arrays["meta"] = np.array(json.dumps(record, allow_nan=False))
     _atomic_write(path, lambda f: np.savez(f, **arrays))
     return path
+
+
+def _json_problem(value, where, depth=0):
+    """None when ``value`` is strict JSON (dicts with str keys, lists/tuples, str, finite int/float, bool,
+    None), else what is wrong and where (``meta['a'][0] must be ..., got ...``)."""
+    if depth > _MAX_DEPTH:
+        return f"{where} nests more than {_MAX_DEPTH} levels"
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where} must be finite (strict JSON has no NaN or Infinity), " \
+                                                  f"got {value!r}"
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"{where} keys must be strings, got {type(k).__name__} {k!r}"
+            problem = _json_problem(v, f"{where}[{k!r}]", depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            problem = _json_problem(v, f"{where}[{i}]", depth + 1)
+            if problem:
+                return problem
+        return None
+    return (f"{where} must hold only strict-JSON values (str, finite number, bool, None, list, dict), got "
+            f"{type(value).__name__}")
+
+
+def _read_record(path, files, error):
+    """The JSON ``meta`` entry of a compressed model, checked: format, dtype, architecture, meta."""
+    if "meta" not in files:
+        raise error(f"{path}: not an orthoref compressed model (no 'meta' entry)")
+    raw = files["meta"]
+    if raw.dtype.kind != "U" or raw.ndim != 0:
+        raise error(f"{path}: field 'meta' must be a JSON string, got a {raw.dtype} array of shape {raw.shape}")
+    try:
+        record = _loads_strict(str(raw))
+    except ValueError as exc:
+        raise error(f"{path}: field 'meta' is not valid strict JSON ({exc})") from None
+    if not isinstance(record, dict):
+        raise error(f"{path}: field 'meta' must be a JSON object, got {type(record).__name__}")
+    if record.get("format") != COMPRESSED_FORMAT:
+        raise error(f"{path}: format {record.get('format')!r}, expected {COMPRESSED_FORMAT!r} (a training "
+                    f"checkpoint is loaded with orthoref.analysis.load_model)")
+    for key in ("dtype", "architecture", "meta"):
+        if key not in record:
+            raise error(f"{path}: field {key!r} is missing from the 'meta' entry")
+    if record["dtype"] not in ("float32", "float64"):
+        raise error(f"{path}: field 'dtype' must be 'float32' or 'float64', got {_short(record['dtype'])}")
+    if not isinstance(record["meta"], dict):
+        raise error(f"{path}: field 'meta.meta' must be an object, got {type(record['meta']).__name__}")
+    try:
+        _check_spec(record["architecture"])
+    except _SpecError as exc:
+        raise error(f"{path}: field 'architecture{exc.field}' {exc.text}") from None
+    return record
+
+
+def _check_state(path, record, state, error):
+    """Every array the architecture needs is stored, with its declared shape, the record's float dtype
+    (an integer ``num_batches_tracked`` >= 0) and finite values; nothing else is stored."""
+    expected = _state_shapes(record["architecture"])
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise error(f"{path}: array 'model/{missing[0]}' is missing (the architecture declares it with "
+                    f"shape {expected[missing[0]]})")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise error(f"{path}: array 'model/{extra[0]}' is not a parameter of the stored architecture")
+    dtype = np.dtype(record["dtype"])
+    for k, shape in expected.items():
+        a = state[k]
+        if tuple(a.shape) != tuple(shape):
+            raise error(f"{path}: array 'model/{k}' has shape {tuple(a.shape)}, the architecture declares "
+                        f"{tuple(shape)}")
+        if k.rsplit(".", 1)[-1] == "num_batches_tracked":
+            if a.dtype.kind not in "iu" or int(a) < 0:
+                raise error(f"{path}: array 'model/{k}' must be an integer >= 0, got {a.dtype} {a!r}")
+            continue
+        if a.dtype != dtype:
+            raise error(f"{path}: array 'model/{k}' has dtype {a.dtype}, field 'dtype' says {dtype}")
+        if not all_finite(np, a):
+            raise error(f"{path}: array 'model/{k}' must be finite, got NaN or Inf")
 
 
 def load_compressed(path, backend=None, with_meta=False):
@@ -277,32 +540,36 @@ def load_compressed(path, backend=None, with_meta=False):
 
     ``backend``: "numpy" or "cupy" (default: the active backend). With ``with_meta`` returns
     ``(model, record)``, ``record`` the JSON entry (``format``, ``dtype``, ``architecture``, ``meta``: the
-    compression report and the source checkpoint's configuration). Raises
-    ``orthoref.train.CheckpointError`` (a ValueError) for a file of another kind.
+    compression report and the source checkpoint's configuration).
+
+    The file is validated before anything is allocated for the model: it must be an ``.npz`` archive
+    (read without pickles; every array's declared shape must match the bytes it holds), its ``meta``
+    entry strict JSON with every field of its kind, the architecture's declared parameter shapes those of
+    the stored arrays (so no layer is larger than what the file holds), every array float32/float64 as
+    declared and finite. Anything else raises ``orthoref.train.CheckpointError`` (a ``ValueError``)
+    naming the file and the field; a missing file ``FileNotFoundError``.
     """
     from .train import CheckpointError
 
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            files = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable compressed model ({exc})") from exc
-    if "meta" not in files:
-        raise CheckpointError(f"{path}: not an orthoref compressed model (no 'meta' entry)")
-    record = json.loads(str(files["meta"]))
-    if not isinstance(record, dict) or record.get("format") != COMPRESSED_FORMAT:
-        fmt = record.get("format") if isinstance(record, dict) else None
-        raise CheckpointError(f"{path}: format {fmt!r}, expected {COMPRESSED_FORMAT!r} (a training "
-                              f"checkpoint is loaded with orthoref.analysis.load_model)")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load_compressed: path must be a str or os.PathLike, got {type(path).__name__}")
+    with_meta = check_bool("load_compressed", "with_meta", with_meta)
+    if backend is not None:
+        check_choice("load_compressed", "backend", backend, ("numpy", "cupy"))
+    files = _read_npz(path, str(path), CheckpointError)
+    record = _read_record(path, files, CheckpointError)
+    unexpected = sorted(k for k in files if k != "meta" and not k.startswith("model/"))
+    if unexpected:
+        raise CheckpointError(f"{path}: unexpected array {unexpected[0]!r} (a compressed model holds 'meta' "
+                              f"and 'model/...' arrays)")
     state = {k[len("model/"):]: v for k, v in files.items() if k.startswith("model/")}
+    _check_state(path, record, state, CheckpointError)
     try:
         with using(backend or active()):
-            model = build(record["architecture"], dtype=record["dtype"])
+            model = _build(record["architecture"], np.dtype(record["dtype"]))
             model.load_state_dict(state)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{path}: the stored arrays do not fit the stored architecture: {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the stored architecture is not valid: {exc}") from exc
     model.eval()
     return (model, record) if with_meta else model
 
@@ -335,7 +602,10 @@ def compress_checkpoint(path, out_dir, energy=None, rank=None):
     from .train import _atomic_write, evaluate, load_data
 
     who = "compress_checkpoint"
-    _check_choice(who, energy, rank)
+    for name, value in (("path", path), ("out_dir", out_dir)):
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"{who}: {name} must be a str or os.PathLike, got {type(value).__name__}")
+    energy, rank = _check_choice(who, energy, rank)
     model, config, _ = load_model(path)
     compressed, layers = compress_model(model, energy=energy, rank=rank)
     _, _, X_te, y_te = load_data(config)
@@ -348,13 +618,46 @@ def compress_checkpoint(path, out_dir, energy=None, rank=None):
     out = os.path.join(out_dir, "compressed.npz")
     save_compressed(out, compressed, meta={"report": report, "config": config.to_json()})
     report["path"] = out
-    text = json.dumps(report, indent=1) + "\n"
+    text = json.dumps(report, indent=1, allow_nan=False) + "\n"
     _atomic_write(os.path.join(out_dir, "compress.json"), lambda f: f.write(text.encode()))
     return report
 
 
+_REPORT_KEYS = ("energy", "rank", "layers", "params_before", "params_after", "acc_before", "acc_after", "n_test")
+_LAYER_KEYS = ("name", "type", "shape", "rank", "full_rank", "energy", "params_before", "params_after", "note")
+
+
+def _check_report(report):
+    who = "format_compress_report"
+    if not isinstance(report, dict):
+        raise TypeError(f"{who}: report must be the dict compress_checkpoint returns, got {type(report).__name__}")
+    missing = [k for k in _REPORT_KEYS if k not in report]
+    if missing:
+        raise ValueError(f"{who}: report lacks {missing} (expected the dict compress_checkpoint returns)")
+    if not isinstance(report["layers"], (list, tuple)):
+        raise TypeError(f"{who}: report['layers'] must be a list, got {type(report['layers']).__name__}")
+    for i, e in enumerate(report["layers"]):
+        if not isinstance(e, dict) or any(k not in e for k in _LAYER_KEYS):
+            raise ValueError(f"{who}: report['layers'][{i}] must be a dict with keys {list(_LAYER_KEYS)}")
+        if not isinstance(e["shape"], (list, tuple)):
+            raise TypeError(f"{who}: report['layers'][{i}]['shape'] must be a list, got {type(e['shape']).__name__}")
+    for k in ("params_before", "params_after", "acc_before", "acc_after"):
+        v = report[k]
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise TypeError(f"{who}: report[{k!r}] must be a finite number, got {v!r}")
+    for k in ("params_before", "params_after"):
+        if not report[k] > 0:
+            raise ValueError(f"{who}: report[{k!r}] must be > 0, got {report[k]!r}")
+    for i, e in enumerate(report["layers"]):
+        if isinstance(e["energy"], bool) or not isinstance(e["energy"], numbers.Real):
+            raise TypeError(f"{who}: report['layers'][{i}]['energy'] must be a number, got {e['energy']!r}")
+
+
 def format_compress_report(report):
-    """A Markdown table of the per-layer ranks and parameters, then the totals and accuracies."""
+    """A Markdown table of the per-layer ranks and parameters, then the totals and accuracies.
+    ``report``: the dict :func:`compress_checkpoint` returns (``TypeError``/``ValueError`` naming the key
+    otherwise)."""
+    _check_report(report)
     lines = ["| layer | type | shape | rank / full | energy kept | params before | params after | note |",
              "|---|---|---|---|---|---|---|---|"]
     for e in report["layers"]:

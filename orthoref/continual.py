@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from ._checks import NonFiniteError
 from .backend import asarray, to_numpy
 from .data import load_digits
 from .models import mlp
@@ -151,6 +152,21 @@ def fit_continual(method="sgd", n_tasks=3, hidden=(100,), epochs=5, lr=0.05, bat
     memory_rng = np.random.default_rng(seed + 2)
     acc = np.full((n_tasks, n_tasks), np.nan)
     model.train()
+    try:
+        _train_tasks(model, optimizer, tasks, method, epochs, batch_size, memory_per_task, shuffle_rng,
+                     memory_rng, acc, log, step_callback)
+    except NonFiniteError as exc:      # a NaN/Inf parameter or output: say where, never return NaN accuracies
+        raise NonFiniteError(f"{who}: training diverged (NaN/Inf) with lr={float(lr)}: {exc}") from exc
+    return {"method": method, "acc_matrix": acc, "average_after_last": float(np.mean(acc[-1])),
+            "seconds": time.perf_counter() - t0,
+            "basis_size": int(optimizer.basis.shape[0]) if method == "ogd" else 0,
+            "settings": {"n_tasks": n_tasks, "hidden": hidden, "epochs": epochs, "lr": float(lr),
+                         "batch_size": batch_size, "memory_per_task": memory_per_task, "seed": seed}}
+
+
+def _train_tasks(model, optimizer, tasks, method, epochs, batch_size, memory_per_task, shuffle_rng, memory_rng,
+                 acc, log, step_callback):
+    n_tasks = len(tasks)
     for t, (X_tr, y_tr, _, _) in enumerate(tasks):
         n = len(X_tr)
         steps = -(-n // batch_size)
@@ -175,11 +191,6 @@ def fit_continual(method="sgd", n_tasks=3, hidden=(100,), epochs=5, lr=0.05, bat
             seen = " ".join(f"{a:.3f}" for a in acc[t, :t + 1])
             extra = f"  basis {optimizer.basis.shape[0]}" if method == "ogd" else ""
             log(f"[{method}] after task {t}: test acc on tasks 0..{t}: {seen}{extra}")
-    return {"method": method, "acc_matrix": acc, "average_after_last": float(np.mean(acc[-1])),
-            "seconds": time.perf_counter() - t0,
-            "basis_size": int(optimizer.basis.shape[0]) if method == "ogd" else 0,
-            "settings": {"n_tasks": n_tasks, "hidden": hidden, "epochs": epochs, "lr": float(lr),
-                         "batch_size": batch_size, "memory_per_task": memory_per_task, "seed": seed}}
 
 
 def continual_table(n_tasks=3, hidden=(100,), epochs=5, lr=0.05, batch_size=32, memory_per_task=200, seed=0,

@@ -14,14 +14,18 @@ import gzip
 import math
 import os
 import secrets
+import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ._checks import FLOAT_DTYPES, check_bool, check_choice
+
 __all__ = [
     "DIGITS_SEARCH_PATHS", "digits_path", "load_digits",
-    "IDX_DTYPES", "load_idx", "write_idx", "load_idx_dir", "adding_problem", "copy_memory"]
+    "IDX_DTYPES", "IDX_MAX_BYTES", "IDX_MAX_CLASSES", "load_idx", "write_idx", "load_idx_dir",
+    "adding_problem", "copy_memory"]
 
 # ----------------------------------------------------------------------------------------------------
 # Bundled digits
@@ -87,7 +91,7 @@ def load_digits(split="train", dtype=np.float32, flatten=True, scale=True):
         The fixed stratified split stored in the file (1438 train / 359 test images, about 80/20 in
         every class; see ``data/digits/README.md``), or all 1797 images. Images keep the file's order.
     dtype : numpy dtype, default float32
-        Dtype of ``X``; must be a floating dtype when ``scale`` is true.
+        Dtype of ``X``: float32 or float64; with ``scale=False`` an integer dtype too.
     flatten : bool, default True
         ``X`` of shape (N, 64) if true, else (N, 1, 8, 8) (NCHW, one channel).
     scale : bool, default True
@@ -102,13 +106,18 @@ def load_digits(split="train", dtype=np.float32, flatten=True, scale=True):
     Raises
     ------
     ValueError
-        If ``split`` or ``dtype`` is not one of the accepted values.
+        If ``split`` is not one of the accepted values.
+    TypeError
+        If ``dtype`` is not float32/float64 (or an integer dtype with ``scale=False``), or ``flatten`` /
+        ``scale`` is not a bool.
     FileNotFoundError
         If the bundled file cannot be found (see ``digits_path``).
     """
-    if not isinstance(split, str) or split not in _DIGITS_SPLITS:
-        raise ValueError(f"split must be one of {_DIGITS_SPLITS}, got {split!r}")
-    dtype = _checked_dtype(dtype, floating=scale)
+    who = "load_digits"
+    check_choice(who, "split", split, _DIGITS_SPLITS)
+    flatten = check_bool(who, "flatten", flatten)
+    scale = check_bool(who, "scale", scale)
+    dtype = _checked_dtype(who, dtype, floating=scale)
     images, labels, index = _digits_arrays(str(digits_path()))
     idx = index[split]
     X = images[idx].astype(dtype)
@@ -118,16 +127,25 @@ def load_digits(split="train", dtype=np.float32, flatten=True, scale=True):
     return X, labels[idx].astype(np.int64)
 
 
-def _checked_dtype(dtype, floating):
+def _checked_dtype(who, dtype, floating):
+    """``dtype`` as a NumPy dtype: float32 or float64, or (``floating`` false) an integer dtype too;
+    ``TypeError`` naming ``who`` otherwise (float16, longdouble, complex, bool, object, not a dtype)."""
     try:
         dt = np.dtype(dtype)
-    except TypeError:
-        raise ValueError(f"dtype must be a numpy dtype, got {dtype!r}") from None
-    if floating and not np.issubdtype(dt, np.floating):
-        raise ValueError(f"dtype must be a floating dtype (scaled pixels lie in [0, 1]), got {dt}")
-    if not floating and not (np.issubdtype(dt, np.floating) or np.issubdtype(dt, np.integer)):
-        raise ValueError(f"dtype must be a floating or integer dtype, got {dt}")
-    return dt
+    except (TypeError, ValueError):
+        raise TypeError(f"{who}: dtype must be a numpy dtype, got {dtype!r}") from None
+    if dt in FLOAT_DTYPES or (not floating and dt.kind in "iu"):
+        return dt
+    want = ("a floating dtype, float32 or float64 (scaled pixels lie in [0, 1])" if floating
+            else "float32, float64 or an integer dtype")
+    raise TypeError(f"{who}: dtype must be {want}, got {dt}")
+
+
+def _check_path(who, name, path):
+    """``path`` as a ``Path``; ``TypeError`` naming ``who`` unless it is a str or os.PathLike."""
+    if isinstance(path, (str, os.PathLike)) and not isinstance(path, bytes):
+        return Path(path)
+    raise TypeError(f"{who}: {name} must be a str or os.PathLike path, got {type(path).__name__} {path!r}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -141,48 +159,101 @@ IDX_DTYPES = {
 }
 _GZIP_MAGIC = b"\x1f\x8b"
 _INT32_MAX = 2**31 - 1
+#: The most bytes of values an IDX header may declare (4 GiB; EMNIST ByClass, the largest common IDX
+#: set, holds 0.55 GB). A larger header is refused before anything is allocated.
+IDX_MAX_BYTES = 1 << 32
+#: The most classes :func:`load_idx_dir` accepts: training labels must be exactly ``0..K-1``, ``K <= 65536``.
+IDX_MAX_CLASSES = 1 << 16
+#: NumPy's maximum number of array dimensions (64 since NumPy 2.0, 32 before).
+_MAX_NDIM = 64 if int(np.__version__.split(".")[0]) >= 2 else 32
+#: Deflate expands at most 1032:1; a gzip file of ``n`` bytes cannot hold more than this many times ``n``.
+_GZIP_MAX_RATIO = 1100
+_READ_CHUNK = 1 << 20
 
 
 def _describe_codes():
     return ", ".join(f"0x{c:02X} {dt.name}" for c, dt in IDX_DTYPES.items())
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's content, gunzipped when it starts with the gzip magic bytes."""
+def _check_file(path: Path) -> int:
+    """The size of the regular file ``path``; ``FileNotFoundError`` / ``ValueError`` naming it otherwise."""
     if not path.exists():
         raise FileNotFoundError(f"IDX file not found: {path}")
     if not path.is_file():
         raise ValueError(f"{path}: expected an IDX file, got a directory or special file")
-    data = path.read_bytes()
-    if data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ValueError(f"{path}: corrupt gzip stream ({exc})") from None
-    return data
+    return path.stat().st_size
 
 
-def _parse_header(data: bytes, path: Path):
-    """Return ``(dtype, shape, header_length)`` from the IDX header of ``data``."""
-    if len(data) < 4:
-        raise ValueError(f"{path}: truncated IDX header: need 4 bytes, file has {len(data)}")
-    if data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path}: bad IDX magic number 0x{data[:4].hex().upper()}: the first two "
-                         f"bytes must be 0x00 0x00, got 0x{data[0]:02X} 0x{data[1]:02X}")
-    code, ndim = data[2], data[3]
+class _Reader:
+    """Reads a raw or gzip-compressed file incrementally, turning the gzip module's errors into a
+    ``ValueError`` naming the file; never decompresses more than is asked for."""
+
+    def __init__(self, path: Path, f, gz: bool):
+        self.path, self.gz = path, gz
+        self.f = gzip.GzipFile(fileobj=f, mode="rb") if gz else f
+
+    def read_into(self, buf) -> int:
+        view, got = memoryview(buf), 0
+        while got < len(view):
+            try:
+                n = self.f.readinto(view[got:got + _READ_CHUNK])
+            except (OSError, EOFError, zlib.error) as exc:
+                raise ValueError(f"{self.path}: corrupt gzip stream ({exc})") from None
+            if not n:
+                break
+            got += n
+        return got
+
+    def read(self, size: int) -> bytes:
+        buf = bytearray(size)
+        return bytes(buf[:self.read_into(buf)])
+
+
+def _parse_header(reader: _Reader, path: Path):
+    """Return ``(dtype, shape, header_length)`` from the IDX header, read from ``reader``."""
+    head = reader.read(4)
+    if len(head) < 4:
+        raise ValueError(f"{path}: truncated IDX header: need 4 bytes, file has {len(head)}")
+    if head[0] != 0 or head[1] != 0:
+        raise ValueError(f"{path}: bad IDX magic number 0x{head.hex().upper()}: the first two "
+                         f"bytes must be 0x00 0x00, got 0x{head[0]:02X} 0x{head[1]:02X}")
+    code, ndim = head[2], head[3]
     if code not in IDX_DTYPES:
         raise ValueError(f"{path}: unknown IDX dtype code 0x{code:02X}; expected one of "
                          f"{_describe_codes()}")
     if ndim == 0:
         raise ValueError(f"{path}: IDX header declares 0 dimensions; expected at least 1")
+    if ndim > _MAX_NDIM:
+        raise ValueError(f"{path}: IDX header declares {ndim} dimensions; at most {_MAX_NDIM} are supported")
     header = 4 + 4 * ndim
-    if len(data) < header:
+    dims = reader.read(4 * ndim)
+    if len(dims) < 4 * ndim:
         raise ValueError(f"{path}: truncated IDX header: {ndim} dimensions need {header} bytes, "
-                         f"file has {len(data)}")
-    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
+                         f"file has {4 + len(dims)}")
+    shape = tuple(int.from_bytes(dims[i:i + 4], "big", signed=True) for i in range(0, 4 * ndim, 4))
     if min(shape) < 0:
         raise ValueError(f"{path}: negative dimension in IDX header: {shape}")
     return IDX_DTYPES[code], shape, header
+
+
+def _declared_size(path: Path, dtype, shape, gz: bool, file_size: int, header: int) -> int:
+    """Bytes of values the header declares, refused (before any allocation) when above
+    :data:`IDX_MAX_BYTES` or more than the file can hold."""
+    expected = math.prod(shape) * dtype.itemsize
+    if expected > IDX_MAX_BYTES:
+        raise ValueError(f"{path}: IDX header declares shape {shape} of {dtype.name}, {expected} bytes; at most "
+                         f"{IDX_MAX_BYTES} bytes (IDX_MAX_BYTES) are read")
+    if not gz and file_size - header < expected:
+        raise ValueError(f"{path}: truncated IDX payload: shape {shape} of {dtype.name} needs "
+                         f"{expected} bytes, file has {file_size - header}")
+    if not gz and file_size - header > expected:
+        got = file_size - header
+        raise ValueError(f"{path}: {got - expected} unexpected trailing bytes after the IDX payload "
+                         f"(shape {shape} of {dtype.name} needs {expected} bytes, file has {got})")
+    if gz and expected > _GZIP_MAX_RATIO * file_size:
+        raise ValueError(f"{path}: truncated IDX payload: shape {shape} of {dtype.name} needs {expected} "
+                         f"bytes, more than a gzip file of {file_size} bytes can hold")
+    return expected
 
 
 def load_idx(path):
@@ -191,6 +262,11 @@ def load_idx(path):
     The layout is ``0x00 0x00 <type code> <ndim>``, then ``ndim`` big-endian int32 sizes, then the
     values in C order, big-endian. Type codes: 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
     0x0D float32, 0x0E float64. Gzip is recognised by its magic bytes, whatever the file's suffix.
+
+    The header is read first: a declared size above :data:`IDX_MAX_BYTES` (4 GiB), or larger than the
+    file could hold, is refused before anything is allocated, and a gzip stream is decompressed
+    incrementally, stopping one byte past the declared size (a gzip bomb is refused after inflating at
+    most that much).
 
     Parameters
     ----------
@@ -204,22 +280,32 @@ def load_idx(path):
     ------
     FileNotFoundError
         If ``path`` does not exist.
+    TypeError
+        If ``path`` is not a str or os.PathLike.
     ValueError
         Naming the file, for a corrupt gzip stream, a bad magic number, an unknown type code, a
-        truncated header or payload, or bytes after the payload.
+        truncated header or payload, too many dimensions, a declared size over :data:`IDX_MAX_BYTES`,
+        or bytes after the payload.
     """
-    path = Path(path)
-    data = _read_bytes(path)
-    dtype, shape, header = _parse_header(data, path)
-    expected = math.prod(shape) * dtype.itemsize
-    got = len(data) - header
-    if got < expected:
-        raise ValueError(f"{path}: truncated IDX payload: shape {shape} of {dtype.name} needs "
-                         f"{expected} bytes, file has {got}")
-    if got > expected:
-        raise ValueError(f"{path}: {got - expected} unexpected trailing bytes after the IDX payload "
-                         f"(shape {shape} of {dtype.name} needs {expected} bytes, file has {got})")
-    flat = np.frombuffer(data, dtype=dtype, offset=header, count=expected // dtype.itemsize)
+    path = _check_path("load_idx", "path", path)
+    file_size = _check_file(path)
+    with open(path, "rb") as f:
+        gz = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
+        reader = _Reader(path, f, gz)
+        dtype, shape, header = _parse_header(reader, path)
+        expected = _declared_size(path, dtype, shape, gz, file_size, header)
+        buf = bytearray(expected)
+        got = reader.read_into(buf)
+        if got < expected:
+            raise ValueError(f"{path}: truncated IDX payload: shape {shape} of {dtype.name} needs "
+                             f"{expected} bytes, file has {got}")
+        if gz and reader.read(1):
+            raise ValueError(f"{path}: unexpected trailing bytes after the IDX payload (shape {shape} of "
+                             f"{dtype.name} needs {expected} bytes; the gzip stream holds more)")
+    flat = np.frombuffer(buf, dtype=dtype)
+    if dtype.isnative:                          # uint8/int8: the bytearray is already writeable and ours
+        return flat.reshape(shape)
     return flat.astype(dtype.newbyteorder("=")).reshape(shape)
 
 
@@ -227,17 +313,25 @@ def _idx_code(dtype):
     for code, dt in IDX_DTYPES.items():
         if dt.kind == dtype.kind and dt.itemsize == dtype.itemsize:
             return code
-    raise ValueError(f"array dtype must be one the IDX format stores ({_describe_codes()}), got "
-                     f"{dtype}; cast it first, e.g. array.astype(np.int32)")
+    raise TypeError(f"write_idx: array dtype must be one the IDX format stores ({_describe_codes()}), got "
+                    f"{dtype}; cast it first, e.g. array.astype(np.int32)")
 
 
 def _idx_bytes(array) -> bytes:
-    array = np.asarray(array)
+    if not isinstance(array, np.ndarray):
+        try:
+            array = np.asarray(array)
+        except (TypeError, ValueError):
+            raise TypeError(f"write_idx: array must be an array of numbers, got a ragged or non-numeric "
+                            f"{type(array).__name__}") from None
     code = _idx_code(array.dtype)
-    if not 1 <= array.ndim <= 255:
-        raise ValueError(f"array must have 1 to 255 dimensions, got shape {array.shape}")
+    if not 1 <= array.ndim <= _MAX_NDIM:
+        raise ValueError(f"write_idx: array must have 1 to {_MAX_NDIM} dimensions, got shape {array.shape}")
     if max(array.shape) > _INT32_MAX:
-        raise ValueError(f"array dimensions must fit in int32, got shape {array.shape}")
+        raise ValueError(f"write_idx: array dimensions must fit in int32, got shape {array.shape}")
+    if array.nbytes > IDX_MAX_BYTES:
+        raise ValueError(f"write_idx: array holds {array.nbytes} bytes; load_idx reads at most {IDX_MAX_BYTES} "
+                         f"(IDX_MAX_BYTES)")
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
     return header + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()
 
@@ -265,7 +359,7 @@ def write_idx(path, array):
     path : str or os.PathLike
         Destination; its folder must exist. An existing file is replaced only once the new one is
         complete on disk.
-    array : array_like, 1 to 255 dimensions
+    array : array_like, 1 to 64 dimensions (32 before NumPy 2), at most :data:`IDX_MAX_BYTES`
         Dtype uint8, int8, int16, int32, float32 or float64 (stored big-endian, any input byte order).
 
     Returns
@@ -274,10 +368,13 @@ def write_idx(path, array):
 
     Raises
     ------
+    TypeError
+        If the dtype has no IDX type code (int64, bool, ...) or ``path`` is not a path.
     ValueError
-        If the dtype has no IDX type code or the shape cannot be stored.
+        If the shape cannot be stored (0-d, too many dimensions, a dimension over int32, over
+        :data:`IDX_MAX_BYTES`).
     """
-    path = Path(path)
+    path = _check_path("write_idx", "path", path)
     payload = _idx_bytes(array)
     if path.name.endswith(".gz"):
         payload = gzip.compress(payload, compresslevel=6, mtime=0)
@@ -307,6 +404,9 @@ def _load_pair(images_path: Path, labels_path: Path):
     if images.dtype != np.uint8:
         raise ValueError(f"{images_path}: expected uint8 images (type code 0x08), got "
                          f"{images.dtype}; use load_idx for other types")
+    if min(images.shape) == 0:
+        raise ValueError(f"{images_path}: expected at least one image of at least 1x1 pixels, got shape "
+                         f"{images.shape} (N, H, W)")
     if labels.ndim != 1:
         raise ValueError(f"{labels_path}: expected a 1-D labels array (N,), got shape {labels.shape}")
     if labels.dtype.kind not in "iu":
@@ -315,6 +415,37 @@ def _load_pair(images_path: Path, labels_path: Path):
         raise ValueError(f"{labels_path} has {len(labels)} labels but {images_path} has "
                          f"{len(images)} images")
     return images, labels.astype(np.int64)
+
+
+def _first(labels, mask):
+    """(value, index) of the first label where ``mask`` holds."""
+    i = int(np.flatnonzero(mask)[0])
+    return int(labels[i]), i
+
+
+def _check_labels(train_path: Path, y_train, test_path: Path, y_test) -> int:
+    """The number of classes ``K``: the distinct training labels must be exactly ``0..K-1`` (``K <=``
+    :data:`IDX_MAX_CLASSES`) and every test label in ``[0, K)``; ``ValueError`` naming the file, the
+    offending label and its index otherwise."""
+    lo, hi = int(y_train.min()), int(y_train.max())
+    if lo < 0 or hi >= IDX_MAX_CLASSES:
+        v, i = _first(y_train, (y_train < 0) | (y_train >= IDX_MAX_CLASSES))
+        raise ValueError(f"{train_path}: label {v} at index {i} is out of range: labels must be class "
+                         f"indices 0..K-1 with K <= {IDX_MAX_CLASSES}")
+    counts = np.bincount(y_train, minlength=hi + 1)
+    if not counts.all():
+        missing = np.flatnonzero(counts == 0)
+        v, i = _first(y_train, y_train > missing[0])
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise ValueError(f"{train_path}: label {v} at index {i} leaves {len(missing)} class(es) without a "
+                         f"training example ({shown}); the distinct training labels must be exactly "
+                         f"0..K-1 (here K would be {hi + 1})")
+    bad = (y_test < 0) | (y_test > hi)
+    if bad.any():
+        v, i = _first(y_test, bad)
+        raise ValueError(f"{test_path}: label {v} at index {i} is out of range: test labels must lie in "
+                         f"[0, {hi + 1}), the classes of {train_path.name}")
+    return hi + 1
 
 
 def _scaled(images, dtype, flatten):
@@ -351,12 +482,18 @@ def load_idx_dir(directory, dtype=np.float32, flatten=True):
     FileNotFoundError
         If ``directory`` or one of the four files is missing.
     ValueError
-        Naming the file, if a file is corrupt (see ``load_idx``), images are not 3-D uint8, labels
-        are not 1-D integers, image and label counts disagree, or train and test images differ in
-        size; also for a non-floating ``dtype``.
+        Naming the file, if a file is corrupt (see ``load_idx``), images are not 3-D uint8 or there are
+        none, labels are not 1-D integers, image and label counts disagree, train and test images differ
+        in size, or the labels are not class indices: the distinct training labels must be exactly
+        ``0..K-1`` (no gaps, ``K <=`` :data:`IDX_MAX_CLASSES`) and the test labels in ``[0, K)`` (the
+        message names the file, the label and its index).
+    TypeError
+        If ``dtype`` is not float32/float64, ``flatten`` not a bool, ``directory`` not a path.
     """
-    dtype = _checked_dtype(dtype, floating=True)
-    directory = Path(directory)
+    who = "load_idx_dir"
+    dtype = _checked_dtype(who, dtype, floating=True)
+    flatten = check_bool(who, "flatten", flatten)
+    directory = _check_path(who, "directory", directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"IDX directory not found: {directory}")
     paths = {key: _find_idx(directory, stem) for key, stem in _IDX_FILES.items()}
@@ -365,7 +502,95 @@ def load_idx_dir(directory, dtype=np.float32, flatten=True):
     if train_x.shape[1:] != test_x.shape[1:]:
         raise ValueError(f"image sizes differ: {paths['train_images']} has {train_x.shape[1:]}, "
                          f"{paths['test_images']} has {test_x.shape[1:]}")
+    _check_labels(paths["train_labels"], train_y, paths["test_labels"], test_y)
     return (_scaled(train_x, dtype, flatten), train_y, _scaled(test_x, dtype, flatten), test_y)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checked reading of .npz archives and strict JSON (compressed models, fixture directories)
+# ----------------------------------------------------------------------------------------------------
+
+def _refuse_constant(token):
+    raise ValueError(f"the non-standard token {token}")
+
+
+def _loads_strict(text):
+    """``json.loads`` refusing ``NaN``/``Infinity``; ``ValueError`` saying where the JSON is broken, in
+    its own words (``RecursionError`` for absurd nesting becomes a ``ValueError`` too)."""
+    import json
+
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return json.loads(text, parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"broken at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _read_npz(source, name, error=ValueError):
+    """The arrays of the ``.npz`` archive ``source`` (a path or a binary file object) as ``{key: array}``,
+    read without pickles and without trusting a declared size: every member's ``.npy`` header is read
+    first and its declared shape and dtype must account for exactly the bytes the member holds (and a
+    compressed member can hold at most 1100 times its compressed size), so nothing larger than the file's
+    real content is ever allocated. ``error`` (``ValueError`` or a subclass) naming ``name``: not a zip,
+    a truncated or corrupt zip, a member that is not an ``.npy`` array, an object (pickled) array, a
+    declared shape that disagrees with the stored bytes."""
+    if not hasattr(source, "read") and not os.path.exists(source):
+        raise FileNotFoundError(f"{name}: no such file")
+    try:
+        if not zipfile.is_zipfile(source):
+            raise error(f"{name}: not an .npz archive (a zip of .npy arrays); truncated, or a file of "
+                        f"another kind")
+        if hasattr(source, "seek"):
+            source.seek(0)
+        with zipfile.ZipFile(source) as zf:
+            return {_npz_key(info, name, error): _read_member(zf, info, name, error) for info in zf.infolist()}
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error, NotImplementedError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise error(f"{name}: corrupt or truncated .npz archive ({type(exc).__name__}: {exc})") from None
+
+
+def _npz_key(info, name, error):
+    if not info.filename.endswith(".npy"):
+        raise error(f"{name}: archive member {info.filename!r} is not an .npy array")
+    return info.filename[:-len(".npy")]
+
+
+def _read_member(zf, info, name, error):
+    key = info.filename[:-len(".npy")]
+    if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size \
+            or info.file_size > _GZIP_MAX_RATIO * info.compress_size + 1024:
+        raise error(f"{name}: array {key!r} declares {info.file_size} bytes but stores {info.compress_size}")
+    fmt = np.lib.format
+    with zf.open(info) as fp:
+        try:
+            version = fmt.read_magic(fp)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(fp)
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(fp)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+        except ValueError as exc:
+            raise error(f"{name}: array {key!r} has no valid .npy header ({exc})") from None
+        if dtype.hasobject:
+            raise error(f"{name}: array {key!r} holds Python objects (dtype {dtype}); only numeric arrays "
+                        f"are read")
+        declared = math.prod(shape) * dtype.itemsize
+        held = info.file_size - fp.tell()
+        if declared != held:
+            raise error(f"{name}: array {key!r} declares shape {tuple(shape)} of {dtype} ({declared} bytes) "
+                        f"but holds {held} bytes")
+    with zf.open(info) as fp:
+        try:
+            return fmt.read_array(fp, allow_pickle=False)
+        except ValueError as exc:
+            raise error(f"{name}: array {key!r} is truncated or corrupt ({exc})") from None
 
 
 # The synthetic sequence tasks live in orthoref.tasks; they are part of the data API too.

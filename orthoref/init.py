@@ -20,6 +20,16 @@ Weight layouts follow PyTorch (``(out, in)``, ``(out, in, kh, kw)``); fans are c
 ``INITIALIZERS`` maps the names accepted by ``weight_init="..."`` and ``orthoref train --init NAME`` to
 callables ``f(shape, rng=None, dtype=np.float32)``; :func:`get_initializer` looks them up.
 
+Failure model: a ``shape`` is a tuple of non-negative ints (``TypeError`` for floats, bools, strings;
+``ValueError`` for negative dimensions, too few dimensions, or more elements than can be allocated --
+a ``MemoryError`` is reported as a ``ValueError`` naming the function); ``dtype`` float32 or float64 only
+(``TypeError`` for float16, integers, complex, ...); ``gain``, ``a``, ``mean``, ``std``, ``tol`` finite
+real numbers in their documented range; ``rng`` None, a non-negative int or a ``Generator``; ``mode``,
+``nonlinearity``, ``method``, ``convention`` one of their names; ``max_iter`` at most
+:data:`orthoref._checks.MAX_ITERATIONS`. A ``gain`` or ``std`` whose draws would not fit the dtype
+(``orthogonal(gain=1e39)`` in float32) raises :class:`orthoref._checks.NonFiniteError`; every result is
+finite and of the requested dtype. Every message names the function and the argument.
+
 References
 ----------
 .. [Saxe2014] A. M. Saxe, J. L. McClelland, S. Ganguli, "Exact solutions to the nonlinear dynamics of
@@ -37,14 +47,17 @@ References
 """
 from __future__ import annotations
 
+import functools
 import math
-import numbers
 import warnings
 
 import numpy as np
 
+from ._checks import (MAX_ITERATIONS, NonFiniteError, check_array, check_bool, check_choice, check_finite,
+                      check_float, check_int, check_ndim, check_real, check_result, float_dtype)
 from .backend import get_array_module, get_backend, host_rng, to_numpy
 from .ortho.decomp import orthonormal_qr
+from .regularizers import _pow2_rescale
 
 __all__ = [
     "orthogonal", "orthogonalize_gaussian", "special_orthogonal", "delta_orthogonal",
@@ -53,48 +66,65 @@ __all__ = [
     "uniform", "pytorch_default", "lsuv", "INITIALIZERS", "get_initializer",
 ]
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 # ---------------------------------------------------------------------------------------------------------
-# Argument checks.
+# Argument checks (the shared vocabulary of :mod:`orthoref._checks`, plus shapes and scales).
+
+#: The largest number of elements an initializer is asked for (NumPy's own limit is 2**63 bytes).
+_MAX_ELEMENTS = 2 ** 59
+
 
 def _shape(shape, who, min_ndim=0):
-    """``shape`` as a tuple of non-negative ints (an int is a 1-D shape)."""
+    """``shape`` as a tuple of non-negative ints (an int is a 1-D shape); ``TypeError`` for anything else
+    (floats, bools, strings), ``ValueError`` for a negative dimension, fewer than ``min_ndim`` dimensions or
+    more elements than can ever be allocated."""
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
         shape = (shape,)
+    if isinstance(shape, (str, bytes, dict, set, frozenset)) or hasattr(shape, "dtype") and shape.ndim != 1:
+        raise TypeError(f"{who}: shape must be a tuple of ints, got {type(shape).__name__} {shape!r}")
     try:
         dims = tuple(shape)
     except TypeError:
-        raise TypeError(f"{who}: shape must be a tuple of ints, got {shape!r}") from None
+        raise TypeError(f"{who}: shape must be a tuple of ints, got {type(shape).__name__} {shape!r}") from None
     for d in dims:
         if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
             raise TypeError(f"{who}: shape must be a tuple of ints, got {shape!r}")
         if d < 0:
-            raise ValueError(f"{who}: shape must have non-negative dimensions, got {dims}")
+            raise ValueError(f"{who}: shape must have non-negative dimensions, got {tuple(int(x) for x in dims)}")
     dims = tuple(int(d) for d in dims)
     if len(dims) < min_ndim:
         raise ValueError(f"{who}: shape needs {min_ndim} or more dimensions, got {dims}")
+    if math.prod(dims) > _MAX_ELEMENTS:
+        raise ValueError(f"{who}: shape {dims} has {math.prod(dims)} elements, more than can be allocated "
+                         f"(at most {_MAX_ELEMENTS})")
     return dims
 
 
-def _dtype(dtype, who):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"{who}: dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in _FLOATS:
-        raise TypeError(f"{who}: dtype must be float32 or float64, got {dt}")
-    return dt
+def _gain(who, gain, dt, name="gain", bound=1.0):
+    """``gain`` as a finite Python float, and ``NonFiniteError`` when ``|gain| · bound`` (``bound``: the
+    largest magnitude the unscaled result can take) does not fit ``dt`` -- the result would be ``inf``."""
+    gain = check_real(who, name, gain)
+    if abs(gain) * bound > float(np.finfo(dt).max):
+        raise NonFiniteError(f"{who}: {name}={gain!r} overflows {np.dtype(dt).name} (the result would hold "
+                             f"Inf); use float64 or a smaller {name}")
+    return gain
 
 
-def _real(v, name, who):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{who}: {name} must be a real number, got {v!r}")
-    v = float(v)
-    if not math.isfinite(v):
-        raise ValueError(f"{who}: {name} must be finite, got {v!r}")
-    return v
+def _finite(who, w):
+    """``w``, or ``NonFiniteError`` when a draw overflowed its dtype (one reduction)."""
+    return check_result(who, w, "the drawn weight", "use float64 or a smaller gain/std")
+
+
+def _memory_checked(fn):
+    """Turn a ``MemoryError`` of an allocation into a ``ValueError`` naming the function and the shape."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MemoryError:
+            shape = args[0] if args else kwargs.get("shape")
+            raise ValueError(f"{fn.__name__}: shape {shape!r} is too large: not enough memory to allocate "
+                             f"it") from None
+    return wrapper
 
 
 def _empty(shape, dt):
@@ -116,8 +146,8 @@ def calculate_fan_in_and_fan_out(shape):
     """
     dims = _shape(shape, "calculate_fan_in_and_fan_out")
     if len(dims) < 2:
-        raise ValueError("Fan in and fan out can not be computed for tensor with fewer than 2 dimensions "
-                         f"(got shape {dims})")
+        raise ValueError("calculate_fan_in_and_fan_out: shape must have 2 or more dimensions (fan in and fan out "
+                         f"can not be computed for tensor with fewer than 2 dimensions), got {dims}")
     receptive = math.prod(dims[2:])
     return dims[1] * receptive, dims[0] * receptive
 
@@ -125,18 +155,22 @@ def calculate_fan_in_and_fan_out(shape):
 # ---------------------------------------------------------------------------------------------------------
 # Orthogonal matrices.
 
-def _orthogonalize(a, gain, method, overwrite=False):
-    """The orthogonal factor of ``a`` (any orientation), on ``a``'s backend, in ``a``'s dtype."""
+def _orthogonalize(a, gain, method, overwrite=False, who="orthogonal"):
+    """The orthogonal factor of ``a`` (any orientation), on ``a``'s backend, in ``a``'s dtype. A LAPACK
+    failure (the SVD not converging) is a ``ValueError`` naming ``who``."""
     xp = get_array_module(a)
     rows, cols = a.shape
     if a.size == 0:
         return xp.zeros((rows, cols), dtype=a.dtype)
     if method == "svd":
-        if xp is np:
-            import scipy.linalg
-            u, _, vt = scipy.linalg.svd(a, full_matrices=False, overwrite_a=overwrite, check_finite=False)
-        else:
-            u, _, vt = xp.linalg.svd(a, full_matrices=False)
+        try:
+            if xp is np:
+                import scipy.linalg
+                u, _, vt = scipy.linalg.svd(a, full_matrices=False, overwrite_a=overwrite, check_finite=False)
+            else:
+                u, _, vt = xp.linalg.svd(a, full_matrices=False)
+        except np.linalg.LinAlgError:
+            raise ValueError(f"{who}: the SVD (LAPACK) of the {rows}x{cols} matrix did not converge") from None
         q = u @ vt
     else:
         q = orthonormal_qr(a, overwrite)
@@ -173,30 +207,44 @@ def orthogonalize_gaussian(A, gain=1.0, method="qr"):
     -------
     Q : array (rows, cols) of ``A``'s dtype and backend, C-contiguous, with ``Q Qᵀ = gain² I`` when
         ``rows <= cols`` and ``Qᵀ Q = gain² I`` otherwise.
+
+    The factor does not depend on the scale of ``A``: an ``A`` near the float maximum or in the denormals
+    is first multiplied by an exact power of two. A rank-deficient ``A`` (a zero matrix included) still
+    gives an orthogonal ``Q`` (``sign(0) = +1``), one of many.
+
+    Raises
+    ------
+    TypeError
+        ``A`` not a float32/float64 array (a list, float16, integers, complex), a non-real ``gain``.
+    ValueError
+        ``A`` not 2-D or holding NaN/Inf (``NonFiniteError``), a non-finite ``gain``, an unknown method.
+    NonFiniteError
+        ``|gain|`` beyond the range of ``A``'s dtype (``gain=1e39`` in float32).
     """
     who = "orthogonalize_gaussian"
-    gain = _real(gain, "gain", who)
-    if method not in ("qr", "svd"):
-        raise ValueError(f"{who}: method must be 'qr' or 'svd', got {method!r}")
-    if not hasattr(A, "shape") or not hasattr(A, "dtype"):
-        raise TypeError(f"{who}: A must be an array, got {type(A).__name__}")
-    if A.ndim != 2:
-        raise ValueError(f"{who}: A must be 2-D (rows, cols), got shape {tuple(A.shape)}")
-    if A.dtype not in _FLOATS:
-        raise TypeError(f"{who}: A must be float32 or float64, got dtype {A.dtype}")
+    check_float(who, "A", A)
+    check_ndim(who, "A", A, (2,))
+    gain = _gain(who, gain, A.dtype)
+    check_choice(who, "method", method, ("qr", "svd"))
     xp = get_array_module(A)
-    return xp.ascontiguousarray(_orthogonalize(A, gain, method, overwrite=False))
+    if A.size == 0:
+        return xp.zeros(A.shape, dtype=A.dtype)
+    check_finite(who, "A", A, xp)
+    fi = np.finfo(A.dtype)                           # Q of c·A is Q of A (c > 0): rescale near the ends
+    As, e = _pow2_rescale(xp, A, fi.minexp, fi.maxexp - 8)
+    q = _orthogonalize(As, gain, method, overwrite=e != 0, who=who)
+    return _finite(who, xp.ascontiguousarray(q))
 
 
 def _matrix_shape(dims, convention, who):
+    check_choice(who, "convention", convention, ("pytorch", "tensorflow"))
     if convention == "pytorch":
         rows = dims[0]
         return rows, (math.prod(dims) // rows if rows else math.prod(dims[1:]))
-    if convention == "tensorflow":
-        return math.prod(dims[:-1]), dims[-1]
-    raise ValueError(f"{who}: convention must be 'pytorch' or 'tensorflow', got {convention!r}")
+    return math.prod(dims[:-1]), dims[-1]
 
 
+@_memory_checked
 def orthogonal(shape, gain=1.0, rng=None, dtype=np.float32, method="qr", convention="pytorch"):
     """A (semi-)orthogonal weight [Saxe2014], Haar distributed [Mezzadri2007].
 
@@ -248,18 +296,20 @@ def orthogonal(shape, gain=1.0, rng=None, dtype=np.float32, method="qr", convent
     Raises
     ------
     ValueError
-        Fewer than 2 dimensions, negative dimensions, non-finite gain, unknown method or convention.
+        Fewer than 2 dimensions, negative dimensions, non-finite gain, unknown method or convention, a
+        negative ``rng`` seed, a shape too large to allocate.
     TypeError
-        A non-float dtype.
+        A dtype other than float32/float64, a non-int dimension, a non-real gain.
+    NonFiniteError
+        ``|gain|`` beyond the dtype's range (``gain=1e39`` in float32): the result would hold Inf.
     """
     who = "orthogonal"
     dims = _shape(shape, who, min_ndim=2)
-    dt = _dtype(dtype, who)
-    gain = _real(gain, "gain", who)
-    if method not in ("qr", "svd"):
-        raise ValueError(f"{who}: method must be 'qr' or 'svd', got {method!r}")
+    dt = float_dtype(who, dtype)
+    gain = _gain(who, gain, dt)
+    check_choice(who, "method", method, ("qr", "svd"))
     rows, cols = _matrix_shape(dims, convention, who)
-    gen = host_rng(rng)
+    gen = host_rng(rng, who=who)
     if math.prod(dims) == 0:
         return _empty(dims, dt)
     a = _draw_gaussian(rows, cols, gen, dt)
@@ -267,7 +317,7 @@ def orthogonal(shape, gain=1.0, rng=None, dtype=np.float32, method="qr", convent
     if xp is not np:
         a = xp.asarray(a)
     q = _orthogonalize(a, gain, method, overwrite=True)
-    return xp.ascontiguousarray(q).reshape(dims)
+    return _finite(who, xp.ascontiguousarray(q).reshape(dims))
 
 
 def _draw_gaussian(rows, cols, gen, dt):
@@ -285,6 +335,7 @@ def _haar_host(n, gen, dt=np.float64):
     return _orthogonalize(_draw_gaussian(n, n, gen, dt), 1.0, "qr", overwrite=True)
 
 
+@_memory_checked
 def special_orthogonal(shape, gain=1.0, rng=None, dtype=np.float32):
     """A Haar-distributed rotation: square, orthogonal, determinant +1 (times ``gain``).
 
@@ -310,9 +361,9 @@ def special_orthogonal(shape, gain=1.0, rng=None, dtype=np.float32):
     dims = _shape(shape, who, min_ndim=2)
     if len(dims) != 2 or dims[0] != dims[1]:
         raise ValueError(f"{who}: shape must be square and 2-D (n, n), got {dims}")
-    dt = _dtype(dtype, who)
-    gain = _real(gain, "gain", who)
-    gen = host_rng(rng)
+    dt = float_dtype(who, dtype)
+    gain = _gain(who, gain, dt)
+    gen = host_rng(rng, who=who)
     if dims[0] == 0:
         return _empty(dims, dt)
     a = _draw_gaussian(dims[0], dims[1], gen, dt)
@@ -328,7 +379,7 @@ def special_orthogonal(shape, gain=1.0, rng=None, dtype=np.float32):
         q[:, 0] *= -1
     if gain != 1.0:
         q *= q.dtype.type(gain)
-    return xp.ascontiguousarray(q)
+    return _finite(who, xp.ascontiguousarray(q))
 
 
 def _conv_dims(shape, who):
@@ -339,6 +390,7 @@ def _conv_dims(shape, who):
     return dims
 
 
+@_memory_checked
 def delta_orthogonal(shape, gain=1.0, rng=None, dtype=np.float32):
     """Delta-orthogonal convolution kernel [Xiao2018]: zero except the centre tap, a Haar block.
 
@@ -365,22 +417,22 @@ def delta_orthogonal(shape, gain=1.0, rng=None, dtype=np.float32):
     dims = _conv_dims(shape, who)
     if len(dims) > 5:
         raise ValueError(f"{who}: shape must have 3 to 5 dimensions (out, in, k, ...), got {dims}")
-    dt = _dtype(dtype, who)
-    gain = _real(gain, "gain", who)
+    dt = float_dtype(who, dtype)
+    gain = _gain(who, gain, dt)
     out, cin, ks = dims[0], dims[1], dims[2:]
     if cin > out:
         raise ValueError(f"{who}: in_channels={cin} > out_channels={out} in shape {dims}: the centre tap "
                          f"(out x in) cannot have orthonormal columns; need in <= out")
     if any(k % 2 == 0 for k in ks):
         raise ValueError(f"{who}: kernel sizes must be odd (a centre tap is needed), got {ks} in {dims}")
-    gen = host_rng(rng)
+    gen = host_rng(rng, who=who)
     if math.prod(dims) == 0:
         return _empty(dims, dt)
     w = np.zeros(dims, dtype=dt)
     centre = tuple(k // 2 for k in ks)
     w[(slice(None), slice(None)) + centre] = _orthogonalize(_draw_gaussian(out, cin, gen, dt), gain, "qr",
-                                                            overwrite=True)
-    return _to_backend(w, dt)
+                                                            overwrite=True, who=who)
+    return _finite(who, _to_backend(w, dt))
 
 
 def _symmetric_projection(n, gen):
@@ -416,6 +468,7 @@ def _matrix_conv(m1, m2):
     return out
 
 
+@_memory_checked
 def block_orthogonal_conv(shape, gain=1.0, rng=None, dtype=np.float32):
     """Orthogonal convolution kernel [Xiao2018, Algorithm 1]: the operator is exactly orthogonal under
     circular padding.
@@ -452,15 +505,15 @@ def block_orthogonal_conv(shape, gain=1.0, rng=None, dtype=np.float32):
     dims = _conv_dims(shape, who)
     if len(dims) != 4:
         raise ValueError(f"{who}: shape must be 4-D (out, in, k, k), got {dims}")
-    dt = _dtype(dtype, who)
-    gain = _real(gain, "gain", who)
+    dt = float_dtype(who, dtype)
+    gain = _gain(who, gain, dt)
     out, cin, kh, kw = dims
     if cin > out:
         raise ValueError(f"{who}: in_channels={cin} > out_channels={out} in shape {dims}: an orthogonal "
                          f"convolution needs in <= out")
     if kh != kw:
         raise ValueError(f"{who}: the kernel must be square (kh == kw), got {(kh, kw)} in {dims}")
-    gen = host_rng(rng)
+    gen = host_rng(rng, who=who)
     if math.prod(dims) == 0:
         return _empty(dims, dt)
     orth = _haar_host(out, gen)[:cin, :]
@@ -472,9 +525,13 @@ def block_orthogonal_conv(shape, gain=1.0, rng=None, dtype=np.float32):
             p = _matrix_conv(p, _block_orth(_symmetric_projection(out, gen), _symmetric_projection(out, gen)))
     k_tf = orth @ p                                   # (k, k, in, out): TensorFlow's kernel
     w = gain * k_tf.transpose(3, 2, 0, 1)             # (out, in, k, k)
+    if not np.isfinite(w).all() or np.abs(w).max() > float(np.finfo(dt).max):
+        raise NonFiniteError(f"{who}: gain={gain!r} overflows {dt.name} (the kernel would hold Inf); use "
+                             f"float64 or a smaller gain")
     return _to_backend(w, dt)
 
 
+@_memory_checked
 def identity(shape, gain=1.0, rng=None, dtype=np.float32):
     """Identity weight (IRNN: Le, Jaitly, Hinton 2015), times ``gain``.
 
@@ -487,8 +544,9 @@ def identity(shape, gain=1.0, rng=None, dtype=np.float32):
     dims = _shape(shape, who, min_ndim=2)
     if len(dims) > 5:
         raise ValueError(f"{who}: shape must have 2 to 5 dimensions, got {dims}")
-    dt = _dtype(dtype, who)
-    gain = _real(gain, "gain", who)
+    dt = float_dtype(who, dtype)
+    gain = _gain(who, gain, dt)
+    host_rng(rng, who=who)                            # unused, but a bad rng is a bug at the call site
     w = np.zeros(dims, dtype=dt)
     d = np.arange(min(dims[0], dims[1]))
     w[(d, d) + tuple(k // 2 for k in dims[2:])] = gain
@@ -500,10 +558,48 @@ def identity(shape, gain=1.0, rng=None, dtype=np.float32):
 
 _LINEAR_FNS = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
                "conv_transpose3d")
+_NONLINEARITIES = _LINEAR_FNS + ("sigmoid", "tanh", "relu", "leaky_relu", "selu")
+
+
+def _slope(who, param, name):
+    """The leaky-ReLU negative slope: ``None`` is 0.01; else a finite Python int or float (PyTorch refuses
+    bools and NumPy float32 too; ``ValueError`` keeps its wording ``negative_slope ... not a valid
+    number``)."""
+    if param is None:
+        return 0.01
+    try:
+        finite = isinstance(param, (int, float)) and math.isfinite(param)      # an int beyond float overflows
+    except OverflowError:
+        finite = False
+    if isinstance(param, bool) or not finite:
+        raise ValueError(f"{who}: {name} must be a finite int or float (the negative slope of leaky_relu), got "
+                         f"{type(param).__name__} {param!r} (negative_slope {param} not a valid number)")
+    return param
+
+
+def _calculate_gain(who, nonlinearity, param, name="param"):
+    if not isinstance(nonlinearity, str) or nonlinearity not in _NONLINEARITIES:
+        raise ValueError(f"{who}: nonlinearity must be one of {', '.join(map(repr, _NONLINEARITIES))}, got "
+                         f"{nonlinearity!r} (Unsupported nonlinearity {nonlinearity})")
+    if param is not None and nonlinearity != "leaky_relu":
+        check_real(who, name, param)              # unused by these, as in PyTorch, but not NaN or a string
+    if nonlinearity in _LINEAR_FNS or nonlinearity == "sigmoid":
+        return 1
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        slope = _slope(who, param, name)
+        if abs(slope) > 1e150:                     # slope ** 2 would overflow a Python float
+            return math.sqrt(2.0) / abs(float(slope))
+        return math.sqrt(2.0 / (1 + slope ** 2))
+    return 3.0 / 4                                 # selu
 
 
 def calculate_gain(nonlinearity, param=None):
-    """PyTorch's recommended gain (``torch.nn.init.calculate_gain``, same values and errors).
+    """PyTorch's recommended gain (``torch.nn.init.calculate_gain``, same values; its error wording is kept
+    inside ours).
 
     ==================  =======================================
     nonlinearity        gain
@@ -516,74 +612,82 @@ def calculate_gain(nonlinearity, param=None):
     selu                3/4
     ==================  =======================================
 
-    Raises ``ValueError("Unsupported nonlinearity ...")`` for other names and
-    ``ValueError("negative_slope ... not a valid number")`` for a leaky_relu ``param`` that is not an int
-    or float (``bool`` refused).
+    Raises ``ValueError("calculate_gain: nonlinearity must be one of ... (Unsupported nonlinearity ...)")``
+    for other names and ``ValueError("calculate_gain: param must be a finite int or float ... (negative_slope
+    ... not a valid number)")`` for a leaky_relu ``param`` that is not a finite Python int or float (``bool``
+    and NumPy float32 refused, as PyTorch does). For the other nonlinearities ``param`` is unused but must
+    be None or a finite real number.
     """
-    if nonlinearity in _LINEAR_FNS or nonlinearity == "sigmoid":
-        return 1
-    if nonlinearity == "tanh":
-        return 5.0 / 3
-    if nonlinearity == "relu":
-        return math.sqrt(2.0)
-    if nonlinearity == "leaky_relu":
-        if param is None:
-            slope = 0.01
-        elif not isinstance(param, bool) and isinstance(param, int) or isinstance(param, float):
-            slope = param
-        else:
-            raise ValueError(f"negative_slope {param} not a valid number")
-        return math.sqrt(2.0 / (1 + slope ** 2))
-    if nonlinearity == "selu":
-        return 3.0 / 4
-    raise ValueError(f"Unsupported nonlinearity {nonlinearity}")
+    return _calculate_gain("calculate_gain", nonlinearity, param)
 
 
 def _fan(dims, mode, who):
     m = mode.lower() if isinstance(mode, str) else mode
-    if m not in ("fan_in", "fan_out"):
-        raise ValueError(f"{who}: Mode {mode} not supported, please use one of ['fan_in', 'fan_out']")
+    check_choice(who, "mode", m, ("fan_in", "fan_out"))
     fan_in, fan_out = calculate_fan_in_and_fan_out(dims)
     return fan_in if m == "fan_in" else fan_out
 
 
-def _uniform_host(dims, bound, gen, dt):
-    return _to_backend(gen.uniform(-bound, bound, size=dims), dt)
+def _check_std(who, what, value, dt, spread):
+    """``NonFiniteError`` unless draws of scale ``value`` fit ``dt``: ``spread · |value|`` must stay below
+    the dtype's maximum (``spread``: how far, in units of ``value``, a draw can reach)."""
+    if not math.isfinite(value) or abs(value) * spread > float(np.finfo(dt).max):
+        raise NonFiniteError(f"{who}: the {what} {value!r} overflows {np.dtype(dt).name} (draws would be Inf); "
+                             f"use float64 or a smaller gain")
+    return value
 
 
-def _normal_host(dims, std, gen, dt):
-    return _to_backend(gen.normal(0.0, std, size=dims), dt)
+def _uniform_host(who, dims, bound, gen, dt):
+    _check_std(who, "bound", bound, dt, 2.0)
+    return _finite(who, _to_backend(gen.uniform(-bound, bound, size=dims), dt))
 
 
+def _normal_host(who, dims, std, gen, dt):
+    _check_std(who, "standard deviation", std, dt, 40.0)
+    return _finite(who, _to_backend(gen.normal(0.0, std, size=dims), dt))
+
+
+@_memory_checked
 def xavier_uniform(shape, gain=1.0, rng=None, dtype=np.float32):
     """Glorot/Xavier uniform [Glorot2010] (``torch.nn.init.xavier_uniform_``):
 
     .. math::  W \\sim U(-a, a), \\qquad a = \\mathrm{gain}\\sqrt{6 / (\\mathrm{fan\\_in} +
                \\mathrm{fan\\_out})}, \\qquad \\mathrm{Var} = \\mathrm{gain}^2\\, 2/(\\mathrm{fan\\_in} +
                \\mathrm{fan\\_out}).
+
+    Raises ``NonFiniteError`` when ``a`` does not fit the dtype (the draws would be Inf).
     """
     who = "xavier_uniform"
     dims = _shape(shape, who, min_ndim=2)
-    dt, gain, gen = _dtype(dtype, who), _real(gain, "gain", who), host_rng(rng)
+    dt, gain, gen = float_dtype(who, dtype), check_real(who, "gain", gain), host_rng(rng, who=who)
     if math.prod(dims) == 0:
         return _empty(dims, dt)
     fan_in, fan_out = calculate_fan_in_and_fan_out(dims)
     std = gain * math.sqrt(2.0 / (fan_in + fan_out))
-    return _uniform_host(dims, math.sqrt(3.0) * std, gen, dt)
+    return _uniform_host(who, dims, math.sqrt(3.0) * std, gen, dt)
 
 
+@_memory_checked
 def xavier_normal(shape, gain=1.0, rng=None, dtype=np.float32):
     """Glorot/Xavier normal [Glorot2010] (``torch.nn.init.xavier_normal_``):
-    ``W ~ N(0, std²)``, ``std = gain · √(2 / (fan_in + fan_out))``."""
+    ``W ~ N(0, std²)``, ``std = gain · √(2 / (fan_in + fan_out))``. ``NonFiniteError`` when draws of that
+    ``std`` would overflow the dtype."""
     who = "xavier_normal"
     dims = _shape(shape, who, min_ndim=2)
-    dt, gain, gen = _dtype(dtype, who), _real(gain, "gain", who), host_rng(rng)
+    dt, gain, gen = float_dtype(who, dtype), check_real(who, "gain", gain), host_rng(rng, who=who)
     if math.prod(dims) == 0:
         return _empty(dims, dt)
     fan_in, fan_out = calculate_fan_in_and_fan_out(dims)
-    return _normal_host(dims, gain * math.sqrt(2.0 / (fan_in + fan_out)), gen, dt)
+    return _normal_host(who, dims, gain * math.sqrt(2.0 / (fan_in + fan_out)), gen, dt)
 
 
+def _kaiming_std(who, dims, a, mode, nonlinearity):
+    a = check_real(who, "a", a)
+    std = _calculate_gain(who, nonlinearity, a, name="a")
+    return std, _fan(dims, mode, who)
+
+
+@_memory_checked
 def kaiming_uniform(shape, a=0.0, mode="fan_in", nonlinearity="leaky_relu", rng=None, dtype=np.float32):
     """He/Kaiming uniform [He2015] (``torch.nn.init.kaiming_uniform_``, same defaults):
 
@@ -592,86 +696,97 @@ def kaiming_uniform(shape, a=0.0, mode="fan_in", nonlinearity="leaky_relu", rng=
 
     ``fan`` = fan_in or fan_out (``mode``). With the defaults (``a=0``, leaky_relu) ``g = √2``.
     ``kaiming_uniform(shape, a=√5)`` is PyTorch's default layer init (:func:`pytorch_default`).
+    ``a`` must be a finite real number (``ValueError`` for NaN/Inf), ``mode`` ``"fan_in"`` or
+    ``"fan_out"`` (any case), ``nonlinearity`` a name :func:`calculate_gain` knows.
     """
     who = "kaiming_uniform"
     dims = _shape(shape, who, min_ndim=2)
-    dt, gen = _dtype(dtype, who), host_rng(rng)
-    std = calculate_gain(nonlinearity, a)
-    fan = _fan(dims, mode, who)
+    dt, gen = float_dtype(who, dtype), host_rng(rng, who=who)
+    std, fan = _kaiming_std(who, dims, a, mode, nonlinearity)
     if math.prod(dims) == 0:
         return _empty(dims, dt)
-    return _uniform_host(dims, math.sqrt(3.0) * std / math.sqrt(fan), gen, dt)
+    return _uniform_host(who, dims, math.sqrt(3.0) * std / math.sqrt(fan), gen, dt)
 
 
+@_memory_checked
 def kaiming_normal(shape, a=0.0, mode="fan_in", nonlinearity="leaky_relu", rng=None, dtype=np.float32):
     """He/Kaiming normal [He2015] (``torch.nn.init.kaiming_normal_``): ``W ~ N(0, std²)``,
-    ``std = calculate_gain(nonlinearity, a) / √fan``."""
+    ``std = calculate_gain(nonlinearity, a) / √fan``; arguments checked as :func:`kaiming_uniform`."""
     who = "kaiming_normal"
     dims = _shape(shape, who, min_ndim=2)
-    dt, gen = _dtype(dtype, who), host_rng(rng)
-    std = calculate_gain(nonlinearity, a)
-    fan = _fan(dims, mode, who)
+    dt, gen = float_dtype(who, dtype), host_rng(rng, who=who)
+    std, fan = _kaiming_std(who, dims, a, mode, nonlinearity)
     if math.prod(dims) == 0:
         return _empty(dims, dt)
-    return _normal_host(dims, std / math.sqrt(fan), gen, dt)
+    return _normal_host(who, dims, std / math.sqrt(fan), gen, dt)
 
 
 _TRUNC_STD = 0.87962566103423978   # std of the standard normal truncated to [-2, 2] (Keras' constant)
 
 
+@_memory_checked
 def lecun_normal(shape, gain=1.0, rng=None, dtype=np.float32, truncated=False):
     """LeCun normal [LeCun1998]: ``W ~ N(0, gain² / fan_in)``.
 
     Untruncated by default (the formula of the paper, and ``kaiming_normal(nonlinearity="linear")``).
     ``truncated=True`` gives Keras' ``LecunNormal``: a normal truncated at ±2 standard deviations
     (redrawn outside) with ``std = gain / √fan_in / 0.8796…`` so that the variance is still
-    ``gain² / fan_in``.
+    ``gain² / fan_in``. ``truncated`` must be a bool.
     """
     who = "lecun_normal"
     dims = _shape(shape, who, min_ndim=2)
-    dt, gain, gen = _dtype(dtype, who), _real(gain, "gain", who), host_rng(rng)
+    dt, gain, gen = float_dtype(who, dtype), check_real(who, "gain", gain), host_rng(rng, who=who)
+    truncated = check_bool(who, "truncated", truncated)
     if math.prod(dims) == 0:
         return _empty(dims, dt)
     fan_in, _ = calculate_fan_in_and_fan_out(dims)
     std = gain / math.sqrt(fan_in)
     if not truncated:
-        return _normal_host(dims, std, gen, dt)
+        return _normal_host(who, dims, std, gen, dt)
+    _check_std(who, "standard deviation", std / _TRUNC_STD, dt, 2.0)
     z = gen.standard_normal(dims)
     bad = np.abs(z) > 2.0
     while bad.any():
         z[bad] = gen.standard_normal(int(bad.sum()))
         bad = np.abs(z) > 2.0
-    return _to_backend(z * (std / _TRUNC_STD), dt)
+    return _finite(who, _to_backend(z * (std / _TRUNC_STD), dt))
 
 
+@_memory_checked
 def normal(shape, mean=0.0, std=1.0, rng=None, dtype=np.float32):
-    """``W ~ N(mean, std²)`` (``torch.nn.init.normal_``); any shape, ``std >= 0``."""
+    """``W ~ N(mean, std²)`` (``torch.nn.init.normal_``); any shape, ``mean`` finite, ``std >= 0`` finite;
+    ``NonFiniteError`` when the draws would not fit the dtype."""
     who = "normal"
     dims = _shape(shape, who)
-    dt, gen = _dtype(dtype, who), host_rng(rng)
-    mean, std = _real(mean, "mean", who), _real(std, "std", who)
-    if std < 0:
-        raise ValueError(f"{who}: std must be >= 0, got {std}")
-    return _to_backend(gen.normal(mean, std, size=dims), dt)
+    dt, gen = float_dtype(who, dtype), host_rng(rng, who=who)
+    mean, std = check_real(who, "mean", mean), check_real(who, "std", std, lo=0.0)
+    _check_std(who, "range |mean| + 40 std", abs(mean) + 40.0 * std, dt, 1.0)
+    return _finite(who, _to_backend(gen.normal(mean, std, size=dims), dt))
 
 
+@_memory_checked
 def uniform(shape, a=0.0, b=1.0, rng=None, dtype=np.float32):
-    """``W ~ U(a, b)`` (``torch.nn.init.uniform_``); any shape, ``a <= b``."""
+    """``W ~ U(a, b)`` (``torch.nn.init.uniform_``); any shape, finite ``a <= b`` within the dtype's range
+    (``NonFiniteError`` otherwise, or when ``b - a`` overflows)."""
     who = "uniform"
     dims = _shape(shape, who)
-    dt, gen = _dtype(dtype, who), host_rng(rng)
-    a, b = _real(a, "a", who), _real(b, "b", who)
+    dt, gen = float_dtype(who, dtype), host_rng(rng, who=who)
+    a, b = check_real(who, "a", a), check_real(who, "b", b)
     if a > b:
         raise ValueError(f"{who}: need a <= b, got a={a}, b={b}")
-    return _to_backend(gen.uniform(a, b, size=dims), dt)
+    _check_std(who, "interval width b - a", b - a, dt, 1.0)
+    _check_std(who, "bound", max(abs(a), abs(b)), dt, 1.0)
+    return _finite(who, _to_backend(gen.uniform(a, b, size=dims), dt))
 
 
+@_memory_checked
 def pytorch_default(shape, rng=None, dtype=np.float32, fan_in=None):
     """What orthoref's (and PyTorch's) Linear and Conv2d layers draw today:
     ``U(-1/√fan_in, 1/√fan_in)`` (``kaiming_uniform_(a=√5)`` reduces to this bound).
 
     Draws exactly as :func:`orthoref.nn.linear.kaiming_uniform_default` (same stream for the same
-    generator). ``fan_in`` defaults to the weight's (``shape[1] · prod(shape[2:])``); pass it for a bias.
+    generator). ``fan_in`` defaults to the weight's (``shape[1] · prod(shape[2:])``); pass it for a bias
+    (an int >= 0; 0 gives zeros, as PyTorch's bias of a layer without inputs).
     """
     from .nn.linear import kaiming_uniform_default
 
@@ -681,10 +796,12 @@ def pytorch_default(shape, rng=None, dtype=np.float32, fan_in=None):
         fan_in = calculate_fan_in_and_fan_out(dims)[0]
     else:
         dims = _shape(shape, who)
-        if isinstance(fan_in, (bool, np.bool_)) or not isinstance(fan_in, (int, np.integer)) or fan_in < 0:
-            raise ValueError(f"{who}: fan_in must be a non-negative int, got {fan_in!r}")
-    dt, gen = _dtype(dtype, who), host_rng(rng)
-    return kaiming_uniform_default(dims, int(fan_in), gen, dt)
+        fan_in = check_int(who, "fan_in", fan_in, lo=0)
+    dt, gen = float_dtype(who, dtype), host_rng(rng, who=who)
+    try:
+        return kaiming_uniform_default(dims, int(fan_in), gen, dt)
+    except ValueError as exc:               # its arguments are checked: only an allocation can fail there
+        raise ValueError(f"{who}: shape {dims}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -726,6 +843,21 @@ def _run_captured(model, x, layers, stop):
     return seen
 
 
+def _rescale_weight(who, name, w, factor):
+    """``w.data *= factor``, or ``NonFiniteError`` (weight left as it was) when the factor or the rescaled
+    weight does not fit the dtype (a layer whose output variance is ~1e-300)."""
+    xp = get_array_module(w.data)
+    if factor > float(np.finfo(w.dtype).max):
+        new = None
+    else:
+        new = w.data * w.dtype.type(factor)
+    if new is None or not bool(xp.isfinite(new).all()):
+        raise NonFiniteError(f"{who}: the weight of layer {name!r} would overflow {np.dtype(w.dtype).name} when "
+                             f"rescaled by {factor:.3g} to unit output variance; the layer's output is "
+                             f"nearly constant on this batch")
+    w.data[...] = new
+
+
 def lsuv(model, x, tol=0.1, max_iter=10, rng=None, return_report=False):
     """Layer-sequential unit-variance initialization [Mishkin2015].
 
@@ -744,9 +876,10 @@ def lsuv(model, x, tol=0.1, max_iter=10, rng=None, return_report=False):
     ----------
     model : Module
     x : array (N, ...)
-        A batch on the model's backend and dtype.
+        A batch on the model's backend and dtype: a non-empty, finite float32/float64 array
+        (``TypeError`` / ``ValueError`` otherwise, before any weight is touched).
     tol : float > 0
-    max_iter : int >= 1
+    max_iter : int in [1, MAX_ITERATIONS]
     rng : None, int or numpy.random.Generator
         For the orthogonal draws, in layer order.
     return_report : bool
@@ -761,24 +894,29 @@ def lsuv(model, x, tol=0.1, max_iter=10, rng=None, return_report=False):
     ------
     ValueError
         No layer with a weight, a weight layer that ``model.forward`` never calls, or an output with zero
-        or non-finite variance (rescaling cannot fix it: a dead layer, e.g. all-negative inputs to ReLU).
+        or non-finite variance (rescaling cannot fix it: a dead layer, e.g. all-negative inputs to ReLU);
+        bad arguments. ``NonFiniteError`` when a rescaled weight would overflow its dtype.
+    TypeError
+        ``model`` not a Module, ``x`` not a float array of the model's dtype, non-numeric ``tol``/``max_iter``.
     """
     from .nn.module import Module, Parameter
 
     who = "lsuv"
     if not isinstance(model, Module):
         raise TypeError(f"{who}: model must be an orthoref Module, got {type(model).__name__}")
-    tol = _real(tol, "tol", who)
-    if tol <= 0:
-        raise ValueError(f"{who}: tol must be > 0, got {tol}")
-    if isinstance(max_iter, (bool, np.bool_)) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"{who}: max_iter must be a positive int, got {max_iter!r}")
-    gen = host_rng(rng)
+    tol = check_real(who, "tol", tol, lo=0.0, lo_open=True)
+    max_iter = check_int(who, "max_iter", max_iter, 1, MAX_ITERATIONS)
+    return_report = check_bool(who, "return_report", return_report)
+    gen = host_rng(rng, who=who)
     modules = list(_named_modules(model))
     layers = [(name or type(m).__name__, m) for name, m in modules
               if isinstance(getattr(m, "weight", None), Parameter) and m.weight.data.ndim >= 2]
     if not layers:
         raise ValueError(f"{who}: {type(model).__name__} has no layer with a weight of 2 or more dimensions")
+    check_array(who, x, "x", min_ndim=1, what="(N, ...), a batch")
+    wdt = layers[0][1].weight.dtype
+    if x.dtype != wdt:
+        raise TypeError(f"{who}: x must have the model's dtype {np.dtype(wdt).name}, got {x.dtype}")
 
     for _, layer in layers:
         w = layer.weight
@@ -806,13 +944,17 @@ def lsuv(model, x, tol=0.1, max_iter=10, rng=None, return_report=False):
             while True:
                 (_, y), = _run_captured(model, x, [(name, layer)], stop=True)
                 xp = get_array_module(y)
-                var = float(xp.var(y.astype(xp.float64)))
-                if not math.isfinite(var) or var == 0.0:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    var = float(xp.var(y.astype(xp.float64)))
+                if not math.isfinite(var):
+                    raise NonFiniteError(f"{who}: the output of layer {name!r} has variance {var} on the batch: "
+                                         f"it overflows float64 (rescale x) or the layer overflowed")
+                if var == 0.0:
                     raise ValueError(f"{who}: the output of layer {name!r} has variance {var} on the batch; "
                                      f"rescaling its weight cannot bring it to 1 (dead or constant layer?)")
                 if abs(var - 1.0) < tol or steps == max_iter:
                     break
-                layer.weight.data *= layer.weight.dtype.type(1.0 / math.sqrt(var))
+                _rescale_weight(who, name, layer.weight, 1.0 / math.sqrt(var))
                 steps += 1
             if abs(var - 1.0) >= tol:
                 warnings.warn(f"{who}: layer {name!r} output variance {var:.4g} not within tol={tol} of 1 "
@@ -879,8 +1021,9 @@ def get_initializer(name_or_callable):
         try:
             return INITIALIZERS[name_or_callable]
         except KeyError:
-            raise ValueError(f"unknown initializer {name_or_callable!r}; valid names: "
+            raise ValueError(f"get_initializer: unknown initializer {name_or_callable!r}; valid names: "
                              f"{', '.join(sorted(INITIALIZERS))} (or pass a callable "
                              f"f(shape, rng=None, dtype=np.float32))") from None
-    raise TypeError(f"initializer must be a name (one of {', '.join(sorted(INITIALIZERS))}) or a callable, "
+    raise TypeError(f"get_initializer: the initializer must be a name (one of {', '.join(sorted(INITIALIZERS))}) "
+                    f"or a callable, "
                     f"got {type(name_or_callable).__name__}")

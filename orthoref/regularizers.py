@@ -19,21 +19,29 @@ Conventions (see DESIGN.md):
   ``M`` itself, for a Conv2d weight it is the ``out · in`` slices of shape ``(kh, kw)`` -- the per-slice
   penalty :func:`kernel_slice_orthogonality`, not a penalty on the filters.
 - ``weight`` (λ, β) multiplies the value and the gradient; it must be finite and ``>= 0``.
-- Bad input (1-D weight, a conv penalty given a 2-D weight, NaN/Inf, an integer dtype, an unknown
-  ``gram``, a negative weight) raises ``ValueError`` / ``TypeError`` naming the function, the argument, what
-  was expected and what came.
+- Bad input (1-D weight, a conv penalty given a 2-D weight, NaN/Inf, a dtype other than float32/float64 --
+  float16, integers, bools, complex, object arrays, Python lists --, an unknown ``gram``, a negative weight,
+  an iteration count outside ``[1, MAX_ITERATIONS]``) raises ``ValueError`` / ``TypeError`` naming the
+  function, the argument, what was expected and what came.
+- A value or gradient that overflows the dtype (``|W| ≈ 1e300``, or a float32 weight of ``3e16`` in
+  :func:`soft_orthogonality`) raises :class:`orthoref._checks.NonFiniteError` (a ``ValueError``) naming the
+  function and suggesting float64 or a rescaled weight; no penalty returns NaN or Inf. Read off the scalar
+  value and one pass over the gradient. A LAPACK failure (``eigh`` not converging) is a ``ValueError``
+  naming the function.
 
 Each function is registered in :mod:`orthoref.oracle.registry` (finite differences in float64 and a
 PyTorch autograd twin).
 """
 from __future__ import annotations
 
-import numbers
+import functools
+import math
 
 import numpy as np
 
 from .backend import get_array_module, host_rng
-from ._checks import check_array
+from ._checks import (MAX_ITERATIONS, NonFiniteError, all_finite, check_array, check_bool, check_choice,
+                      check_finite, check_float, check_int, check_real)
 from .ops.conv import _pair, conv2d_backward, conv2d_forward
 from .oracle.registry import OpSpec, Sample, from_loss, register
 
@@ -47,17 +55,7 @@ GRAMS = ("auto", "rows", "cols")
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The shared validator.
-
-def _check_scalar(who, name, value, positive=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{who}: {name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value < 0 or (positive and value == 0):
-        expected = "> 0" if positive else ">= 0"
-        raise ValueError(f"{who}: {name} must be a finite number {expected}, got {value!r}")
-    return value
-
+# The shared validator, the overflow check and the power-of-two rescaling.
 
 _NO_GRAM = object()
 
@@ -70,11 +68,77 @@ def _validate(who, W, name="W", ndim=None, min_ndim=2, gram=_NO_GRAM, scalars=()
     ``positive``).
     """
     xp = check_array(who, W, name, min_ndim=min_ndim, ndim=ndim, what="(a weight (out, in, ...))")
-    if gram is not _NO_GRAM and (not isinstance(gram, str) or gram not in GRAMS):
-        raise ValueError(f"{who}: gram must be one of {GRAMS}, got {gram!r}")
+    if gram is not _NO_GRAM:
+        check_choice(who, "gram", gram, GRAMS)
     for sname, value in scalars:
-        _check_scalar(who, sname, value, positive=sname in positive)
+        check_real(who, sname, value, lo=0.0, lo_open=sname in positive)
     return xp
+
+
+def _overflow(who, W, what, name="W"):
+    """The ``NonFiniteError`` of a result that overflowed although ``W`` is finite."""
+    dt = np.dtype(W.dtype)
+    hint = f"use float64 or rescale {name}" if dt == np.float32 else f"rescale {name}"
+    return NonFiniteError(f"{who}: {what} overflows {dt.name} (NaN or Inf) at this scale of {name} "
+                          f"(max |{name}| = {float(abs(W).max()):.3g}); {hint}")
+
+
+def _done(who, xp, value, grad, W, name="W"):
+    """``(value as a 0-d array of W's dtype, grad reshaped like W)``, or ``NonFiniteError`` when the value
+    or the gradient overflowed (the inputs were checked finite): the scalar costs nothing, the gradient one
+    reduction."""
+    a = float(abs(value))
+    if not math.isfinite(a) or a > float(np.finfo(W.dtype).max):
+        raise _overflow(who, W, "the penalty", name)
+    if not all_finite(xp, grad):
+        raise _overflow(who, W, "the gradient", name)
+    return _value(xp, value, W.dtype), grad.reshape(W.shape)
+
+
+def _quiet(fn):
+    """Run a penalty with NumPy's overflow/invalid warnings off: every overflow is caught by
+    :func:`_done` (or the Gram/iteration checks) and raised as ``NonFiniteError``, so the warning that
+    would precede it is noise."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def _pow2_rescale(xp, A, lo=-400, hi=400):
+    """``(A · 2**-e, e)`` with ``max |A · 2**-e|`` in ``[0.5, 1)`` when ``max |A|`` lies outside
+    ``[2**lo, 2**hi]``, else ``(A, 0)`` untouched (so results on ordinary inputs stay bit-identical).
+
+    Multiplying by a power of two is exact (no rounding; denormals scaled up are exact too), so a
+    scale-invariant quantity computed from the rescaled array is the quantity of ``A`` itself, at any
+    representable scale. A zero array and complex arrays (the complex-step mode) are returned as they are.
+    Costs two reductions (``max``, ``min``), no temporary.
+    """
+    if A.dtype.kind == "c" or A.size == 0:
+        return A, 0
+    amax = max(float(A.max()), -float(A.min()))
+    if amax == 0.0 or math.ldexp(1.0, lo) <= amax <= math.ldexp(1.0, hi):
+        return A, 0
+    e = math.frexp(amax)[1]
+    return xp.ldexp(A, -e), e
+
+
+def _ldexp(x, e):
+    """``x · 2**e`` as a Python float, ``±inf`` on overflow (``math.ldexp`` raises instead)."""
+    try:
+        return math.ldexp(float(x), e)
+    except OverflowError:
+        return math.copysign(math.inf, float(x))
+
+
+def _eigh(who, xp, S, name):
+    """``xp.linalg.eigh(S)``; a LAPACK failure becomes a ``ValueError`` naming ``who``."""
+    try:
+        return xp.linalg.eigh(S)
+    except np.linalg.LinAlgError:
+        raise ValueError(f"{who}: the eigendecomposition (LAPACK eigh) of the Gram matrix of {name} did not "
+                         f"converge; {name} may be too badly scaled") from None
 
 
 def _matrix(W):
@@ -123,6 +187,7 @@ def _value(xp, v, dtype):
 # ---------------------------------------------------------------------------------------------------------
 # Frobenius penalties.
 
+@_quiet
 def soft_orthogonality(W, weight=1.0, gram="auto"):
     """Soft orthogonality (SO) of Bansal, Chen & Wang 2018, "Can We Gain More from Orthogonality
     Regularizations in Training Deep CNNs?" (NeurIPS).
@@ -154,15 +219,17 @@ def soft_orthogonality(W, weight=1.0, gram="auto"):
     differ by the constant ``λ (out - in)``. TensorFlow code (filters on the last axis) writes ``WᵀW`` for
     our rows Gram; see the module docstring.
     """
-    xp = _validate("soft_orthogonality", W, gram=gram, scalars=(("weight", weight),))
+    who = "soft_orthogonality"
+    xp = _validate(who, W, gram=gram, scalars=(("weight", weight),))
     M = _matrix(W)
     rows = _use_rows(M, gram)
     N = _minus_identity(_gram(M, rows))
     value = weight * _dot(xp, N, N)
     grad = _pull_back(N, M, rows, 4.0 * weight)
-    return _value(xp, value, W.dtype), grad.reshape(W.shape)
+    return _done(who, xp, value, grad, W)
 
 
+@_quiet
 def double_soft_orthogonality(W, weight=1.0):
     """Double soft orthogonality (DSO) of Bansal et al. 2018: both Gram matrices.
 
@@ -189,15 +256,17 @@ def double_soft_orthogonality(W, weight=1.0):
     value : 0-d array, dtype of ``W``
     grad : array like ``W``
     """
-    xp = _validate("double_soft_orthogonality", W, scalars=(("weight", weight),))
+    who = "double_soft_orthogonality"
+    xp = _validate(who, W, scalars=(("weight", weight),))
     M = _matrix(W)
     rows = _use_rows(M, "auto")
     N = _minus_identity(_gram(M, rows))
     value = weight * (2 * _dot(xp, N, N) + abs(M.shape[0] - M.shape[1]))
     grad = _pull_back(N, M, rows, 8.0 * weight)
-    return _value(xp, value, W.dtype), grad.reshape(W.shape)
+    return _done(who, xp, value, grad, W)
 
 
+@_quiet
 def off_diagonal(W, weight=1.0):
     """The off-diagonal orthogonal regularization of BigGAN (Brock, Donahue & Simonyan 2019, "Large Scale
     GAN Training for High Fidelity Natural Image Synthesis").
@@ -224,16 +293,18 @@ def off_diagonal(W, weight=1.0):
     ``(λ/2) ‖(MMᵀ) ⊙ (1 - I)‖²``. To reproduce BigGAN's update pass ``weight = strength / 2``; nothing is
     rescaled silently.
     """
-    xp = _validate("off_diagonal", W, scalars=(("weight", weight),))
+    who = "off_diagonal"
+    xp = _validate(who, W, scalars=(("weight", weight),))
     M = _matrix(W)
     O = _gram(M, True)
     d = xp.arange(O.shape[0])
     O[d, d] = 0
     value = weight * _dot(xp, O, O)
     grad = _pull_back(O, M, True, 4.0 * weight)
-    return _value(xp, value, W.dtype), grad.reshape(W.shape)
+    return _done(who, xp, value, grad, W)
 
 
+@_quiet
 def kernel_slice_orthogonality(W, weight=1e-4):
     """Row-orthogonality of every 2-D kernel slice of a conv weight.
 
@@ -260,19 +331,21 @@ def kernel_slice_orthogonality(W, weight=1e-4):
     value : 0-d array, dtype of ``W``
     grad : (N, C, H, K) array
     """
-    xp = _validate("kernel_slice_orthogonality", W, ndim=(4,), scalars=(("weight", weight),))
+    who = "kernel_slice_orthogonality"
+    xp = _validate(who, W, ndim=(4,), scalars=(("weight", weight),))
     O = W @ W.swapaxes(-1, -2)                                      # (N, C, H, H)
     H = W.shape[2]
     O[..., xp.arange(H), xp.arange(H)] = 0
     value = weight * _dot(xp, O, O)
     grad = O @ W
     grad *= 4.0 * weight
-    return _value(xp, value, W.dtype), grad
+    return _done(who, xp, value, grad, W)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Entry-wise penalties (max, L1).
 
+@_quiet
 def mutual_coherence(W, weight=1.0, gram="auto"):
     """Mutual coherence (MC) of Bansal et al. 2018: the largest entry of ``|G - I|``.
 
@@ -298,7 +371,8 @@ def mutual_coherence(W, weight=1.0, gram="auto"):
     value : 0-d array, dtype of ``W``
     grad : array like ``W``
     """
-    xp = _validate("mutual_coherence", W, gram=gram, scalars=(("weight", weight),))
+    who = "mutual_coherence"
+    xp = _validate(who, W, gram=gram, scalars=(("weight", weight),))
     M = _matrix(W)
     rows = _use_rows(M, gram)
     N = _minus_identity(_gram(M, rows))
@@ -313,9 +387,10 @@ def mutual_coherence(W, weight=1.0, gram="auto"):
     else:
         grad[:, i] += s * M[:, j]
         grad[:, j] += s * M[:, i]
-    return _value(xp, weight * xp.abs(nij), W.dtype), grad.reshape(W.shape)
+    return _done(who, xp, weight * xp.abs(nij), grad, W)
 
 
+@_quiet
 def l1_orthogonality(W, weight=1.0, gram="auto"):
     """Entry-wise L1 orthogonality penalty (Brock, Lim, Ritchie & Weston 2017, "Neural Photo Editing with
     Introspective Adversarial Networks", their orthogonal regularization).
@@ -338,29 +413,41 @@ def l1_orthogonality(W, weight=1.0, gram="auto"):
     value : 0-d array, dtype of ``W``
     grad : array like ``W``
     """
-    xp = _validate("l1_orthogonality", W, gram=gram, scalars=(("weight", weight),))
+    who = "l1_orthogonality"
+    xp = _validate(who, W, gram=gram, scalars=(("weight", weight),))
     M = _matrix(W)
     rows = _use_rows(M, gram)
     N = _minus_identity(_gram(M, rows))
     value = weight * xp.abs(N).sum()
     S = xp.sign(N, out=N)
     grad = _pull_back(S, M, rows, 2.0 * weight)
-    return _value(xp, value, W.dtype), grad.reshape(W.shape)
+    return _done(who, xp, value, grad, W)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Spectral penalties.
 
 def _v0_vector(xp, v0, k, dtype, rng, who):
+    """The start vector of the power iteration, as a ``(k,)`` array of ``dtype`` on ``xp``.
+
+    ``None``: ``U[0, 1)^k`` drawn from ``rng`` on the host. Otherwise a float32/float64 array of shape
+    ``(k,)`` or ``(k, 1)``, finite and not zero (``TypeError`` / ``ValueError``). The iteration is
+    invariant to the scale of ``v0`` (``v_1 = N v_0 / ‖N v_0‖``), so a ``v0`` far from 1 in magnitude is
+    first multiplied by an exact power of two (bit-identical results, no underflow in the cast to float32).
+    """
     if v0 is None:
-        return xp.asarray(host_rng(rng).uniform(0.0, 1.0, size=k), dtype=dtype)
-    v = np.asarray(v0.get() if hasattr(v0, "get") else v0)
-    if v.dtype.kind not in "fiu" or v.shape not in ((k,), (k, 1)):
+        return xp.asarray(host_rng(rng, who=who).uniform(0.0, 1.0, size=k), dtype=dtype)
+    check_float(who, "v0", v0)
+    if tuple(v0.shape) not in ((k,), (k, 1)):
         raise ValueError(f"{who}: v0 must be a real array of shape ({k},) or ({k}, 1) (the size of the Gram "
-                         f"matrix), got shape {v.shape} and dtype {v.dtype}")
-    if not np.isfinite(v).all():
-        raise ValueError(f"{who}: v0 must be finite, got NaN or Inf")
-    return xp.asarray(v.reshape(k), dtype=dtype)
+                         f"matrix), got shape {tuple(v0.shape)} and dtype {v0.dtype}")
+    v = np.asarray(v0.get() if hasattr(v0, "get") else v0).reshape(k)
+    check_finite(who, "v0", v, np)
+    if not np.any(v):
+        raise ValueError(f"{who}: v0 must not be the zero vector (the power iteration from 0 gives 0 for every "
+                         f"W), got {k} zeros")
+    v, _ = _pow2_rescale(np, v, -60, 60)
+    return xp.asarray(v, dtype=dtype)
 
 
 def _srip_power(xp, W, M, rows, n_iter, v0, weight):
@@ -375,6 +462,8 @@ def _srip_power(xp, W, M, rows, n_iter, v0, weight):
         r = xp.sqrt(_dot(xp, w, w))
         if bool(r == 0):                            # N v = 0: σ̂ = 0 (VITA's code gives 0/0 = NaN)
             return _value(xp, 0.0, W.dtype), xp.zeros_like(W)
+        if not all_finite(xp, r):                   # ‖N v‖² overflowed: v / r would be 0, not a unit vector
+            raise _overflow("srip", W, "the power iteration ‖N v‖")
         rs.append(r)
         us.append(w / r)
     z = nmul(us[-1])
@@ -395,10 +484,30 @@ def _srip_power(xp, W, M, rows, n_iter, v0, weight):
         grad = A @ (B.T @ M) + B @ (A.T @ M)
     else:                                                        # M̄ = M (N̄ + N̄ᵀ)
         grad = (M @ A) @ B.T + (M @ B) @ A.T
-    return _value(xp, value, W.dtype), grad.astype(W.dtype, copy=False).reshape(W.shape)
+    return _done("srip", xp, value, grad.astype(W.dtype, copy=False), W)
 
 
-def _eig_ends(xp, S, both):
+def _gram_checked(who, xp, M, rows, W):
+    """The Gram matrix, or ``NonFiniteError`` when it overflowed (its largest entries are on the diagonal,
+    ``|G_ij| <= sqrt(G_ii G_jj)``, so reading the diagonal is enough)."""
+    G = _gram(M, rows)
+    if not all_finite(xp, xp.diagonal(G)):
+        raise _overflow(who, W, "the Gram matrix")
+    return G
+
+
+def _well_scaled(xp, G):
+    """The Gram matrix ``G`` neither overflowed nor lies in the range where its entries lose precision
+    (its largest entries are on the diagonal: ``|G_ij| <= sqrt(G_ii G_jj)``). A zero ``G`` does not count:
+    it may have underflowed from a non-zero ``M``."""
+    if G.dtype.kind == "c":
+        return True
+    fi = np.finfo(G.dtype)
+    d = float(xp.diagonal(G).max())
+    return float(fi.tiny) * 2.0 ** 60 <= d <= float(fi.max) * 2.0 ** -20
+
+
+def _eig_ends(xp, S, both, who="", name="W"):
     """Eigenpairs ``(w, V)`` of the symmetric ``S`` at the top end (and the bottom end when ``both``),
     ascending, from the array module's own ``eigh``.
 
@@ -407,23 +516,24 @@ def _eig_ends(xp, S, both):
     next Gram GEMM 200x slower (10 ms instead of 0.05 ms for a 512x64 float32 ``MᵀM``) inside a train step.
     """
     k = S.shape[0]
-    w, V = xp.linalg.eigh(S)
+    w, V = _eigh(who, xp, S, name)
     idx = [0, k - 1] if both and k > 1 else [k - 1]
     return w[idx], V[:, idx]
 
 
 def _srip_exact(xp, W, M, rows, weight):
-    N = _minus_identity(_gram(M, rows))
-    evals, evecs = _eig_ends(xp, N, both=True)
+    N = _minus_identity(_gram_checked("srip", xp, M, rows, W))
+    evals, evecs = _eig_ends(xp, N, both=True, who="srip")
     idx = 0 if float(abs(evals[0])) > float(abs(evals[-1])) else -1
     lam, u = evals[idx], evecs[:, idx]
     value = weight * lam * lam
     c = 4.0 * weight * lam                                       # M̄ = 2 N̄ M, N̄ = 2 λ_i u uᵀ
     grad = xp.outer(u, u @ M) if rows else xp.outer(M @ u, u)
     grad *= c
-    return _value(xp, value, W.dtype), grad.reshape(W.shape)
+    return _done("srip", xp, value, grad, W)
 
 
+@_quiet
 def srip(W, weight=1.0, n_iter=1, rng=None, v0=None, method="power", gram="auto"):
     """Spectral restricted isometry property regularizer (SRIP) of Bansal et al. 2018.
 
@@ -464,12 +574,15 @@ def srip(W, weight=1.0, n_iter=1, rng=None, v0=None, method="power", gram="auto"
     ----------
     W : (out, in, ...) float array
     weight : float >= 0
-    n_iter : int >= 1
-        Number of normalised products ``v ← N v / ‖N v‖`` before the final ``‖N v‖``.
-    rng : None, int or numpy.random.Generator
-        Draws ``v0 ~ U[0, 1)^k`` on the host when ``v0`` is not given.
-    v0 : (k,) or (k, 1) array-like, optional
+    n_iter : int in [1, MAX_ITERATIONS]
+        Number of normalised products ``v ← N v / ‖N v‖`` before the final ``‖N v‖`` (checked for both
+        methods).
+    rng : None, non-negative int or numpy.random.Generator
+        Draws ``v0 ~ U[0, 1)^k`` on the host when ``v0`` is not given (checked even when unused).
+    v0 : (k,) or (k, 1) float32/float64 array, optional
         Start vector (``k`` the size of the Gram matrix); same ``v0`` → same value as the PyTorch code.
+        Finite and not zero (``ValueError``: from ``v0 = 0`` the iteration gives 0 for every ``W``); a
+        list or an integer array is a ``TypeError``. Only its direction matters.
     method : {"power", "exact"}
     gram : {"auto", "rows", "cols"}
 
@@ -478,28 +591,36 @@ def srip(W, weight=1.0, n_iter=1, rng=None, v0=None, method="power", gram="auto"
     value : 0-d array, dtype of ``W``
     grad : array like ``W``
 
+    Raises
+    ------
+    TypeError, ValueError
+        Bad arguments (see the module docstring), a zero or non-finite ``v0``.
+    NonFiniteError
+        The Gram matrix, ``‖N v‖``, the value or the gradient overflows (``|W| ≈ 1e300``).
+
     Notes
     -----
-    Where ``N v_{t}`` vanishes (e.g. ``G = I`` exactly) the VITA code divides 0 by 0 and returns NaN; here
-    the value and the gradient are 0.
+    Where ``N v_{t}`` vanishes for a non-zero ``v0`` (``G = I`` exactly, or ``v0`` in the null space of
+    ``N``) the VITA code divides 0 by 0 and returns NaN; here the value and the gradient are 0.
     """
     who = "srip"
     xp = _validate(who, W, gram=gram, scalars=(("weight", weight),))
-    if method not in ("power", "exact"):
-        raise ValueError(f"{who}: method must be 'power' or 'exact', got {method!r}")
+    check_choice(who, "method", method, ("power", "exact"))
+    n_iter = check_int(who, "n_iter", n_iter, 1, MAX_ITERATIONS)
     M = _matrix(W)
     rows = _use_rows(M, gram)
     k = M.shape[0] if rows else M.shape[1]
+    if rng is not None and (v0 is not None or method == "exact"):
+        host_rng(rng, who=who)                  # unused here, but checked: a bad rng is a bug at the call site
     if method == "exact":
         if v0 is not None:                      # unused, but checked: a bad v0 is a bug at the call site
             _v0_vector(xp, v0, k, W.dtype, rng, who)
         return _srip_exact(xp, W, M, rows, weight)
-    if isinstance(n_iter, (bool, np.bool_)) or not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
-        raise ValueError(f"{who}: n_iter must be an int >= 1, got {n_iter!r}")
     v = _v0_vector(xp, v0, k, W.dtype, rng, who)
-    return _srip_power(xp, W, M, rows, int(n_iter), v, weight)
+    return _srip_power(xp, W, M, rows, n_iter, v, weight)
 
 
+@_quiet
 def spectral_penalty(W, weight=1.0):
     """Spectral norm regularization (Yoshida & Miyato 2017, "Spectral Norm Regularization for Improving
     the Generalizability of Deep Learning").
@@ -522,20 +643,30 @@ def spectral_penalty(W, weight=1.0):
     -------
     value : 0-d array, dtype of ``W``
     grad : array like ``W``
+
+    The penalty is homogeneous (``σ_max(cW)² = c² σ_max(W)²``, ``u`` independent of ``c``): a weight whose
+    Gram matrix would overflow or underflow is rescaled by an exact power of two first, so the gradient is
+    right at any scale and the value whenever it is representable (``NonFiniteError`` otherwise).
     """
-    xp = _validate("spectral_penalty", W, scalars=(("weight", weight),))
+    who = "spectral_penalty"
+    xp = _validate(who, W, scalars=(("weight", weight),))
     M = _matrix(W)
     rows = _use_rows(M, "auto")
-    evals, evecs = _eig_ends(xp, _gram(M, rows), both=False)
+    G, e = _gram(M, rows), 0
+    if not _well_scaled(xp, G):                     # σ_max scales with M, u does not: rescale M exactly
+        Ms, e = _pow2_rescale(xp, M, 0, 0)
+        G = _gram(Ms, rows)
+    evals, evecs = _eig_ends(xp, G, both=False, who=who)
     s2, u = evals[-1], evecs[:, -1]
     grad = xp.outer(u, u @ M) if rows else xp.outer(M @ u, u)
     grad *= weight
-    return _value(xp, 0.5 * weight * max(float(s2), 0.0), W.dtype), grad.reshape(W.shape)
+    return _done(who, xp, 0.5 * weight * _ldexp(max(float(s2), 0.0), 2 * e), grad, W)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Penalties on activations and on convolutions.
 
+@_quiet
 def self_orthogonality(Y, lam1=100.0, lam2=1.0, gamma=10.0, eps=1e-8):
     """The Self-Orthogonality Module (SOM) of Zhang, Ma, Wu & Wang 2020, "Self-Orthogonality Module: A
     Network Architecture Plug-in for Learning Orthogonal Filters" (WACV).
@@ -584,7 +715,7 @@ def self_orthogonality(Y, lam1=100.0, lam2=1.0, gamma=10.0, eps=1e-8):
                    positive=("gamma", "eps"))
     k = Y.shape[1]
     Y2 = Y if Y.ndim == 2 else Y.transpose(0, 2, 3, 1).reshape(-1, k)
-    Z = xp.tanh(gamma * Y2)
+    Z = xp.tanh(gamma * Y2)                         # γ Y = ±inf is fine (tanh(±inf) = ±1; @_quiet)
     n = xp.sqrt((Z * Z).sum(axis=0) + eps)                         # (k,)
     Zh = Z / n
     T = Zh.T @ Zh
@@ -604,9 +735,10 @@ def self_orthogonality(Y, lam1=100.0, lam2=1.0, gamma=10.0, eps=1e-8):
     if Y.ndim == 4:
         b, _, h, w = Y.shape
         Zbar = xp.ascontiguousarray(Zbar.reshape(b, h, w, k).transpose(0, 3, 1, 2))
-    return _value(xp, value, Y.dtype), Zbar.astype(Y.dtype, copy=False)
+    return _done(who, xp, value, Zbar.astype(Y.dtype, copy=False), Y, name="Y")
 
 
+@_quiet
 def conv_orthogonality(K, weight=1.0, stride=1, padding=None, squared=True):
     """Orthogonal convolution penalty of OCNN (Wang, Chen, Chakraborty & Yu 2020, "Orthogonal
     Convolutional Neural Networks", CVPR).
@@ -638,8 +770,10 @@ def conv_orthogonality(K, weight=1.0, stride=1, padding=None, squared=True):
         A conv weight; a 2-D weight raises ``ValueError`` (use :func:`soft_orthogonality`).
     weight : float >= 0
     stride : int or (int, int)
+        Each in ``[1, 65536]``.
     padding : None, int or (int, int)
-        None: ``⌊(k - 1)/s⌋ s`` per axis.
+        None: ``⌊(k - 1)/s⌋ s`` per axis. Each at most ``k - 1 + s`` (a larger padding only adds shifts
+        at which the kernels do not overlap, while the padded copy grows without bound).
     squared : bool
         False: the norm ``λ ‖Y - T‖`` (the public code); its gradient at ``Y = T`` is taken as 0.
 
@@ -651,13 +785,20 @@ def conv_orthogonality(K, weight=1.0, stride=1, padding=None, squared=True):
     who = "conv_orthogonality"
     xp = _validate(who, K, name="K", ndim=(4,), scalars=(("weight", weight),))
     s = _pair(stride, "stride", who, 1)
+    if any(si > 65536 for si in s):
+        raise ValueError(f"{who}: stride must be <= 65536, got {stride!r}")
     if padding is None:
         p = tuple(((k - 1) // si) * si for k, si in zip(K.shape[2:], s))
     else:
         p = _pair(padding, "padding", who, 0)
-    if not isinstance(squared, (bool, np.bool_)):
-        raise TypeError(f"{who}: squared must be a bool, got {squared!r}")
-    Y, cache = conv2d_forward(K, K, None, stride=s, padding=p)
+        if any(pi > k - 1 + si for pi, k, si in zip(p, K.shape[2:], s)):
+            raise ValueError(f"{who}: padding must be at most kernel size - 1 + stride = "
+                             f"{tuple(k - 1 + si for k, si in zip(K.shape[2:], s))} per axis, got {padding!r}")
+    squared = check_bool(who, "squared", squared)
+    try:
+        Y, cache = conv2d_forward(K, K, None, stride=s, padding=p)
+    except NonFiniteError:                  # K was checked finite: conv2d(K, K) overflowed
+        raise _overflow(who, K, "conv2d(K, K)", name="K") from None
     D = Y                                   # (out, out, h', w'): a fresh buffer the backward does not need
     O, h, w = D.shape[0], D.shape[2], D.shape[3]
     ar = xp.arange(O)
@@ -670,9 +811,12 @@ def conv_orthogonality(K, weight=1.0, stride=1, padding=None, squared=True):
         nrm = xp.sqrt(sq)
         value = weight * nrm
         D *= (weight / nrm) if bool(nrm != 0) else 0.0
-    dx, dw, _ = conv2d_backward(D, cache)
+    try:
+        dx, dw, _ = conv2d_backward(D, cache)
+    except NonFiniteError:                  # D and K are finite: the gradient overflowed
+        raise _overflow(who, K, "the gradient", name="K") from None
     dw += dx                                # K is both the input and the filter bank
-    return _value(xp, value, K.dtype), dw
+    return _done(who, xp, value, dw, K, name="K")
 
 
 REGULARIZERS = {

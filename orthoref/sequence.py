@@ -32,7 +32,6 @@ on one fixed held-out batch of 500 sequences drawn with ``seed + 1``.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -174,12 +173,26 @@ def _clip_global_norm(params, max_norm):
 
 
 def _atomic_write_json(path, obj):
-    from .train import _atomic_write
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
+    """Strict JSON (a NaN/Inf value, such as the MSE of a diverged run, is written as null), atomically."""
+    from ._io import atomic_write, strict_json
+    atomic_write(path, lambda f: f.write(strict_json(obj, indent=2).encode()))
+
+
+def _claim(out, overwrite):
+    """Claim the run folder ``out`` (lock, stale temporary files) and refuse another run's files there."""
+    from ._io import claim_run_dir
+    from .train import RUN_FILES
+    run = claim_run_dir(out, who="fit_adding")
+    present = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    if present and not overwrite:
+        run.release()
+        raise FileExistsError(f"fit_adding: {out} already holds another run's {', '.join(present)}; choose "
+                              f"another out, or pass overwrite=True (--overwrite)")
+    return run
 
 
 def fit_adding(T=100, hidden=128, init="orthogonal", steps=2000, batch_size=50, lr=1e-3, optimizer="adam",
-               seed=0, dtype="float32", target_mse=0.01, eval_every=50, log=print, out=None):
+               seed=0, dtype="float32", target_mse=0.01, eval_every=50, log=print, out=None, overwrite=False):
     """Train an Elman RNN on the adding problem of length ``T``; see the module docstring.
 
     The baseline of predicting 1 has MSE ``1/6 ≈ 0.167``.
@@ -188,8 +201,11 @@ def fit_adding(T=100, hidden=128, init="orthogonal", steps=2000, batch_size=50, 
     "baseline_mse", "history": [(step, eval_mse), ...], "seconds"}``; ``steps_to_target`` is the first
     evaluated step with held-out MSE < ``target_mse`` (None if never), ``final_mse`` the held-out MSE after
     the last step. ``history`` starts with step 0 (before training). With ``out`` (a directory, created if
-    needed) the dict is written atomically to ``out/metrics.json``. ``log`` (``print`` or None) gets one
-    line per evaluation. Raises ``ValueError`` naming the argument on a bad one.
+    needed) the dict is written atomically to ``out/metrics.json`` (strict JSON: a NaN MSE is ``null``);
+    the folder is claimed for the run (a lock file; a second run on it is refused with
+    ``orthoref._io.RunDirBusy``) and one holding another run's files is refused unless ``overwrite``.
+    ``log`` (``print`` or None) gets one line per evaluation. Raises ``ValueError`` naming the argument on
+    a bad one.
     """
     T, hidden, steps, batch_size, lr, seed, dt, target_mse, eval_every = _check_args(
         T, hidden, init, steps, batch_size, lr, optimizer, seed, dtype, target_mse, eval_every)
@@ -197,7 +213,26 @@ def fit_adding(T=100, hidden=128, init="orthogonal", steps=2000, batch_size=50, 
         raise ValueError(f"fit_adding: log must be callable or None, got {log!r}")
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise ValueError(f"fit_adding: out must be a directory path or None, got {out!r}")
+    if not isinstance(overwrite, (bool, np.bool_)):
+        raise ValueError(f"fit_adding: overwrite must be True or False, got {overwrite!r}")
+    if out is None:
+        return _fit_adding(T, hidden, init, steps, batch_size, lr, optimizer, seed, dt, target_mse,
+                           eval_every, log)
+    from ._io import interruptible
+    out = os.fspath(out)
+    with interruptible():
+        run = _claim(out, overwrite)
+        try:
+            result = _fit_adding(T, hidden, init, steps, batch_size, lr, optimizer, seed, dt, target_mse,
+                                 eval_every, log)
+            _atomic_write_json(os.path.join(out, "metrics.json"),
+                               dict(result, history=[list(h) for h in result["history"]]))
+        finally:
+            run.release()
+    return result
 
+
+def _fit_adding(T, hidden, init, steps, batch_size, lr, optimizer, seed, dt, target_mse, eval_every, log):
     t0 = time.perf_counter()
     rnn, head = build_adding_model(hidden, init, seed, dt)
     param = _ExpmParametrization(rnn) if init == "expm" else None
@@ -251,10 +286,6 @@ def fit_adding(T=100, hidden=128, init="orthogonal", steps=2000, batch_size=50, 
     result = {"init": init, "T": T, "hidden": hidden, "nonlinearity": rnn.nonlinearity, "steps": steps,
               "steps_to_target": steps_to_target, "final_mse": history[-1][1], "baseline_mse": adding_baseline_mse(),
               "history": history, "seconds": time.perf_counter() - t0}
-    if out is not None:
-        os.makedirs(out, exist_ok=True)
-        _atomic_write_json(os.path.join(out, "metrics.json"),
-                           dict(result, history=[list(h) for h in history]))
     return result
 
 

@@ -23,6 +23,7 @@ its numbers. ``quick=True`` shrinks every size and step count (the tests run all
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -69,6 +70,21 @@ def _one_blas_thread():
         import contextlib
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def _poly_or_nan(p, x):
+    """``p(x)`` element-wise, NaN (not drawn) where it overflows (``p`` raises ``NonFiniteError`` there)."""
+    from ._checks import NonFiniteError
+    try:
+        return p(x)
+    except NonFiniteError:
+        out = np.full(x.shape, np.nan)
+        for i, v in enumerate(x):
+            try:
+                out[i] = p(float(v))
+            except NonFiniteError:
+                pass
+        return out
 
 
 def _seeds(seed, n):
@@ -464,8 +480,7 @@ def _projections(out_dir, md_dir, quick, seed, log):
     logs = np.geomspace(1e-4, 1.2, 1201)
     for c in NS_COEFFICIENTS:
         p = ns_polynomial(c)
-        with np.errstate(over="ignore", invalid="ignore"):   # polar_express's first row blows up past σ ≈ 1.1
-            ys, ys_log = p(lin), p(logs)
+        ys, ys_log = _poly_or_nan(p, lin), _poly_or_nan(p, logs)  # polar_express blows up past σ ≈ 1.1
         steps = len(NS_COEFFICIENTS[c]) if len(NS_COEFFICIENTS[c]) > 1 else 5
         axes[0].plot(lin, ys, lw=1.3, label=f"{c} ({steps} steps)")
         axes[1].semilogx(logs, ys_log, lw=1.3, label=f"{c} ({steps} steps)")
@@ -777,19 +792,26 @@ def run(name, out_dir, quick=False, seed=0, md_dir=None, log=None):
     if name == "all":
         return {n: run(n, out_dir, quick=quick, seed=seed, md_dir=md_dir, log=log) for n in STUDIES}
     require_matplotlib()
+    if not isinstance(out_dir, (str, os.PathLike)) or (md_dir is not None
+                                                       and not isinstance(md_dir, (str, os.PathLike))):
+        raise TypeError(f"study: out_dir and md_dir must be folder paths, got {out_dir!r} and {md_dir!r}")
     out_dir = os.fspath(out_dir)
     md_dir = out_dir if md_dir is None else os.fspath(md_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    os.makedirs(md_dir, exist_ok=True)
-    t0 = time.perf_counter()
-    with _one_blas_thread():       # small GEMMs; spinning BLAS threads on a busy 2-core machine cost >10x
-        result = _RUNNERS[name](out_dir, md_dir, bool(quick), int(seed), log)
-    result["seconds"] = time.perf_counter() - t0
-    with open(result["markdown"], encoding="utf-8") as f:
-        text = f.read()
-    mode = "quick mode, " if quick else ""
-    _write_text(result["markdown"], text + f"\nWall time: {result['seconds']:.1f} s ({mode}seed {seed}; "
-                                           f"`orthoref study {name}`).\n")
+    from ._io import claim_run_dir, interruptible
+    with interruptible(), contextlib.ExitStack() as claims:
+        # one study at a time per folder: a second `orthoref study` on it is refused (RunDirBusy)
+        claims.enter_context(claim_run_dir(out_dir, who="study"))
+        if not (os.path.isdir(md_dir) and os.path.samefile(md_dir, out_dir)):
+            claims.enter_context(claim_run_dir(md_dir, who="study"))
+        t0 = time.perf_counter()
+        with _one_blas_thread():   # small GEMMs; spinning BLAS threads on a busy 2-core machine cost >10x
+            result = _RUNNERS[name](out_dir, md_dir, bool(quick), int(seed), log)
+        result["seconds"] = time.perf_counter() - t0
+        with open(result["markdown"], encoding="utf-8") as f:
+            text = f.read()
+        mode = "quick mode, " if quick else ""
+        _write_text(result["markdown"], text + f"\nWall time: {result['seconds']:.1f} s ({mode}seed {seed}; "
+                                               f"`orthoref study {name}`).\n")
     if log:
         log(f"study {name}: {result['seconds']:.1f} s -> {result['markdown']}")
     return result

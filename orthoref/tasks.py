@@ -4,7 +4,10 @@
                     and Arjovsky, Shah & Bengio (2016).
 ``copy_memory``     Hochreiter & Schmidhuber (1997); the variant of Arjovsky, Shah & Bengio (2016).
 
-Every draw comes from one host ``rng`` (a ``numpy.random.Generator`` or a seed), so a seed fixes the set.
+Every draw comes from one host ``rng`` (a ``numpy.random.Generator`` or a non-negative seed), so a seed
+fixes the set. Arguments are checked first: ``TypeError`` for a non-int size (``2.5``, ``True``), a dtype
+other than float32/float64 or another kind of ``rng``; ``ValueError`` for a size out of range (the sizes
+are capped at :data:`MAX_ELEMENTS` elements of ``x``, so that a typo cannot ask for terabytes).
 """
 from __future__ import annotations
 
@@ -12,15 +15,20 @@ import math
 
 import numpy as np
 
+from ._checks import check_int, float_dtype
 from .backend import host_rng
 
-__all__ = ["adding_baseline_mse", "adding_problem", "copy_memory", "copy_memory_baseline"]
+__all__ = ["adding_baseline_mse", "adding_problem", "copy_memory", "copy_memory_baseline", "MAX_ELEMENTS"]
+
+#: The largest number of elements the input ``x`` of a task may have (2**27: 512 MiB in float32, a few GiB
+#: at the peak of the float64 draws).
+MAX_ELEMENTS = 2 ** 27
 
 
-def _positive_int(v, name, who, minimum=1):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum:
-        raise ValueError(f"{who}: {name} must be an integer >= {minimum}, got {v!r}")
-    return int(v)
+def _check_size(who, shape):
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise ValueError(f"{who}: x would have shape {shape} ({math.prod(shape):.3g} elements), more than "
+                         f"the {MAX_ELEMENTS} allowed; ask for fewer or shorter sequences")
 
 
 def adding_problem(n, T, rng=None, dtype=np.float32):
@@ -47,12 +55,11 @@ def adding_problem(n, T, rng=None, dtype=np.float32):
     (:func:`adding_baseline_mse`).
     """
     who = "adding_problem"
-    n = _positive_int(n, "n", who)
-    T = _positive_int(T, "T", who, minimum=2)
-    dt = np.dtype(dtype)
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"{who}: dtype must be float32 or float64, got {dt}")
-    gen = host_rng(rng)
+    n = check_int(who, "n", n, 1)
+    T = check_int(who, "T", T, 2)
+    dt = float_dtype(who, dtype)
+    _check_size(who, (T, n, 2))
+    gen = host_rng(rng, who=who)
     values = gen.uniform(0.0, 1.0, size=(T, n))
     half = T // 2
     first = gen.integers(0, half, size=n)
@@ -104,14 +111,13 @@ def copy_memory(n, T, n_symbols=8, memory=10, rng=None, dtype=np.float32):
     ``memory · log(n_symbols) / (T + 2·memory)`` per step (:func:`copy_memory_baseline`).
     """
     who = "copy_memory"
-    n = _positive_int(n, "n", who)
-    T = _positive_int(T, "T", who)
-    n_symbols = _positive_int(n_symbols, "n_symbols", who)
-    memory = _positive_int(memory, "memory", who)
-    dt = np.dtype(dtype)
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"{who}: dtype must be float32 or float64, got {dt}")
-    gen = host_rng(rng)
+    n = check_int(who, "n", n, 1)
+    T = check_int(who, "T", T, 1)
+    n_symbols = check_int(who, "n_symbols", n_symbols, 1)
+    memory = check_int(who, "memory", memory, 1)
+    dt = float_dtype(who, dtype)
+    _check_size(who, (T + 2 * memory, n, n_symbols + 2))
+    gen = host_rng(rng, who=who)
     L = T + 2 * memory
     symbols = gen.integers(1, n_symbols + 1, size=(memory, n))
     seq = np.zeros((L, n), dtype=np.int64)
@@ -126,4 +132,8 @@ def copy_memory(n, T, n_symbols=8, memory=10, rng=None, dtype=np.float32):
 
 def copy_memory_baseline(T, n_symbols=8, memory=10):
     """Per-step cross-entropy of the memoryless strategy on :func:`copy_memory` (Arjovsky et al. 2016)."""
+    who = "copy_memory_baseline"
+    T = check_int(who, "T", T, 1)
+    n_symbols = check_int(who, "n_symbols", n_symbols, 1)
+    memory = check_int(who, "memory", memory, 1)
     return memory * math.log(n_symbols) / (T + 2 * memory)

@@ -4,6 +4,23 @@
 ``config.out`` after every epoch, and returns the history. A run stopped after epoch k and resumed from its
 checkpoint ends bit-identical to an uninterrupted run (same machine and backend): the checkpoint holds the
 parameters, the optimizer state, the shuffling RNG's state, the epoch, the history and the configuration.
+
+Failure model of a run:
+
+- the run folder is claimed before the data loads (:func:`orthoref._io.claim_run_dir`: a lock file
+  ``.orthoref.lock`` holding PID and host); a second run on the same folder is refused
+  (:class:`orthoref._io.RunDirBusy`, a ``FileExistsError``), a lock of a dead process is taken over, and
+  temporary files of dead processes are removed; default folders ``runs/YYYYmmdd-HHMMSS[-k]`` are unique;
+- a folder holding another run's files is never written into without ``overwrite`` (resuming into the
+  checkpoint's own folder is fine);
+- a checkpoint is written only after the epoch's parameters, test-set outputs and optimizer state are
+  verified finite; divergence raises :class:`DivergenceError`, whose message says which checkpoint (if
+  any) is kept;
+- SIGTERM/SIGINT remove the temporary file and the lock and raise
+  :class:`orthoref._io.RunInterrupted` (a ``KeyboardInterrupt``);
+- ``metrics.json`` is strict JSON: a NaN or infinite value is written as ``null``;
+- :func:`load_checkpoint` checks every field, dtype and declared shape before reading any array
+  (:class:`CheckpointError` names the file and the field).
 """
 from __future__ import annotations
 
@@ -11,22 +28,27 @@ import csv
 import io
 import json
 import math
+import numbers
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from ._checks import NonFiniteError, all_finite
+from . import _io
+from ._checks import (MAX_ITERATIONS, NonFiniteError, all_finite, check_bool, check_choice, check_float,
+                      check_int, check_real, check_result)
+from ._io import CheckpointError, RunDirBusy, RunInterrupted
 from .backend import asarray, get_array_module, to_numpy, using
 from .data import load_digits, load_idx_dir
-from .models import mlp, small_cnn
+from .models import mlp, mlp_shapes, small_cnn, small_cnn_shapes
 from .nn import cross_entropy
 from .optim import SGD, Adam, AdamW, CayleySGD, Muon, RiemannianAdam, RiemannianSGD
 
 __all__ = ["TrainConfig", "fit", "evaluate", "orthogonality_error", "save_checkpoint", "load_checkpoint",
-           "DivergenceError", "CheckpointError", "init_names", "OPTIMIZERS"]
+           "DivergenceError", "CheckpointError", "RunDirBusy", "RunInterrupted", "init_names", "OPTIMIZERS"]
 
 CHECKPOINT_FORMAT = 1
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "muon": Muon, "riemannian_sgd": RiemannianSGD,
@@ -76,11 +98,8 @@ def init_names():
 
 
 class DivergenceError(RuntimeError):
-    """A NaN or Inf appeared in the loss or a gradient; the last good checkpoint is left in place."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded into this model (names, shapes, or format disagree)."""
+    """A NaN or Inf appeared in the loss, a gradient, a parameter or the model's output; the message says
+    which checkpoint, if any, is kept (only checkpoints of finite parameters are ever written)."""
 
 
 @dataclass
@@ -101,46 +120,50 @@ class TrainConfig:
     out: str = None             # None: a new directory runs/YYYYmmdd-HHMMSS
     progress: bool = True
 
-    def validate(self):
+    def validate(self, who="TrainConfig"):
+        """Check every field (types, ranges, combinations), normalise ``hidden``/``reg``/``reg_skip`` to
+        tuples and ``lr=None`` to the optimizer's default; returns ``self``. ``TypeError`` for a value of
+        the wrong kind, ``ValueError`` for one out of range; messages start with ``who``."""
         def bad(name, want):
-            raise ValueError(f"{name} must be {want}, got {getattr(self, name)!r}")
-        if self.model not in ("mlp", "cnn"):
-            bad("model", "'mlp' or 'cnn'")
-        self.hidden = tuple(int(h) for h in self.hidden)
-        if any(h <= 0 for h in self.hidden):
-            bad("hidden", "positive layer widths")
-        if self.init not in init_names():
-            bad("init", f"one of {init_names()}")
+            raise ValueError(f"{who}: {name} must be {want}, got {getattr(self, name)!r}")
+        self.model = check_choice(who, "model", self.model, ("mlp", "cnn"))
+        self.hidden = _int_tuple(who, "hidden", self.hidden)
+        self.init = check_choice(who, "init", self.init, tuple(init_names()))
         if self.init in CONV_ONLY_INITS and self.model != "cnn":
             bad("init", f"an initializer for Linear weights with --model {self.model} ({self.init} is for "
                         f"convolution kernels)")
-        if self.optimizer not in OPTIMIZERS:
-            bad("optimizer", f"one of {sorted(OPTIMIZERS)}")
+        self.optimizer = check_choice(who, "optimizer", self.optimizer, tuple(sorted(OPTIMIZERS)))
         if self.lr is None:
             self.lr = DEFAULT_LR[self.optimizer]
         if self.optimizer in STIEFEL_OPTIMIZERS and self.init not in ("orthogonal", "orthogonal_svd",
                                                                        "delta_orthogonal", "block_orthogonal"):
             bad("init", f"an orthogonal initializer with --optimizer {self.optimizer} (it keeps the weights "
                         f"on the Stiefel manifold, so they must start there)")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            bad("lr", "a positive finite number")
-        if int(self.epochs) < 1:
-            bad("epochs", "at least 1")
-        if int(self.batch_size) < 1:
-            bad("batch_size", "at least 1")
-        if self.dtype not in ("float32", "float64"):
-            bad("dtype", "'float32' or 'float64'")
-        if self.backend not in ("numpy", "cupy"):
-            bad("backend", "'numpy' or 'cupy'")
-        if not (self.data == "digits" or self.data.startswith("idx:")):
+        check_real(who, "lr", self.lr, 0, lo_open=True)
+        self.epochs = check_int(who, "epochs", self.epochs, 1, MAX_ITERATIONS)
+        self.batch_size = check_int(who, "batch_size", self.batch_size, 1)
+        self.seed = check_int(who, "seed", self.seed, 0, 2 ** 63 - 3)
+        self.dtype = check_choice(who, "dtype", self.dtype, ("float32", "float64"))
+        self.backend = check_choice(who, "backend", self.backend, ("numpy", "cupy"))
+        if not isinstance(self.data, str):
+            raise TypeError(f"{who}: data must be 'digits' or 'idx:DIR', got {type(self.data).__name__} "
+                            f"{self.data!r}")
+        if not (self.data == "digits" or (self.data.startswith("idx:") and len(self.data) > 4)):
             bad("data", "'digits' or 'idx:DIR'")
-        self.reg = tuple(str(r) for r in self.reg)
+        self.reg = _str_tuple(who, "reg", self.reg)
         regs = [parse_reg(r) for r in self.reg]
         if self.model != "cnn" and any(REGULARIZERS[n][1] == "conv" for n, _ in regs):
             bad("reg", f"regularizers for Linear weights with --model {self.model} (kernel_slice and ocnn "
                        f"act on convolution kernels)")
-        self.reg_skip = tuple(str(r) for r in self.reg_skip)
-        self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
+        self.reg_skip = _str_tuple(who, "reg_skip", self.reg_skip)
+        if self.out is not None:
+            if not isinstance(self.out, (str, os.PathLike)):
+                raise TypeError(f"{who}: out must be a folder path or None, got {type(self.out).__name__} "
+                                f"{self.out!r}")
+            self.out = os.fspath(self.out)
+            if not self.out:
+                bad("out", "a folder path or None")
+        self.progress = check_bool(who, "progress", self.progress)
         return self
 
     def to_json(self):
@@ -150,12 +173,50 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_json(cls, d):
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
+    def from_json(cls, d, source=None):
+        """The configuration stored as ``d`` (a dict with every field), validated. ``CheckpointError``
+        naming ``source`` (the checkpoint's path) and the field for anything missing, unknown or bad."""
+        where = f"{source}: config" if source is not None else "TrainConfig.from_json"
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{where}: expected a JSON object holding the training configuration, got "
+                                  f"{type(d).__name__}")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(names), key=str)
+        missing = [n for n in names if n not in d]
         if unknown:
-            raise CheckpointError(f"checkpoint configuration has unknown fields {sorted(unknown)}")
-        return cls(**d).validate()
+            raise CheckpointError(f"{where}: unknown field(s) {unknown}")
+        if missing:
+            raise CheckpointError(f"{where}: missing field(s) {missing}")
+        if isinstance(d["hidden"], str) or isinstance(d["reg"], str) or isinstance(d["reg_skip"], str):
+            field = next(k for k in ("hidden", "reg", "reg_skip") if isinstance(d[k], str))
+            raise CheckpointError(f"{where}: {field} must be a list, got the string {d[field]!r}")
+        try:
+            return cls(**d).validate(who=where)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(str(exc)) from None
+
+
+def _int_tuple(who, name, value):
+    """A sequence of positive ints as a tuple; ``TypeError``/``ValueError`` naming ``name``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list, np.ndarray)):
+        raise TypeError(f"{who}: {name} must be a sequence of positive ints, got {type(value).__name__} "
+                        f"{value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{who}: {name} must be a sequence of positive ints, got {value!r}")
+        if int(v) <= 0:
+            raise ValueError(f"{who}: {name} must be positive layer widths, got {tuple(value)!r}")
+        out.append(int(v))
+    return tuple(out)
+
+
+def _str_tuple(who, name, value):
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+        raise TypeError(f"{who}: {name} must be a sequence of strings, got {type(value).__name__} {value!r}")
+    if not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{who}: {name} must be a sequence of strings, got {value!r}")
+    return tuple(value)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -257,24 +318,54 @@ def _param_groups(model, config):
 
 
 def orthogonality_error(w) -> float:
-    """``‖G − I‖_F / √k`` for ``M = W.reshape(out, -1)`` and ``G`` the smaller Gram matrix (k x k)."""
+    """``‖G − I‖_F / √k`` for ``M = W.reshape(out, -1)`` and ``G`` the smaller Gram matrix (k x k).
+
+    ``w``: a finite float32/float64 array of at least 2 dimensions. Raises ``TypeError``/``ValueError``
+    for anything else and ``NonFiniteError`` when the Gram matrix overflows the dtype."""
+    who = "orthogonality_error"
+    check_float(who, "w", w)
+    if w.ndim < 2 or w.size == 0:
+        raise ValueError(f"orthogonality_error: w must be a non-empty array of at least 2 dimensions "
+                         f"(out, ...), got shape {tuple(w.shape)}")
     m = w.reshape(w.shape[0], -1)
     g = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
     xp = get_array_module(g)
+    if not all_finite(xp, g):
+        if not all_finite(xp, w):
+            raise NonFiniteError(f"{who}: w must be finite, got NaN or Inf")
+        check_result(who, g, "the Gram matrix")
     k = g.shape[0]
     return float(xp.linalg.norm(g - xp.eye(k, dtype=g.dtype))) / math.sqrt(k)
 
 
 def evaluate(model, X, y, batch_size=512):
-    """Accuracy of ``model`` (in eval mode) on host arrays ``X``, ``y``."""
+    """Accuracy of ``model`` (in eval mode) on host arrays ``X``, ``y``.
+
+    Raises ``ValueError`` for an empty or mismatched ``X``/``y`` or a bad ``batch_size``, and
+    ``NonFiniteError`` when the model's output holds NaN/Inf (an accuracy read off NaN logits would be
+    meaningless)."""
+    who = "evaluate"
+    batch_size = check_int(who, "batch_size", batch_size, 1)
+    if not hasattr(X, "shape") or not hasattr(y, "shape"):
+        raise TypeError(f"{who}: X and y must be arrays, got {type(X).__name__} and {type(y).__name__}")
+    if len(X) != len(y):
+        raise ValueError(f"{who}: X and y must have the same length, got {len(X)} and {len(y)}")
+    if len(X) == 0:
+        raise ValueError(f"{who}: X must hold at least one example, got shape {tuple(X.shape)}")
     was_training = model.training
     model.eval()
     correct = 0
-    for s in range(0, len(X), batch_size):
-        logits = to_numpy(model.forward(asarray(X[s:s + batch_size])))
-        correct += int((logits.argmax(axis=1) == y[s:s + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(len(X), 1)
+    try:
+        for s in range(0, len(X), batch_size):
+            logits = model.forward(asarray(X[s:s + batch_size]))
+            if not _all_finite(logits):
+                raise NonFiniteError(f"{who}: the model's output holds NaN/Inf on examples {s}.."
+                                     f"{min(s + batch_size, len(X)) - 1}")
+            logits = to_numpy(logits)
+            correct += int((logits.argmax(axis=1) == y[s:s + batch_size]).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(X)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -282,81 +373,297 @@ def evaluate(model, X, y, batch_size=512):
 
 def _atomic_write(path, write):
     """Write through ``write(fileobj)`` to a temporary file in the same directory, flush, fsync, rename.
-    A failure part-way leaves the previous file untouched and removes the temporary one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    A failure part-way leaves the previous file untouched and removes the temporary one (see
+    :func:`orthoref._io.atomic_write`)."""
+    _io.atomic_write(path, write)
 
 
-def _json_array(obj):
-    return np.array(json.dumps(obj))
+def _json_array(obj, safe=False):
+    """``obj`` as a 0-d string array of strict JSON (``safe``: NaN/Inf floats become null; else they
+    raise ValueError)."""
+    return np.array(_io.strict_json(obj) if safe else json.dumps(obj, allow_nan=False))
+
+
+_NONE = np.zeros(0, dtype=np.int8)      # stands for an optimizer state entry that is None
+RUN_FILES = ("checkpoint.npz", "metrics.json", "metrics.csv")
 
 
 def save_checkpoint(path, model, optimizer, rng, epoch, config, history, reg_rng=None):
-    """Write ``checkpoint.npz`` atomically: ``model/<name>`` arrays, ``optim/...`` state, JSON records."""
+    """Write ``checkpoint.npz`` atomically: ``model/<name>`` arrays, ``optim/...`` state, JSON records.
+
+    Only finite state is written: a parameter or optimizer array holding NaN/Inf raises
+    ``NonFiniteError`` naming it, and the previous checkpoint stays as it was."""
+    who = "save_checkpoint"
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"{who}: config must be a TrainConfig, got {type(config).__name__}")
+    epoch = check_int(who, "epoch", epoch, 0, config.epochs)
+    if not isinstance(history, list):
+        raise TypeError(f"{who}: history must be a list of epoch records, got {type(history).__name__}")
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     osd = optimizer.state_dict()
     for idx, st in osd["state"].items():
         for key, val in st.items():
-            arrays[f"optim/state/{idx}/{key}"] = np.asarray(val)
+            arrays[f"optim/{'none' if val is None else 'state'}/{idx}/{key}"] = \
+                _NONE if val is None else np.asarray(val)
+    for name, a in arrays.items():
+        if a.dtype.kind == "f" and not all_finite(np, a):
+            raise NonFiniteError(f"{who}: {name} holds NaN or Inf; a checkpoint is written only from finite "
+                                 f"parameters and optimizer state")
     arrays["optim/param_groups"] = _json_array(osd["param_groups"])
     arrays["rng"] = _json_array(rng.bit_generator.state)
-    meta = {"format": CHECKPOINT_FORMAT, "epoch": int(epoch), "config": config.to_json(), "history": history}
+    meta = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config": config.to_json(), "history": history}
     if reg_rng is not None:
         meta["reg_rng"] = reg_rng.bit_generator.state
-    arrays["meta"] = _json_array(meta)
+    arrays["meta"] = _json_array(meta, safe=True)
 
     def write(f):
         np.savez(f, **arrays)
     _atomic_write(path, write)
 
 
-def load_checkpoint(path):
-    """Read a checkpoint into plain data: ``(meta, model_state, optimizer_state, rng_state)``."""
+# Limits of what a checkpoint's JSON members may declare (characters).
+_MAX_JSON_CHARS = 1 << 26
+_HISTORY_KEYS = {"epoch", "loss", "train_acc", "test_acc", "seconds", "reg", "orthogonality"}
+
+
+def _read_json(path, member, field):
+    if member.dtype.kind != "U" or member.shape != ():
+        raise CheckpointError(f"{path}: {field} must be a JSON text (a 0-d string array), got an array of "
+                              f"dtype {member.dtype} and shape {member.shape}")
+    if member.dtype.itemsize // 4 > _MAX_JSON_CHARS:
+        raise CheckpointError(f"{path}: {field} declares {member.dtype.itemsize // 4} characters, more than "
+                              f"{_MAX_JSON_CHARS}")
+    text = str(member.read()[()])
     try:
-        with np.load(path, allow_pickle=False) as z:
-            files = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable orthoref checkpoint ({exc})") from exc
-    for key in ("meta", "rng", "optim/param_groups"):
-        if key not in files:
-            raise CheckpointError(f"{path}: not an orthoref checkpoint (no {key!r} entry)")
-    meta = json.loads(str(files["meta"]))
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {meta.get('format')}, expected {CHECKPOINT_FORMAT}")
-    model_state = {k[len("model/"):]: v for k, v in files.items() if k.startswith("model/")}
-    state = {}
-    for k, v in files.items():
-        if k.startswith("optim/state/"):
-            _, _, idx, key = k.split("/", 3)
-            state.setdefault(int(idx), {})[key] = int(v) if key == "step" else v
-    optim_state = {"state": state, "param_groups": json.loads(str(files["optim/param_groups"]))}
-    return meta, model_state, optim_state, json.loads(str(files["rng"]))
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: {field} is not valid JSON ({exc})") from None
 
 
-def _restore(path, model, optimizer, rng, reg_rng=None):
-    meta, model_state, optim_state, rng_state = load_checkpoint(path)
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_history(path, history, epoch):
+    if not isinstance(history, list):
+        raise CheckpointError(f"{path}: meta.history must be a list of epoch records, got "
+                              f"{type(history).__name__} {str(history)[:60]!r}")
+    if len(history) != epoch:
+        raise CheckpointError(f"{path}: meta.history must hold one record per epoch ({epoch}), got "
+                              f"{len(history)}")
+    for i, rec in enumerate(history):
+        where = f"{path}: meta.history[{i}]"
+        if not isinstance(rec, dict):
+            raise CheckpointError(f"{where} must be an object, got {type(rec).__name__}")
+        missing = sorted({"epoch", "loss", "train_acc", "test_acc", "seconds"} - set(rec))
+        unknown = sorted(set(rec) - _HISTORY_KEYS, key=str)
+        if missing or unknown:
+            raise CheckpointError(f"{where}: missing {missing}, unknown {unknown}")
+        if not _is_int(rec["epoch"]) or rec["epoch"] != i + 1:
+            raise CheckpointError(f"{where}.epoch must be {i + 1}, got {rec['epoch']!r}")
+        for key in ("loss", "train_acc", "test_acc", "seconds"):
+            v = rec[key]
+            if not _is_number(v) or not math.isfinite(v) or v < 0 or (key.endswith("acc") and v > 1):
+                raise CheckpointError(f"{where}.{key} must be a finite number"
+                                      f"{' in [0, 1]' if key.endswith('acc') else ' >= 0'}, got {v!r}")
+        if "reg" in rec and rec["reg"] is not None and not _is_number(rec["reg"]):
+            raise CheckpointError(f"{where}.reg must be a number or null, got {rec['reg']!r}")
+        ortho = rec.get("orthogonality", {})
+        if not isinstance(ortho, dict) or not all(isinstance(k, str) and (v is None or _is_number(v))
+                                                  for k, v in ortho.items()):
+            raise CheckpointError(f"{where}.orthogonality must map weight names to numbers, got {ortho!r}")
+
+
+def _check_rng_state(path, field, state):
+    if not isinstance(state, dict) or state.get("bit_generator") != "PCG64":
+        raise CheckpointError(f"{path}: {field} must be the state of a PCG64 generator, got "
+                              f"{str(state)[:80]!r}")
+    try:
+        np.random.PCG64().state = state
+    except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: {field} is not a valid PCG64 state ({exc})") from None
+
+
+def _check_meta(path, meta):
+    """Validate the ``meta`` record; returns ``(config, epoch)``."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: meta must be a JSON object, got {type(meta).__name__}")
+    missing = sorted({"format", "epoch", "config", "history"} - set(meta))
+    unknown = sorted(set(meta) - {"format", "epoch", "config", "history", "reg_rng"}, key=str)
+    if missing or unknown:
+        raise CheckpointError(f"{path}: meta is missing {missing}" if missing
+                              else f"{path}: meta has unknown field(s) {unknown}")
+    if not _is_int(meta["format"]) or meta["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {meta['format']!r}, expected {CHECKPOINT_FORMAT}")
+    config = TrainConfig.from_json(meta["config"], source=path)
+    epoch = meta["epoch"]
+    if not _is_int(epoch) or not 0 <= epoch <= config.epochs:
+        raise CheckpointError(f"{path}: meta.epoch must be an int in [0, {config.epochs}] (the "
+                              f"configuration's epochs), got {epoch!r}")
+    _check_history(path, meta["history"], epoch)
+    if "reg_rng" in meta:
+        _check_rng_state(path, "meta.reg_rng", meta["reg_rng"])
+    return config, epoch
+
+
+def _member_shape(path, members, name, ndim):
+    m = members.get(f"model/{name}")
+    if m is None:
+        raise CheckpointError(f"{path}: model/{name} is missing")
+    if len(m.shape) != ndim or 0 in m.shape:
+        raise CheckpointError(f"{path}: model/{name} must be a non-empty {ndim}-D array, got shape {m.shape}")
+    return m.shape
+
+
+def expected_shapes(config, sample_shape, n_classes):
+    """The parameter shapes (name -> shape, in ``named_parameters`` order) of :func:`build_model`
+    ``(config, sample_shape, n_classes)``, computed without building anything."""
+    if config.model == "mlp":
+        return mlp_shapes((math.prod(sample_shape),) + tuple(config.hidden) + (n_classes,))
+    c, h, w = sample_shape
+    return small_cnn_shapes(c, h, n_classes)
+
+
+def _declared_shapes(path, config, members):
+    """The parameter shapes the configuration declares, with the input size and class count read off the
+    stored first and last weights' headers (nothing is read or allocated)."""
+    if config.model == "mlp":
+        n_in = _member_shape(path, members, "0.weight", 2)[1]
+        n_classes = _member_shape(path, members, f"{2 * len(config.hidden)}.weight", 2)[0]
+        sample = (n_in,)
+    else:
+        channels = _member_shape(path, members, "0.weight", 4)[1]
+        n_classes, flat = _member_shape(path, members, "7.weight", 2)
+        side = math.isqrt(flat // 64)
+        if side * side * 64 != flat:
+            raise CheckpointError(f"{path}: model/7.weight has {flat} inputs, not 64·s² for a square image")
+        sample = (channels, 4 * side, 4 * side)
+    return expected_shapes(config, sample, n_classes)
+
+
+def _param_order(config, shapes):
+    """Parameter names in the optimizer's numbering (see :func:`_param_groups`)."""
+    names = list(shapes)
+    if config.optimizer not in STIEFEL_OPTIMIZERS:
+        return names, [len(names)]
+    last = [n for n in names if n.endswith("weight") and len(shapes[n]) >= 2][-1]
+    return [n for n in names if n != last] + [last], [len(names) - 1, 1]
+
+
+def _check_param_groups(path, groups, sizes):
+    if not isinstance(groups, list) or len(groups) != len(sizes) \
+            or not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        raise CheckpointError(f"{path}: optim/param_groups must be a list of {len(sizes)} parameter group(s) "
+                              f"with 'params' lists, got {str(groups)[:80]!r}")
+    ids = [i for g in groups for i in g["params"]]
+    if [len(g["params"]) for g in groups] != sizes or ids != list(range(sum(sizes))) \
+            or not all(_is_int(i) for i in ids):
+        raise CheckpointError(f"{path}: optim/param_groups must number the {sum(sizes)} parameters 0..."
+                              f"{sum(sizes) - 1} in groups of {sizes}, got {[g['params'] for g in groups]}")
+
+
+def _check_members(path, config, members, shapes):
+    """Names, dtypes and shapes of every array, from the headers; returns ``{key: (kind, idx, name)}``."""
+    dtype = np.dtype(config.dtype)
+    order, sizes = _param_order(config, shapes)
+    plan = {}
+    for key, m in members.items():
+        if key in ("meta", "rng", "optim/param_groups"):
+            continue
+        parts = key.split("/")
+        if parts[0] == "model" and len(parts) == 2:
+            name = parts[1]
+            if name not in shapes:
+                raise CheckpointError(f"{path}: {key} is not a parameter of the configured model "
+                                      f"({config.model}, hidden {list(config.hidden)}): {list(shapes)}")
+            want = shapes[name]
+        elif parts[:2] in (["optim", "state"], ["optim", "none"]) and len(parts) == 4 \
+                and parts[2].isdigit() and int(parts[2]) < len(order) and parts[3]:
+            name = order[int(parts[2])]
+            if parts[1] == "none":
+                if m.shape != (0,):
+                    raise CheckpointError(f"{path}: {key} must be an empty marker, got shape {m.shape}")
+                plan[key] = ("none", int(parts[2]), parts[3])
+                continue
+            if parts[3] == "step":
+                if m.dtype.kind not in "iu" or m.shape != ():
+                    raise CheckpointError(f"{path}: {key} must be an integer scalar, got dtype {m.dtype} and "
+                                          f"shape {m.shape}")
+                plan[key] = ("step", int(parts[2]), parts[3])
+                continue
+            want = shapes[name]
+        else:
+            raise CheckpointError(f"{path}: unexpected entry {key!r} (not an orthoref checkpoint entry)")
+        if m.dtype != dtype:
+            raise CheckpointError(f"{path}: {key} has dtype {m.dtype}, the configuration's dtype is "
+                                  f"{config.dtype}")
+        if m.shape != tuple(want):
+            raise CheckpointError(f"{path}: {key} has shape {m.shape}, the configuration (model "
+                                  f"{config.model}, hidden {list(config.hidden)}) declares {tuple(want)}")
+        plan[key] = ("model", None, parts[1]) if parts[0] == "model" else ("array", int(parts[2]), parts[3])
+    missing = sorted(set(shapes) - {k[len("model/"):] for k in members if k.startswith("model/")})
+    if missing:
+        raise CheckpointError(f"{path}: the checkpoint lacks model parameter(s) {missing}")
+    return plan, sizes
+
+
+def load_checkpoint(path, *, who="load_checkpoint"):
+    """Read a checkpoint into plain data: ``(meta, model_state, optimizer_state, rng_state)``.
+
+    Everything is checked before any array is read: the format, every configuration field
+    (:meth:`TrainConfig.from_json`), ``epoch`` (an int in [0, config.epochs]), the history's records, the
+    RNG states, and every array's name, dtype (the configuration's) and shape (the architecture the
+    configuration declares, computed arithmetically), then each array is read and checked finite. No
+    pickles. Raises ``FileNotFoundError``, ``TypeError`` for a path that is not one (naming ``who``, for
+    callers such as ``analysis.load_model``), and :class:`CheckpointError` naming the file and the field
+    for anything else."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bool):
+        raise TypeError(f"{who}: path must be a checkpoint file path (str or os.PathLike), got "
+                        f"{type(path).__name__} {path!r}")
+    path = os.fspath(path)
+    with _io.read_npz(path) as z:
+        members = z.members
+        for key in ("meta", "rng", "optim/param_groups"):
+            if key not in members:
+                raise CheckpointError(f"{path}: not an orthoref checkpoint (no {key!r} entry)")
+        meta = _read_json(path, members["meta"], "meta")
+        config, epoch = _check_meta(path, meta)
+        rng_state = _read_json(path, members["rng"], "rng")
+        _check_rng_state(path, "rng", rng_state)
+        groups = _read_json(path, members["optim/param_groups"], "optim/param_groups")
+        shapes = _declared_shapes(path, config, members)
+        plan, sizes = _check_members(path, config, members, shapes)
+        _check_param_groups(path, groups, sizes)
+        model_state, state = {}, {}
+        for key, (kind, idx, name) in plan.items():
+            if kind == "none":
+                state.setdefault(idx, {})[name] = None
+                continue
+            a = members[key].read()
+            if kind == "step":
+                if int(a) < 0:
+                    raise CheckpointError(f"{path}: {key} must be >= 0, got {int(a)}")
+                state.setdefault(idx, {})[name] = int(a)
+                continue
+            if not all_finite(np, a):
+                raise CheckpointError(f"{path}: {key} holds NaN or Inf")
+            if kind == "model":
+                model_state[name] = a
+            else:
+                state.setdefault(idx, {})[name] = a
+    model_state = {k: model_state[k] for k in shapes}
+    optim_state = {"state": dict(sorted(state.items())), "param_groups": groups}
+    return meta, model_state, optim_state, rng_state
+
+
+def _restore(path, model, optimizer, rng, reg_rng=None, loaded=None):
+    """Load checkpoint ``path`` (or its ``loaded`` contents) into ``model``, ``optimizer`` and the RNGs;
+    everything is checked first, so a refused checkpoint changes nothing. Returns its ``meta``."""
+    meta, model_state, optim_state, rng_state = loaded if loaded is not None else load_checkpoint(path)
     own = dict(model.named_parameters())
     own.update(dict(model.named_buffers()))
     for name, arr in model_state.items():
@@ -366,14 +673,20 @@ def _restore(path, model, optimizer, rng, reg_rng=None):
         if tuple(arr.shape) != tuple(own[name].shape):
             raise CheckpointError(f"{path}: parameter {name!r} has shape {tuple(arr.shape)}, this model "
                                   f"expects {tuple(own[name].shape)}")
+        if arr.dtype != own[name].dtype:
+            raise CheckpointError(f"{path}: parameter {name!r} has dtype {arr.dtype}, this model's is "
+                                  f"{own[name].dtype}")
     missing = sorted(set(own) - set(model_state))
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {missing}")
     try:
         optimizer.load_state_dict(optim_state)
-    except ValueError as exc:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         raise CheckpointError(f"{path}: optimizer state does not fit: {exc}") from exc
-    model.load_state_dict(model_state)          # validated above, so this cannot stop half-way
+    try:
+        model.load_state_dict(model_state)      # validated above, so this cannot stop half-way
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
     rng.bit_generator.state = rng_state
     if reg_rng is not None and "reg_rng" in meta:
         reg_rng.bit_generator.state = meta["reg_rng"]
@@ -434,27 +747,44 @@ def _forward(model, xb, epoch, step):
     return logits
 
 
-def _diverged(model, epoch, step, cause):
+def _culprit(model):
+    """Which parameter holds NaN/Inf, or how large the (finite) weights have grown."""
     where = next((name for name, p in model.named_parameters() if not _all_finite(p.data)), None)
-    culprit = f"parameter {where!r} holds NaN/Inf" if where else "no parameter holds NaN/Inf (overflow)"
-    raise DivergenceError(f"model output has NaN/Inf at epoch {epoch}, step {step}: {culprit}; training "
-                          f"stopped, the last good checkpoint is kept") from cause
+    if where:
+        return f"parameter {where!r} holds NaN/Inf"
+    big = max((float(abs(to_numpy(p.data)).max()) for p in model.parameters() if p.data.size), default=0.0)
+    dtype = np.dtype(next((p.data.dtype for p in model.parameters()), np.float32))
+    if big > float(np.finfo(dtype).max) ** 0.25:
+        return (f"no parameter holds NaN/Inf, but they overflow {dtype.name} in the forward pass "
+                f"(largest |w| = {big:.3g}); lower the learning rate or use float64")
+    return f"no parameter holds NaN/Inf (largest |w| = {big:.3g})"
+
+
+def _diverged(model, epoch, step, cause):
+    raise DivergenceError(f"model output has NaN/Inf at epoch {epoch}, step {step}: {_culprit(model)}") \
+        from cause
 
 
 def _check_grads(model, loss, epoch, step):
     if not math.isfinite(loss):
-        raise DivergenceError(f"loss is {loss} at epoch {epoch}, step {step}; training stopped, the last "
-                              f"good checkpoint is kept")
+        raise DivergenceError(f"loss is {loss} at epoch {epoch}, step {step}")
     for name, p in model.named_parameters():
         if p.grad is not None:
             if not _all_finite(p.grad):
-                raise DivergenceError(f"gradient of {name!r} has NaN/Inf at epoch {epoch}, step {step}; "
-                                      f"training stopped, the last good checkpoint is kept")
+                raise DivergenceError(f"gradient of {name!r} has NaN/Inf at epoch {epoch}, step {step}")
+
+
+def _check_params(model, epoch):
+    """One reduction per parameter: all finite after the epoch's last step."""
+    for name, p in model.named_parameters():
+        if not _all_finite(p.data):
+            raise DivergenceError(f"parameter {name!r} holds NaN/Inf after epoch {epoch}")
 
 
 def _write_metrics(out, history):
+    """``metrics.json`` (strict JSON: NaN/Inf values written as null) and ``metrics.csv``, atomically."""
     def write_json(f):
-        f.write(json.dumps(history, indent=2).encode())
+        f.write(_io.strict_json(history, indent=2).encode())
 
     def write_csv(f):
         buf = io.StringIO()
@@ -470,12 +800,82 @@ def _write_metrics(out, history):
 
 
 def _new_run_dir():
-    base = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-    path, k = base, 1
-    while os.path.exists(path):
-        k += 1
-        path = f"{base}-{k}"
-    return path
+    """A new, exclusively created ``runs/YYYYmmdd-HHMMSS[-k]`` (unique within the same second)."""
+    return _io.new_run_dir("runs")
+
+
+def _same_dir(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _check_out_free(out, resume, overwrite):
+    """Refuse to write into a folder holding another run's files (unless ``overwrite``); the folder of
+    the checkpoint being resumed is this run's own."""
+    if overwrite or (resume is not None and _same_dir(os.path.dirname(os.path.abspath(resume)), out)):
+        return
+    present = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    if not present:
+        return
+    if resume is None and "checkpoint.npz" in present:
+        raise FileExistsError(f"{out} already holds a checkpoint; resume it with --resume "
+                              f"{os.path.join(out, 'checkpoint.npz')}, choose another --out, or pass "
+                              f"--overwrite")
+    what = f"resuming {resume} there" if resume is not None else "this run"
+    raise FileExistsError(f"{out} already holds another run's {', '.join(present)}; {what} would replace "
+                          f"them: choose another --out, or pass --overwrite")
+
+
+def _claim_out(config, resume, overwrite):
+    """Claim ``config.out`` (a new ``runs/...`` folder when None) before anything is loaded."""
+    if config.out is None:
+        config.out = _new_run_dir()
+        run = _io.claim_run_dir(config.out, who="fit")
+        run.created = True               # removed again if the run ends before writing anything
+        return run
+    run = _io.claim_run_dir(config.out, who="fit")
+    try:
+        _check_out_free(config.out, resume, overwrite)
+    except BaseException:
+        run.release()
+        raise
+    return run
+
+
+def _resumed_config(resume, meta, config, overrides):
+    """The checkpoint's configuration with the overrides a resumed run may take (epochs, out, progress)."""
+    allowed = {"epochs", "out", "progress"}
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"fit: unknown option(s) {unknown}")
+    fixed = sorted(set(overrides) - allowed)
+    if fixed:
+        raise ValueError(f"fit: a resumed run takes its configuration from the checkpoint; only epochs, out "
+                         f"and progress may be given, got {fixed}")
+    saved = dict(meta["config"])
+    given = dict(asdict(config)) if config is not None else {}
+    given.update(overrides)
+    for k, v in given.items():
+        if k in allowed and v is not None:
+            saved[k] = v
+    if not given.get("out"):
+        saved["out"] = os.path.dirname(os.path.abspath(resume))
+    saved["hidden"], saved["reg"], saved["reg_skip"] = (tuple(saved[k]) for k in ("hidden", "reg", "reg_skip"))
+    config = TrainConfig(**saved).validate(who="fit")
+    if config.epochs < meta["epoch"]:
+        raise ValueError(f"fit: epochs must be at least the checkpoint's epoch {meta['epoch']} (epochs counts "
+                         f"every epoch of the run), got {config.epochs}")
+    return config
+
+
+def _kept(state):
+    if state["saved"] is None:
+        return "no checkpoint was written by this run (no epoch ended with finite parameters)"
+    epoch, path = state["saved"]
+    return f"the last good checkpoint (epoch {epoch}) is kept: {path}"
 
 
 def fit(config: TrainConfig = None, resume: str = None, log=print, overwrite=False, **overrides):
@@ -483,20 +883,26 @@ def fit(config: TrainConfig = None, resume: str = None, log=print, overwrite=Fal
 
     ``resume`` is a checkpoint path: the configuration is read from it (``epochs``, ``out``, ``progress``
     may be overridden: ``epochs`` is the total number of epochs; ``out`` defaults to the checkpoint's
-    directory). A fresh run refuses an ``out`` that already holds a checkpoint unless ``overwrite``.
+    directory). A run refuses an ``out`` that holds another run's checkpoint or metrics unless
+    ``overwrite``, and an ``out`` claimed by a live run always (``RunDirBusy``).
+
+    Raises ``TypeError``/``ValueError`` for bad options, :class:`CheckpointError` for a bad checkpoint
+    (before anything is trained), ``OSError`` for a folder that cannot be written (a full disk: the
+    previous checkpoint is intact), :class:`DivergenceError` when training diverges, and
+    :class:`RunInterrupted` on SIGTERM/SIGINT (temporary files and the lock removed).
     """
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"fit: config must be a TrainConfig or None, got {type(config).__name__}")
+    if log is not None and not callable(log):
+        raise TypeError(f"fit: log must be callable or None, got {log!r}")
+    overwrite = check_bool("fit", "overwrite", overwrite)
+    loaded = None
     if resume is not None:
-        meta = load_checkpoint(resume)[0]
-        saved = dict(meta["config"])
-        allowed = {"epochs", "out", "progress"}
-        given = dict(asdict(config)) if config is not None else {}
-        given.update(overrides)
-        for k, v in given.items():
-            if k in allowed and v is not None:
-                saved[k] = v
-        if not given.get("out"):
-            saved["out"] = os.path.dirname(os.path.abspath(resume))
-        config = TrainConfig.from_json(saved)
+        if not isinstance(resume, (str, os.PathLike)):
+            raise TypeError(f"fit: resume must be a checkpoint path, got {type(resume).__name__}")
+        resume = os.fspath(resume)
+        loaded = load_checkpoint(resume)
+        config = _resumed_config(resume, loaded[0], config, overrides)
     else:
         config = (config or TrainConfig())
         for k, v in overrides.items():
@@ -504,13 +910,26 @@ def fit(config: TrainConfig = None, resume: str = None, log=print, overwrite=Fal
                 raise TypeError(f"fit: unknown option {k!r}")
             setattr(config, k, v)
         config.validate()
-        if config.out is None:
-            config.out = _new_run_dir()
-        elif os.path.exists(os.path.join(config.out, "checkpoint.npz")) and not overwrite:
-            raise FileExistsError(f"{config.out} already holds a checkpoint; resume it with --resume "
-                                  f"{os.path.join(config.out, 'checkpoint.npz')}, choose another --out, or "
-                                  f"pass --overwrite")
+    state = {"epoch": None, "saved": None}
+    with _io.interruptible():
+        run = _claim_out(config, resume, overwrite)
+        if log and (run.took_over or run.stale_removed):
+            log(f"{config.out}: took over the folder of a run that is gone"
+                + (f"; removed its temporary file(s) {', '.join(run.stale_removed)}" if run.stale_removed else ""))
+        try:
+            return _fit_claimed(config, resume, loaded, log, state)
+        except DivergenceError as exc:
+            raise DivergenceError(f"{exc}; training stopped, {_kept(state)}") from exc.__cause__
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            when = f"during epoch {state['epoch']}" if state["epoch"] else "before the first epoch"
+            raise RunInterrupted(signum, f"fit: interrupted by {_io._signal_name(signum)} {when}; "
+                                         f"{_kept(state)}") from None
+        finally:
+            run.release()
 
+
+def _fit_claimed(config, resume, loaded, log, state):
     X_tr, y_tr, X_te, y_te = load_data(config)
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
     model = build_model(config, X_tr.shape[1:], n_classes)
@@ -519,44 +938,54 @@ def fit(config: TrainConfig = None, resume: str = None, log=print, overwrite=Fal
     reg = Regularization(model, config, np.random.default_rng(config.seed + 2))
     history, start = [], 1
     if resume is not None:
-        meta = _restore(resume, model, optimizer, rng, reg.rng)
+        meta = _restore(resume, model, optimizer, rng, reg.rng, loaded=loaded)
         history, start = list(meta["history"]), int(meta["epoch"]) + 1
-    os.makedirs(config.out, exist_ok=True)
+        state["saved"] = (int(meta["epoch"]), resume)
     ckpt = os.path.join(config.out, "checkpoint.npz")
     n = len(X_tr)
     steps = -(-n // config.batch_size)
     for epoch in range(start, config.epochs + 1):
+        state["epoch"] = epoch
         t0 = time.perf_counter()
         order = rng.permutation(n)
         bar = _Progress(steps, f"epoch {epoch}/{config.epochs}", config.progress)
         loss_sum, reg_sum, correct, seen = 0.0, 0.0, 0, 0
+        where = f"at epoch {epoch}"
         try:
             for step in range(steps):
+                where = f"at epoch {epoch}, step {step + 1}"
                 idx = order[step * config.batch_size:(step + 1) * config.batch_size]
                 xb, yb = asarray(X_tr[idx]), asarray(y_tr[idx])
                 logits = _forward(model, xb, epoch, step + 1)
                 loss, dlogits = cross_entropy(logits, yb)
                 loss = float(loss)
                 optimizer.zero_grad()
+                where = f"in a gradient at epoch {epoch}, step {step + 1} (backward pass)"
                 model.backward(dlogits, input_grad=False)
                 if reg.active:
                     reg_sum += reg.apply()
                 _check_grads(model, loss, epoch, step + 1)
+                where = f"at epoch {epoch}, step {step + 1} (optimizer step)"
                 optimizer.step()
                 loss_sum += loss * len(idx)
                 correct += int((to_numpy(logits).argmax(axis=1) == y_tr[idx]).sum())
                 seen += len(idx)
                 bar.update(loss_sum / seen, correct / seen)
+            where = f"after epoch {epoch}"
+            _check_params(model, epoch)
+            record = {"epoch": epoch, "loss": loss_sum / seen, "train_acc": correct / seen,
+                      "test_acc": evaluate(model, X_te, y_te), "seconds": time.perf_counter() - t0}
+            if reg.active:
+                record["reg"] = reg_sum / steps
+            record["orthogonality"] = {name: orthogonality_error(p.data) for name, p in model.named_parameters()
+                                       if p.data.ndim >= 2}
+            history.append(record)
+            save_checkpoint(ckpt, model, optimizer, rng, epoch, config, history, reg.rng)
+        except NonFiniteError as exc:
+            raise DivergenceError(f"NaN/Inf {where}: {exc}; {_culprit(model)}") from exc
         finally:
             bar.close()
-        record = {"epoch": epoch, "loss": loss_sum / seen, "train_acc": correct / seen,
-                  "test_acc": evaluate(model, X_te, y_te), "seconds": time.perf_counter() - t0}
-        if reg.active:
-            record["reg"] = reg_sum / steps
-        record["orthogonality"] = {name: orthogonality_error(p.data) for name, p in model.named_parameters()
-                                   if p.data.ndim >= 2}
-        history.append(record)
-        save_checkpoint(ckpt, model, optimizer, rng, epoch, config, history, reg.rng)
+        state["saved"] = (epoch, ckpt)
         _write_metrics(config.out, [{k: v for k, v in h.items() if k != "orthogonality"} |
                                     {f"ortho[{k}]": e for k, e in h.get("orthogonality", {}).items()}
                                     for h in history])

@@ -445,3 +445,86 @@ def test_every_positional_input_rejects_the_wrong_dtype_kind(spec, k, key):
     what = f"{_name(spec, sample, key)} as {bad_x.dtype}"
     assert exc is not None, f"{what}: accepted"
     _assert_clear_error(exc, what, (TypeError,), words=("dtype", "float", "integer", "int"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cotangents (issue 14): every backward pass validates what it receives -- the exact shape of its output
+# (no broadcasting, not even a (1, ..., 1) one), its dtype, finite values. One output's cotangent corrupted
+# at a time, the others valid; every registered op, on its first sample.
+
+def cotangent_corruptions(y):
+    """``(label, cotangent)`` pairs that a backward pass must refuse for the output ``y``."""
+    g = _cotangent(y)
+    other = np.float32 if y.dtype == np.float64 else np.float64
+    grown = np.concatenate([g, np.take(g, [0], axis=-1)], axis=-1) if g.ndim else np.ones(2, g.dtype)
+    out = [("wrong shape", grown)]
+    if g.ndim == 0:
+        out.append(("broadcastable", np.ones((1,), g.dtype)))
+    elif g.shape != (1,) * g.ndim:
+        out.append(("broadcastable", np.ones((1,) * g.ndim, g.dtype)))
+    out += [("other float dtype", g.astype(other)), ("complex", g.astype(np.complex128))]
+    bad = g.copy()
+    bad.flat[bad.size // 2] = np.nan
+    out.append(("nan", bad))
+    return out
+
+
+def cotangent_outcomes(spec, sample):
+    """``[(label, what, exception or None)]``: the op's vjp called with each corrupted cotangent (a hang
+    raises)."""
+    results = []
+    outputs, _ = _call(spec, sample)
+    for k, y in enumerate(outputs):
+        if y.dtype.kind != "f":
+            continue
+        for label, bad in cotangent_corruptions(y):
+            cots = [_cotangent(o) for o in outputs]
+            cots[k] = bad
+
+            def vjp_only(cots=cots):
+                kwargs = copy.deepcopy(sample.kwargs)
+                guard = hasattr(signal, "SIGALRM")
+                if guard:
+                    old = signal.signal(signal.SIGALRM, _on_alarm)
+                    signal.alarm(TIMEOUT_S)
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("error", RuntimeWarning)
+                        _, vjp = spec.apply(*sample.inputs, **kwargs)
+                        return vjp(tuple(cots))
+                finally:
+                    if guard:
+                        signal.alarm(0)
+                        signal.signal(signal.SIGALRM, old)
+            try:
+                vjp_only()
+                exc = None
+            except Exception as e:  # noqa: BLE001 -- judged by the caller
+                exc = e
+            CASES["cotangent"] += 1
+            results.append((label, f"{spec.name}[{sample.label}] cotangent of output {k} {tuple(y.shape)}: {label} "
+                            f"{getattr(bad, 'dtype', '')}{tuple(np.shape(bad))}", exc))
+    return results
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_every_backward_rejects_bad_cotangents(spec):
+    failures = []
+    for _, what, exc in cotangent_outcomes(spec, SAMPLES[spec.name][0]):
+        if exc is None:
+            failures.append(f"{what}: accepted")
+            continue
+        try:
+            assert_clear_cotangent_error(exc, what)
+        except AssertionError as err:
+            failures.append(str(err).splitlines()[0])
+    assert not failures, "\n".join(failures)
+
+
+def assert_clear_cotangent_error(exc, what):
+    """:func:`_assert_clear_error` for a refused cotangent; the message may start ``"op (vjp): "`` (an
+    adapter of the registry names the op and its vjp that way)."""
+    msg = str(exc)
+    if re.match(r"[\w.]+ \(vjp\): ", msg):
+        exc = type(exc)(re.sub(r"^([\w.]+) \(vjp\): ", r"\1.vjp: ", msg))
+    _assert_clear_error(exc, what, words=("grad", "cotangent", "shape", "dtype", "finite", "nan", "float"))

@@ -319,7 +319,7 @@ def test_tall_output_is_contiguous(rng):
     (lambda: newton_schulz(np.eye(2), steps=0), ValueError, "steps must be an int >= 1"),
     (lambda: newton_schulz(np.eye(2), steps=2.5), TypeError, "steps must be an int"),
     (lambda: newton_schulz(np.eye(2), eps=-1.0), ValueError, "eps must be"),
-    (lambda: newton_schulz_vjp(np.eye(2), np.ones((3, 3))), ValueError, "grad_out must have the shape"),
+    (lambda: newton_schulz_vjp(np.eye(2), np.ones((3, 3))), ValueError, "grad_out must have shape"),
     (lambda: ns_polynomial("nope"), ValueError, "coefficients"),
     (lambda: ns_worst_error("jordan", lo=1.5), ValueError, "lo must lie in"),
     (lambda: ns_worst_error("jordan", lo=0.0), ValueError, "lo must be"),

@@ -1,4 +1,8 @@
-"""Activation and dropout layers (no parameters): thin Modules over :mod:`orthoref.ops.activation`."""
+"""Activation and dropout layers (no parameters): thin Modules over :mod:`orthoref.ops.activation`.
+
+``backward(grad_out)`` requires ``grad_out`` of exactly the last output's shape and dtype, finite (also with
+``input_grad=False``), with errors naming the layer (``"ReLU.backward: grad_out ..."``).
+"""
 from __future__ import annotations
 
 from ..backend import host_rng
@@ -8,11 +12,12 @@ from .module import Module, check_input
 
 __all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "GELU", "Dropout"]
 
-_ANY_RANK = tuple(range(0, 33))
+_ANY_RANK = range(0, 33)
 
 
 class _Elementwise(Module):
-    """An element-wise op pair applied to inputs of any shape; one cache (the last forward's)."""
+    """An element-wise op pair applied to inputs of any shape; one cache (the last forward's).
+    ``_backward(dy, cache, who, name)`` is the op's backward with the layer's names for errors."""
 
     _forward = staticmethod(None)
     _backward = staticmethod(None)
@@ -30,23 +35,24 @@ class _Elementwise(Module):
 
     def backward(self, grad_out, input_grad=True):
         cache = self._cached()
-        return type(self)._backward(grad_out, cache) if input_grad else None
+        dx = type(self)._backward(grad_out, cache, self._who(), "grad_out")     # validates grad_out
+        return dx if input_grad else None
 
 
 class ReLU(_Elementwise):
     """:math:`y = \\max(x, 0)` element-wise (PyTorch's ``nn.ReLU``; no ``inplace``)."""
     _forward = staticmethod(A.relu_forward)
-    _backward = staticmethod(A.relu_backward)
+    _backward = staticmethod(A._relu_backward)
 
 
 class LeakyReLU(_Elementwise):
     """:math:`y = x` for ``x > 0``, else ``negative_slope * x`` (PyTorch's ``nn.LeakyReLU``)."""
     _forward = staticmethod(A.leaky_relu_forward)
-    _backward = staticmethod(A.leaky_relu_backward)
+    _backward = staticmethod(A._leaky_relu_backward)
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = A._check_slope(negative_slope)
+        self.negative_slope = A._check_slope(negative_slope, "LeakyReLU")
 
     def _kwargs(self):
         return {"negative_slope": self.negative_slope}
@@ -58,24 +64,24 @@ class LeakyReLU(_Elementwise):
 class Tanh(_Elementwise):
     """:math:`y = \\tanh x` element-wise."""
     _forward = staticmethod(A.tanh_forward)
-    _backward = staticmethod(A.tanh_backward)
+    _backward = staticmethod(A._tanh_backward)
 
 
 class Sigmoid(_Elementwise):
     """:math:`y = 1 / (1 + e^{-x})` element-wise, stable for any ``x``."""
     _forward = staticmethod(A.sigmoid_forward)
-    _backward = staticmethod(A.sigmoid_backward)
+    _backward = staticmethod(A._sigmoid_backward)
 
 
 class GELU(_Elementwise):
     """:math:`y = x\\,\\Phi(x)` (``approximate="none"``, the erf form) or its tanh approximation
     (PyTorch's ``nn.GELU``)."""
     _forward = staticmethod(A.gelu_forward)
-    _backward = staticmethod(A.gelu_backward)
+    _backward = staticmethod(A._gelu_backward)
 
     def __init__(self, approximate="none"):
         super().__init__()
-        self.approximate = A._check_approximate(approximate)
+        self.approximate = A._check_approximate(approximate, "GELU")
 
     def _kwargs(self):
         return {"approximate": self.approximate}
@@ -97,8 +103,8 @@ class Dropout(Module):
     """
 
     def __init__(self, p=0.5, *, rng=None):
-        self.p = A._check_p(p)
-        self.rng = host_rng(rng)
+        self.p = A._check_p(p, "Dropout")
+        self.rng = host_rng(rng, who="Dropout")
         self._cache = None
 
     def forward(self, x):
@@ -108,7 +114,8 @@ class Dropout(Module):
 
     def backward(self, grad_out, input_grad=True):
         cache = self._cached()
-        return A.dropout_backward(grad_out, cache) if input_grad else None
+        dx = A._dropout_backward(grad_out, cache, self._who(), "grad_out")     # validates grad_out
+        return dx if input_grad else None
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -1,33 +1,29 @@
 """Convolution, pooling and flatten layers (PyTorch's argument names, weight layout and default init).
 
 Each layer keeps the cache of its last forward and validates its input (rank, channels, dtype, spatial
-size) with errors naming the layer, the expected and the received shape.
+size) with errors naming the layer, the expected and the received shape; ``backward(grad_out)`` requires
+``grad_out`` of exactly the last output's shape and dtype (a ``(1, 1, 1, 1)`` one is not broadcast), finite.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_ndim
+from .._checks import check_bool, check_int, check_ndim, float_dtype
 from ..backend import host_rng
 from ..oracle.registry import OpSpec, from_layer, register
-from ..ops.conv import _conv_geometry, _conv_padding, _pair, conv2d_backward, conv2d_forward
+from ..ops._contract import check_size, memory_checked
+from ..ops.conv import _conv2d_backward, _conv2d_forward, _conv_geometry, _conv_padding, _pair
 from ..ops.conv import _samples as _conv_samples, _torch_conv2d
 from ..ops.pool import (
-    _avg_samples, _flat_dims, _flatten_samples, _gap_samples, _max_samples, _pool_args, _pool_geometry,
-    _torch_avg_pool2d, _torch_flatten, _torch_global_avg_pool2d, _torch_max_pool2d, avg_pool2d_backward,
-    avg_pool2d_forward, flatten_backward, flatten_forward, global_avg_pool2d_backward,
-    global_avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,
+    _avg_pool2d_backward, _avg_samples, _flat_dims, _flatten_backward, _flatten_samples, _gap_samples,
+    _global_avg_pool2d_backward, _max_pool2d_backward, _max_samples, _pool_args, _pool_geometry,
+    _torch_avg_pool2d, _torch_flatten, _torch_global_avg_pool2d, _torch_max_pool2d, avg_pool2d_forward,
+    flatten_forward, global_avg_pool2d_forward, max_pool2d_forward,
 )
 from .linear import init_weight, kaiming_uniform_default
-from .module import Module, Parameter, _float_dtype, check_input
+from .module import Module, Parameter, check_input
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten"]
-
-
-def _positive_int(v, name, who):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v <= 0:
-        raise ValueError(f"{who}: {name} must be a positive int, got {v!r}")
-    return int(v)
 
 
 class Conv2d(Module):
@@ -43,9 +39,10 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, *, weight_init=None, rng=None, dtype=np.float32):
         who = "Conv2d"
-        self.in_channels = _positive_int(in_channels, "in_channels", who)
-        self.out_channels = _positive_int(out_channels, "out_channels", who)
-        self.groups = _positive_int(groups, "groups", who)
+        self.in_channels = check_int(who, "in_channels", in_channels, 1)
+        self.out_channels = check_int(who, "out_channels", out_channels, 1)
+        self.groups = check_int(who, "groups", groups, 1)
+        bias = check_bool(who, "bias", bias)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"{who}: in_channels={in_channels} and out_channels={out_channels} must both be "
                              f"divisible by groups={groups}")
@@ -54,13 +51,17 @@ class Conv2d(Module):
         self.dilation = _pair(dilation, "dilation", who)
         _conv_padding(padding, self.kernel_size, self.stride, self.dilation, who)     # validates
         self.padding = padding if isinstance(padding, str) else _pair(padding, "padding", who, minimum=0)
-        dt = _float_dtype(dtype, f"{who}: dtype")
-        gen = host_rng(rng)
+        dt = float_dtype(who, dtype)
+        gen = host_rng(rng, who=who)
         fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        self.weight = Parameter(init_weight(weight_init, shape, fan_in, gen, dt, who))
-        self.bias = (Parameter(kaiming_uniform_default((self.out_channels,), fan_in, gen, dt)) if bias
-                     else None)
+        sizes = (f"in_channels={in_channels}, out_channels={out_channels}, kernel_size={kernel_size!r} and "
+                 f"groups={groups}")
+        check_size(who, sizes, shape)
+        with memory_checked(who, sizes):
+            self.weight = Parameter(init_weight(weight_init, shape, fan_in, gen, dt, who))
+            self.bias = (Parameter(kaiming_uniform_default((self.out_channels,), fan_in, gen, dt)) if bias
+                         else None)
         self._cache = None
 
     def _kwargs(self):
@@ -71,11 +72,14 @@ class Conv2d(Module):
                     dtype=self.weight.dtype)
         _conv_geometry(x.shape, self.weight.shape, self.stride, self.padding, self.dilation, "Conv2d")
         b = None if self.bias is None else self.bias.data
-        y, self._cache = conv2d_forward(x, self.weight.data, b, **self._kwargs())
+        y, self._cache = _conv2d_forward(x, self.weight.data, b, self.stride, self.padding, self.dilation,
+                                         self.groups, "Conv2d")
         return y
 
     def backward(self, grad_out, input_grad=True):
-        dx, dw, db = conv2d_backward(grad_out, self._cached(), need_dx=input_grad)
+        """Gradient w.r.t. the input (None unless ``input_grad``); accumulates ``weight.grad``/``bias.grad``.
+        ``grad_out``: exactly the last output's shape and dtype, finite; nothing accumulates on error."""
+        dx, dw, db = _conv2d_backward(grad_out, self._cached(), input_grad, self._who(), "grad_out")
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)
@@ -94,13 +98,15 @@ class Conv2d(Module):
 
 
 class _Pool(Module):
-    """Shared checks of the parameter-free pooling layers."""
+    """Shared checks of the parameter-free pooling layers; ``_grad(dy, cache, who, name)`` is the op's
+    backward with the layer's names for errors."""
 
     def _check(self, x):
         check_input(type(self).__name__, x, ndim=(3, 4))
 
     def backward(self, grad_out, input_grad=True):
-        return self._grad(grad_out, self._cached()) if input_grad else None
+        dx = self._grad(grad_out, self._cached(), self._who(), "grad_out")     # validates grad_out
+        return dx if input_grad else None
 
 
 class MaxPool2d(_Pool):
@@ -109,7 +115,7 @@ class MaxPool2d(_Pool):
     its first maximal element in row-major order, as on PyTorch's CPU."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
-        _pool_args(kernel_size, stride, padding, dilation, "MaxPool2d")
+        _pool_args(kernel_size, stride, padding, dilation, "MaxPool2d")             # validates
         self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
         self._cache = None
 
@@ -119,7 +125,7 @@ class MaxPool2d(_Pool):
         y, self._cache = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation)
         return y
 
-    _grad = staticmethod(max_pool2d_backward)
+    _grad = staticmethod(_max_pool2d_backward)
 
     def extra_repr(self):
         stride = self.kernel_size if self.stride is None else self.stride
@@ -132,11 +138,13 @@ class AvgPool2d(_Pool):
     elements of the window (False); ``divisor_override`` replaces either."""
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True, divisor_override=None):
-        _pool_args(kernel_size, stride, padding, 1, "AvgPool2d")
+        who = "AvgPool2d"
+        _pool_args(kernel_size, stride, padding, 1, who)
         if divisor_override is not None:
-            _positive_int(divisor_override, "divisor_override", "AvgPool2d")
+            divisor_override = check_int(who, "divisor_override", divisor_override, 1)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.count_include_pad, self.divisor_override = bool(count_include_pad), divisor_override
+        self.count_include_pad = check_bool(who, "count_include_pad", count_include_pad)
+        self.divisor_override = divisor_override
         self._cache = None
 
     def forward(self, x):
@@ -146,7 +154,7 @@ class AvgPool2d(_Pool):
                                             self.count_include_pad, self.divisor_override)
         return y
 
-    _grad = staticmethod(avg_pool2d_backward)
+    _grad = staticmethod(_avg_pool2d_backward)
 
     def extra_repr(self):
         stride = self.kernel_size if self.stride is None else self.stride
@@ -167,31 +175,31 @@ class GlobalAvgPool2d(_Pool):
     def forward(self, x):
         self._check(x)
         if x.shape[-1] * x.shape[-2] == 0:
-            raise ValueError(f"GlobalAvgPool2d: empty spatial extent in input of shape {tuple(x.shape)}")
+            raise ValueError(f"GlobalAvgPool2d: x (input) must not have an empty spatial extent, got shape "
+                             f"{tuple(x.shape)}")
         y, self._cache = global_avg_pool2d_forward(x)
         return y
 
-    _grad = staticmethod(global_avg_pool2d_backward)
+    _grad = staticmethod(_global_avg_pool2d_backward)
 
 
 class Flatten(Module):
     """Merge axes ``start_dim..end_dim`` into one (PyTorch's ``nn.Flatten``; defaults keep the batch axis)."""
 
     def __init__(self, start_dim=1, end_dim=-1):
-        for name, v in (("start_dim", start_dim), ("end_dim", end_dim)):
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"Flatten: {name} must be an int, got {v!r}")
-        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+        self.start_dim = check_int("Flatten", "start_dim", start_dim)
+        self.end_dim = check_int("Flatten", "end_dim", end_dim)
         self._cache = None
 
     def forward(self, x):
-        check_input("Flatten", x, ndim=tuple(range(1, 33)))
+        check_input("Flatten", x, ndim=range(1, 33))
         _flat_dims(x.ndim, self.start_dim, self.end_dim, "Flatten")
         y, self._cache = flatten_forward(x, self.start_dim, self.end_dim)
         return y
 
     def backward(self, grad_out, input_grad=True):
-        return flatten_backward(grad_out, self._cached()) if input_grad else None
+        dx = _flatten_backward(grad_out, self._cached(), self._who(), "grad_out")     # validates grad_out
+        return dx if input_grad else None
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

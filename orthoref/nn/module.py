@@ -4,6 +4,12 @@ A layer owns ``Parameter`` objects, calls a forward/backward op pair from ``orth
 cache (the last forward's), never a growing list. ``backward(grad_out)`` returns the gradient with respect
 to the layer's input and *accumulates* into each parameter's ``.grad`` (``None`` until the first backward,
 as in PyTorch).
+
+Failure model: a layer's ``backward(grad_out)`` requires ``grad_out`` of exactly the shape and dtype of its
+last forward's output (no broadcasting; ``ValueError``/``TypeError``) and finite (``NonFiniteError``), and
+accumulates nothing when it raises; ``backward`` before any ``forward`` raises
+:class:`BackwardBeforeForwardError` (a ``ValueError`` and a ``RuntimeError``). ``load_state_dict`` checks
+every entry before it assigns any.
 """
 from __future__ import annotations
 
@@ -11,26 +17,31 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .._checks import (FLOAT_DTYPES, NonFiniteError, all_finite, check_bool, check_float,  # noqa: F401
+                       check_int, float_dtype)
 from ..backend import get_array_module, to_numpy
+from ..ops._contract import check_grad_meta
 
-__all__ = ["Parameter", "Module", "Sequential", "check_input"]
-
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+__all__ = ["Parameter", "Module", "Sequential", "check_input", "BackwardBeforeForwardError"]
 
 
-def _float_dtype(dtype, who="dtype"):
-    dt = np.dtype(dtype)
-    if dt not in FLOAT_DTYPES:
-        raise TypeError(f"{who} must be float32 or float64, got {dt}")
-    return dt
+class BackwardBeforeForwardError(ValueError, RuntimeError):
+    """``backward`` called on a layer with no forward pass to differentiate (a ``ValueError``, and a
+    ``RuntimeError`` as it always was)."""
 
 
 class Parameter:
-    """A trainable array: ``.data`` (the value) and ``.grad`` (``None`` or an array like ``.data``)."""
+    """A trainable array: ``.data`` (the value) and ``.grad`` (``None`` or an array like ``.data``).
+
+    ``data`` must be a float32 or float64 array (``TypeError`` otherwise: a bool, int, complex, object
+    array or a list cannot be trained), ``name`` None or a str."""
 
     __slots__ = ("data", "grad", "name")
 
     def __init__(self, data, name: str | None = None):
+        check_float("Parameter", "data", data)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"Parameter: name must be None or a str, got {type(name).__name__} {name!r}")
         self.data = data
         self.grad = None
         self.name = name
@@ -44,22 +55,32 @@ class Parameter:
         return self.data.dtype
 
     def accumulate(self, g) -> None:
-        """``grad += g`` (``grad = g`` on the first call; ``g`` must be a fresh array the caller gives up)."""
+        """``grad += g`` (``grad = g`` on the first call; ``g`` must be a fresh array the caller gives up).
+        A ``.grad`` set by hand to another shape or dtype is a ``ValueError``/``TypeError``, not broadcast."""
         if self.grad is None:
             self.grad = g
         else:
+            check_grad_meta(f"Parameter{'' if self.name is None else ' ' + repr(self.name)}.accumulate",
+                            ".grad", self.grad, g.shape, g.dtype)
             self.grad += g
 
     def __repr__(self):
         return f"Parameter(shape={tuple(self.shape)}, dtype={self.dtype})"
 
 
-def check_input(layer: str, x, ndim, channels=None, channel_axis=1, dtype=None, what="input"):
+def check_input(layer: str, x, ndim, channels=None, channel_axis=1, dtype=None, what="x (input)"):
     """Validate a layer input: array type, floating dtype (matching ``dtype`` if given), rank and channels.
 
     ``ndim`` is an int or a tuple of accepted ranks. Raises ``TypeError``/``ValueError`` naming ``layer``,
-    what was expected and what came.
+    what was expected and what came (``TypeError`` naming ``check_input`` for a ``channels``,
+    ``channel_axis`` or ``ndim`` that is not an int).
     """
+    if channels is not None:
+        check_int("check_input", "channels", channels, 0)
+    check_int("check_input", "channel_axis", channel_axis)
+    if not isinstance(ndim, range):                      # a range holds ints by construction
+        for r in ((ndim,) if not isinstance(ndim, (tuple, list)) else ndim):
+            check_int("check_input", "ndim", r, 0)
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{layer}: {what} must be an array, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
@@ -70,9 +91,9 @@ def check_input(layer: str, x, ndim, channels=None, channel_axis=1, dtype=None, 
     ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
     if x.ndim not in ranks:
         want = " or ".join(f"{r}-D" for r in ranks)
-        raise ValueError(f"{layer}: expected a {want} {what}, got shape {tuple(x.shape)}")
+        raise ValueError(f"{layer}: {what} must be a {want} array, got shape {tuple(x.shape)}")
     if channels is not None and x.shape[channel_axis] != channels:
-        raise ValueError(f"{layer}: expected {channels} channels/features on axis {channel_axis}, "
+        raise ValueError(f"{layer}: {what} must have {channels} channels/features on axis {channel_axis}, "
                          f"got shape {tuple(x.shape)}")
 
 
@@ -101,8 +122,13 @@ class Module:
     def _cached(self):
         cache = getattr(self, "_cache", None)
         if cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+            raise BackwardBeforeForwardError(f"{type(self).__name__}.backward: called before forward (there "
+                                             f"is no forward pass to differentiate)")
         return cache
+
+    def _who(self):
+        """The name of this layer's backward in error messages."""
+        return f"{type(self).__name__}.backward"
 
     # -- traversal -------------------------------------------------------------------------------------
     def children(self):
@@ -130,7 +156,7 @@ class Module:
             p.grad = None
 
     def train(self, mode: bool = True):
-        self.training = bool(mode)
+        self.training = check_bool(f"{type(self).__name__}.train", "mode", mode)
         for _, child in self.children():
             child.train(mode)
         return self
@@ -140,7 +166,7 @@ class Module:
 
     def to(self, dtype):
         """Cast parameters and floating buffers to ``dtype`` in place; returns ``self``."""
-        dt = _float_dtype(dtype)
+        dt = float_dtype(f"{type(self).__name__}.to", dtype)
         for p in self.parameters():
             p.data = p.data.astype(dt, copy=False)
             p.grad = None
@@ -166,16 +192,26 @@ class Module:
         return out
 
     def load_state_dict(self, state) -> None:
-        """Load a ``state_dict``; every key must be present with the right shape (no partial loads)."""
+        """Load a ``state_dict``: every key present, each value an array of exactly the shape and dtype of
+        the parameter or buffer it replaces (a bool, int or complex array for a float parameter is refused,
+        not cast), finite. Everything is checked before anything is assigned (no partial loads).
+
+        Raises ``TypeError`` (not a mapping, not an array, another dtype) or ``ValueError`` (missing or
+        unexpected keys, another shape; ``NonFiniteError`` for NaN/Inf), naming the key."""
+        who = f"{type(self).__name__}.load_state_dict"
+        if not hasattr(state, "keys") or not hasattr(state, "__getitem__"):
+            raise TypeError(f"{who}: state must be a mapping of names to arrays (a state_dict), got "
+                            f"{type(state).__name__}")
         params = dict(self.named_parameters())
         buffers = dict(self.named_buffers())
         expected = set(params) | set(buffers)
         missing, unexpected = expected - set(state), set(state) - expected
         if missing or unexpected:
-            raise ValueError(f"load_state_dict: missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}")
-        for k, p in params.items():
-            if tuple(np.shape(state[k])) != tuple(p.shape):
-                raise ValueError(f"load_state_dict: {k} has shape {np.shape(state[k])}, expected {tuple(p.shape)}")
+            raise ValueError(f"{who}: missing keys {sorted(missing)}, unexpected keys "
+                             f"{sorted(map(str, unexpected))}")
+        for k in sorted(expected):
+            current = params[k].data if k in params else buffers[k]
+            _check_state_entry(who, k, state[k], current)
         for k, p in params.items():
             xp = get_array_module(p.data)
             p.data = xp.asarray(state[k], dtype=p.dtype).copy()
@@ -201,6 +237,23 @@ class Module:
             return f"{type(self).__name__}({self.extra_repr()})"
         lines = [f"  ({k}): " + repr(v).replace("\n", "\n  ") for k, v in kids]
         return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+def _check_state_entry(who, key, value, current):
+    """``value`` may replace ``current`` (a parameter's data or a buffer): an array of the same shape and
+    dtype, finite when floating."""
+    if not hasattr(value, "shape") or not hasattr(value, "dtype") or isinstance(value, np.generic):
+        raise TypeError(f"{who}: {key} must be an array of shape {tuple(current.shape)} and dtype "
+                        f"{current.dtype}, got {type(value).__name__}")
+    if tuple(value.shape) != tuple(current.shape):
+        raise ValueError(f"{who}: {key} has shape {tuple(value.shape)}, expected {tuple(current.shape)}")
+    if value.dtype != current.dtype:
+        raise TypeError(f"{who}: {key} has dtype {value.dtype}, expected {current.dtype} (no silent cast: "
+                        f"convert it with .astype)")
+    if current.dtype.kind == "f":
+        host = to_numpy(value)
+        if not all_finite(np, host):
+            raise NonFiniteError(f"{who}: {key} must be finite, got NaN or Inf")
 
 
 class Sequential(Module):
@@ -234,10 +287,13 @@ class Sequential(Module):
         return iter(self._layers)
 
     def set_output_hook(self, index, hook):
-        """Attach ``hook(y) -> (value, grad_y)`` to the output of layer ``index`` (None removes it)."""
+        """Attach ``hook(y) -> (value, grad_y)`` to the output of layer ``index`` (None removes it).
+        ``ValueError`` for an index out of range (the hook's ``grad_y`` must later have ``y``'s exact shape
+        and dtype)."""
+        index = check_int("Sequential.set_output_hook", "index", index)
         if not -len(self._layers) <= index < len(self._layers):
-            raise IndexError(f"Sequential.set_output_hook: layer index {index} out of range for "
-                             f"{len(self._layers)} layers")
+            raise ValueError(f"Sequential.set_output_hook: index must be in [{-len(self._layers)}, "
+                             f"{len(self._layers) - 1}] for {len(self._layers)} layers, got {index}")
         index %= len(self._layers)
         if hook is None:
             self._hooks.pop(index, None)
@@ -255,7 +311,12 @@ class Sequential(Module):
         for i, layer in enumerate(self._layers):
             x = layer.forward(x)
             if self.training and i in self._hooks:
-                self._hook_out[i] = self._hooks[i](x)
+                out = self._hooks[i](x)
+                if not isinstance(out, tuple) or len(out) != 2:
+                    raise TypeError(f"Sequential: output hook {i} must return (value, grad), got "
+                                    f"{type(out).__name__}")
+                check_grad_meta(f"Sequential: output hook {i}", "grad", out[1], x.shape, x.dtype)
+                self._hook_out[i] = out
         return x
 
     def backward(self, grad_out, input_grad: bool = True):

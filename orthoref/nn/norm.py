@@ -1,15 +1,15 @@
 """Batch normalization layers (PyTorch's ``nn.BatchNorm1d`` / ``nn.BatchNorm2d``)."""
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from .._checks import check_bool, check_int, check_real, float_dtype
 from ..backend import get_backend
 from ..oracle.registry import OpSpec, Sample, from_layer, register
-from ..ops.norm import _bn_eval_samples, _bn_train_samples, _torch_batch_norm, batch_norm_backward, \
-    batch_norm_forward
-from .module import Module, Parameter, _float_dtype, check_input
+from ..ops._contract import check_size, memory_checked
+from ..ops.norm import _batch_norm_backward, _batch_norm_forward, _bn_eval_samples, _bn_train_samples, \
+    _torch_batch_norm
+from .module import Module, Parameter, check_input
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
@@ -22,20 +22,20 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, *,
                  dtype=np.float32):
         name = type(self).__name__
-        if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral) or num_features <= 0:
-            raise ValueError(f"{name}: num_features must be a positive integer, got {num_features!r}")
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
-            raise ValueError(f"{name}: eps must be a non-negative real number, got {eps!r}")
-        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)):
-            raise TypeError(f"{name}: momentum must be a real number or None (cumulative average), "
-                            f"got {momentum!r}")
-        dt = _float_dtype(dtype, f"{name}: dtype")
+        self.num_features = check_int(name, "num_features", num_features, 1)
+        self.eps = check_real(name, "eps", eps, 0.0, lo_open=True)
+        self.momentum = None if momentum is None else check_real(
+            name, "momentum (a number in [0, 1], or None for the cumulative average)", momentum, 0.0, 1.0)
+        self.affine = check_bool(name, "affine", affine)
+        self.track_running_stats = check_bool(name, "track_running_stats", track_running_stats)
+        dt = float_dtype(name, dtype)
+        check_size(name, f"num_features={num_features}", (self.num_features,))
+        with memory_checked(name, f"num_features={num_features}"):
+            self._allocate(dt)
+        self._cache = None
+
+    def _allocate(self, dt):
         xp = get_backend()
-        self.num_features = int(num_features)
-        self.eps = float(eps)
-        self.momentum = None if momentum is None else float(momentum)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
         C = self.num_features
         self.weight = Parameter(xp.ones(C, dtype=dt)) if self.affine else None
         self.bias = Parameter(xp.zeros(C, dtype=dt)) if self.affine else None
@@ -75,17 +75,19 @@ class _BatchNorm(Module):
         update = self.training and self.track_running_stats
         if update and self.momentum is None:                 # cumulative moving average
             factor = 1.0 / float(self.num_batches_tracked + 1)
-        y, self._cache = batch_norm_forward(
+        y, self._cache = _batch_norm_forward(
             x, None if self.weight is None else self.weight.data, None if self.bias is None else self.bias.data,
             self.running_mean if (update or not bn_training) else None,
             self.running_var if (update or not bn_training) else None,
-            bn_training, factor, self.eps)
+            bn_training, factor, self.eps, name)
         if update:                                           # counted once the op accepted the batch
             self.num_batches_tracked += 1
         return y
 
     def backward(self, grad_out, input_grad=True):
-        dx, dgamma, dbeta = batch_norm_backward(grad_out, self._cached(), need_dx=input_grad)
+        """Gradient w.r.t. the input (None unless ``input_grad``); accumulates ``weight.grad``/``bias.grad``.
+        ``grad_out``: exactly the last output's shape and dtype, finite; nothing accumulates on error."""
+        dx, dgamma, dbeta = _batch_norm_backward(grad_out, self._cached(), input_grad, self._who(), "grad_out")
         if self.weight is not None:
             self.weight.accumulate(dgamma)
             self.bias.accumulate(dbeta)

@@ -30,26 +30,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_finite, check_floats, check_ndim
+from .._checks import (MAX_ITERATIONS, NonFiniteError, check_bool, check_choice, check_finite, check_float,
+                       check_floats, check_int, check_ndim, check_real, float_dtype)
 from ..backend import host_rng
 from ..oracle.registry import OpSpec, Sample, from_layer, register
-from ..ops.conv import _conv_geometry, _conv_padding, _pair, conv2d_backward, conv2d_forward
-from ..ops.linear import linear_backward, linear_forward
+from ..ops._contract import check_size, memory_checked
+from ..ops.conv import _conv2d_backward, _conv2d_forward, _conv_geometry, _conv_padding, _pair
+from ..ops.linear import _linear_backward, _linear_forward
 from ..ortho.decomp import householder_product, householder_product_vjp, orthogonality_error, polar, polar_vjp
 from ..ortho.iterative import _schedule, newton_schulz, newton_schulz_vjp
 from ..ortho.stiefel import cayley, cayley_vjp, expm_skew, expm_skew_vjp
 from .linear import kaiming_uniform_default
-from .module import Module, Parameter, _float_dtype, check_input
+from .module import Module, Parameter, check_input
 
 __all__ = ["OrthogonalLinear", "OrthogonalConv2d", "ORTHOGONAL_MAPS"]
 
 ORTHOGONAL_MAPS = ("matrix_exp", "cayley", "householder", "polar", "newton_schulz")
-
-
-def _positive_int(v, name, who):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v <= 0:
-        raise ValueError(f"{who}: {name} must be a positive int, got {v!r}")
-    return int(v)
 
 
 def _haar(gen, n, dtype):
@@ -87,32 +83,33 @@ class _OrthogonalWeight(Module):
 
     _buffer_names = ("base",)
 
-    def _setup(self, who, out, m, bias, map, trivialization, steps, coefficients, eps, rng, dtype, fan_in):
-        if map not in ORTHOGONAL_MAPS:
-            raise ValueError(f"{who}: map must be one of {ORTHOGONAL_MAPS}, got {map!r}")
-        self.map = map
-        self.trivialization = bool(trivialization)
+    def _setup(self, who, out, m, bias, map, trivialization, steps, coefficients, eps, rng, dtype, fan_in,
+               sizes="the sizes"):
+        self.map = check_choice(who, "map", map, ORTHOGONAL_MAPS)
+        self.trivialization = check_bool(who, "trivialization", trivialization)
+        bias = check_bool(who, "bias", bias)
         self._buffer_names = ("base",) if self.trivialization else ()     # no None buffer in state dicts
-        if map == "newton_schulz":
-            _schedule(who, coefficients, steps)                 # validates steps and coefficients
-            eps = float(eps)
-            if not eps >= 0:
-                raise ValueError(f"{who}: eps must be >= 0, got {eps!r}")
+        if steps is not None:
+            steps = check_int(who, "steps", steps, 1, MAX_ITERATIONS)
+        eps = check_real(who, "eps", eps, 0.0)
+        _schedule(who, coefficients, steps)      # validates coefficients (whatever the map: no silent typo)
         self.steps, self.coefficients, self.eps = steps, coefficients, eps
-        dt = _float_dtype(dtype, f"{who}: dtype")
-        gen = host_rng(rng)
+        dt = float_dtype(who, dtype)
+        gen = host_rng(rng, who=who)
         self._shape = (out, m)
         n = max(out, m)
-        if self.trivialization:
-            self.raw = Parameter(self._raw_identity(dt))
-            self.base = _haar(gen, n, dt)
-        else:
-            w = np.asarray(kaiming_uniform_default((out, m), fan_in, gen, dt))
-            if map == "householder":
-                w = self._from_tall(_householder_reflectors(self._to_tall(w)))
-            self.raw = Parameter(w.astype(dt))
-            self.base = None
-        self.bias = Parameter(kaiming_uniform_default((out,), fan_in, gen, dt)) if bias else None
+        check_size(who, sizes, (n, n) if self.trivialization else (out, m))
+        with memory_checked(who, sizes):
+            if self.trivialization:
+                self.raw = Parameter(self._raw_identity(dt))
+                self.base = _haar(gen, n, dt)
+            else:
+                w = np.asarray(kaiming_uniform_default((out, m), fan_in, gen, dt))
+                if map == "householder":
+                    w = self._from_tall(_householder_reflectors(self._to_tall(w)))
+                self.raw = Parameter(w.astype(dt))
+                self.base = None
+            self.bias = Parameter(kaiming_uniform_default((out,), fan_in, gen, dt)) if bias else None
         self._cache = None
 
     # -- frames ----------------------------------------------------------------------------------------
@@ -201,6 +198,15 @@ class _OrthogonalWeight(Module):
             GX = newton_schulz_vjp(cache, G, **self._ns_kw())
         return self._from_tall(GX).astype(self.raw.dtype, copy=False)
 
+    def _raw_grad(self, cache, dW):
+        """:meth:`_matrix_vjp`, finite (``NonFiniteError`` naming the layer otherwise: the map's backward
+        overflowed), before anything is accumulated."""
+        g = self._matrix_vjp(cache, dW)
+        if not np.all(np.isfinite(g)):
+            raise NonFiniteError(f"{self._who()}: the gradient of raw is not finite (the {self.map} map's "
+                                 f"backward overflows {g.dtype}); use float64 or rescale")
+        return g
+
     # -- public ----------------------------------------------------------------------------------------
     def _weight_matrix(self):
         return self._matrix(self.raw.data)[0]
@@ -208,15 +214,12 @@ class _OrthogonalWeight(Module):
     def _right_inverse_matrix(self, who, W):
         """Set ``raw`` (and ``base``) so that the weight matrix equals ``W`` (``out x m``, orthonormal rows
         or columns within ``max(1e-6, 10·n·eps)``)."""
-        if not hasattr(W, "shape") or not hasattr(W, "dtype"):
-            raise TypeError(f"{who}.right_inverse: W must be an array, got {type(W).__name__}")
+        check_float(f"{who}.right_inverse", "W", W)
         W = np.asarray(W)
-        if W.dtype.kind != "f":
-            raise TypeError(f"{who}.right_inverse: W must be a float array, got dtype {W.dtype}")
         if tuple(W.shape) != self._shape:
             raise ValueError(f"{who}.right_inverse: W must have shape {self._shape}, got {tuple(W.shape)}")
         if not np.all(np.isfinite(W)):
-            raise ValueError(f"{who}.right_inverse: W must be finite")
+            raise NonFiniteError(f"{who}.right_inverse: W must be finite, got NaN or Inf")
         dt = self.raw.dtype
         Wt = self._to_tall(W).astype(np.float64)
         n, k = Wt.shape
@@ -269,10 +272,11 @@ class OrthogonalLinear(_OrthogonalWeight):
     def __init__(self, in_features, out_features, bias=True, *, map="matrix_exp", trivialization=True,
                  steps=5, coefficients="jordan", eps=1e-7, rng=None, dtype=np.float32):
         who = "OrthogonalLinear"
-        self.in_features = _positive_int(in_features, "in_features", who)
-        self.out_features = _positive_int(out_features, "out_features", who)
+        self.in_features = check_int(who, "in_features", in_features, 1)
+        self.out_features = check_int(who, "out_features", out_features, 1)
         self._setup(who, self.out_features, self.in_features, bias, map, trivialization, steps,
-                    coefficients, eps, rng, dtype, self.in_features)
+                    coefficients, eps, rng, dtype, self.in_features,
+                    f"in_features={in_features} and out_features={out_features}")
 
     @property
     def weight(self):
@@ -288,17 +292,19 @@ class OrthogonalLinear(_OrthogonalWeight):
         return self
 
     def forward(self, x):
-        check_input("OrthogonalLinear", x, ndim=tuple(range(1, 9)), channels=self.in_features,
+        check_input("OrthogonalLinear", x, ndim=range(1, 9), channels=self.in_features,
                     channel_axis=-1, dtype=self.raw.dtype)
         W, mcache = self._matrix(self.raw.data)
-        y, lcache = linear_forward(x, W, None if self.bias is None else self.bias.data)
+        y, lcache = _linear_forward(x, W, None if self.bias is None else self.bias.data, "OrthogonalLinear")
         self._cache = (lcache, mcache)
         return y
 
     def backward(self, grad_out, input_grad=True):
+        """Gradient w.r.t. the input (None unless ``input_grad``); accumulates ``raw.grad``/``bias.grad``.
+        ``grad_out``: exactly the last output's shape and dtype, finite; nothing accumulates on error."""
         lcache, mcache = self._cached()
-        dx, dW, db = linear_backward(grad_out, lcache, need_dx=input_grad)
-        self.raw.accumulate(self._matrix_vjp(mcache, dW))
+        dx, dW, db = _linear_backward(grad_out, lcache, input_grad, self._who(), "grad_out")
+        self.raw.accumulate(self._raw_grad(mcache, dW))
         if self.bias is not None:
             self.bias.accumulate(db)
         return dx
@@ -322,15 +328,16 @@ class OrthogonalConv2d(_OrthogonalWeight):
                  map="matrix_exp", trivialization=True, steps=5, coefficients="jordan", eps=1e-7, rng=None,
                  dtype=np.float32):
         who = "OrthogonalConv2d"
-        self.in_channels = _positive_int(in_channels, "in_channels", who)
-        self.out_channels = _positive_int(out_channels, "out_channels", who)
+        self.in_channels = check_int(who, "in_channels", in_channels, 1)
+        self.out_channels = check_int(who, "out_channels", out_channels, 1)
         self.kernel_size = _pair(kernel_size, "kernel_size", who)
         self.stride = _pair(stride, "stride", who)
         _conv_padding(padding, self.kernel_size, self.stride, (1, 1), who)
         self.padding = padding if isinstance(padding, str) else _pair(padding, "padding", who, minimum=0)
         m = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         self._setup(who, self.out_channels, m, bias, map, trivialization, steps, coefficients, eps, rng,
-                    dtype, m)
+                    dtype, m, f"in_channels={in_channels}, out_channels={out_channels} and "
+                              f"kernel_size={kernel_size!r}")
 
     @property
     def _kshape(self):
@@ -355,14 +362,17 @@ class OrthogonalConv2d(_OrthogonalWeight):
         _conv_geometry(x.shape, self._kshape, self.stride, self.padding, (1, 1), "OrthogonalConv2d")
         M, mcache = self._matrix(self.raw.data)
         b = None if self.bias is None else self.bias.data
-        y, ccache = conv2d_forward(x, M.reshape(self._kshape), b, stride=self.stride, padding=self.padding)
+        y, ccache = _conv2d_forward(x, M.reshape(self._kshape), b, self.stride, self.padding, 1, 1,
+                                    "OrthogonalConv2d")
         self._cache = (ccache, mcache)
         return y
 
     def backward(self, grad_out, input_grad=True):
+        """Gradient w.r.t. the input (None unless ``input_grad``); accumulates ``raw.grad``/``bias.grad``.
+        ``grad_out``: exactly the last output's shape and dtype, finite; nothing accumulates on error."""
         ccache, mcache = self._cached()
-        dx, dw, db = conv2d_backward(grad_out, ccache, need_dx=input_grad)
-        self.raw.accumulate(self._matrix_vjp(mcache, dw.reshape(self._shape)))
+        dx, dw, db = _conv2d_backward(grad_out, ccache, input_grad, self._who(), "grad_out")
+        self.raw.accumulate(self._raw_grad(mcache, dw.reshape(self._shape)))
         if self.bias is not None:
             self.bias.accumulate(db)
         return dx

@@ -6,18 +6,21 @@ Conventions at non-differentiable points follow PyTorch: the derivative of ReLU 
 of LeakyReLU at 0 is ``negative_slope``.
 
 Every forward takes a float array of any shape (empty included) and raises ``TypeError`` for another dtype
-and ``ValueError`` for NaN/Inf (one reduction over ``x``).
+and ``ValueError`` for NaN/Inf (one reduction over ``x``, or over ``y`` where ``y`` can overflow). Every
+backward ``NAME_backward(dy, cache)`` requires ``dy`` of exactly the forward output's shape and dtype
+(``ValueError``/``TypeError``) and finite (``NonFiniteError``, read off ``dx`` with one reduction); a
+gradient that overflows raises ``NonFiniteError`` too.
 """
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
-from .._checks import check_floats
+from .._checks import all_finite as _all_finite, check_bool, check_choice, check_finite, check_floats, check_real
 from ..backend import erf, get_array_module, host_rng
 from ..oracle.registry import OpSpec, Sample, from_pair, register
+from ._contract import check_grad_meta, check_grads, check_output
 
 __all__ = [
     "relu_forward", "relu_backward",
@@ -52,6 +55,16 @@ def _select(mask, a, b, like):
     return out
 
 
+def _elementwise_backward(who, name, dy, shape, dtype, grad):
+    """``dx = grad(dy)`` after checking ``dy`` against the forward output's ``shape`` and ``dtype``, with
+    ``dy``'s finiteness read off ``dx`` (which multiplies every element of ``dy`` by a finite factor)."""
+    check_grad_meta(who, name, dy, shape, dtype)
+    with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
+        dx = grad(dy)
+    check_grads(who, name, dy, dx)
+    return dx
+
+
 # ---------------------------------------------------------------------------------------------------------
 # ReLU
 def relu_forward(x):
@@ -66,7 +79,7 @@ def relu_forward(x):
     Returns
     -------
     y : (...) array, dtype of ``x``
-    cache : the boolean mask ``x > 0``
+    cache : the boolean mask ``x > 0`` and ``x``'s dtype
 
     Notes
     -----
@@ -83,22 +96,23 @@ def relu_forward(x):
     mask = x > 0
     y = xp.zeros_like(x)
     xp.maximum(x, y, out=y)
-    return y, mask
+    return y, (mask, x.dtype)
 
 
 def relu_backward(dy, cache):
     """Gradient of ReLU: :math:`\\bar x = \\bar y \\cdot [x > 0]` (0 at ``x = 0``, as PyTorch)."""
-    return dy * cache
+    return _relu_backward(dy, cache, "relu_backward", "dy")
+
+
+def _relu_backward(dy, cache, who, name):
+    mask, dtype = cache
+    return _elementwise_backward(who, name, dy, mask.shape, dtype, lambda g: g * mask)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Leaky ReLU
-def _check_slope(negative_slope):
-    if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
-        raise TypeError(f"negative_slope must be a real number, got {type(negative_slope).__name__}")
-    if not math.isfinite(negative_slope):
-        raise ValueError(f"negative_slope must be finite, got {negative_slope}")
-    return float(negative_slope)
+def _check_slope(negative_slope, who="leaky_relu"):
+    return check_real(who, "negative_slope", negative_slope)
 
 
 def leaky_relu_forward(x, negative_slope=0.01):
@@ -123,17 +137,26 @@ def leaky_relu_forward(x, negative_slope=0.01):
     ``where``, whose branchy loop cost 250 µs on a (128, 512) float32 input with random signs (50 µs
     forward and 11 µs backward here).
 
+    ``NonFiniteError`` for NaN/Inf in ``x`` or an output that overflows (a large ``negative_slope``),
+    read off ``y``.
+
     Reference: Maas, Hannun & Ng, "Rectifier nonlinearities improve neural network acoustic models", 2013.
     """
     a = _check_slope(negative_slope)
-    check_floats("leaky_relu", ("x", x))
-    coef = _select(x > 0, 1, a, x)
-    return x * coef, coef
+    check_floats("leaky_relu", ("x", x), finite=False)
+    with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
+        coef = _select(x > 0, 1, a, x)
+        y = x * coef
+    return check_output("leaky_relu", y, ("x", x)), coef
 
 
 def leaky_relu_backward(dy, cache):
     """Gradient of LeakyReLU: :math:`\\bar x = \\bar y` where ``x > 0``, else :math:`\\alpha \\bar y`."""
-    return dy * cache
+    return _leaky_relu_backward(dy, cache, "leaky_relu_backward", "dy")
+
+
+def _leaky_relu_backward(dy, cache, who, name):
+    return _elementwise_backward(who, name, dy, cache.shape, cache.dtype, lambda g: g * cache)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -148,8 +171,12 @@ def tanh_forward(x):
 
 def tanh_backward(dy, cache):
     """.. math::  \\bar x = \\bar y \\, (1 - y^2)"""
+    return _tanh_backward(dy, cache, "tanh_backward", "dy")
+
+
+def _tanh_backward(dy, cache, who, name):
     y = cache
-    return dy * (1 - y * y)
+    return _elementwise_backward(who, name, dy, y.shape, y.dtype, lambda g: g * (1 - y * y))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -178,16 +205,18 @@ def sigmoid_forward(x):
 
 def sigmoid_backward(dy, cache):
     """.. math::  \\bar x = \\bar y \\, \\sigma(x) (1 - \\sigma(x))"""
+    return _sigmoid_backward(dy, cache, "sigmoid_backward", "dy")
+
+
+def _sigmoid_backward(dy, cache, who, name):
     y = cache
-    return dy * (y * (1 - y))
+    return _elementwise_backward(who, name, dy, y.shape, y.dtype, lambda g: g * (y * (1 - y)))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # GELU
-def _check_approximate(approximate):
-    if approximate not in GELU_APPROXIMATIONS:
-        raise ValueError(f"approximate must be one of {GELU_APPROXIMATIONS}, got {approximate!r}")
-    return approximate
+def _check_approximate(approximate, who="gelu"):
+    return check_choice(who, "approximate", approximate, GELU_APPROXIMATIONS)
 
 
 def gelu_forward(x, approximate="none"):
@@ -217,7 +246,8 @@ def gelu_forward(x, approximate="none"):
     if approximate == "none":
         cdf = 0.5 * (1 + erf(x * _SQRT1_2))
         return x * cdf, ("none", x, cdf)
-    t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * (x * x * x)))
+    with np.errstate(over="ignore"):      # x³ overflows for |x| > 1e102 (float64): tanh(±inf) = ±1 is right
+        t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * (x * x * x)))
     return 0.5 * x * (1 + t), ("tanh", x, t)
 
 
@@ -229,27 +259,47 @@ def gelu_backward(dy, cache):
     .. math::  \\frac{dy}{dx} = \\tfrac12 (1 + \\tanh u)
                + \\tfrac12 x (1 - \\tanh^2 u) \\sqrt{2/\\pi}\\,(1 + 3 \\cdot 0.044715\\, x^2)
                \\quad(\\text{approximate="tanh"})
+
+    Where ``x²`` overflows (``|x| > 1e154`` in float64, ``1.8e19`` in float32) the second term is
+    ``0 · Inf``; there ``tanh u = ±1`` exactly, so it is recomputed with ``x`` clipped to ``±1e4``, which
+    gives the exact 0 (only on that path: the common one is unchanged).
     """
+    return _gelu_backward(dy, cache, "gelu_backward", "dy")
+
+
+def _gelu_backward(dy, cache, who, name):
     kind, x, c = cache
+    check_grad_meta(who, name, dy, x.shape, x.dtype)
     xp = get_array_module(dy)
-    if kind == "none":
-        pdf = _INV_SQRT_2PI * xp.exp(-0.5 * (x * x))
-        return dy * (c + x * pdf)
-    t = c
-    du = _SQRT_2_OVER_PI * (1 + (3 * _GELU_C) * (x * x))
-    return dy * (0.5 * (1 + t) + (0.5 * x) * ((1 - t * t) * du))
+    with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
+        if kind == "none":
+            pdf = _INV_SQRT_2PI * xp.exp(-0.5 * (x * x))
+            dx = dy * (c + x * pdf)
+        else:
+            dx = dy * _gelu_tanh_slope(x, c)
+    if kind == "tanh":
+        if _all_finite(xp, dx):                     # one reduction: dy is finite and nothing overflowed
+            return dx
+        check_finite(who, name, dy, xp)
+        with np.errstate(invalid="ignore", over="ignore"):
+            dx = dy * _gelu_tanh_slope(x, c, clip=True)
+    check_grads(who, name, dy, dx)
+    return dx
+
+
+def _gelu_tanh_slope(x, t, clip=False):
+    """``dy/dx`` of the tanh form; ``clip``: ``x²`` of the second term from ``x`` clipped to ±1e4 (where
+    ``1 - tanh² u`` is exactly 0 anyway)."""
+    xc = get_array_module(x).clip(x, -1e4, 1e4) if clip else x
+    du = _SQRT_2_OVER_PI * (1 + (3 * _GELU_C) * (xc * xc))
+    return 0.5 * (1 + t) + (0.5 * x) * ((1 - t * t) * du)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # dropout
-def _check_p(p):
-    if isinstance(p, bool) or not isinstance(p, numbers.Real):
-        raise TypeError(f"dropout probability p must be a real number in [0, 1), got {type(p).__name__}")
-    p = float(p)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability p must be in [0, 1) (p = 1 would scale by 1/(1-p) = inf), "
-                         f"got {p}")
-    return p
+def _check_p(p, who="dropout"):
+    """The drop probability, a finite number in ``[0, 1)`` (``p = 1`` would scale by ``1/(1-p) = inf``)."""
+    return check_real(who, "dropout probability p", p, 0.0, 1.0, hi_open=True)
 
 
 def dropout_forward(x, p, rng=None, training=True):
@@ -274,28 +324,42 @@ def dropout_forward(x, p, rng=None, training=True):
     Returns
     -------
     y : (...) array, dtype of ``x``
-    cache : ``(scaled_mask,)`` in ``x``'s dtype, or ``(None,)`` for the identity
+    cache : ``(scaled_mask, shape, dtype)``, the mask in ``x``'s dtype or ``None`` for the identity
 
     Reference: Srivastava et al., "Dropout: a simple way to prevent neural networks from overfitting",
     JMLR 15 (2014).
     """
     p = _check_p(p)
-    check_floats("dropout", ("x", x))
+    training = check_bool("dropout", "training", training)
+    check_floats("dropout", ("x", x), finite=False)
     if not training or p == 0.0:
-        return x, (None,)
-    gen = host_rng(rng)
+        check_finite("dropout", "x", x)
+        return x, (None, x.shape, x.dtype)
+    gen = host_rng(rng, who="dropout")
     xp = get_array_module(x)
     keep = gen.random(x.shape) >= p
     scale = 1.0 / (1.0 - p)
     mask = xp.asarray(keep.astype(x.dtype))
     mask *= scale
-    return x * mask, (mask,)
+    with np.errstate(over="ignore", invalid="ignore"):      # NaN/Inf in x, or x/(1-p) overflows: below
+        y = x * mask
+    return check_output("dropout", y, ("x", x)), (mask, x.shape, x.dtype)
 
 
 def dropout_backward(dy, cache):
-    """.. math::  \\bar x = \\frac{m \\odot \\bar y}{1 - p}"""
-    (mask,) = cache
-    return dy if mask is None else dy * mask
+    """.. math::  \\bar x = \\frac{m \\odot \\bar y}{1 - p}
+
+    (``dy`` itself for the identity, after checking its shape, dtype and finiteness)."""
+    return _dropout_backward(dy, cache, "dropout_backward", "dy")
+
+
+def _dropout_backward(dy, cache, who, name):
+    mask, shape, dtype = cache
+    if mask is None:
+        check_grad_meta(who, name, dy, shape, dtype)
+        check_finite(who, name, dy)
+        return dy
+    return _elementwise_backward(who, name, dy, shape, dtype, lambda g: g * mask)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -31,9 +31,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import check_finite, check_floats, is_float
+from .._checks import check_finite, check_floats, check_int, check_result
 from ..backend import get_array_module
 from ..oracle.registry import OpSpec, Sample, register
+from ._contract import check_grad_meta, check_grads, check_same_dtype, check_size, memory_checked
 
 __all__ = ["conv2d_forward", "conv2d_backward", "conv2d_naive", "conv2d_naive_backward"]
 
@@ -113,8 +114,12 @@ def _geometry(spatial, kernel, stride, pads, dilation, who) -> Geometry:
     Hp, Wp = H + pt + pb, W + pl + pr
     ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     if Hp < ekh or Wp < ekw:
-        raise ValueError(f"{who}: input spatial size ({H}, {W}) (padded: ({Hp}, {Wp})) is smaller than the "
+        raise ValueError(f"{who}: x (input) spatial size ({H}, {W}) (padded: ({Hp}, {Wp})) is smaller than the "
                          f"(dilated) kernel size ({ekh}, {ekw})")
+    # A stride beyond the padded size reads one window, as the padded size does; a dilation of a 1-wide
+    # kernel reads nothing: clamped, so that byte strides stay small (no overflow in as_strided).
+    sh, sw = min(sh, Hp), min(sw, Wp)
+    dh, dw = (1 if kh == 1 else dh), (1 if kw == 1 else dw)
     return Geometry(H, W, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, (Hp - ekh) // sh + 1, (Wp - ekw) // sw + 1)
 
 
@@ -235,19 +240,19 @@ class _ConvCache:
         self.groups, self.has_bias, self.unbatched = groups, has_bias, unbatched
 
 
-def _check_conv(x, w, b, groups, who):
-    """Validate dtypes, ranks, channels, groups and finiteness; returns True when ``x`` is unbatched
-    (C, H, W)."""
+def _check_conv(x, w, b, groups, who, check_x=True):
+    """Validate dtypes, ranks, channels, groups and finiteness (of ``x`` too unless ``check_x`` is False:
+    :func:`_x_bound` reads it off ``x``'s extremes); returns True when ``x`` is unbatched (C, H, W)."""
     named = (("x", x), ("w (weight)", w), ("b (bias)", b))
     check_floats(who, *named, finite=False)
+    check_same_dtype(who, *named)
+    groups = check_int(who, "groups", groups, 1)
     if x.ndim not in (3, 4):
-        raise ValueError(f"{who}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, "
+        raise ValueError(f"{who}: x must be a 3-D (C, H, W) or 4-D (N, C, H, W) array, "
                          f"got shape {tuple(x.shape)}")
     if w.ndim != 4 or min(w.shape[2:]) < 1:
-        raise ValueError(f"{who}: expected a 4-D weight (out, in/groups, kh, kw) with kh, kw >= 1, got shape "
-                         f"{tuple(w.shape)}")
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ValueError(f"{who}: groups must be a positive int, got {groups!r}")
+        raise ValueError(f"{who}: w (weight) must be a 4-D weight (out, in/groups, kh, kw) with kh, kw >= 1, "
+                         f"got shape {tuple(w.shape)}")
     if w.shape[0] % groups:
         raise ValueError(f"{who}: out channels {w.shape[0]} (weight shape {tuple(w.shape)}) not divisible "
                          f"by groups={groups}")
@@ -256,15 +261,39 @@ def _check_conv(x, w, b, groups, who):
         raise ValueError(f"{who}: input has {C} channels (shape {tuple(x.shape)}) but the weight "
                          f"{tuple(w.shape)} with groups={groups} expects {w.shape[1] * groups}")
     if b is not None and tuple(b.shape) != (w.shape[0],):
-        raise ValueError(f"{who}: bias must have shape ({w.shape[0]},), got {tuple(b.shape)}")
-    dtypes = {x.dtype, w.dtype} | ({b.dtype} if b is not None else set())
-    if len(dtypes) != 1 or not is_float(x):
-        raise TypeError(f"{who}: input, weight and bias must share one floating dtype, got "
-                        f"{x.dtype}, {w.dtype}" + (f", {b.dtype}" if b is not None else ""))
+        raise ValueError(f"{who}: b (bias) must have shape ({w.shape[0]},), got {tuple(b.shape)}")
     for name, a in named:
-        if a is not None:
+        if a is not None and (check_x or name != "x"):
             check_finite(who, name, a)
     return x.ndim == 3
+
+
+def _x_bound(who, x):
+    """``max |x|`` from ``x.min()`` and ``x.max()`` (NaN propagates through both, so this also checks that
+    ``x`` is finite: ``NonFiniteError`` naming ``x`` otherwise); 0 for an empty ``x``."""
+    if x.size == 0:
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        lo, hi = float(x.min().real), float(x.max().real)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        check_finite(who, "x", x)
+    if get_array_module(x).iscomplexobj(x):          # complex-step mode: no bound, the output is checked
+        return math.inf
+    return max(-lo, hi)
+
+
+def _may_overflow(x_bound, w, b, dtype):
+    """False when ``|y| <= max|x| · max_o Σ|W[o]| + max|b|`` is far below the dtype's largest value, so
+    that the output of the convolution cannot overflow (no pass over it is needed)."""
+    xp = get_array_module(w)
+    O = w.shape[0]
+    if O == 0 or w.size == 0:
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        w_bound = float(xp.abs(w.reshape(O, -1)).sum(axis=1).max())
+        b_bound = float(xp.abs(b).max()) if b is not None and b.size else 0.0
+    bound = x_bound * w_bound + b_bound
+    return not bound <= float(np.finfo(dtype).max) / 4          # the margin covers rounding of the sums
 
 
 def _conv_geometry(x_shape, w_shape, stride, padding, dilation, who="conv2d") -> Geometry:
@@ -299,16 +328,37 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     y : (N, O, Ho, Wo) array (a view of an (O, Ho, Wo, N) buffer),
         ``Ho = ⌊(H + p_t + p_b - d_h (k_h - 1) - 1) / s_h⌋ + 1``, likewise ``Wo``
     cache : the column matrix, ``x``, ``w`` and the geometry
+
+    Raises
+    ------
+    TypeError, ValueError
+        Non-float arrays or arrays of different dtypes, shapes or hyper-parameters that do not fit.
+    NonFiniteError
+        (a ValueError) NaN/Inf in ``x``, ``w`` or ``b``, or an output that overflows from finite inputs.
     """
-    unbatched = _check_conv(x, w, b, groups, "conv2d")
+    return _conv2d_forward(x, w, b, stride, padding, dilation, groups, "conv2d")
+
+
+def _conv2d_forward(x, w, b, stride, padding, dilation, groups, who):
+    unbatched = _check_conv(x, w, b, groups, who, check_x=False)
+    x_bound = _x_bound(who, x)                         # also checks that x is finite
+    groups = int(groups)
     if unbatched:
         x = x[None]
-    g = _conv_geometry(x.shape, w.shape, stride, padding, dilation)
+    g = _conv_geometry(x.shape, w.shape, stride, padding, dilation, who)
     N, O = x.shape[0], w.shape[0]
-    cols = _im2col(x, g)
-    y2 = _grouped_matmul(w.reshape(O, math.prod(w.shape[1:])), cols, groups)           # (O, Ho Wo N)
-    if b is not None:
-        y2 += b[:, None]
+    C = x.shape[1]
+    what = f"padding={padding!r}, stride={stride!r}, dilation={dilation!r} on x of shape {tuple(x.shape)}"
+    check_size(who, what, (C,) + g.padded + (N,))
+    check_size(who, what, (C * g.kh * g.kw, g.Ho * g.Wo * N))
+    with memory_checked(who, what):
+        cols = _im2col(x, g)
+        with np.errstate(invalid="ignore", over="ignore"):      # an overflow: the ValueError below
+            y2 = _grouped_matmul(w.reshape(O, math.prod(w.shape[1:])), cols, groups)           # (O, Ho Wo N)
+            if b is not None:
+                y2 += b[:, None]
+    if _may_overflow(x_bound, w, b, x.dtype):          # rare: a pass over the output decides
+        check_result(who, y2, "the output", "use float64 or rescale the input")
     y = y2.reshape(O, g.Ho, g.Wo, N).transpose(3, 0, 1, 2)
     return (y[0] if unbatched else y), _ConvCache(cols, x, w, g, groups, b is not None, unbatched)
 
@@ -338,33 +388,50 @@ def conv2d_backward(dy, cache, need_dx=True):
     -----
     With ``need_dx`` the cached column matrix is overwritten by ``X̄_col`` (the step's largest buffer is
     reused rather than allocated again); a second backward on the same cache rebuilds it from ``x``.
+
+    ``dy`` must have exactly the shape and dtype of the forward's ``y`` (``ValueError``/``TypeError``) and be
+    finite (``NonFiniteError``, read off ``dw``); a gradient that overflows raises ``NonFiniteError``.
     """
+    return _conv2d_backward(dy, cache, need_dx, "conv2d_backward", "dy")
+
+
+def _conv2d_backward(dy, cache, need_dx, who, name):
+    if not isinstance(cache, _ConvCache):
+        raise TypeError(f"{who}: cache must be the cache returned by conv2d_forward, got "
+                        f"{type(cache).__name__}")
     w, g, groups = cache.w, cache.g, cache.groups
+    N, O = cache.x.shape[0], w.shape[0]
+    y_shape = (N, O, g.Ho, g.Wo)
+    check_grad_meta(who, name, dy, y_shape[1:] if cache.unbatched else y_shape, cache.x.dtype)
     cols = cache.cols if cache.cols is not None else _im2col(cache.x, g)
     if cache.unbatched:
         dy = dy[None]
-    O, N = w.shape[0], dy.shape[0]
     dy2 = _batch_last(dy).reshape(O, N * dy.shape[2] * dy.shape[3])   # (O, Ho Wo N); a view when dy is batch-last
-    db = dy2.sum(axis=1) if cache.has_bias else None
-    dw = _grouped_matmul(dy2, cols, groups, tb=True).reshape(w.shape)
+    with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
+        db = dy2.sum(axis=1) if cache.has_bias else None
+        dw = _grouped_matmul(dy2, cols, groups, tb=True).reshape(w.shape)
+    check_grads(who, name, dy, dw, db, covered=cols.shape[0] > 0)
     dx = None
     if need_dx:
         cache.cols = None                                          # its buffer now receives X̄_col
-        dcols = _grouped_matmul(w.reshape(O, math.prod(w.shape[1:])), dy2, groups, ta=True, out=cols)   # (C kh kw, Ho Wo N)
-        dx = _col2im(dcols, N, cache.x.shape[1], g)
+        with np.errstate(invalid="ignore", over="ignore"):                    # dcols: (C kh kw, Ho Wo N)
+            dcols = _grouped_matmul(w.reshape(O, math.prod(w.shape[1:])), dy2, groups, ta=True, out=cols)
+            dx = _col2im(dcols, N, cache.x.shape[1], g)
         if cache.unbatched:
             dx = dx[0]
+        check_grads(who, name, dy, dx)
     return dx, dw, db
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Slow references: loops over output pixels and kernel taps.
 
-def _naive_setup(x, w, b, stride, padding, dilation, groups):
-    _check_conv(x, w, b, groups, "conv2d_naive")
+def _naive_setup(x, w, b, stride, padding, dilation, groups, who="conv2d_naive"):
+    _check_conv(x, w, b, groups, who)
     if x.ndim != 4:
-        raise ValueError(f"conv2d_naive: expected a 4-D input, got shape {tuple(x.shape)}")
-    g = _conv_geometry(x.shape, w.shape, stride, padding, dilation, "conv2d_naive")
+        raise ValueError(f"{who}: x must be a 4-D array (N, C, H, W), got shape {tuple(x.shape)}")
+    g = _conv_geometry(x.shape, w.shape, stride, padding, dilation, who)
+    check_size(who, f"padding={padding!r} on x of shape {tuple(x.shape)}", x.shape[:2] + g.padded)
     return g, x.shape[1] // groups, w.shape[0] // groups
 
 
@@ -378,17 +445,18 @@ def conv2d_naive(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     g, Cg, Og = _naive_setup(x, w, b, stride, padding, dilation, groups)
     xpad = _pad(x, g)
     y = xp.zeros((x.shape[0], w.shape[0], g.Ho, g.Wo), dtype=x.dtype)
-    for k in range(groups):
-        cs, os_ = slice(k * Cg, (k + 1) * Cg), slice(k * Og, (k + 1) * Og)
-        for oh in range(g.Ho):
-            for ow in range(g.Wo):
-                for i in range(g.kh):
-                    for j in range(g.kw):
-                        patch = xpad[:, cs, oh * g.sh + i * g.dh, ow * g.sw + j * g.dw]     # (N, Cg)
-                        y[:, os_, oh, ow] += patch @ w[os_, :, i, j].T
-    if b is not None:
-        y += b[None, :, None, None]
-    return y
+    with np.errstate(invalid="ignore", over="ignore"):      # an overflow: the ValueError below
+        for k in range(groups):
+            cs, os_ = slice(k * Cg, (k + 1) * Cg), slice(k * Og, (k + 1) * Og)
+            for oh in range(g.Ho):
+                for ow in range(g.Wo):
+                    for i in range(g.kh):
+                        for j in range(g.kw):
+                            patch = xpad[:, cs, oh * g.sh + i * g.dh, ow * g.sw + j * g.dw]     # (N, Cg)
+                            y[:, os_, oh, ow] += patch @ w[os_, :, i, j].T
+        if b is not None:
+            y += b[None, :, None, None]
+    return check_result("conv2d_naive", y, "the output", "use float64 or rescale the input")
 
 
 def conv2d_naive_backward(dy, x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
@@ -397,23 +465,29 @@ def conv2d_naive_backward(dy, x, w, b=None, stride=1, padding=0, dilation=1, gro
     For each output pixel and tap: ``x̄_p[:, c, h, w] += ȳ[:, o] W[o, c, i, j]`` and
     ``W̄[o, c, i, j] += Σ_n ȳ[n, o] x_p[n, c, h, w]``; ``b̄_o = Σ ȳ[:, o]``.
     """
+    who = "conv2d_naive_backward"
     xp = get_array_module(x, w)
-    g, Cg, Og = _naive_setup(x, w, b, stride, padding, dilation, groups)
+    g, Cg, Og = _naive_setup(x, w, b, stride, padding, dilation, groups, who)
+    check_grad_meta(who, "dy", dy, (x.shape[0], w.shape[0], g.Ho, g.Wo), x.dtype)
+    check_finite(who, "dy", dy, xp)
     xpad = _pad(x, g)
     dxpad = xp.zeros(xpad.shape, dtype=x.dtype)
     dw = xp.zeros(w.shape, dtype=w.dtype)
-    for k in range(groups):
-        cs, os_ = slice(k * Cg, (k + 1) * Cg), slice(k * Og, (k + 1) * Og)
-        for oh in range(g.Ho):
-            for ow in range(g.Wo):
-                for i in range(g.kh):
-                    for j in range(g.kw):
-                        h, v = oh * g.sh + i * g.dh, ow * g.sw + j * g.dw
-                        dyo = dy[:, os_, oh, ow]                                             # (N, Og)
-                        dxpad[:, cs, h, v] += dyo @ w[os_, :, i, j]
-                        dw[os_, :, i, j] += dyo.T @ xpad[:, cs, h, v]
-    db = dy.sum(axis=(0, 2, 3)) if b is not None else None
-    return _crop(dxpad, g), dw, db
+    with np.errstate(invalid="ignore", over="ignore"):      # an overflow: the ValueError below
+        for k in range(groups):
+            cs, os_ = slice(k * Cg, (k + 1) * Cg), slice(k * Og, (k + 1) * Og)
+            for oh in range(g.Ho):
+                for ow in range(g.Wo):
+                    for i in range(g.kh):
+                        for j in range(g.kw):
+                            h, v = oh * g.sh + i * g.dh, ow * g.sw + j * g.dw
+                            dyo = dy[:, os_, oh, ow]                                             # (N, Og)
+                            dxpad[:, cs, h, v] += dyo @ w[os_, :, i, j]
+                            dw[os_, :, i, j] += dyo.T @ xpad[:, cs, h, v]
+        db = dy.sum(axis=(0, 2, 3)) if b is not None else None
+    dx = _crop(dxpad, g)
+    check_grads(who, "dy", dy, dx, dw, db)
+    return dx, dw, db
 
 
 # ---------------------------------------------------------------------------------------------------------

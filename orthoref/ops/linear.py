@@ -5,8 +5,9 @@ import math
 
 import numpy as np
 
-from .._checks import check_finite_result, check_floats, check_ndim
+from .._checks import check_floats, check_ndim
 from ..oracle.registry import OpSpec, Sample, from_pair, register
+from ._contract import check_grad_meta, check_grads, check_output, check_same_dtype
 
 __all__ = ["linear_forward", "linear_backward"]
 
@@ -28,26 +29,33 @@ def linear_forward(x, w, b=None):
     Raises
     ------
     TypeError, ValueError
-        A non-float argument, shapes that do not fit, NaN/Inf in ``x``, ``w`` or ``b`` (read off ``y``: one
-        reduction over the output rather than one per input).
+        A non-float argument, arrays of different dtypes, shapes that do not fit, NaN/Inf in ``x``, ``w``
+        or ``b`` (read off ``y``: one reduction over the output rather than one per input).
+    NonFiniteError
+        (a ValueError) NaN/Inf in an input, or an output that overflows from finite inputs.
     """
-    _check_linear(x, w, b)
-    with np.errstate(invalid="ignore"):     # NaN/Inf in an input: the ValueError below, not a warning
+    return _linear_forward(x, w, b, "linear")
+
+
+def _linear_forward(x, w, b, who):
+    _check_linear(x, w, b, who)
+    with np.errstate(invalid="ignore", over="ignore"):    # NaN/Inf/overflow: the ValueError below
         y = x @ w.T
         if b is not None:
             y += b
-    check_finite_result("linear", y, ("x", x), ("w (weight)", w), ("b (bias)", b))
+    check_output(who, y, ("x", x), ("w (weight)", w), ("b (bias)", b))
     return y, (x, w, b is not None)
 
 
-def _check_linear(x, w, b):
-    check_floats("linear", ("x", x), ("w (weight)", w), ("b (bias)", b), finite=False)
-    check_ndim("linear", "w (weight)", w, (2,))
+def _check_linear(x, w, b, who="linear"):
+    check_floats(who, ("x", x), ("w (weight)", w), ("b (bias)", b), finite=False)
+    check_same_dtype(who, ("x", x), ("w (weight)", w), ("b (bias)", b))
+    check_ndim(who, "w (weight)", w, (2,))
     if x.ndim < 1 or x.shape[-1] != w.shape[1]:
-        raise ValueError(f"linear: x must have shape (..., in_features={w.shape[1]}) for w (weight) of shape "
+        raise ValueError(f"{who}: x must have shape (..., in_features={w.shape[1]}) for w (weight) of shape "
                          f"{tuple(w.shape)}, got shape {tuple(x.shape)}")
     if b is not None and tuple(b.shape) != (w.shape[0],):
-        raise ValueError(f"linear: b (bias) must have shape ({w.shape[0]},) for w (weight) of shape "
+        raise ValueError(f"{who}: b (bias) must have shape ({w.shape[0]},) for w (weight) of shape "
                          f"{tuple(w.shape)}, got shape {tuple(b.shape)}")
 
 
@@ -58,14 +66,26 @@ def linear_backward(dy, cache, need_dx=True):
 
     Returns ``(dx, dw, db)``; ``dx`` is ``None`` when ``need_dx`` is False, ``db`` when there is no bias.
     Leading batch axes of ``x`` are flattened for one GEMM each.
+
+    Raises ``ValueError``/``TypeError`` unless ``dy`` has exactly the shape and dtype of the forward's ``y``,
+    ``NonFiniteError`` for NaN/Inf in ``dy`` (read off ``dw``) or a gradient that overflows.
     """
+    return _linear_backward(dy, cache, need_dx, "linear_backward", "dy")
+
+
+def _linear_backward(dy, cache, need_dx, who, name):
+    """``linear_backward`` with the caller's name for errors (a layer's ``"Linear.backward"``,
+    ``"grad_out"``)."""
     x, w, has_b = cache
+    check_grad_meta(who, name, dy, x.shape[:-1] + (w.shape[0],), x.dtype)
     rows = math.prod(dy.shape[:-1])                  # not -1: an empty axis makes -1 ambiguous
     dy2 = dy.reshape(rows, dy.shape[-1])
     x2 = x.reshape(rows, x.shape[-1])
-    dw = dy2.T @ x2
-    db = dy2.sum(axis=0) if has_b else None
-    dx = (dy @ w) if need_dx else None
+    with np.errstate(invalid="ignore", over="ignore"):    # NaN/Inf/overflow: the ValueError below
+        dw = dy2.T @ x2
+        db = dy2.sum(axis=0) if has_b else None
+        dx = (dy @ w) if need_dx else None
+    check_grads(who, name, dy, dw, db, dx, covered=w.shape[1] > 0)
     return dx, dw, db
 
 

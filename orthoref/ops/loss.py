@@ -8,18 +8,23 @@ the prediction's shape and dtype. Both are exported as ``orthoref.nn.cross_entro
 """
 from __future__ import annotations
 
-from .._checks import check_finite, check_float
+import numpy as np
+
+from .._checks import check_choice, check_finite, check_float, check_result
 from ..backend import get_array_module
 from ..oracle.registry import OpSpec, Sample, from_loss, register
+from ._contract import check_grad_meta
 
 __all__ = ["cross_entropy", "mse", "REDUCTIONS"]
 
 REDUCTIONS = ("mean", "sum", "none")
 
 
+_HINT = "use float64 or rescale the input"
+
+
 def _check_reduction(who, reduction):
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"{who}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_choice(who, "reduction", reduction, REDUCTIONS)
 
 
 def _check_cross_entropy(logits, labels):
@@ -28,7 +33,7 @@ def _check_cross_entropy(logits, labels):
         raise ValueError(f"cross_entropy: logits must have shape (N, C) with N, C >= 1, "
                          f"got shape {tuple(logits.shape)}")
     N, C = logits.shape
-    if not hasattr(labels, "dtype"):
+    if not hasattr(labels, "dtype") or not hasattr(labels, "shape") or isinstance(labels, np.generic):
         raise TypeError(f"cross_entropy: labels must be an integer array of shape ({N},), "
                         f"got {type(labels).__name__}")
     if labels.dtype.kind not in "iu":
@@ -73,18 +78,22 @@ def cross_entropy(logits, labels, reduction="mean"):
     ------
     TypeError, ValueError
         Non-float logits, non-integer labels, wrong shapes, labels out of range, NaN/Inf logits.
+    NonFiniteError
+        A loss that overflows (logits spanning more than the dtype's range, e.g. ±3e38 in float32).
     """
     _check_reduction("cross_entropy", reduction)
     _check_cross_entropy(logits, labels)
     xp = get_array_module(logits)
     N = logits.shape[0]
     rows = xp.arange(N)
-    z = logits - logits.max(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):          # max - min beyond the dtype's range: the ValueError below
+        z = logits - logits.max(axis=1, keepdims=True)
     picked = z[rows, labels]
     e = xp.exp(z, out=z)
     s = e.sum(axis=1, keepdims=True)
     losses = xp.log(s[:, 0])
     losses -= picked
+    check_result("cross_entropy", losses, "the loss", _HINT)       # (N,): one short reduction
     if reduction == "mean":
         s *= N
         e /= s                                    # softmax / N
@@ -117,6 +126,13 @@ def mse(pred, target, reduction="mean"):
     loss : 0-d array (``"mean"``, ``"sum"``) or an array like ``pred`` (``"none"``), dtype of ``pred``
     dpred : array like ``pred``
         Gradient with respect to ``pred``; the gradient with respect to ``target`` is ``-dpred``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Non-float or empty arrays, a target of another shape or dtype, NaN/Inf in either.
+    NonFiniteError
+        A loss that overflows (``|pred - target| > 1.8e19`` in float32): use float64 or rescale.
     """
     _check_reduction("mse", reduction)
     check_float("mse", "pred", pred)
@@ -132,16 +148,20 @@ def mse(pred, target, reduction="mean"):
     check_finite("mse", "pred", pred)
     check_finite("mse", "target", target)
     xp = get_array_module(pred)
-    diff = pred - target
-    sq = diff * diff
-    if reduction == "none":
-        diff *= 2
-        return sq, diff
+    with np.errstate(over="ignore"):          # an overflow: the ValueError below
+        diff = pred - target
+        sq = diff * diff
+        if reduction == "none":
+            check_result("mse", sq, "the loss", _HINT)
+            diff *= 2
+            return sq, diff
+        total = sq.sum()
+    check_result("mse", total, "the loss", _HINT)     # Inf if any square or the sum overflows
     if reduction == "mean":
         diff *= 2 / pred.size
-        return xp.asarray(sq.sum() / pred.size), diff
+        return xp.asarray(total / pred.size), diff
     diff *= 2
-    return xp.asarray(sq.sum()), diff
+    return xp.asarray(total), diff
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -151,6 +171,8 @@ def _ce_none_apply(logits, labels, reduction="none"):
 
     def vjp(cotangents):
         (dl,) = cotangents
+        check_grad_meta("cross_entropy (vjp)", "cotangent", dl, losses.shape, losses.dtype)
+        check_finite("cross_entropy (vjp)", "cotangent", dl)
         return (grad * dl.reshape(-1, 1), None)
     return (losses,), vjp
 
@@ -160,6 +182,8 @@ def _mse_apply(pred, target, reduction="mean"):
 
     def vjp(cotangents):
         (dl,) = cotangents
+        check_grad_meta("mse (vjp)", "cotangent", dl, value.shape, value.dtype)
+        check_finite("mse (vjp)", "cotangent", dl)
         g = grad * dl
         return (g, -g)
     return (value,), vjp

@@ -8,27 +8,65 @@ from __future__ import annotations
 
 import numbers
 
-from .._checks import check_finite, check_floats
+import numpy as np
+
+from .._checks import NonFiniteError, all_finite, check_bool, check_finite, check_floats, check_real
 from ..backend import get_array_module
 from ..oracle.registry import OpSpec, Sample, register
+from ._contract import check_grad_meta, check_grads, check_output, check_same_dtype
 
 __all__ = ["batch_norm_forward", "batch_norm_backward"]
 
 
-def _stat_axes(x):
+def _stat_axes(x, who="batch_norm"):
     if x.ndim < 2:
-        raise ValueError(f"batch_norm: x must have shape (N, C, ...) with at least 2 dimensions, "
+        raise ValueError(f"{who}: x must have shape (N, C, ...) with at least 2 dimensions, "
                          f"got shape {tuple(x.shape)}")
     return (0,) + tuple(range(2, x.ndim))
 
 
-def _per_channel(a, name, x):
+def _per_channel(a, name, x, who="batch_norm"):
     """A ``(C,)`` vector as ``(1, C, 1, ...)`` for broadcasting against ``x``."""
     C = x.shape[1]
     if tuple(a.shape) != (C,):
-        raise ValueError(f"batch_norm: {name} must have shape ({C},) for input shape {tuple(x.shape)}, "
+        raise ValueError(f"{who}: {name} must have shape ({C},) for input shape {tuple(x.shape)}, "
                          f"got {tuple(a.shape)}")
     return a.reshape((1, C) + (1,) * (x.ndim - 2))
+
+
+def _check_batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps, who="batch_norm"):
+    """The input contract of :func:`batch_norm_forward`; returns ``(training, momentum, eps)`` as Python
+    values. Nothing is computed or updated before it has passed."""
+    arrays = (("x", x), ("gamma (weight)", gamma), ("beta (bias)", beta), ("running_mean", running_mean),
+              ("running_var", running_var))
+    check_floats(who, *arrays, finite=False)
+    check_same_dtype(who, *arrays)
+    _stat_axes(x, who)
+    for name, a in arrays[1:]:
+        if a is not None:
+            _per_channel(a, name, x, who)
+    training = check_bool(who, "training", training)
+    eps = check_real(who, "eps", eps, 0.0, lo_open=True)
+    if training:
+        if momentum is None or isinstance(momentum, (bool, np.bool_)) or not isinstance(momentum, numbers.Real):
+            raise TypeError(f"{who}: momentum must be a real number (for PyTorch's momentum=None pass "
+                            f"1/num_batches_tracked, as the BatchNorm layers do), got {momentum!r}")
+        momentum = check_real(who, "momentum", momentum, 0.0, 1.0)
+        n = x.size // x.shape[1] if x.shape[1] else 0
+        if n <= 1:
+            raise ValueError(f"{who}: expected more than 1 value per channel when training, got input "
+                             f"shape {tuple(x.shape)}")
+    elif running_mean is None or running_var is None:
+        raise ValueError(f"{who}: running_mean and running_var are required in eval mode (training=False)")
+    xp = get_array_module(x)
+    for name, a in arrays:
+        if a is not None:
+            check_finite(who, name, a, xp)
+    if not training and running_var.size:
+        lowest = float(running_var.min().real)          # .real: complex-step mode (real part ordered first)
+        if lowest < 0:
+            raise ValueError(f"{who}: running_var must be >= 0 (a variance), got a minimum of {lowest!r}")
+    return training, momentum, eps
 
 
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
@@ -70,68 +108,64 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
     Raises
     ------
     TypeError
-        A non-float ``x``, ``gamma``, ``beta`` or running statistic.
+        A non-float ``x``, ``gamma``, ``beta`` or running statistic, arrays of different dtypes, a
+        ``training`` that is not a bool, a ``momentum`` that is not a number.
     ValueError
         In training mode with a single value per channel (PyTorch's "Expected more than 1 value per
-        channel when training"), on shape mismatches, NaN/Inf in any array argument, or in eval mode
-        without running statistics. Nothing is updated when an error is raised.
+        channel when training"), on shape mismatches, NaN/Inf in any array argument
+        (``NonFiniteError``), ``eps <= 0``, ``momentum`` outside ``[0, 1]``, in eval mode without running
+        statistics or with a negative ``running_var``; ``NonFiniteError`` when the batch variance or the
+        output overflows. Nothing is updated when an error is raised (checked by :func:`_check_batch_norm`
+        before the math).
 
     Reference: Ioffe & Szegedy, "Batch normalization: accelerating deep network training by reducing
     internal covariate shift", ICML 2015.
     """
-    arrays = (("x", x), ("gamma (weight)", gamma), ("beta (bias)", beta), ("running_mean", running_mean),
-              ("running_var", running_var))
-    check_floats("batch_norm", *arrays, finite=False)
+    return _batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, "batch_norm")
+
+
+def _batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, who):
+    training, momentum, eps = _check_batch_norm(x, gamma, beta, running_mean, running_var, training,
+                                                momentum, eps, who)
     axes = _stat_axes(x)
     xp = get_array_module(x)
     C = x.shape[1]
     n = x.size // C if C else 0
     g = None if gamma is None else _per_channel(gamma, "gamma (weight)", x)
     b = None if beta is None else _per_channel(beta, "beta (bias)", x)
-    for name, a in arrays[3:]:
-        if a is not None:
-            _per_channel(a, name, x)
-    for name, a in arrays:                  # before the running statistics are touched
-        if a is not None:
-            check_finite("batch_norm", name, a, xp)
-    if training:
-        if n <= 1:
-            raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input "
-                             f"shape {tuple(x.shape)}")
-        if momentum is None or isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
-            raise TypeError(f"batch_norm: momentum must be a real number (for PyTorch's momentum=None pass "
-                            f"1/num_batches_tracked, as the BatchNorm layers do), got {momentum!r}")
-        mean = x.mean(axis=axes, keepdims=True)
-        xc = x - mean
-        var = (xc * xc).mean(axis=axes, keepdims=True)          # biased
-        inv_std = 1 / xp.sqrt(var + eps)
-        xhat = xc
-        xhat *= inv_std
-        m = float(momentum)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):   # overflow: the ValueError below
+        if training:
+            mean = x.mean(axis=axes, keepdims=True)
+            xc = x - mean
+            var = (xc * xc).mean(axis=axes, keepdims=True)          # biased
+            if not all_finite(xp, var):                             # (C,): x - mean or its square overflows
+                raise NonFiniteError(f"{who}: the batch variance overflows {x.dtype} (Inf); use float64 or "
+                                     f"rescale the input")
+            inv_std = 1 / xp.sqrt(var + eps)
+            xhat = xc
+            xhat *= inv_std
+        else:
+            rm = _per_channel(running_mean, "running_mean", x)
+            rv = _per_channel(running_var, "running_var", x)
+            inv_std = (1 / xp.sqrt(rv + eps)).astype(x.dtype, copy=False)
+            xhat = (x - rm.astype(x.dtype, copy=False)) * inv_std
+        if g is None:
+            y = xhat if b is None else xhat + b
+        else:
+            y = xhat * g
+            if b is not None:
+                y += b
+    check_output(who, y)                     # inputs are finite: only an overflow (or eps lost in float32)
+    if training:                             # the running statistics change only once all is well
+        m = momentum
         if running_mean is not None:
-            _per_channel(running_mean, "running_mean", x)
             running_mean *= 1 - m
             running_mean += m * mean.reshape(C).astype(running_mean.dtype, copy=False)
         if running_var is not None:
-            _per_channel(running_var, "running_var", x)
             unbiased = var.reshape(C) * (n / (n - 1))
             running_var *= 1 - m
             running_var += m * unbiased.astype(running_var.dtype, copy=False)
-    else:
-        if running_mean is None or running_var is None:
-            raise ValueError("batch_norm: running_mean and running_var are required in eval mode "
-                             "(training=False)")
-        rm = _per_channel(running_mean, "running_mean", x)
-        rv = _per_channel(running_var, "running_var", x)
-        inv_std = (1 / xp.sqrt(rv + eps)).astype(x.dtype, copy=False)
-        xhat = (x - rm.astype(x.dtype, copy=False)) * inv_std
-    if g is None:
-        y = xhat if b is None else xhat + b
-    else:
-        y = xhat * g
-        if b is not None:
-            y += b
-    return y, (xhat, inv_std, g, b is not None, bool(training), axes, n)
+    return y, (xhat, inv_std, g, b is not None, training, axes, n)
 
 
 def batch_norm_backward(dy, cache, need_dx=True):
@@ -151,22 +185,33 @@ def batch_norm_backward(dy, cache, need_dx=True):
     (dx, dgamma, dbeta)
         ``dgamma``/``dbeta`` are ``None`` without an affine transform; ``dx`` is ``None`` when
         ``need_dx`` is False.
+
+    ``dy`` must have exactly the shape and dtype of ``y`` (``ValueError``/``TypeError``) and be finite
+    (``NonFiniteError``, read off ``dbeta`` or ``dx``); a gradient that overflows raises ``NonFiniteError``.
     """
+    return _batch_norm_backward(dy, cache, need_dx, "batch_norm_backward", "dy")
+
+
+def _batch_norm_backward(dy, cache, need_dx, who, name):
     xhat, inv_std, g, has_b, training, axes, n = cache
+    check_grad_meta(who, name, dy, xhat.shape, xhat.dtype)
     C = xhat.shape[1]
     full = training and need_dx                       # the training-mode dx needs both sums
-    dbeta = dy.sum(axis=axes, keepdims=True) if (has_b or full) else None
-    dgamma = (dy * xhat).sum(axis=axes, keepdims=True) if (g is not None or full) else None
-    dx = None
-    if need_dx:
-        scale = inv_std if g is None else g * inv_std
-        if training:
-            inv_n = 1.0 / n
-            dx = dy - dbeta * inv_n
-            dx -= xhat * (dgamma * inv_n)
-            dx *= scale
-        else:
-            dx = dy * scale
+    with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
+        dbeta = dy.sum(axis=axes, keepdims=True) if (has_b or full) else None
+        dgamma = (dy * xhat).sum(axis=axes, keepdims=True) if (g is not None or full) else None
+        dx = None
+        if need_dx:
+            scale = inv_std if g is None else g * inv_std
+            if training:
+                inv_n = 1.0 / n
+                dx = dy - dbeta * inv_n
+                dx -= xhat * (dgamma * inv_n)
+                dx *= scale
+            else:
+                dx = dy * scale
+    check_grads(who, name, dy, dbeta, dgamma, dx,           # each depends on every element of dy
+                covered=any(r is not None for r in (dbeta, dgamma, dx)))
     return (dx,
             None if g is None else dgamma.reshape(C),
             dbeta.reshape(C) if has_b else None)

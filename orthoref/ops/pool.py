@@ -9,7 +9,9 @@ buffers).
 
 Inputs are ``(N, C, H, W)`` or unbatched ``(C, H, W)``; outputs keep the input's dtype. Every forward
 raises ``TypeError`` for a non-float input and ``ValueError`` for NaN/Inf in it, a wrong rank or an empty
-spatial extent (an empty batch or channel axis gives an empty output).
+spatial extent (an empty batch or channel axis gives an empty output). Every backward requires ``dy`` of
+exactly the forward output's shape and dtype (``ValueError``/``TypeError``, no broadcasting) and finite
+(``NonFiniteError``, read off ``dx``: every element of ``dy`` reaches ``dx``).
 """
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ import math
 
 import numpy as np
 
-from .._checks import check_finite, check_floats, check_ndim
+from .._checks import check_bool, check_finite, check_floats, check_int, check_ndim, check_result
 from ..backend import get_array_module
 from ..oracle.registry import OpSpec, Sample, from_pair, register
+from ._contract import check_grad_meta, check_grads
 from .conv import Geometry, _crop, _geometry, _pad, _pair, _tap
 
 __all__ = [
@@ -46,14 +49,14 @@ def _check_pool_input(x, who):
     check_floats(who, ("x", x), finite=False)
     check_ndim(who, "x", x, (3, 4))
     if x.shape[-1] * x.shape[-2] == 0:
-        raise ValueError(f"{who}: empty spatial extent in input of shape {tuple(x.shape)}")
+        raise ValueError(f"{who}: x must not have an empty spatial extent, got shape {tuple(x.shape)}")
     check_finite(who, "x", x)
 
 
 def _pool_geometry(shape, kernel_size, stride, padding, dilation=1, who="pool2d") -> Geometry:
     """Geometry of a pool on an input of ``shape`` (3-D or 4-D); ValueError naming ``who`` otherwise."""
     if len(shape) not in (3, 4):
-        raise ValueError(f"{who}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, "
+        raise ValueError(f"{who}: x must be a 3-D (C, H, W) or 4-D (N, C, H, W) array, "
                          f"got shape {tuple(shape)}")
     kernel, stride, dilation, (ph, pw) = _pool_args(kernel_size, stride, padding, dilation, who)
     return _geometry(tuple(shape[-2:]), kernel, stride, (ph, ph, pw, pw), dilation, who)
@@ -146,7 +149,22 @@ def max_pool2d_backward(dy, cache):
 
     (the minimum in row-major order). Returns ``dx`` shaped like ``x``.
     """
+    return _max_pool2d_backward(dy, cache, "max_pool2d_backward", "dy")
+
+
+def _max_pool2d_backward(dy, cache, who, name):
     g, xpad, y = cache
+    check_grad_meta(who, name, dy, y.shape, y.dtype)
+    if _disjoint(g):                   # each dx element is 0 or one dy element: check dy, the smaller one
+        check_finite(who, name, dy)
+        return _max_pool2d_grad(dy, g, xpad, y)
+    with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
+        dx = _max_pool2d_grad(dy, g, xpad, y)
+    check_grads(who, name, dy, dx)
+    return dx
+
+
+def _max_pool2d_grad(dy, g, xpad, y):
     xp = get_array_module(dy)
     dy = _in_layout_of(dy, y)
     dxpad = xp.empty_like(xpad) if _tiles(g) else xp.zeros_like(xpad)    # every element written once
@@ -172,14 +190,12 @@ def max_pool2d_backward(dy, cache):
 # ---------------------------------------------------------------------------------------------------------
 # Average pooling.
 
-def _avg_divisor(x, g: Geometry, count_include_pad, divisor_override):
+def _avg_divisor(x, g: Geometry, count_include_pad, divisor_override, who="avg_pool2d"):
     """Number each window's sum is divided by: ``kh kw``, the override, or (``count_include_pad=False``)
     the count of non-padding elements, an ``(Ho, Wo)`` array."""
+    count_include_pad = check_bool(who, "count_include_pad", count_include_pad)
     if divisor_override is not None:
-        if isinstance(divisor_override, (bool, np.bool_)) or int(divisor_override) != divisor_override \
-                or divisor_override <= 0:
-            raise ValueError(f"avg_pool2d: divisor_override must be a positive int, got {divisor_override!r}")
-        return float(divisor_override)
+        return float(check_int(who, "divisor_override", divisor_override, 1))
     if count_include_pad or not g.has_padding:
         return float(g.kh * g.kw)
     xp = get_array_module(x)
@@ -222,9 +238,11 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
     xpad = _pad(x, g, value=0.0)
     taps = _taps(g)
     y = _tap(xpad, 0, 0, g).copy(order="K")
-    for i, j in taps[1:]:
-        y += _tap(xpad, i, j, g)
-    y /= div
+    with np.errstate(over="ignore", invalid="ignore"):      # a window sum that overflows: the error below
+        for i, j in taps[1:]:
+            y += _tap(xpad, i, j, g)
+        y /= div
+    check_result("avg_pool2d", y, "the output", "use float64 or rescale the input")
     return y, (g, x, div)
 
 
@@ -235,12 +253,24 @@ def avg_pool2d_backward(dy, cache):
 
     Returns ``dx`` shaped like ``x``.
     """
+    return _avg_pool2d_backward(dy, cache, "avg_pool2d_backward", "dy")
+
+
+def _avg_pool2d_backward(dy, cache, who, name):
     g, x, div = cache
-    share = _in_layout_of(dy, x) / div
-    dxpad = _zeros_like_padded(x, g)
-    for i, j in _taps(g):
-        _tap(dxpad, i, j, g)[...] += share
-    return _crop(dxpad, g)
+    check_grad_meta(who, name, dy, x.shape[:-2] + (g.Ho, g.Wo), x.dtype)
+    disjoint = _disjoint(g)
+    if disjoint:                       # each dx element is 0 or dy / D (D >= 1): check dy, the smaller one
+        check_finite(who, name, dy)
+    with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
+        share = _in_layout_of(dy, x) / div
+        dxpad = _zeros_like_padded(x, g)
+        for i, j in _taps(g):
+            _tap(dxpad, i, j, g)[...] += share
+        dx = _crop(dxpad, g)
+    if not disjoint:
+        check_grads(who, name, dy, dx)
+    return dx
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -261,13 +291,22 @@ def global_avg_pool2d_forward(x):
     cache : the input's shape
     """
     _check_pool_input(x, "global_avg_pool2d")
-    return x.mean(axis=(-2, -1)), (x.shape, x.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):      # a sum that overflows: the error below
+        y = x.mean(axis=(-2, -1))
+    check_result("global_avg_pool2d", y, "the output", "use float64 or rescale the input")    # (N, C): short
+    return y, (x.shape, x.dtype)
 
 
 def global_avg_pool2d_backward(dy, cache):
     """``x̄[n, c, h, w] = ȳ[n, c] / (H W)``; returns ``dx`` shaped like ``x``."""
+    return _global_avg_pool2d_backward(dy, cache, "global_avg_pool2d_backward", "dy")
+
+
+def _global_avg_pool2d_backward(dy, cache, who, name):
     shape, dtype = cache
+    check_grad_meta(who, name, dy, shape[:-2], dtype)
     xp = get_array_module(dy)
+    check_finite(who, name, dy, xp)              # (N, C): smaller than dx
     dx = xp.empty(shape, dtype=dtype)
     dx[...] = (dy / (shape[-1] * shape[-2]))[..., None, None]
     return dx
@@ -290,17 +329,27 @@ def flatten_forward(x, start_dim=1, end_dim=-1):
 
     .. math::  y[n, (c, h, w)] = x[n, c, h, w] \\quad (\\text{row-major order of } (c, h, w))
 
-    Returns ``y`` and the input's shape.
+    Returns ``y`` and the cache (the input's shape, the output's shape and the dtype).
     """
     check_floats("flatten", ("x", x))
+    start_dim = check_int("flatten", "start_dim", start_dim)
+    end_dim = check_int("flatten", "end_dim", end_dim)
     s, e = _flat_dims(x.ndim, start_dim, end_dim)
     shape = tuple(x.shape)
-    return x.reshape(shape[:s] + (math.prod(shape[s: e + 1]),) + shape[e + 1:]), shape
+    y = x.reshape(shape[:s] + (math.prod(shape[s: e + 1]),) + shape[e + 1:])
+    return y, (shape, tuple(y.shape), x.dtype)
 
 
 def flatten_backward(dy, cache):
-    """``dx = dy.reshape(x.shape)``."""
-    return dy.reshape(cache)
+    """``dx = dy.reshape(x.shape)``, ``dy`` of exactly the forward output's shape and dtype, finite."""
+    return _flatten_backward(dy, cache, "flatten_backward", "dy")
+
+
+def _flatten_backward(dy, cache, who, name):
+    shape, out_shape, dtype = cache
+    check_grad_meta(who, name, dy, out_shape, dtype)
+    check_finite(who, name, dy)
+    return dy.reshape(shape)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -8,9 +8,12 @@ Weight layouts follow PyTorch: ``w_ih (hidden, input_size)``, ``w_hh (hidden, hi
 """
 from __future__ import annotations
 
-from .._checks import check_finite, check_floats
+import numpy as np
+
+from .._checks import check_choice, check_finite, check_floats
 from ..backend import get_array_module
 from ..oracle.registry import OpSpec, Sample, from_pair, register
+from ._contract import check_grad_meta, check_grads, check_output, check_same_dtype
 
 __all__ = ["RNN_NONLINEARITIES", "rnn_backward", "rnn_forward"]
 
@@ -18,10 +21,10 @@ RNN_NONLINEARITIES = ("tanh", "relu")
 
 
 def _check_args(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity):
-    if nonlinearity not in RNN_NONLINEARITIES:
-        raise ValueError(f"rnn_forward: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    check_choice("rnn_forward", "nonlinearity", nonlinearity, RNN_NONLINEARITIES)
     named = (("x", x), ("h0", h0), ("w_ih", w_ih), ("w_hh", w_hh), ("b_ih", b_ih), ("b_hh", b_hh))
     check_floats("rnn_forward", *named, finite=False)
+    check_same_dtype("rnn_forward", *named)
     if x.ndim != 3:
         raise ValueError(f"rnn_forward: x must be 3-D (T, N, input_size), got shape {tuple(getattr(x, 'shape', ()))}")
     T, N, I = x.shape
@@ -65,7 +68,8 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     cache : what ``rnn_backward`` needs
 
     The input projection of all steps is one GEMM; the recurrence is one ``(N, H) x (H, H)`` GEMM per step.
-    ``TypeError`` for a non-float array, ``ValueError`` for shapes that do not fit or NaN/Inf in any array.
+    ``TypeError`` for a non-float array or arrays of different dtypes, ``ValueError`` for shapes that do not
+    fit, ``NonFiniteError`` for NaN/Inf in any array or a relu recurrence that overflows.
     """
     _check_args(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
     xp = get_array_module(x, w_ih, w_hh)
@@ -74,18 +78,20 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     if h0 is None:
         h0 = xp.zeros((N, H), dtype=x.dtype)
     has_b = b_ih is not None
-    xw = x @ w_ih.T                                   # (T, N, H)
-    if has_b:
-        xw += b_ih + b_hh
-    out = xp.empty((T, N, H), dtype=xw.dtype)
+    out = xp.empty((T, N, H), dtype=x.dtype)
     h = h0
     whh_t = w_hh.T
-    for t in range(T):
-        a = xw[t] + h @ whh_t
-        if nonlinearity == "tanh":
-            h = xp.tanh(a, out=out[t])
-        else:
-            h = xp.maximum(a, 0, out=out[t])
+    with np.errstate(invalid="ignore", over="ignore"):      # an overflow: the ValueError below
+        xw = x @ w_ih.T                                   # (T, N, H)
+        if has_b:
+            xw += b_ih + b_hh
+        for t in range(T):
+            a = xw[t] + h @ whh_t
+            if nonlinearity == "tanh":
+                h = xp.tanh(a, out=out[t])
+            else:
+                h = xp.maximum(a, 0, out=out[t])
+    check_output("rnn_forward", out)            # the inputs are finite: an overflow (relu, or x W_ih^T)
     h_T = out[-1].copy()
     return (out, h_T), (x, h0, w_ih, w_hh, out, has_b, nonlinearity)
 
@@ -109,34 +115,49 @@ def rnn_backward(d_output, d_hT, cache):
     -------
     (dx, dh0, dw_ih, dw_hh, db_ih, db_hh); the bias gradients are None when the forward had no biases.
     ``dw_ih`` and ``dw_hh`` are accumulated over time with one GEMM each over all steps.
+
+    ``d_output`` and ``d_hT`` must have exactly the shapes and dtype of ``output`` and ``h_T``
+    (``ValueError``/``TypeError``; a ``d_output`` one step too long is an error, not ignored) and be finite
+    (``NonFiniteError``, read off ``dw_hh``); a gradient that overflows raises ``NonFiniteError``.
     """
+    return _rnn_backward(d_output, d_hT, cache, "rnn_backward", ("d_output", "d_hT"))
+
+
+def _rnn_backward(d_output, d_hT, cache, who, names):
     x, h0, w_ih, w_hh, out, has_b, nonlinearity = cache
     xp = get_array_module(x, w_ih, w_hh)
     T, N, I = x.shape
     H = w_hh.shape[0]
     dt = out.dtype
-    dh = xp.zeros((N, H), dtype=dt) if d_hT is None else xp.array(d_hT, dtype=dt, copy=True)
-    da = xp.empty((T, N, H), dtype=dt)
-    for t in range(T - 1, -1, -1):
-        if d_output is not None:
-            dh += d_output[t]
-        h = out[t]
-        if nonlinearity == "tanh":
-            xp.multiply(dh, 1 - h * h, out=da[t])
+    if d_output is not None:
+        check_grad_meta(who, names[0], d_output, out.shape, dt)
+    if d_hT is not None:
+        check_grad_meta(who, names[1], d_hT, (N, H), dt)
+    with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
+        dh = xp.zeros((N, H), dtype=dt) if d_hT is None else xp.array(d_hT, dtype=dt, copy=True)
+        da = xp.empty((T, N, H), dtype=dt)
+        for t in range(T - 1, -1, -1):
+            if d_output is not None:
+                dh += d_output[t]
+            h = out[t]
+            if nonlinearity == "tanh":
+                xp.multiply(dh, 1 - h * h, out=da[t])
+            else:
+                xp.multiply(dh, h > 0, out=da[t])
+            dh = da[t] @ w_hh
+        dh0 = dh
+        da2 = da.reshape(T * N, H)
+        h_prev = xp.concatenate([h0[None].astype(dt, copy=False), out[:-1]], axis=0).reshape(T * N, H)
+        dw_hh = da2.T @ h_prev
+        dw_ih = da2.T @ x.reshape(T * N, I)
+        dx = da @ w_ih
+        if has_b:
+            db_ih = da2.sum(axis=0)
+            db_hh = db_ih.copy()
         else:
-            xp.multiply(dh, h > 0, out=da[t])
-        dh = da[t] @ w_hh
-    dh0 = dh
-    da2 = da.reshape(T * N, H)
-    h_prev = xp.concatenate([h0[None].astype(dt, copy=False), out[:-1]], axis=0).reshape(T * N, H)
-    dw_hh = da2.T @ h_prev
-    dw_ih = da2.T @ x.reshape(T * N, I)
-    dx = da @ w_ih
-    if has_b:
-        db_ih = da2.sum(axis=0)
-        db_hh = db_ih.copy()
-    else:
-        db_ih = db_hh = None
+            db_ih = db_hh = None
+    # da holds d_output and d_hT, each times a finite factor; dw_hh contracts all of da (H >= 1).
+    check_grads(who, names, (d_output, d_hT), dw_hh, dw_ih, dx, dh0, db_ih, covered=H > 0)
     return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 
 

@@ -2,15 +2,15 @@
 AdamW-style update for the parameters that are not matrices."""
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 
 import numpy as np
 
+from .._checks import MAX_ITERATIONS, check_bool, check_choice, check_int, check_real
 from ..backend import get_array_module
 from ..ortho.decomp import polar
-from ..ortho.iterative import newton_schulz, ns_polynomial
-from .optimizer import Optimizer, _check_bool, _check_nonneg, _check_unit
+from ..ortho.iterative import NS_COEFFICIENTS, newton_schulz, ns_polynomial
+from .optimizer import Optimizer, _check_betas
 
 __all__ = ["Muon"]
 
@@ -89,7 +89,8 @@ class Muon(Optimizer):
         :math:`0 \le \beta < 1`.
     nesterov : bool, default True
     ns_steps : int, default 5
-        Newton–Schulz steps ``k >= 1`` (ignored with ``coefficients="svd"``).
+        Newton–Schulz steps ``1 <= k <=`` :data:`~orthoref._checks.MAX_ITERATIONS` (10,000; checked
+        also with ``coefficients="svd"``, where it is ignored).
     coefficients : str or (m, 3) array_like, default "jordan"
         A name of :data:`~orthoref.ortho.NS_COEFFICIENTS` (``"jordan"`` = Muon's ``(3.4445, -4.7750,
         2.0315)``, ``"you"``, ``"polar_express"``, ``"cubic"``), a table of ``(a, b, c)`` rows (stored as a
@@ -103,6 +104,15 @@ class Muon(Optimizer):
     adam_betas : (float, float), default (0.9, 0.95)
     adam_eps : float, default 1e-10
     adam_weight_decay : float, default 0
+
+    Every real hyper-parameter must be finite (``lr``, ``weight_decay``, ``adam_lr``,
+    ``adam_weight_decay`` >= 0; ``momentum`` and the ``adam_betas`` in ``[0, 1)``; ``adam_eps`` >= 0);
+    a coefficient table must hold finite numbers. Otherwise ``TypeError``/``ValueError`` naming it.
+
+    Raises (:meth:`step`): as :meth:`Optimizer.step`; the step is staged (the new momentum, moments and
+    value of every parameter are computed into spare arrays and checked before any is written), so
+    whatever it raises -- a bad ``.grad``, a read-only parameter, an update that overflows
+    (``NonFiniteError``) -- nothing has changed.
 
     Notes
     -----
@@ -138,36 +148,38 @@ class Muon(Optimizer):
     # -- hyper-parameters --------------------------------------------------------------------------------
     def _validate_group(self, group):
         who = self._name
-        group["lr"] = _check_nonneg("lr", group["lr"], who)
-        group["momentum"] = _check_unit("momentum", group["momentum"], who)
-        group["nesterov"] = _check_bool("nesterov", group["nesterov"], who)
-        n = group["ns_steps"]
-        if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
-            raise TypeError(f"{who}: ns_steps must be an int >= 1, got {type(n).__name__} {n!r}")
-        if n < 1:
-            raise ValueError(f"{who}: invalid ns_steps {n!r}, expected an int >= 1")
-        group["ns_steps"] = int(n)
-        c = group["coefficients"]
-        if not (isinstance(c, str) and c == "svd"):
-            try:
-                ns_polynomial(c, group["ns_steps"])
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{who}: invalid coefficients {c!r}: expected 'svd', a name of "
-                                 f"NS_COEFFICIENTS or an (m, 3) table of (a, b, c) rows ({exc})") from None
-            if not isinstance(c, str):
-                T = np.asarray(c, dtype=np.float64).reshape(-1, 3)
-                group["coefficients"] = tuple(tuple(float(x) for x in row) for row in T)
-        group["weight_decay"] = _check_nonneg("weight_decay", group["weight_decay"], who)
-        if not isinstance(group["scale"], str) or group["scale"] not in _SCALES:
-            raise ValueError(f"{who}: invalid scale {group['scale']!r}, expected one of {list(_SCALES)}")
-        group["adam_lr"] = _check_nonneg("adam_lr", group["adam_lr"], who)
-        betas = group["adam_betas"]
-        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
-            raise ValueError(f"{who}: adam_betas must be a pair (beta1, beta2), got {betas!r}")
-        group["adam_betas"] = (_check_unit("adam_betas[0]", betas[0], who),
-                               _check_unit("adam_betas[1]", betas[1], who))
-        group["adam_eps"] = _check_nonneg("adam_eps", group["adam_eps"], who)
-        group["adam_weight_decay"] = _check_nonneg("adam_weight_decay", group["adam_weight_decay"], who)
+        group["lr"] = check_real(who, "lr", group["lr"], 0.0)
+        group["momentum"] = check_real(who, "momentum", group["momentum"], 0.0, 1.0, hi_open=True)
+        group["nesterov"] = check_bool(who, "nesterov", group["nesterov"])
+        group["ns_steps"] = check_int(who, "ns_steps", group["ns_steps"], 1, MAX_ITERATIONS)
+        group["coefficients"] = self._check_coefficients(who, group["coefficients"], group["ns_steps"])
+        group["weight_decay"] = check_real(who, "weight_decay", group["weight_decay"], 0.0)
+        group["scale"] = check_choice(who, "scale", group["scale"], _SCALES)
+        group["adam_lr"] = check_real(who, "adam_lr", group["adam_lr"], 0.0)
+        group["adam_betas"] = _check_betas(group["adam_betas"], who, "adam_betas")
+        group["adam_eps"] = check_real(who, "adam_eps", group["adam_eps"], 0.0)
+        group["adam_weight_decay"] = check_real(who, "adam_weight_decay", group["adam_weight_decay"], 0.0)
+
+    @staticmethod
+    def _check_coefficients(who, c, steps):
+        """``"svd"``, a name of ``NS_COEFFICIENTS``, or an ``(m, 3)`` table of finite ``(a, b, c)`` rows
+        (returned as a tuple of float triples)."""
+        if isinstance(c, str):
+            return check_choice(who, "coefficients", c, ("svd",) + tuple(NS_COEFFICIENTS))
+        expected = "'svd', a name of NS_COEFFICIENTS or an (m, 3) table of finite (a, b, c) rows"
+        try:
+            T = np.asarray(c)
+        except (TypeError, ValueError):
+            raise ValueError(f"{who}: coefficients must be {expected}, got {c!r}") from None
+        if T.dtype.kind not in "iuf" or T.ndim not in (1, 2) or T.size == 0 or T.shape[-1] != 3 \
+                or not np.isfinite(T).all():
+            raise ValueError(f"{who}: coefficients must be {expected}, got {c!r}")
+        try:
+            ns_polynomial(c, steps)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{who}: coefficients must be {expected}, got {c!r} ({exc})") from None
+        T = T.astype(np.float64).reshape(-1, 3)
+        return tuple(tuple(float(x) for x in row) for row in T)
 
     # -- state dicts: the key set depends on the parameter's kind, not on its group ------------------------
     _loading = False
@@ -233,26 +245,23 @@ class Muon(Optimizer):
                     del st[k]
 
     # -- the step ------------------------------------------------------------------------------------------
-    def _step_group(self, group):
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if _is_matrix(p):
-                self._muon_step(p, group)
-            else:
-                self._adam_step(p, group)
+    _recycle = True
 
-    def _muon_step(self, p, group):
+    def _stage(self, group, p, label):
+        if _is_matrix(p):
+            return self._muon_stage(p, group, label)
+        return self._adam_stage(p, group, label)
+
+    def _muon_stage(self, p, group, label):
         lr, beta, wd = float(group["lr"]), float(group["momentum"]), float(group["weight_decay"])
         w, g = p.data, p.grad
         xp = get_array_module(w)
         state = self.state.get(p)
-        if state is None:
-            state = self.state[p] = {"momentum_buffer": xp.zeros_like(w)}
-        m = state["momentum_buffer"]
+        m_old = xp.zeros_like(w) if state is None else state["momentum_buffer"]
         s = self._scratch(p)
         # m = beta*m + (1-beta)*g
-        m *= beta
+        m = self._spare(p, "momentum_buffer")
+        xp.multiply(m_old, beta, out=m)
         xp.multiply(g, 1.0 - beta, out=s)
         m += s
         if group["nesterov"]:
@@ -275,26 +284,32 @@ class Muon(Optimizer):
             sc = max(1.0, rows / cols) ** 0.5
         else:
             sc = 0.2 * float(max(rows, cols)) ** 0.5
-        if wd != 0:
-            w *= 1.0 - lr * wd
+        wn = self._spare(p, "_data")
         O *= lr * sc
-        w -= O.reshape(w.shape)
+        if wd != 0:
+            xp.multiply(w, 1.0 - lr * wd, out=wn)
+            wn -= O.reshape(w.shape)
+        else:
+            xp.subtract(w, O.reshape(w.shape), out=wn)
+        self._check_update(p, label, f"lr={lr:g}", wn)
+        return wn, dict(state or {}, momentum_buffer=m)
 
-    def _adam_step(self, p, group):
+    def _adam_stage(self, p, group, label):
         lr, wd, eps = float(group["adam_lr"]), float(group["adam_weight_decay"]), float(group["adam_eps"])
         beta1, beta2 = (float(b) for b in group["adam_betas"])
         w, g = p.data, p.grad
         xp = get_array_module(w)
         state = self.state.get(p)
         if state is None:
-            state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(w), "exp_avg_sq": xp.zeros_like(w)}
-        state["step"] = t = state["step"] + 1
-        m, v = state["exp_avg"], state["exp_avg_sq"]
+            state = {"step": 0, "exp_avg": xp.zeros_like(w), "exp_avg_sq": xp.zeros_like(w)}
+        t = state["step"] + 1
         s, s1 = self._scratch(p), self._scratch(p, 1)
-        m *= beta1
+        m = self._spare(p, "exp_avg")
+        xp.multiply(state["exp_avg"], beta1, out=m)
         xp.multiply(g, 1.0 - beta1, out=s)
         m += s
-        v *= beta2
+        v = self._spare(p, "exp_avg_sq")
+        xp.multiply(state["exp_avg_sq"], beta2, out=v)
         xp.multiply(g, g, out=s)
         s *= 1.0 - beta2
         v += s
@@ -304,7 +319,13 @@ class Muon(Optimizer):
         s += eps
         xp.divide(m, 1.0 - beta1 ** t, out=s1)
         s1 /= s
-        if wd != 0:
-            w *= 1.0 - lr * wd
+        wn = self._spare(p, "_data")
         s1 *= lr
-        w -= s1
+        if wd != 0:
+            xp.multiply(w, 1.0 - lr * wd, out=wn)
+            wn -= s1
+        else:
+            xp.subtract(w, s1, out=wn)
+        self._check_update(p, label, f"adam_lr={lr:g}" + (", or adam_eps=0 divides 0 by 0" if eps == 0 else ""),
+                           v, wn)
+        return wn, dict(state, step=t, exp_avg=m, exp_avg_sq=v)

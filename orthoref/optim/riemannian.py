@@ -32,15 +32,25 @@ with :func:`orthoref.init.orthogonal` (``gain=1``) or orthonormalize them (e.g. 
 
 All updates are computed with the parameter's array module and dtype and written into ``p.data`` in
 place; ``p.grad`` is never modified.
+
+Failure model
+-------------
+Hyper-parameters are checked by name (finite; ``lr``, ``momentum``, ``weight_decay`` >= 0; ``betas`` in
+``[0, 1)``; ``eps`` >= 0 and ``epsilon`` > 0; ``0 <= iterations <=`` :data:`~orthoref._checks.MAX_ITERATIONS`;
+``metric``/``retraction`` one of their names; ``stiefel`` a bool). :meth:`step` checks every ``.grad``
+(exact shape and dtype, finite) and computes the new value and state of every parameter before writing
+any, checking them finite: whatever it raises (a bad ``.grad``, a read-only or infeasible parameter, an
+update that overflows the dtype: ``NonFiniteError``), nothing has changed.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .._checks import MAX_ITERATIONS, NonFiniteError, all_finite, check_bool, check_choice, check_int, check_real
 from ..backend import get_array_module
 from ..ortho.stiefel import METRICS, RETRACTIONS, cayley_iterative, orthonormality_error, project_tangent, \
     retract
-from .optimizer import Optimizer, _check_betas, _check_bool, _check_nonneg
+from .optimizer import Optimizer, _check_betas
 
 __all__ = ["RiemannianSGD", "RiemannianAdam", "CayleySGD", "CayleyAdam", "stiefel_view", "from_stiefel_view"]
 
@@ -83,9 +93,16 @@ def _feasibility_tol(X):
     return max(1e-6, 50.0 * float(np.finfo(X.dtype).eps) * X.shape[-1])
 
 
-def _check_feasible(who, X, shape, transposed):
+def _check_feasible(who, X, shape, transposed, label="a Stiefel parameter"):
+    """``ValueError`` naming the optimizer unless ``X`` is on the manifold (``NonFiniteError`` when it holds
+    NaN/Inf; a Gram matrix that overflows is far off the manifold)."""
     tol = _feasibility_tol(X)
-    err = orthonormality_error(X)
+    if not all_finite(get_array_module(X), X):
+        raise NonFiniteError(f"{who}: {label} (the parameter's data) must be finite, got NaN or Inf")
+    try:
+        err = orthonormality_error(X)
+    except ValueError:                          # ‖XᵀX - I‖ overflows the dtype
+        err = float("inf")
     if not err <= tol:
         gram = "M Mᵀ" if transposed else "Mᵀ M"
         raise ValueError(
@@ -95,14 +112,26 @@ def _check_feasible(who, X, shape, transposed):
             f"or put it in a group with stiefel=False")
 
 
-def _check_choice(who, name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{who}: {name} must be one of {choices}, got {value!r}")
-    return value
+def _new_value(p, Y, transposed):
+    """The parameter-shaped new value whose Stiefel view is ``Y`` (written into ``p.data`` on commit)."""
+    return from_stiefel_view(Y, transposed, p.data.shape)
 
 
-def _write(p, Y, transposed):
-    p.data[...] = from_stiefel_view(Y, transposed, p.data.shape)
+def _step_vector(opt, p, label, lr, d, X):
+    """``-lr * d``, the tangent step handed to the retraction, checked finite together with ``X + Z`` (an
+    overflow of the dtype raises the optimizer's ``NonFiniteError`` here, not the retraction's)."""
+    Z = -lr * d
+    xp = get_array_module(Z)
+    if not (opt._all_finite(xp, Z) and opt._all_finite(xp, X + Z)):
+        opt._non_finite_update(p, label, f"lr={lr:g}")
+    return Z
+
+
+def _checked(opt, p, label, lr, new_data, state):
+    """``(new_data, state)`` after :meth:`Optimizer._check_update` on the new value and every state array."""
+    arrays = [a for a in state.values() if hasattr(a, "shape")]
+    opt._check_update(p, label, f"lr={lr:g}", new_data, *arrays)
+    return new_data, state
 
 
 def _restore(Y, tol=None):
@@ -111,7 +140,11 @@ def _restore(Y, tol=None):
     (``"cayley"``, ``"exp"``, the truncated iterative Cayley)."""
     if tol is None:
         tol = 1e-12 if Y.dtype == np.float64 else 1e-6
-    if orthonormality_error(Y) > tol:
+    try:
+        err = orthonormality_error(Y)
+    except ValueError:                          # NaN/Inf (an overflow): the caller's finiteness check names it
+        return Y
+    if err > tol:
         return retract(Y, 0 * Y, "qr", check=False)
     return Y
 
@@ -193,13 +226,13 @@ class RiemannianSGD(Optimizer):
 
     def _validate_group(self, group):
         who = self._name
-        group["lr"] = _check_nonneg("lr", group["lr"], who)
-        group["momentum"] = _check_nonneg("momentum", group["momentum"], who)
-        group["nesterov"] = _check_bool("nesterov", group["nesterov"], who)
-        group["weight_decay"] = _check_nonneg("weight_decay", group["weight_decay"], who)
-        group["metric"] = _check_choice(who, "metric", group["metric"], METRICS)
-        group["retraction"] = _check_choice(who, "retraction", group["retraction"], RETRACTIONS)
-        group["stiefel"] = _check_bool("stiefel", group["stiefel"], who)
+        group["lr"] = check_real(who, "lr", group["lr"], 0.0)
+        group["momentum"] = check_real(who, "momentum", group["momentum"], 0.0)
+        group["nesterov"] = check_bool(who, "nesterov", group["nesterov"])
+        group["weight_decay"] = check_real(who, "weight_decay", group["weight_decay"], 0.0)
+        group["metric"] = check_choice(who, "metric", group["metric"], METRICS)
+        group["retraction"] = check_choice(who, "retraction", group["retraction"], RETRACTIONS)
+        group["stiefel"] = check_bool(who, "stiefel", group["stiefel"])
         if group["nesterov"] and group["momentum"] <= 0:
             raise ValueError(f"{who}: Nesterov momentum requires a momentum > 0 (nesterov=True, "
                              f"momentum={group['momentum']})")
@@ -207,38 +240,36 @@ class RiemannianSGD(Optimizer):
     def _state_keys(self, group):
         return ("momentum_buffer",)
 
-    def _step_group(self, group):
+    def _stage(self, group, p, label):
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            on, X, tr, G = _point_and_grad(group, p)
-            state = self.state.get(p)
-            if state is None:
-                if on:
-                    _check_feasible(self._name, X, p.shape, tr)
-                state = self.state[p] = {"momentum_buffer": None}
-                if mu != 0:
-                    state["momentum_buffer"] = p.grad.copy()      # geoopt: grad.clone() (raw gradient)
-            d = G + wd * X if wd != 0 else G
-            r = project_tangent(X, d, group["metric"], check=False) if on else d
-            if mu != 0:
-                b = stiefel_view(state["momentum_buffer"])[0] if on else state["momentum_buffer"]
-                b = mu * b + r
-                d = r + mu * b if group["nesterov"] else b
-            else:
-                d = r
+        on, X, tr, G = _point_and_grad(group, p)
+        state = self.state.get(p)
+        if state is None:
             if on:
-                Y = _restore(retract(X, -lr * d, group["retraction"], check=False))
-                if mu != 0:
-                    b = project_tangent(Y, b, "euclidean", check=False)
-                _write(p, Y, tr)
-                if mu != 0:
-                    state["momentum_buffer"] = from_stiefel_view(b, tr, p.shape).copy()
-            else:
-                p.data -= lr * d
-                if mu != 0:
-                    state["momentum_buffer"] = b
+                _check_feasible(self._name, X, p.shape, tr, self._where(label, p))
+            state = {"momentum_buffer": None}
+        state = dict(state)
+        if mu != 0 and state["momentum_buffer"] is None:
+            state["momentum_buffer"] = p.grad.copy()      # geoopt: grad.clone() (raw gradient)
+        d = G + wd * X if wd != 0 else G
+        r = project_tangent(X, d, group["metric"], check=False) if on else d
+        if mu != 0:
+            b = stiefel_view(state["momentum_buffer"])[0] if on else state["momentum_buffer"]
+            b = mu * b + r
+            d = r + mu * b if group["nesterov"] else b
+        else:
+            d = r
+        if on:
+            Y = _restore(retract(X, _step_vector(self, p, label, lr, d, X), group["retraction"], check=False))
+            if mu != 0:
+                b = project_tangent(Y, b, "euclidean", check=False)
+                state["momentum_buffer"] = from_stiefel_view(b, tr, p.shape).copy()
+            new = _new_value(p, Y, tr)
+        else:
+            new = p.data - lr * d
+            if mu != 0:
+                state["momentum_buffer"] = b
+        return _checked(self, p, label, lr, new, state)
 
 
 class RiemannianAdam(Optimizer):
@@ -296,50 +327,48 @@ class RiemannianAdam(Optimizer):
 
     def _validate_group(self, group):
         who = self._name
-        group["lr"] = _check_nonneg("lr", group["lr"], who)
+        group["lr"] = check_real(who, "lr", group["lr"], 0.0)
         group["betas"] = _check_betas(group["betas"], who)
-        group["eps"] = _check_nonneg("eps", group["eps"], who)
-        group["retraction"] = _check_choice(who, "retraction", group["retraction"], RETRACTIONS)
-        group["metric"] = _check_choice(who, "metric", group["metric"], METRICS)
-        group["weight_decay"] = _check_nonneg("weight_decay", group["weight_decay"], who)
-        group["stiefel"] = _check_bool("stiefel", group["stiefel"], who)
+        group["eps"] = check_real(who, "eps", group["eps"], 0.0)
+        group["retraction"] = check_choice(who, "retraction", group["retraction"], RETRACTIONS)
+        group["metric"] = check_choice(who, "metric", group["metric"], METRICS)
+        group["weight_decay"] = check_real(who, "weight_decay", group["weight_decay"], 0.0)
+        group["stiefel"] = check_bool(who, "stiefel", group["stiefel"])
 
     def _state_keys(self, group):
         return ("step", "exp_avg", "exp_avg_sq")
 
-    def _step_group(self, group):
+    def _stage(self, group, p, label):
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
         beta1, beta2 = group["betas"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            on, X, tr, G = _point_and_grad(group, p)
-            xp = get_array_module(p.data)
-            state = self.state.get(p)
-            if state is None:
-                if on:
-                    _check_feasible(self._name, X, p.shape, tr)
-                state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(p.data),
-                                         "exp_avg_sq": xp.zeros_like(p.data)}
-            state["step"] = t = state["step"] + 1
-            d = G + wd * X if wd != 0 else G
-            r = project_tangent(X, d, group["metric"], check=False) if on else d
-            m = stiefel_view(state["exp_avg"])[0] if on else state["exp_avg"]
-            v = stiefel_view(state["exp_avg_sq"])[0] if on else state["exp_avg_sq"]
-            m = beta1 * m + (1.0 - beta1) * r
-            v = beta2 * v + (1.0 - beta2) * (r * r)          # component_inner(x, r) = r ⊙ r
-            bc1 = 1.0 - beta1 ** t
-            bc2 = 1.0 - beta2 ** t
-            D = (m / bc1) / (xp.sqrt(v / bc2) + eps)
+        on, X, tr, G = _point_and_grad(group, p)
+        xp = get_array_module(p.data)
+        state = self.state.get(p)
+        if state is None:
             if on:
-                Y = _restore(retract(X, -lr * D, group["retraction"], check=False))
-                m = project_tangent(Y, m, "euclidean", check=False)
-                _write(p, Y, tr)
-                state["exp_avg"] = from_stiefel_view(m, tr, p.shape).copy()
-                state["exp_avg_sq"] = from_stiefel_view(v, tr, p.shape).copy()
-            else:
-                p.data -= lr * D
-                state["exp_avg"], state["exp_avg_sq"] = m, v
+                _check_feasible(self._name, X, p.shape, tr, self._where(label, p))
+            state = {"step": 0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
+        state = dict(state)
+        state["step"] = t = state["step"] + 1
+        d = G + wd * X if wd != 0 else G
+        r = project_tangent(X, d, group["metric"], check=False) if on else d
+        m = stiefel_view(state["exp_avg"])[0] if on else state["exp_avg"]
+        v = stiefel_view(state["exp_avg_sq"])[0] if on else state["exp_avg_sq"]
+        m = beta1 * m + (1.0 - beta1) * r
+        v = beta2 * v + (1.0 - beta2) * (r * r)          # component_inner(x, r) = r ⊙ r
+        bc1 = 1.0 - beta1 ** t
+        bc2 = 1.0 - beta2 ** t
+        D = (m / bc1) / (xp.sqrt(v / bc2) + eps)
+        if on:
+            Y = _restore(retract(X, _step_vector(self, p, label, lr, D, X), group["retraction"], check=False))
+            m = project_tangent(Y, m, "euclidean", check=False)
+            new = _new_value(p, Y, tr)
+            state["exp_avg"] = from_stiefel_view(m, tr, p.shape).copy()
+            state["exp_avg_sq"] = from_stiefel_view(v, tr, p.shape).copy()
+        else:
+            new = p.data - lr * D
+            state["exp_avg"], state["exp_avg_sq"] = m, v
+        return _checked(self, p, label, lr, new, state)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -356,17 +385,14 @@ class _CayleyBase(Optimizer):
     _NULLABLE_STATE = ()
 
     def _validate_common(self, group, who):
-        group["lr"] = _check_nonneg("lr", group["lr"], who)
-        group["weight_decay"] = _check_nonneg("weight_decay", group["weight_decay"], who)
-        it = group["iterations"]
-        if isinstance(it, (bool, np.bool_)) or not isinstance(it, (int, np.integer)) or it < 0:
-            raise ValueError(f"{who}: iterations must be an int >= 0, got {it!r}")
-        group["iterations"] = int(it)
-        group["epsilon"] = _check_nonneg("epsilon", group["epsilon"], who)
-        group["stiefel"] = _check_bool("stiefel", group["stiefel"], who)
+        group["lr"] = check_real(who, "lr", group["lr"], 0.0)
+        group["weight_decay"] = check_real(who, "weight_decay", group["weight_decay"], 0.0)
+        group["iterations"] = check_int(who, "iterations", group["iterations"], 0, MAX_ITERATIONS)
+        group["epsilon"] = check_real(who, "epsilon", group["epsilon"], 0.0, lo_open=True)
+        group["stiefel"] = check_bool(who, "stiefel", group["stiefel"])
         tol = group["restore_tol"]
         if tol is not None:
-            group["restore_tol"] = _check_nonneg("restore_tol", tol, who)
+            group["restore_tol"] = check_real(who, "restore_tol", tol, 0.0)
 
     def _cayley_move(self, group, X, Z):
         """``X ← cayley_iterative(X, Z, α)`` with ``α = min(lr, 1/(‖A‖₁ + ε))`` (``q = ½``), then the QR
@@ -408,8 +434,10 @@ class CayleySGD(_CayleyBase):
         Used for the Euclidean parameters only (their code ignores it on the manifold, where the tangent
         projection of ``λX`` is zero anyway).
     iterations : int, default 2
-        Fixed-point iterations of the Cayley transform: the paper's 2 (their code uses 5).
+        Fixed-point iterations of the Cayley transform: the paper's 2 (their code uses 5);
+        ``0 <= iterations <= 10000``.
     epsilon : float, default 1e-8
+        ``> 0`` (it keeps ``1 / (‖W‖₁ + epsilon)`` finite).
     restore_tol : float or None, keyword-only
         After the step, if ``‖XᵀX - I‖_F`` exceeds it (default ``None``: 1e-12 for float64, 1e-6 otherwise)
         the iterate is replaced by the Q factor of its QR (their ``qr_retraction``).
@@ -444,40 +472,38 @@ class CayleySGD(_CayleyBase):
 
     def _validate_group(self, group):
         self._validate_common(group, self._name)
-        group["momentum"] = _check_nonneg("momentum", group["momentum"], self._name)
+        group["momentum"] = check_real(self._name, "momentum", group["momentum"], 0.0)
 
     def _state_keys(self, group):
         return ("momentum_buffer",)
 
-    def _step_group(self, group):
+    def _stage(self, group, p, label):
         lr, beta, wd = group["lr"], group["momentum"], group["weight_decay"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            xp = get_array_module(p.data)
-            state = self.state.get(p)
-            if _is_stiefel(group, p):
-                X, tr = stiefel_view(p.data)
-                G = stiefel_view(p.grad)[0]
+        xp = get_array_module(p.data)
+        state = self.state.get(p)
+        if _is_stiefel(group, p):
+            X, tr = stiefel_view(p.data)
+            G = stiefel_view(p.grad)[0]
+            if state is None:
+                _check_feasible(self._name, X, p.shape, tr, self._where(label, p))
+                state = {"momentum_buffer": xp.zeros_like(p.data)}
+            M = beta * stiefel_view(state["momentum_buffer"])[0] - G
+            M = project_tangent(X, M, "euclidean", check=False)          # W X
+            Y = self._cayley_move(group, X, M)
+            new = _new_value(p, Y, tr)
+            state = dict(state, momentum_buffer=from_stiefel_view(M, tr, p.shape).copy())
+        else:
+            d = p.grad + wd * p.data if wd != 0 else p.grad
+            if beta != 0:
                 if state is None:
-                    _check_feasible(self._name, X, p.shape, tr)
-                    state = self.state[p] = {"momentum_buffer": xp.zeros_like(p.data)}
-                M = beta * stiefel_view(state["momentum_buffer"])[0] - G
-                M = project_tangent(X, M, "euclidean", check=False)          # W X
-                Y = self._cayley_move(group, X, M)
-                _write(p, Y, tr)
-                state["momentum_buffer"] = from_stiefel_view(M, tr, p.shape).copy()
-            else:
-                d = p.grad + wd * p.data if wd != 0 else p.grad
-                if beta != 0:
-                    if state is None:
-                        state = self.state[p] = {"momentum_buffer": d.copy()}
-                    else:
-                        state["momentum_buffer"] = beta * state["momentum_buffer"] + d
-                    d = state["momentum_buffer"]
-                elif state is None:
-                    self.state[p] = {"momentum_buffer": xp.zeros_like(p.data)}
-                p.data -= lr * d
+                    state = {"momentum_buffer": d.copy()}
+                else:
+                    state = dict(state, momentum_buffer=beta * state["momentum_buffer"] + d)
+                d = state["momentum_buffer"]
+            elif state is None:
+                state = {"momentum_buffer": xp.zeros_like(p.data)}
+            new = p.data - lr * d
+        return _checked(self, p, label, lr, new, state)
 
 
 class CayleyAdam(_CayleyBase):
@@ -542,38 +568,38 @@ class CayleyAdam(_CayleyBase):
     def _state_keys(self, group):
         return ("step", "exp_avg", "exp_avg_sq")
 
-    def _step_group(self, group):
+    def _stage(self, group, p, label):
         lr, eps, wd = group["lr"], group["epsilon"], group["weight_decay"]
         beta1, beta2 = group["betas"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            xp = get_array_module(p.data)
-            on = _is_stiefel(group, p)
-            state = self.state.get(p)
-            if state is None:
-                if on:
-                    X, tr = stiefel_view(p.data)
-                    _check_feasible(self._name, X, p.shape, tr)
-                state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(p.data),
-                                         "exp_avg_sq": xp.zeros_like(p.data)}
-            state["step"] = t = state["step"] + 1
-            bc1 = 1.0 - beta1 ** t
-            bc2 = 1.0 - beta2 ** t
+        xp = get_array_module(p.data)
+        on = _is_stiefel(group, p)
+        state = self.state.get(p)
+        if state is None:
             if on:
                 X, tr = stiefel_view(p.data)
-                G = stiefel_view(p.grad)[0]
-                m = beta1 * stiefel_view(state["exp_avg"])[0] + (1.0 - beta1) * G
-                v = beta2 * float(state["exp_avg_sq"].reshape(-1)[0]) + (1.0 - beta2) * float((G * G).sum())
-                scale = float(np.sqrt(v / bc2 + eps))
-                m = project_tangent(X, m, "euclidean", check=False)           # = W X · sqrt(v̂+ε)(1-β₁ᵗ)
-                Z = (-1.0 / (bc1 * scale)) * m
-                Y = self._cayley_move(group, X, Z)
-                _write(p, Y, tr)
-                state["exp_avg"] = from_stiefel_view(m, tr, p.shape).copy()
-                state["exp_avg_sq"] = xp.full(p.shape, v, dtype=p.dtype)
-            else:
-                d = p.grad + wd * p.data if wd != 0 else p.grad
-                m = state["exp_avg"] = beta1 * state["exp_avg"] + (1.0 - beta1) * d
-                v = state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * (d * d)
-                p.data -= (lr / bc1) * m / (xp.sqrt(v / bc2) + eps)
+                _check_feasible(self._name, X, p.shape, tr, self._where(label, p))
+            state = {"step": 0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
+        state = dict(state)
+        state["step"] = t = state["step"] + 1
+        bc1 = 1.0 - beta1 ** t
+        bc2 = 1.0 - beta2 ** t
+        if on:
+            X, tr = stiefel_view(p.data)
+            G = stiefel_view(p.grad)[0]
+            m = beta1 * stiefel_view(state["exp_avg"])[0] + (1.0 - beta1) * G
+            v = beta2 * float(state["exp_avg_sq"].reshape(-1)[0]) + (1.0 - beta2) * float((G * G).sum())
+            if not np.isfinite(v):                  # ‖G‖² overflows the dtype
+                self._non_finite_update(p, label, f"lr={lr:g}")
+            scale = float(np.sqrt(v / bc2 + eps))
+            m = project_tangent(X, m, "euclidean", check=False)           # = W X · sqrt(v̂+ε)(1-β₁ᵗ)
+            Z = (-1.0 / (bc1 * scale)) * m
+            Y = self._cayley_move(group, X, Z)
+            new = _new_value(p, Y, tr)
+            state["exp_avg"] = from_stiefel_view(m, tr, p.shape).copy()
+            state["exp_avg_sq"] = xp.full(p.shape, v, dtype=p.dtype)
+        else:
+            d = p.grad + wd * p.data if wd != 0 else p.grad
+            m = state["exp_avg"] = beta1 * state["exp_avg"] + (1.0 - beta1) * d
+            v = state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * (d * d)
+            new = p.data - (lr / bc1) * m / (xp.sqrt(v / bc2) + eps)
+        return _checked(self, p, label, lr, new, state)

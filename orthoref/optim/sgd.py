@@ -1,8 +1,9 @@
 """Stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay (PyTorch's SGD)."""
 from __future__ import annotations
 
+from .._checks import check_bool, check_real
 from ..backend import get_array_module
-from .optimizer import Optimizer, _check_bool, _check_nonneg, _check_real
+from .optimizer import Optimizer
 
 __all__ = ["SGD"]
 
@@ -31,13 +32,14 @@ class SGD(Optimizer):
     params : iterable of Parameter, or list of dict
         Parameters, or parameter groups ``{"params": [...], "lr": ...}`` overriding the defaults below.
     lr : float, default 1e-3
-        Learning rate :math:`\gamma \ge 0` (PyTorch 2.x's default).
+        Learning rate :math:`\gamma \ge 0`, finite (PyTorch 2.x's default).
     momentum : float, default 0
-        :math:`\mu \ge 0`.
+        :math:`\mu \ge 0`, finite.
     dampening : float, default 0
-        :math:`\tau` (any value; PyTorch does not restrict it).
+        :math:`0 \le \tau \le 1` (PyTorch does not restrict it; outside ``[0, 1]`` the buffer would
+        amplify or reverse the gradient).
     weight_decay : float, default 0
-        :math:`\lambda \ge 0`.
+        :math:`\lambda \ge 0`, finite.
     nesterov : bool, default False
         Nesterov momentum; requires ``momentum > 0`` and ``dampening == 0`` (PyTorch's rule).
     maximize : bool, default False
@@ -51,6 +53,14 @@ class SGD(Optimizer):
     State per parameter: ``"momentum_buffer"`` (an array like the parameter), created on the first step
     with a gradient and only when ``momentum != 0``, as in PyTorch (plain SGD keeps no state).
     ``p.data`` is updated in place in its own dtype and array module; ``p.grad`` is never modified.
+
+    Raises: the constructor, ``TypeError``/``ValueError`` naming a hyper-parameter out of its range (NaN and
+    Inf included); :meth:`step`, as :meth:`Optimizer.step`: a bad ``.grad`` or a read-only parameter
+    before anything is written (nothing has changed); an update that overflows the dtype from finite
+    gradients (``lr`` far too large), ``NonFiniteError`` naming the parameter, raised *after* its in-place
+    update: that parameter, its momentum buffer and the parameters before it in group order have been
+    updated (restore them from a ``state_dict``/checkpoint). The checks cost two reductions per parameter
+    (its ``.grad`` before, its new value after), no copy.
     """
 
     _NULLABLE_STATE = ("momentum_buffer",)
@@ -63,13 +73,13 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _validate_group(self, group):
-        who = "SGD"
-        group["lr"] = _check_nonneg("lr", group["lr"], who)
-        group["momentum"] = _check_nonneg("momentum", group["momentum"], who)
-        group["dampening"] = _check_real("dampening", group["dampening"], who)
-        group["weight_decay"] = _check_nonneg("weight_decay", group["weight_decay"], who)
-        group["nesterov"] = _check_bool("nesterov", group["nesterov"], who)
-        group["maximize"] = _check_bool("maximize", group["maximize"], who)
+        who = self._who
+        group["lr"] = check_real(who, "lr", group["lr"], 0.0)
+        group["momentum"] = check_real(who, "momentum", group["momentum"], 0.0)
+        group["dampening"] = check_real(who, "dampening", group["dampening"], 0.0, 1.0)
+        group["weight_decay"] = check_real(who, "weight_decay", group["weight_decay"], 0.0)
+        group["nesterov"] = check_bool(who, "nesterov", group["nesterov"])
+        group["maximize"] = check_bool(who, "maximize", group["maximize"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"{who}: Nesterov momentum requires a momentum and zero dampening "
                              f"(nesterov=True, momentum={group['momentum']}, dampening={group['dampening']})")
@@ -77,75 +87,74 @@ class SGD(Optimizer):
     def _state_keys(self, group):
         return ("momentum_buffer",)
 
-    def _step_group(self, group):
+    def _update(self, group, p, label, prepared):
         lr = float(group["lr"])
         mu = float(group["momentum"])
         damp = float(group["dampening"])
         wd = float(group["weight_decay"])
         nesterov = bool(group["nesterov"])
         sign = -1.0 if group["maximize"] else 1.0
-        for p in group["params"]:
-            g = p.grad
-            if g is None:
-                continue
-            xp = get_array_module(p.data)
-            w = p.data
-            s = self._scratch(p)
-            # d = sign*g + wd*w: materialized in s only when weight decay is on; otherwise d is
-            # (sign, g) and the sign goes into the scalars, so that .grad is never written.
-            if wd != 0:
-                xp.multiply(w, wd, out=s)
-                if sign > 0:
-                    s += g
-                else:
-                    s -= g
-                d, dsign = s, 1.0
+        g = p.grad
+        xp = get_array_module(p.data)
+        w = p.data
+        s = self._scratch(p)
+        # d = sign*g + wd*w: materialized in s only when weight decay is on; otherwise d is
+        # (sign, g) and the sign goes into the scalars, so that .grad is never written.
+        if wd != 0:
+            xp.multiply(w, wd, out=s)
+            if sign > 0:
+                s += g
             else:
-                d, dsign = g, sign
-            if mu != 0:
-                state = self.state.get(p)
-                if state is None:
-                    state = self.state[p] = {"momentum_buffer": None}
-                buf = state["momentum_buffer"]
-                if buf is None:
-                    buf = xp.empty_like(w)
+                s -= g
+            d, dsign = s, 1.0
+        else:
+            d, dsign = g, sign
+        if mu != 0:
+            state = self.state.get(p)
+            if state is None:
+                state = self.state[p] = {"momentum_buffer": None}
+            buf = state["momentum_buffer"]
+            if buf is None:
+                buf = xp.empty_like(w)
+                if dsign > 0:
+                    xp.copyto(buf, d)
+                else:
+                    xp.negative(d, out=buf)
+                state["momentum_buffer"] = buf
+            else:
+                buf *= mu
+                c = (1.0 - damp) * dsign
+                if d is s and c == 1.0:
+                    buf += s
+                elif d is s:
+                    s2 = self._scratch(p, 1) if nesterov else s
+                    xp.multiply(s, c, out=s2)
+                    buf += s2
+                else:
+                    xp.multiply(g, c, out=s)
+                    buf += s
+            if nesterov:
+                # d + mu*buf
+                if d is s:
+                    s2 = self._scratch(p, 1)
+                    xp.multiply(buf, mu, out=s2)
+                    s += s2
+                else:
+                    xp.multiply(buf, mu, out=s)
                     if dsign > 0:
-                        xp.copyto(buf, d)
+                        s += g
                     else:
-                        xp.negative(d, out=buf)
-                    state["momentum_buffer"] = buf
-                else:
-                    buf *= mu
-                    c = (1.0 - damp) * dsign
-                    if d is s and c == 1.0:
-                        buf += s
-                    elif d is s:
-                        s2 = self._scratch(p, 1) if nesterov else s
-                        xp.multiply(s, c, out=s2)
-                        buf += s2
-                    else:
-                        xp.multiply(g, c, out=s)
-                        buf += s
-                if nesterov:
-                    # d + mu*buf
-                    if d is s:
-                        s2 = self._scratch(p, 1)
-                        xp.multiply(buf, mu, out=s2)
-                        s += s2
-                    else:
-                        xp.multiply(buf, mu, out=s)
-                        if dsign > 0:
-                            s += g
-                        else:
-                            s -= g
-                    s *= lr
-                    w -= s
-                else:
-                    xp.multiply(buf, lr, out=s)
-                    w -= s
-            elif d is s:
+                        s -= g
                 s *= lr
                 w -= s
             else:
-                xp.multiply(g, lr * dsign, out=s)
+                xp.multiply(buf, lr, out=s)
                 w -= s
+        elif d is s:
+            s *= lr
+            w -= s
+        else:
+            xp.multiply(g, lr * dsign, out=s)
+            w -= s
+        # the gradient was checked finite: a NaN/Inf here is an overflow of the buffer or of the step
+        self._check_update(p, label, ("lr", lr), w, written=True)

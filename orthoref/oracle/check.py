@@ -16,7 +16,8 @@ import zlib
 
 import numpy as np
 
-from .reference import CompareReport, cast_kwargs, error_row, reference, specs_matching, tolerance
+from .._checks import check_int
+from .reference import CompareReport, _patterns, cast_kwargs, error_row, reference, specs_matching, tolerance
 
 __all__ = ["RUNNERS", "check", "format_rows", "summary"]
 
@@ -111,16 +112,32 @@ def check(against, ops="*", dtypes=("float64",), rng=0):
     """Yield ``(spec_name, sample_label, report_or_None)``; ``None`` where the framework has no twin.
 
     ``against``: ``"torch"``, ``"jax"``, ``"cupy"`` or a fixture directory (see
-    :func:`orthoref.oracle.fixtures.check_dir`).
+    :func:`orthoref.oracle.fixtures.check_dir`). The arguments, and a fixture directory's
+    ``manifest.json``, are checked when ``check`` is called, before anything is yielded: ``TypeError`` /
+    ``ValueError`` naming the argument (or the manifest file and field); the CLI reports them with exit
+    status 2. A fixture whose op is not registered, a missing or corrupt fixture file, a crash of either
+    framework: a failed row (exit status 1), never a skip.
     """
+    who = "check"
+    if not isinstance(against, (str, os.PathLike)):
+        raise TypeError(f"{who}: against must be one of {sorted(RUNNERS)} or a fixture directory, got "
+                        f"{type(against).__name__} {against!r}")
+    _patterns(ops, who, "ops")
+    rng = check_int(who, "rng", rng, 0)
     if against not in RUNNERS:
         if not os.path.isdir(against):
-            raise ValueError(f"against must be one of {sorted(RUNNERS)} or a fixture directory, got {against!r}")
+            raise ValueError(f"{who}: against must be one of {sorted(RUNNERS)} or a fixture directory, got "
+                             f"{against!r}")
         from .fixtures import check_dir
-        for rep in check_dir(against, ops=ops, dtypes=dtypes):
-            yield rep.name, os.path.basename(rep.note.split(":")[0]).rsplit(".", 2)[0], rep
-        return
-    run = RUNNERS[against]()
+        reports = check_dir(against, ops=ops, dtypes=dtypes)
+        return ((rep.name, os.path.basename(rep.note.split(":")[0]).rsplit(".", 2)[0], rep) for rep in reports)
+    if isinstance(dtypes, str) or not isinstance(dtypes, (list, tuple)) or not dtypes \
+            or any(d not in ("float64", "float32") for d in dtypes):
+        raise ValueError(f"{who}: dtypes must be a non-empty list of 'float64' and/or 'float32', got {dtypes!r}")
+    return _check_framework(RUNNERS[against](), ops, dtypes, rng)
+
+
+def _check_framework(run, ops, dtypes, rng):
     for spec in specs_matching(ops):
         samples = spec.sample(np.random.default_rng(zlib.crc32(spec.name.encode()) + rng), np.float64)
         for index, sample in enumerate(samples):

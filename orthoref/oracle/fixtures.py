@@ -23,9 +23,12 @@ earlier export that the new manifest does not list are left in place; export int
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
+import math
+import numbers
 import os
 import re
 import zipfile
@@ -34,7 +37,9 @@ import zlib
 import numpy as np
 
 from .. import __version__
-from .reference import CompareReport, error_row, reference, specs_matching, tolerance
+from .._checks import check_bool, check_real
+from ..data import _loads_strict, _read_npz
+from .reference import CompareReport, _patterns, error_row, names, reference, specs_matching, tolerance
 
 __all__ = ["SCHEMA", "export", "load_manifest", "load_fixture", "check_dir", "write_npz"]
 
@@ -48,7 +53,18 @@ def _seed(*parts) -> int:
 
 def write_npz(path, arrays: dict) -> None:
     """An ``np.load``-readable ``.npz`` whose bytes depend only on ``arrays`` (fixed zip timestamps,
-    sorted keys, no compression), written to a temporary file and renamed into place."""
+    sorted keys, no compression), written to a temporary file and renamed into place. ``arrays``: a dict of
+    str keys to numeric (bool, int, float) arrays; ``TypeError`` naming the key otherwise."""
+    if not isinstance(arrays, dict):
+        raise TypeError(f"write_npz: arrays must be a dict of name -> array, got {type(arrays).__name__}")
+    for key, value in arrays.items():
+        try:
+            kind = np.asarray(value).dtype.kind
+        except (TypeError, ValueError):
+            kind = "O"
+        if not isinstance(key, str) or kind not in "biuf":
+            raise TypeError(f"write_npz: arrays[{key!r}] must be a bool, integer or float array under a str key, "
+                            f"got {type(value).__name__}")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for key in sorted(arrays):
@@ -62,11 +78,16 @@ def write_npz(path, arrays: dict) -> None:
 
 def _atomic_write(path, data: bytes) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def _jsonable(v):
@@ -121,12 +142,19 @@ def export(directory, ops="*", dtypes=("float64", "float32"), progress=None) -> 
     """Write the fixtures of every registered op matching ``ops`` (comma-separated shell patterns) in each
     of ``dtypes`` to ``directory``; return the manifest. Samples are drawn with a generator seeded by the op's
     name, so the files are the same on every run."""
-    bad = [d for d in dtypes if d not in _DTYPES]
-    if bad:
-        raise ValueError(f"dtypes must be among {sorted(_DTYPES)}, got {bad}")
-    specs = specs_matching(ops)
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"export: directory must be a str or os.PathLike, got {type(directory).__name__}")
+    if isinstance(dtypes, str) or not isinstance(dtypes, (list, tuple)):
+        raise TypeError(f"export: dtypes must be a list or tuple of dtype names, got {type(dtypes).__name__} "
+                        f"{dtypes!r}")
+    bad = [d for d in dtypes if not isinstance(d, str) or d not in _DTYPES]
+    if bad or not dtypes:
+        raise ValueError(f"export: dtypes must be among {sorted(_DTYPES)}, got {list(dtypes)}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"export: progress must be a callable or None, got {type(progress).__name__}")
+    specs = specs_matching(_patterns(ops, "export", "ops"))
     if not specs:
-        raise ValueError(f"ops: no registered op matches {ops!r}")
+        raise ValueError(f"export: ops: no registered op matches {ops!r}")
     os.makedirs(directory, exist_ok=True)
     entries = []
     for spec in specs:
@@ -144,55 +172,194 @@ def export(directory, ops="*", dtypes=("float64", "float32"), progress=None) -> 
             progress(spec.name, len(samples))
     manifest = {"schema": SCHEMA, "orthoref": __version__, "numpy": np.__version__, "fixtures": entries}
     _atomic_write(os.path.join(directory, "manifest.json"),
-                  (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+                  (json.dumps(manifest, indent=1, sort_keys=True, allow_nan=False) + "\n").encode())
     return manifest
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _shape_ok(v):
+    return isinstance(v, list) and all(_is_int(d) and d >= 0 for d in v)
+
+
+# field -> (test, what it must be); every documented field is required.
+_ENTRY_FIELDS = {
+    "file": (lambda v: isinstance(v, str) and v != "", "a non-empty relative path"),
+    "sha256": (lambda v: v is None or isinstance(v, str) and _SHA256.fullmatch(v) is not None,
+               "64 lowercase hex digits (or null: no hash, checked only with verify_hash=False)"),
+    "op": (lambda v: isinstance(v, str), "a string"),
+    "kind": (lambda v: isinstance(v, str), "a string"),
+    "sample": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "label": (lambda v: isinstance(v, str), "a string"),
+    "dtype": (lambda v: v in _DTYPES, "'float64' or 'float32'"),
+    "kwargs": (lambda v: isinstance(v, dict), "an object"),
+    "array_kwargs": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "inputs": (lambda v: isinstance(v, list), "a list"),
+    "outputs": (lambda v: isinstance(v, list), "a list"),
+    "rtol": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+             "a finite number > 0"),
+}
+_ARRAY_FIELDS = {
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "shape": (_shape_ok, "a list of ints >= 0"),
+    "dtype": (lambda v: isinstance(v, str), "a string"),
+    "differentiable": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _check_fields(path, where, obj, fields):
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: {where} must be an object, got {type(obj).__name__}")
+    for key, (ok, what) in fields.items():
+        if key not in obj:
+            raise ValueError(f"{path}: {where}.{key} is missing")
+        if not ok(obj[key]):
+            text = repr(obj[key])
+            raise ValueError(f"{path}: {where}.{key} must be {what}, got {text[:60]}")
+
+
+def _check_file_entry(path, where, directory, file):
+    """``file`` must stay inside ``directory``: relative, no ``..``, no symlink leading out."""
+    parts = re.split(r"[/\\]", file)
+    if os.path.isabs(file) or file.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", file) or ".." in parts:
+        raise ValueError(f"{path}: {where}.file must be a path inside the fixture directory (relative, without "
+                         f"'..'), got {file!r}")
+    root = os.path.realpath(directory)
+    target = os.path.realpath(os.path.join(directory, file))
+    if os.path.commonpath([root, target]) != root:
+        raise ValueError(f"{path}: {where}.file {file!r} leads outside the fixture directory (a symbolic link "
+                         f"to {target})")
 
 
 def load_manifest(directory) -> dict:
+    """The checked ``manifest.json`` of a fixture directory.
+
+    Raises ``ValueError`` naming the file and the field for a missing or unreadable manifest, one that is
+    not strict JSON (``NaN``/``Infinity`` are refused), another schema, a missing key or a value of the
+    wrong type (see the module docstring for the schema), or a fixture ``file`` that leaves the directory
+    (an absolute path, ``..``, a symbolic link pointing outside). ``TypeError`` for a ``directory`` that
+    is not a path.
+    """
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"load_manifest: directory must be a str or os.PathLike, got {type(directory).__name__}")
     path = os.path.join(directory, "manifest.json")
     try:
-        with open(path) as f:
-            manifest = json.load(f)
+        with open(path, "rb") as f:
+            manifest = _loads_strict(f.read())
     except FileNotFoundError:
         raise ValueError(f"{directory}: no manifest.json (not a fixture directory)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if manifest.get("schema") != SCHEMA:
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    except ValueError as exc:                         # broken JSON, not UTF-8, NaN/Infinity tokens
+        raise ValueError(f"{path}: not valid strict JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: must hold a JSON object, got {type(manifest).__name__}")
+    if manifest.get("schema") != SCHEMA or isinstance(manifest.get("schema"), bool):
         raise ValueError(f"{path}: schema {manifest.get('schema')!r}, this orthoref reads schema {SCHEMA}")
+    for key in ("orthoref", "numpy"):
+        if not isinstance(manifest.get(key), str):
+            raise ValueError(f"{path}: field {key!r} must be a version string, got {manifest.get(key)!r}")
+    fixtures = manifest.get("fixtures")
+    if not isinstance(fixtures, list):
+        raise ValueError(f"{path}: field 'fixtures' must be a list, got {type(fixtures).__name__}")
+    for i, entry in enumerate(fixtures):
+        where = f"fixtures[{i}]"
+        _check_fields(path, where, entry, _ENTRY_FIELDS)
+        for group in ("inputs", "outputs"):
+            need = _ARRAY_FIELDS if group == "inputs" else {k: _ARRAY_FIELDS[k] for k in ("name", "shape")}
+            for k, item in enumerate(entry[group]):
+                _check_fields(path, f"{where}.{group}[{k}]", item, need)
+        _check_file_entry(path, where, directory, entry["file"])
     return manifest
 
 
+def _array(arrays, path, key):
+    if key not in arrays:
+        raise ValueError(f"{path}: array {key!r} is missing")
+    return arrays[key]
+
+
 def load_fixture(directory, entry, verify_hash=True):
-    """(inputs, kwargs, outputs, cotangents, grads) of one manifest entry; grads has ``None`` for inputs
-    without a gradient. With ``verify_hash`` a file whose sha256 differs from the manifest is refused."""
+    """(inputs, kwargs, outputs, cotangents, grads) of one manifest entry (checked by
+    :func:`load_manifest`); grads has ``None`` for inputs without a gradient. With ``verify_hash`` a file
+    whose sha256 differs from the manifest is refused. The ``.npz`` is read without pickles and without
+    allocating more than it holds. ``ValueError`` naming the file for a hash mismatch, a missing array,
+    an array whose shape or dtype differs from the manifest's, a NaN/Inf cotangent."""
+    verify_hash = check_bool("load_fixture", "verify_hash", verify_hash)
     path = os.path.join(directory, entry["file"])
     with open(path, "rb") as f:
         data = f.read()
-    if verify_hash and "sha256" in entry and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+    if verify_hash and entry["sha256"] is None:
+        raise ValueError(f"{path}: manifest.json gives no sha256 to verify it against (verify_hash=False skips "
+                         f"the check)")
+    if verify_hash and hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise ValueError(f"{path}: sha256 differs from manifest.json (file changed or corrupt)")
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = _read_npz(io.BytesIO(data), path)
     n_in, n_out = len(entry["inputs"]), len(entry["outputs"])
-    inputs = tuple(arrays[f"input_{k}"] for k in range(n_in))
+    inputs = tuple(_array(arrays, path, f"input_{k}") for k in range(n_in))
+    for k, (x, meta) in enumerate(zip(inputs, entry["inputs"])):
+        if list(x.shape) != meta["shape"] or str(x.dtype) != meta["dtype"]:
+            raise ValueError(f"{path}: array 'input_{k}' is {x.dtype} {x.shape}, manifest.json says "
+                             f"{meta['dtype']} {tuple(meta['shape'])}")
+        if x.dtype.kind not in "fiu":
+            raise ValueError(f"{path}: array 'input_{k}' must be a float or integer array, got {x.dtype}")
     kwargs = {k: _tuples(v) for k, v in entry["kwargs"].items()}
-    kwargs.update({k: arrays[f"kwarg_{k}"] for k in entry.get("array_kwargs", [])})
-    outputs = tuple(arrays[f"output_{k}"] for k in range(n_out))
-    cots = tuple(arrays[f"cotangent_{k}"] for k in range(n_out))
+    kwargs.update({k: _array(arrays, path, f"kwarg_{k}") for k in entry["array_kwargs"]})
+    outputs = tuple(_array(arrays, path, f"output_{k}") for k in range(n_out))
+    cots = tuple(_array(arrays, path, f"cotangent_{k}") for k in range(n_out))
+    for k, (y, c, meta) in enumerate(zip(outputs, cots, entry["outputs"])):
+        for name, a in ((f"output_{k}", y), (f"cotangent_{k}", c)):
+            if list(a.shape) != meta["shape"] or a.dtype.kind != "f":
+                raise ValueError(f"{path}: array {name!r} is {a.dtype} {a.shape}, manifest.json says a float "
+                                 f"array of shape {tuple(meta['shape'])}")
+        if not np.isfinite(c).all():
+            raise ValueError(f"{path}: array 'cotangent_{k}' must be finite, got NaN or Inf")
     grads = tuple(arrays.get(f"grad_{k}") for k in range(n_in))
     return inputs, kwargs, outputs, cots, grads
+
+
+def _failure(entry, tol, text):
+    report = CompareReport(entry["op"], entry["dtype"], note=f"{entry['file']}: {text}")
+    report.rows.append(error_row("load", np.zeros(1), np.full(1, np.inf), tol))
+    return report
 
 
 def check_dir(directory, ops="*", dtypes=None, rtol=None, verify_hash=True):
     """Yield a :class:`CompareReport` per fixture in ``directory`` whose op matches ``ops`` (and dtype is in
     ``dtypes``): the fixture's outputs and gradients — ours, or another framework's written in the same
     schema — against the reference recomputed on the fixture's inputs and cotangent. ``rtol``: override
-    the manifest's tolerance."""
+    the manifest's tolerance (a finite number > 0).
+
+    The manifest is checked first (:func:`load_manifest`: a malformed one raises ``ValueError`` naming the
+    file and the field before anything is compared). A fixture whose op matches ``ops`` but is not
+    registered, whose file is missing, corrupt or differs from its sha256, or whose values or gradients
+    disagree is a failed report, never skipped."""
+    who = "check_dir"
+    pats = _patterns(ops, who, "ops")
+    if dtypes is not None and (isinstance(dtypes, str) or not isinstance(dtypes, (list, tuple, set))):
+        raise TypeError(f"{who}: dtypes must be a list or tuple of dtype names or None, got {dtypes!r}")
+    if rtol is not None:
+        rtol = check_real(who, "rtol", rtol, 0, lo_open=True)
+    verify_hash = check_bool(who, "verify_hash", verify_hash)
     manifest = load_manifest(directory)
-    wanted = {s.name for s in specs_matching(ops)}
+    registered = set(names())
+    return _check_entries(directory, manifest, pats, registered, dtypes, rtol, verify_hash)
+
+
+def _check_entries(directory, manifest, pats, registered, dtypes, rtol, verify_hash):
     for entry in manifest["fixtures"]:
-        if entry["op"] not in wanted or (dtypes and entry["dtype"] not in dtypes):
+        if not any(fnmatch.fnmatchcase(entry["op"], p) for p in pats) or (dtypes and entry["dtype"] not in dtypes):
             continue
         tol = float(entry["rtol"] if rtol is None else rtol)
+        if entry["op"] not in registered:
+            yield _failure(entry, tol, f"op {entry['op']!r} is not registered in this orthoref "
+                                       f"(orthoref.oracle.names())")
+            continue
         try:
             inputs, kwargs, outputs, cots, grads = load_fixture(directory, entry, verify_hash)
             value, vjp = reference(entry["op"], *inputs, **kwargs)
@@ -207,9 +374,8 @@ def check_dir(directory, ops="*", dtypes=None, rtol=None, verify_hash=True):
                     raise ValueError(f"grad_{k} is missing (input {k} is differentiable)")
                 if g is not None:
                     report.rows.append(_row(f"grad[{k}]", g, t, tol))
-        except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as exc:
-            report = CompareReport(entry["op"], entry["dtype"], note=f"{entry['file']}: {exc}")
-            report.rows.append(error_row("load", np.zeros(1), np.full(1, np.inf), tol))
+        except (ValueError, TypeError, OSError, zipfile.BadZipFile) as exc:
+            report = _failure(entry, tol, str(exc))
         yield report
 
 

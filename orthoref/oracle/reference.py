@@ -16,11 +16,14 @@ where the reference is all zero), compared with the op's documented tolerance fo
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._checks import check_real
 from .registry import all_specs, get
 
 __all__ = ["cast_kwargs", "names", "specs_matching", "reference", "compare", "CompareReport", "ErrorRow", "tolerance",
@@ -36,9 +39,19 @@ def names() -> list:
     return [s.name for s in all_specs()]
 
 
+def _patterns(patterns, who="specs_matching", name="patterns"):
+    """The shell patterns of ``patterns`` (a comma-separated string or a sequence of strings)."""
+    items = patterns.split(",") if isinstance(patterns, str) else patterns
+    if isinstance(patterns, (bytes, dict)) or not isinstance(items, (list, tuple)) \
+            or not all(isinstance(p, str) for p in items):
+        raise TypeError(f"{who}: {name} must be a comma-separated string or a list of strings, got "
+                        f"{type(patterns).__name__} {patterns!r}")
+    return [p.strip() for p in items if p.strip()]
+
+
 def specs_matching(patterns="*"):
     """Registered specs whose name matches any of the comma-separated shell patterns (``"nn.*,relu"``)."""
-    pats = [p.strip() for p in (patterns.split(",") if isinstance(patterns, str) else patterns) if p.strip()]
+    pats = _patterns(patterns)
     return [s for s in all_specs() if any(fnmatch.fnmatchcase(s.name, p) for p in pats)]
 
 
@@ -46,7 +59,16 @@ def tolerance(spec, dtype) -> float:
     """The relative tolerance an implementation computing in ``dtype`` must meet against the reference:
     the op's conformance tolerance (``torch_rtol``, 1e-10 unless the op documents more) for float64, its
     ``rtol32`` (default :data:`FLOAT32_RTOL`) for float32 and lower."""
-    if np.dtype(dtype) == np.float64:
+    if not hasattr(spec, "torch_rtol"):
+        raise TypeError(f"tolerance: spec must be a registered OpSpec (orthoref.oracle.registry.get(name)), got "
+                        f"{type(spec).__name__}")
+    try:
+        dtype = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"tolerance: dtype must be a numpy dtype, got {dtype!r}") from None
+    if dtype.kind != "f":
+        raise TypeError(f"tolerance: dtype must be a floating dtype, got {dtype}")
+    if dtype == np.float64:
         return spec.torch_rtol
     return getattr(spec, "rtol32", None) or FLOAT32_RTOL
 
@@ -60,10 +82,10 @@ def to_host(x, name="input"):
         x = x.get()
     try:
         a = np.asarray(x)
-    except Exception as exc:
-        raise TypeError(f"{name} must be an array, got {type(x).__name__}") from exc
-    if a.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    except Exception:
+        raise TypeError(f"{name} must be an array, got a ragged or non-numeric {type(x).__name__}") from None
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real numeric array (float or integer), got dtype {a.dtype}")
     return a
 
 
@@ -74,20 +96,76 @@ def cast_kwargs(kwargs, dtype):
             for k, v in kwargs.items()}
 
 
-def _float64_inputs(spec, inputs):
+@functools.lru_cache(maxsize=None)
+def _input_counts(name):
+    """(fewest, most) inputs among the registered samples of ``name`` (conv2d: 2 or 3, the bias optional)."""
+    counts = [len(s.inputs) for s in get(name).sample(np.random.default_rng(0), np.float64)]
+    return min(counts), max(counts)
+
+
+def _float64_inputs(who, spec, inputs):
+    """The inputs as float64 (floating) / int64 (integer) host arrays; ``TypeError`` / ``ValueError``
+    naming ``who`` and the input for a wrong count, a non-numeric or complex or bool array, NaN or Inf."""
+    lo, hi = _input_counts(spec.name)
+    if not lo <= len(inputs) <= hi:
+        want = str(lo) if lo == hi else f"{lo} to {hi}"
+        raise ValueError(f"{who}: {spec.name} takes {want} input(s), got {len(inputs)}")
     out = []
     for k, x in enumerate(inputs):
-        a = to_host(x, f"{spec.name}: input {k}")
-        out.append(np.array(a, dtype=np.float64) if a.dtype.kind == "f" else np.array(a, dtype=np.int64))
+        a = to_host(x, f"{who}: {spec.name}: input {k}")
+        if a.dtype.kind == "f":
+            if not np.isfinite(a).all():
+                raise ValueError(f"{who}: {spec.name}: input {k} must be finite, got NaN or Inf")
+            out.append(np.array(a, dtype=np.float64))
+        else:
+            out.append(np.array(a, dtype=np.int64))
     return tuple(out)
 
 
-def _lookup(name):
+def _lookup(name, who="reference"):
+    """The spec of the registered op ``name``; ``ValueError`` listing close names when there is none."""
+    if not isinstance(name, str):
+        raise TypeError(f"{who}: name must be a registered op name (a str), got {type(name).__name__} {name!r}")
     try:
         return get(name)
     except KeyError:
-        raise ValueError(f"no registered op named {name!r}; orthoref.oracle.names() lists the "
-                         f"{len(names())} registered ops") from None
+        close = difflib.get_close_matches(name, names(), n=5, cutoff=0.5)
+        hint = f"; close names: {', '.join(close)}" if close else ""
+        raise ValueError(f"{who}: no registered op named {name!r} (argument name){hint}; "
+                         f"orthoref.oracle.names() lists the {len(names())} registered ops") from None
+
+
+def _apply(who, spec, args, kwargs):
+    """``spec.apply`` on checked inputs: the op's own ``TypeError``/``ValueError`` pass through; any other
+    exception (an op that has not learnt to refuse these inputs) becomes a ``ValueError`` naming ``who``."""
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError(f"{who}: kwargs must be a dict of the op's keyword arguments, got {type(kwargs).__name__}")
+    try:
+        return spec.apply(*args, **cast_kwargs(kwargs or {}, np.float64))
+    except (TypeError, ValueError):
+        raise
+    except Exception as exc:
+        shapes = ", ".join(str(a.shape) for a in args)
+        raise ValueError(f"{who}: {spec.name} cannot be evaluated at inputs of shapes {shapes} "
+                         f"({type(exc).__name__})") from exc
+
+
+def _cotangents(who, name, cotangent, outputs):
+    """The cotangents as float64 arrays of exactly the outputs' shapes, finite; errors name ``who``."""
+    cot = cotangent if isinstance(cotangent, (tuple, list)) else (cotangent,)
+    if len(cot) != len(outputs):
+        raise ValueError(f"{who}: {name} has {len(outputs)} output(s), so cotangent must hold "
+                         f"{len(outputs)} array(s), got {len(cot)}")
+    cots = []
+    for k, (c, y) in enumerate(zip(cot, outputs)):
+        c = np.array(to_host(c, f"{who}: {name}: cotangent {k}"), dtype=np.float64)
+        if c.shape != y.shape:
+            raise ValueError(f"{who}: {name}: cotangent {k} must have the output's shape {y.shape}, "
+                             f"got {c.shape}")
+        if not np.isfinite(c).all():
+            raise ValueError(f"{who}: {name}: cotangent {k} must be finite, got NaN or Inf")
+        cots.append(c)
+    return tuple(cots)
 
 
 def reference(name, *inputs, **kwargs):
@@ -109,28 +187,27 @@ def reference(name, *inputs, **kwargs):
     value : ndarray or tuple of ndarray
         The output (a tuple for ops with several outputs).
     vjp : callable
-        ``vjp(cotangent)`` with ``cotangent`` shaped like ``value`` (a tuple for several outputs) returns a
-        tuple with one float64 gradient per input — ``∑ cotangent ⊙ ∂value/∂input`` — and ``None`` for
-        integer inputs.
+        ``vjp(cotangent)`` with ``cotangent`` of exactly the shape of ``value`` (a tuple for several outputs),
+        finite, returns a tuple with one float64 gradient per input — ``∑ cotangent ⊙ ∂value/∂input`` — and
+        ``None`` for integer inputs.
+
+    Raises
+    ------
+    ValueError
+        ``name`` not registered (the message lists close names), a wrong number of inputs, NaN/Inf in an
+        input, inputs the op refuses; from ``vjp``: a cotangent of another shape (no broadcasting) or
+        count, NaN/Inf in it. Each message names the function and the argument.
+    TypeError
+        ``name`` not a str, an input that is not a real numeric array (complex, bool, object, ragged).
     """
     spec = _lookup(name)
-    args = _float64_inputs(spec, inputs)
-    outputs, vjp = spec.apply(*args, **cast_kwargs(kwargs, np.float64))
+    args = _float64_inputs("reference", spec, inputs)
+    outputs, vjp = _apply("reference", spec, args, kwargs)
     outputs = tuple(np.asarray(to_host(y)) for y in outputs)
 
-    def reference_vjp(cotangent):
-        cot = cotangent if isinstance(cotangent, (tuple, list)) else (cotangent,)
-        if len(cot) != len(outputs):
-            raise ValueError(f"{name}: vjp expects {len(outputs)} cotangent(s), got {len(cot)}")
-        cots = []
-        for k, (c, y) in enumerate(zip(cot, outputs)):
-            c = np.array(to_host(c, f"{name}: cotangent {k}"), dtype=np.float64)
-            if c.ndim == 0 and y.ndim > 0:
-                c = np.full(y.shape, float(c))
-            if c.shape != y.shape:
-                raise ValueError(f"{name}: cotangent {k} must have the output's shape {y.shape}, got {c.shape}")
-            cots.append(c)
-        grads = vjp(tuple(cots))
+    def reference_vjp(cotangent, _who="reference vjp"):
+        cots = _cotangents(_who, name, cotangent, outputs)
+        grads = vjp(cots)
         return tuple(None if g is None else np.asarray(to_host(g), dtype=np.float64) for g in grads)
 
     return (outputs[0] if len(outputs) == 1 else outputs), reference_vjp
@@ -221,41 +298,53 @@ def compare(name, inputs, their_value, their_grads=None, cotangent=None, rtol=No
         The output cotangent(s) they used; default ones, i.e. the gradient of ``value.sum()``. Prefer a
         random cotangent: ones hide transposed gradients.
     rtol : float, optional
-        Relative tolerance; default :func:`tolerance` for the inputs' floating dtype.
+        Relative tolerance, finite and > 0; default :func:`tolerance` for the inputs' floating dtype.
     kwargs : dict, optional
         The op's keyword arguments.
 
     Returns
     -------
     CompareReport
+        Their NaN/Inf values or gradients are a failed row, not an error.
+
+    Raises
+    ------
+    ValueError / TypeError
+        As :func:`reference` for ``name``, ``inputs`` and ``cotangent`` (exact output shapes, finite); a
+        ``their_value`` / ``their_grads`` of the wrong count or shape, a non-numeric one; ``rtol`` not a
+        finite number > 0. Messages start with ``compare:`` and name the argument.
     """
-    spec = _lookup(name)
+    who = "compare"
+    spec = _lookup(name, who)
     inputs = _as_tuple(inputs)
-    hosts = [to_host(x, f"{name}: input {k}") for k, x in enumerate(inputs)]
+    hosts = [to_host(x, f"{who}: {name}: input {k}") for k, x in enumerate(inputs)]
     floats = [a.dtype for a in hosts if a.dtype.kind == "f"]
     dtype = np.result_type(*floats) if floats else np.dtype(np.float64)
-    tol = tolerance(spec, dtype) if rtol is None else float(rtol)
-    value, vjp = reference(name, *hosts, **(kwargs or {}))
-    ours = _as_tuple(value)
+    tol = tolerance(spec, dtype) if rtol is None else check_real(who, "rtol", rtol, 0, lo_open=True)
+    args = _float64_inputs(who, spec, hosts)
+    outputs, vjp = _apply(who, spec, args, kwargs)
+    ours = tuple(np.asarray(to_host(y)) for y in outputs)
     theirs = _as_tuple(their_value)
     if len(theirs) != len(ours):
-        raise ValueError(f"{name}: their_value has {len(theirs)} output(s), the op has {len(ours)}")
+        raise ValueError(f"{who}: their_value has {len(theirs)} output(s), {name} has {len(ours)}")
     report = CompareReport(name, str(dtype))
     for k, (o, t) in enumerate(zip(ours, theirs)):
-        t = to_host(t, f"{name}: their_value[{k}]")
+        t = to_host(t, f"{who}: their_value[{k}]")
         if t.shape != o.shape:
-            raise ValueError(f"{name}: their_value[{k}] must have shape {o.shape}, got {t.shape}")
+            raise ValueError(f"{who}: their_value[{k}] must have shape {o.shape}, got {t.shape}")
         report.rows.append(error_row(f"value[{k}]", o, t, tol))
     if their_grads is None:
+        if cotangent is not None:
+            _cotangents(who, name, cotangent, ours)
         return report
     their_grads = _as_tuple(their_grads)
     if len(their_grads) != len(hosts):
-        raise ValueError(f"{name}: their_grads must have one entry per input ({len(hosts)}), got "
+        raise ValueError(f"{who}: their_grads must have one entry per input ({len(hosts)}), got "
                          f"{len(their_grads)} (use None for inputs without a gradient)")
-    cot = tuple(np.ones(o.shape) for o in ours) if cotangent is None else _as_tuple(cotangent)
+    cot = tuple(np.ones(o.shape) for o in ours) if cotangent is None else _cotangents(who, name, cotangent, ours)
     if cotangent is None:
         report.note = "cotangent ones (gradient of the sum of the outputs)"
-    grads = vjp(cot)
+    grads = tuple(None if g is None else np.asarray(to_host(g), dtype=np.float64) for g in vjp(cot))
     skipped = [k for k, (g, t) in enumerate(zip(grads, their_grads)) if g is not None and t is None]
     if skipped:
         report.note = "; ".join(filter(None, [report.note, f"gradients of inputs {skipped} not compared "
@@ -263,8 +352,8 @@ def compare(name, inputs, their_value, their_grads=None, cotangent=None, rtol=No
     for k, (g, t) in enumerate(zip(grads, their_grads)):
         if t is None or g is None:
             continue
-        t = to_host(t, f"{name}: their_grads[{k}]")
+        t = to_host(t, f"{who}: their_grads[{k}]")
         if t.shape != g.shape:
-            raise ValueError(f"{name}: their_grads[{k}] must have input {k}'s shape {g.shape}, got {t.shape}")
+            raise ValueError(f"{who}: their_grads[{k}] must have input {k}'s shape {g.shape}, got {t.shape}")
         report.rows.append(error_row(f"grad[{k}]", g, t, tol))
     return report

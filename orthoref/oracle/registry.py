@@ -20,6 +20,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from .._checks import check_cotangent
+
 __all__ = ["OpSpec", "Sample", "register", "get", "all_specs", "from_pair", "from_layer", "from_loss",
            "from_map"]
 
@@ -97,11 +99,13 @@ def from_pair(forward, backward, n_out: int = 1):
 
 def from_loss(loss_fn):
     """``apply`` for a loss ``(value, grad) = loss_fn(pred, target, **kw)`` whose target is not
-    differentiable (integer labels): the vjp is ``(grad * ȳ, None)``."""
+    differentiable (integer labels): the vjp is ``(grad * ȳ, None)``, ``ȳ`` of exactly the value's shape
+    and the gradient's dtype, finite."""
     def apply(*inputs, **kwargs):
         value, grad = loss_fn(*inputs, **kwargs)
 
         def vjp(cotangents):
+            check_cotangent(loss_fn.__name__, "cotangent", cotangents[0], value.shape, grad.dtype)
             return (grad * cotangents[0],) + (None,) * (len(inputs) - 1)
         return (value,), vjp
     return apply

@@ -3,15 +3,29 @@
 For a random ``n x n`` input with a spread of singular values (the same input for every method) it reports
 each method's time (median of repeats), the orthogonality error ``‖QᵀQ − I‖_2`` and the distance
 ``‖Q − polar(A)‖_F / √n`` to the nearest orthogonal matrix.
+
+Arguments are validated like everywhere else (``TypeError``/``ValueError`` naming the function and the
+argument): ``n`` an int in ``[2, 4096]``, ``dtype`` float32 or float64, ``repeat`` an int in ``[1, 1000]``,
+``rng`` None, an int >= 0 or a Generator, ``cond`` a finite number >= 1 (at most 1e12 for :func:`compare`,
+whose float64 reference ``polar`` needs a numerically nonsingular input).
 """
 from __future__ import annotations
 
+import numbers
 import statistics
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
+from ..backend import host_rng
+from .._checks import check_int, check_real, float_dtype
+
 __all__ = ["compare", "format_table", "format_gram_schmidt_table", "sample_matrix"]
+
+_MAX_N = 4096
+_MAX_COND = 1e12
+_MAX_REPEAT = 1000
 
 
 def _methods():
@@ -33,10 +47,25 @@ def _methods():
     return methods
 
 
+def _check_sample_args(who, n, dtype, rng, cond, max_cond=None):
+    n = check_int(who, "n", n, 2, _MAX_N)
+    dtype = float_dtype(who, dtype)
+    cond = check_real(who, "cond", cond, 1.0, max_cond)
+    return n, dtype, host_rng(rng, who=who), cond
+
+
 def sample_matrix(n, dtype, rng=0, cond=1e3):
-    """``U diag(s) Vᵀ`` with Haar U, V and singular values log-spaced from 1 down to 1/cond."""
+    """``U diag(s) Vᵀ`` with Haar U, V and singular values log-spaced from 1 down to 1/cond.
+
+    ``n``: an int in ``[2, 4096]``; ``dtype``: float32 or float64; ``rng``: None, an int >= 0 or a
+    Generator; ``cond``: a finite number >= 1. ``TypeError``/``ValueError`` naming the argument otherwise.
+    """
+    n, dtype, gen, cond = _check_sample_args("sample_matrix", n, dtype, rng, cond)
+    return _sample_matrix(n, dtype, gen, cond)
+
+
+def _sample_matrix(n, dtype, gen, cond):
     from scipy.stats import ortho_group
-    gen = np.random.default_rng(rng)
     u = ortho_group.rvs(n, random_state=gen)
     v = ortho_group.rvs(n, random_state=gen)
     s = np.geomspace(1.0, 1.0 / cond, n)
@@ -44,9 +73,19 @@ def sample_matrix(n, dtype, rng=0, cond=1e3):
 
 
 def compare(n=256, dtype="float32", repeat=3, rng=0, cond=1e3):
-    """One row per method: ``{"method", "seconds", "orthogonality", "to_polar"}`` (errors in float64)."""
+    """One row per method: ``{"method", "seconds", "orthogonality", "to_polar", "note"}`` (errors in
+    float64; a method that raises ``ValueError``, e.g. Gram–Schmidt declaring rank deficiency, gets
+    ``None`` and the reason in ``note``).
+
+    ``n`` an int in ``[2, 4096]``, ``dtype`` float32 or float64, ``repeat`` an int in ``[1, 1000]``, ``rng``
+    None, an int >= 0 or a Generator, ``cond`` a finite number in ``[1, 1e12]``; ``TypeError``/
+    ``ValueError`` naming the argument otherwise.
+    """
     from . import polar
-    A = sample_matrix(n, dtype, rng, cond)
+    who = "compare"
+    n, dtype, gen, cond = _check_sample_args(who, n, dtype, rng, cond, _MAX_COND)
+    repeat = check_int(who, "repeat", repeat, 1, _MAX_REPEAT)
+    A = _sample_matrix(n, dtype, gen, cond)
     reference = polar(A.astype(np.float64))
     rows = []
     for name, fn in _methods().items():
@@ -68,7 +107,38 @@ def compare(n=256, dtype="float32", repeat=3, rng=0, cond=1e3):
     return rows
 
 
+_COMPARE_KEYS = ("method", "seconds", "orthogonality", "to_polar", "note")
+_GS_KEYS = ("kappa", "cgs", "mgs", "cgs2", "qr")
+
+
+def _check_rows(who, rows, keys, numeric, optional=()):
+    """``rows``: a list/tuple of mappings holding ``keys``; the ``numeric`` ones finite numbers (or None
+    for those in ``optional``)."""
+    if not isinstance(rows, (list, tuple)):
+        raise TypeError(f"{who}: rows must be a list of dicts with keys {', '.join(keys)}, got "
+                        f"{type(rows).__name__}")
+    for i, r in enumerate(rows):
+        if not isinstance(r, Mapping):
+            raise TypeError(f"{who}: rows[{i}] must be a dict with keys {', '.join(keys)}, got {type(r).__name__}")
+        missing = [k for k in keys if k not in r]
+        if missing:
+            raise ValueError(f"{who}: rows[{i}] lacks the key(s) {', '.join(missing)} (expected {', '.join(keys)})")
+        for k in numeric:
+            v = r[k]
+            if v is None and k in optional:
+                continue
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not np.isfinite(v):
+                raise ValueError(f"{who}: rows[{i}][{k!r}] must be a finite number, got {v!r}")
+
+
 def format_table(rows, n, dtype, cond) -> str:
+    """Markdown of :func:`compare`'s rows (``rows``, then the ``n``, ``dtype`` and ``cond`` it was given)."""
+    who = "format_table"
+    _check_rows(who, rows, _COMPARE_KEYS, ("seconds", "orthogonality", "to_polar"),
+                optional=("seconds", "orthogonality", "to_polar"))
+    n = check_int(who, "n", n, 2, _MAX_N)
+    dtype = float_dtype(who, dtype)
+    cond = check_real(who, "cond", cond, 1.0)
     lines = [f"n = {n}, {dtype}, singular values log-spaced in [1/{cond:g}, 1]; errors in float64",
              "| method | ms | ‖QᵀQ − I‖_2 | ‖Q − polar(A)‖_F/√n |", "|---|---|---|---|"]
     for r in rows:
@@ -82,6 +152,7 @@ def format_table(rows, n, dtype, cond) -> str:
 
 def format_gram_schmidt_table(rows) -> str:
     """Markdown of ``gram_schmidt_table()``: ‖QᵀQ − I‖_2 against the condition number."""
+    _check_rows("format_gram_schmidt_table", rows, _GS_KEYS, _GS_KEYS)
     lines = ["‖QᵀQ − I‖_2, A = U diag(geomspace(1, 1/κ)) Vᵀ, 200 x 50, float64",
              "| κ | CGS | MGS | CGS2 | QR (Householder) |", "|---|---|---|---|---|"]
     for r in rows:

@@ -21,8 +21,15 @@ Conventions
   n·eps·max|R_ii|`` (the forward pass of Householder QR stays orthonormal and does not raise);
   :func:`polar` and :func:`polar_vjp` raise when ``σ_min <= max(n, k)·eps·σ_max`` (the polar factor is
   then not unique and its derivative unbounded: ``1/(σ_i + σ_j)``, ``1/σ_i``).
-- Bad input (fewer than 2 dimensions, empty, integer dtype, NaN/Inf, a non-array) raises
-  ``TypeError``/``ValueError`` naming the function and the argument.
+- Bad input (fewer than 2 dimensions, empty, a dtype other than float32/float64, NaN/Inf, a non-array; a
+  ``grad_out`` not of exactly the output's shape and the input's dtype, or not finite) raises
+  ``TypeError``/``ValueError`` naming the function and the argument. LAPACK failures (an SVD that does not
+  converge) raise ``ValueError`` naming the function, never ``LinAlgError``.
+- **Scale**: QR, Gram–Schmidt and polar are scale-invariant and work at any representable scale of ``A``
+  (subnormal to near the float maximum): outside ``max|A|`` in ``[2^-256, 2^256]`` (float64; ``2^±32`` for
+  float32) they run on ``A`` times an exact power of two (``ortho._common``), so ordinary inputs are
+  untouched and bit-identical. Their VJPs scale as ``1/scale``; a gradient that is not representable
+  raises ``NonFiniteError``.
 - **Speed** (CPU): the float32 LAPACK routines are called through :mod:`scipy.linalg` (``sgesdd``,
   ``sgeqrf``/``sorgqr``, ``sorgqr`` for Householder products) -- measured faster than ``numpy.linalg``,
   which in NumPy 2 also runs float32 in float32 but with extra copies (1024² float32 SVD, 2 threads:
@@ -52,7 +59,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module, host_rng
-from .._checks import all_finite, check_array
+from .._checks import MAX_ITERATIONS, check_array, check_bool, check_choice, check_cotangent, check_finite, \
+    check_float, check_int, check_real, check_result
+from ._common import ldexp, linalg_errors, rescaled, unscale_grad
 from ..oracle.registry import OpSpec, Sample, from_map, register
 
 __all__ = [
@@ -73,10 +82,12 @@ def _validate(who, A, name="A"):
 
 
 def _validate_grad(who, A, grad_out, shape=None):
-    _validate(who, grad_out, "grad_out")
-    shape = tuple(A.shape) if shape is None else tuple(shape)
-    if tuple(grad_out.shape) != shape:
-        raise ValueError(f"{who}: grad_out must have shape {shape} (the output's), got {tuple(grad_out.shape)}")
+    """The cotangent: exactly the output's shape (``A``'s unless ``shape``), ``A``'s dtype, finite."""
+    check_cotangent(who, "grad_out", grad_out, A.shape if shape is None else shape, A.dtype)
+
+
+def _method(who, method):
+    return check_choice(who, "method", method, GRAM_SCHMIDT_METHODS)
 
 
 def _eps(dtype):
@@ -133,12 +144,20 @@ def _thin_svd(xp, A, overwrite=False):
 
 def orthogonality_error(Q):
     """``‖QᵀQ − I‖_2`` (spectral norm; the smaller Gram for wide ``Q``), computed in float64; the maximum
-    over a batch."""
-    xp = get_array_module(Q)
+    over a batch.
+
+    ``Q``: a finite float32/float64 array of at least 2 dimensions (``TypeError``/``ValueError``
+    otherwise); ``NonFiniteError`` when the error overflows float64 (``|Q|`` beyond about 1e154).
+    """
+    who = "orthogonality_error"
+    xp = check_array(who, Q, "Q")
     Q = Q.astype(xp.float64)
-    G = _T(Q) @ Q if Q.shape[-2] >= Q.shape[-1] else Q @ _T(Q)
-    G = G - xp.eye(G.shape[-1])
-    return float(xp.linalg.norm(G, ord=2, axis=(-2, -1)).max())
+    with np.errstate(over="ignore", invalid="ignore"):
+        G = _T(Q) @ Q if Q.shape[-2] >= Q.shape[-1] else Q @ _T(Q)
+        G = G - xp.eye(G.shape[-1])
+        check_result(who, G, "QᵀQ", hint="rescale Q")
+        with linalg_errors(who, "the SVD of QᵀQ − I did not converge (Q is too badly scaled)"):
+            return float(xp.linalg.norm(G, ord=2, axis=(-2, -1)).max())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -239,12 +258,27 @@ def qr_orthogonalize(A):
     Householder QR (``geqrf``/``orgqr``), then ``Q ← Q diag(sign R_jj)`` with ``sign(0) = +1``: the unique
     QR of a full-rank matrix and the Haar-consistent choice (QR of a Gaussian matrix gives Haar ``Q``).
     Matches ``torch.linalg.qr`` followed by the same sign fix.
+
+    Rank-deficient ``A`` (a zero column, dependent columns, the zero matrix): ``Q`` is still orthonormal;
+    its columns past the numerical rank complete an orthonormal basis and are not unique (the derivative
+    does not exist there: :func:`qr_orthogonalize_vjp` raises). Scale-invariant: any representable scale
+    of ``A`` (subnormal to near the float maximum) gives the ``Q`` of ``A`` (see ``ortho._common``).
+
+    Raises ``TypeError``/``ValueError`` for a bad ``A`` (not a float32/float64 array, fewer than 2
+    dimensions, empty, NaN/Inf).
     """
-    xp = _validate("qr_orthogonalize", A)
+    who = "qr_orthogonalize"
+    xp = _validate(who, A)
+    A, _ = rescaled(xp, A)
+    with linalg_errors(who, "the QR factorization of A failed"):
+        return _qr_orthogonalize(xp, A)
+
+
+def _qr_orthogonalize(xp, A):
     if A.ndim == 2:
         return orthonormal_qr(A)
     if A.shape[-2] < A.shape[-1]:
-        return _T(qr_orthogonalize(_T(A)))
+        return _T(_qr_orthogonalize(xp, _T(A)))
     return _qr_pos(xp, A)[0]
 
 
@@ -276,14 +310,25 @@ def qr_orthogonalize_vjp(A, grad_out):
     Q dR`` gives ``QᵀdQ = Ω`` skew with ``tril(Ω, -1) = tril(Qᵀ dA R⁻¹, -1)`` and ``(I − QQᵀ) dQ = (I −
     QQᵀ) dA R⁻¹``; this is PyTorch's ``linalg_qr_backward`` (mode "reduced", ``m >= n``) with ``R̄ = 0``.
     Wide ``A``: by transposition. Raises ``ValueError`` naming the column when ``|R_jj| <= n·eps·max|R|``.
+
+    ``grad_out`` must have exactly ``A``'s shape and dtype and be finite (``ValueError``/``TypeError``).
+    The gradient scales as ``1/scale`` of ``A``: computed at any scale of ``A`` (exact power-of-two
+    rescaling), ``NonFiniteError`` when it is not representable (``A`` subnormal and ``grad_out`` of order 1,
+    say).
     """
     who = "qr_orthogonalize_vjp"
     xp = _validate(who, A)
     _validate_grad(who, A, grad_out)
+    A, e = rescaled(xp, A)
     if A.shape[-2] < A.shape[-1]:
-        return _T(qr_orthogonalize_vjp(_T(A), _T(grad_out)))
-    Q, R = _qr_pos(xp, A)
-    return _qr_backward(xp, Q, R, grad_out.astype(A.dtype, copy=False), who)
+        return unscale_grad(who, xp, _T(_qr_vjp_tall(who, xp, _T(A), _T(grad_out))), e)
+    return unscale_grad(who, xp, _qr_vjp_tall(who, xp, A, grad_out), e)
+
+
+def _qr_vjp_tall(who, xp, A, G):
+    with linalg_errors(who, "the QR factorization of A failed"):
+        Q, R = _qr_pos(xp, A)
+    return _qr_backward(xp, Q, R, G, who)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -328,16 +373,36 @@ def gram_schmidt(A, method="mgs", return_r=False):
     ------
     ValueError
         When the remaining norm of column ``j`` after orthogonalization is ``<= n·eps·‖a_j‖`` (numerical
-        rank deficiency); the message names the column (and the batch index).
+        rank deficiency: a zero column, a column dependent on the previous ones); the message names the
+        column (and the batch index). No ``Q`` is returned for a rank-deficient ``A``. Also for a bad
+        ``A`` (wide, fewer than 2 dimensions, empty, NaN/Inf) or ``method``; ``TypeError`` for a non-float
+        ``A`` or a non-bool ``return_r``. ``NonFiniteError`` when ``R`` overflows (``A`` near the float
+        maximum with ``return_r=True``).
+
+    Notes
+    -----
+    Scale-invariant (``Q``): any representable scale of ``A`` gives the ``Q`` of ``A``; ``R`` scales with
+    ``A`` (see ``ortho._common``).
     """
     who = "gram_schmidt"
     xp = _validate(who, A)
-    if not isinstance(method, str) or method not in GRAM_SCHMIDT_METHODS:
-        raise ValueError(f"{who}: method must be one of {GRAM_SCHMIDT_METHODS}, got {method!r}")
+    _method(who, method)
+    return_r = check_bool(who, "return_r", return_r)
     n, k = A.shape[-2:]
     if n < k:
         raise ValueError(f"{who}: A must be tall (n >= k) to orthonormalize its k columns, got shape "
                          f"{tuple(A.shape)}; pass the transpose for orthonormal rows")
+    A, e = rescaled(xp, A)
+    Q, R = _gram_schmidt(who, xp, A, method)
+    if not return_r:
+        return Q
+    if e:
+        R = check_result(who, ldexp(xp, R, e), "R", hint="use float64 or rescale A")
+    return Q, R
+
+
+def _gram_schmidt(who, xp, A, method):
+    n, k = A.shape[-2:]
     tol = n * _eps(A.dtype)
     norms = xp.sqrt((A * A).sum(axis=-2))                        # ‖a_j‖, (..., k)
     V = A.copy()
@@ -360,7 +425,7 @@ def gram_schmidt(A, method="mgs", return_r=False):
             r = (q[..., None, :] @ rest)[..., 0, :]               # q_jᵀ A[:, j+1:]
             rest -= q[..., :, None] * r[..., None, :]
             R[..., j, j + 1:] = r
-    return (Q, R) if return_r else Q
+    return Q, R
 
 
 def gram_schmidt_vjp(A, grad_out, method="mgs"):
@@ -372,12 +437,13 @@ def gram_schmidt_vjp(A, grad_out, method="mgs"):
     unused. Wide ``A`` raises ``ValueError`` as in the forward pass.
     """
     who = "gram_schmidt_vjp"
-    _validate(who, A)
-    if not isinstance(method, str) or method not in GRAM_SCHMIDT_METHODS:
-        raise ValueError(f"{who}: method must be one of {GRAM_SCHMIDT_METHODS}, got {method!r}")
+    xp = _validate(who, A)
+    _method(who, method)
     if A.shape[-2] < A.shape[-1]:
         raise ValueError(f"{who}: A must be tall (n >= k), got shape {tuple(A.shape)}")
-    return qr_orthogonalize_vjp(A, grad_out)
+    _validate_grad(who, A, grad_out)
+    A, e = rescaled(xp, A)
+    return unscale_grad(who, xp, _qr_vjp_tall(who, xp, A, grad_out), e)
 
 
 def gram_schmidt_table(n=200, k=50, kappas=(1e2, 1e4, 1e6, 1e8, 1e10, 1e12), rng=0):
@@ -386,8 +452,19 @@ def gram_schmidt_table(n=200, k=50, kappas=(1e2, 1e4, 1e6, 1e8, 1e10, 1e12), rng
     ``A = U diag(geomspace(1, 1/κ, k)) Vᵀ`` with Haar-random ``U`` (n x k) and ``V`` (k x k), the same
     ``U, V`` for every κ. Returns a list of dicts ``{"kappa", "cgs", "mgs", "cgs2", "qr"}`` (one per κ),
     ready for a table (the module docstring shows the one for the defaults).
+
+    ``n`` (<= 4096) and ``k`` (<= n) are positive ints, ``kappas`` a non-empty sequence of finite numbers
+    >= 1, ``rng`` a seed or Generator; ``TypeError``/``ValueError`` naming the argument otherwise, and
+    ``ValueError`` naming ``kappas`` when a κ makes ``A`` numerically rank deficient (beyond about
+    ``1/(n·eps)``, where Gram–Schmidt raises).
     """
-    gen = host_rng(rng)
+    who = "gram_schmidt_table"
+    n = check_int(who, "n", n, 1, 4096)
+    k = check_int(who, "k", k, 1, n)
+    if isinstance(kappas, (str, bytes)) or not hasattr(kappas, "__len__") or len(kappas) == 0:
+        raise TypeError(f"{who}: kappas must be a non-empty sequence of numbers >= 1, got {kappas!r}")
+    kappas = [check_real(who, "kappas", c, 1.0) for c in kappas]
+    gen = host_rng(rng, who=who)
     U = qr_orthogonalize(gen.standard_normal((n, k)))
     V = qr_orthogonalize(gen.standard_normal((k, k)))
     rows = []
@@ -395,7 +472,11 @@ def gram_schmidt_table(n=200, k=50, kappas=(1e2, 1e4, 1e6, 1e8, 1e10, 1e12), rng
         A = (U * np.geomspace(1.0, 1.0 / kappa, k)) @ V.T
         row = {"kappa": float(kappa)}
         for m in GRAM_SCHMIDT_METHODS:
-            row[m] = orthogonality_error(gram_schmidt(A, method=m))
+            try:
+                row[m] = orthogonality_error(gram_schmidt(A, method=m))
+            except ValueError:
+                raise ValueError(f"{who}: kappas: κ = {kappa:g} makes A numerically rank deficient for "
+                                 f"Gram–Schmidt ({m!r}) at n = {n} in float64; use κ below about 1/(n·eps)") from None
         row["qr"] = orthogonality_error(qr_orthogonalize(A))
         rows.append(row)
     return rows
@@ -406,7 +487,8 @@ def gram_schmidt_table(n=200, k=50, kappas=(1e2, 1e4, 1e6, 1e8, 1e10, 1e12), rng
 
 def _polar_svd(who, xp, A, overwrite=False):
     """Thin SVD of a tall (batched) ``A`` after the near-singularity check."""
-    U, s, Vh = _thin_svd(xp, A, overwrite=overwrite)
+    with linalg_errors(who, "the SVD of A did not converge (A is too ill-conditioned)"):
+        U, s, Vh = _thin_svd(xp, A, overwrite=overwrite)
     n, k = A.shape[-2:]
     smax = s[..., :1]
     bad = s[..., -1:] <= max(n, k) * _eps(A.dtype) * smax
@@ -434,14 +516,18 @@ def polar(A):
     Raises
     ------
     ValueError
-        When ``σ_min <= max(n, k)·eps·σ_max`` (not unique; see :func:`polar_vjp`).
+        When ``σ_min <= max(n, k)·eps·σ_max`` (rank-deficient or numerically singular ``A``, the zero matrix
+        included: the polar factor is not unique; see :func:`polar_vjp`), when the SVD does not converge, or
+        for a bad ``A`` (``TypeError`` for a non-float one).
 
     Notes
     -----
     One ``gesdd`` (``scipy.linalg.svd`` on the host: float32 LAPACK for float32 input) and one GEMM; the
-    same route as ``U, S, Vh = torch.linalg.svd(A, full_matrices=False); U @ Vh``.
+    same route as ``U, S, Vh = torch.linalg.svd(A, full_matrices=False); U @ Vh``. Scale-invariant: any
+    representable scale of ``A`` gives the polar factor of ``A`` (see ``ortho._common``).
     """
     xp = _validate("polar", A)
+    A, _ = rescaled(xp, A)
     U, _, Vh = _polar_svd("polar", xp, A)
     return _host_gemm(U, Vh) if xp is np and A.ndim == 2 else U @ Vh
 
@@ -465,13 +551,20 @@ def polar_vjp(A, grad_out):
 
     Derivation: ``Uᵀ dQ V = Ω`` is skew with ``Ω_ij = (C_ij − C_ji)/(σ_i + σ_j)``, ``C = Uᵀ dA V``, and
     ``(I − UUᵀ) dQ = (I − UUᵀ) dA V Σ⁻¹ Vᵀ``. Raises ``ValueError`` when ``σ_min <= max(n, k)·eps·σ_max``.
+
+    ``grad_out``: exactly ``A``'s shape and dtype, finite. The gradient scales as ``1/scale`` of ``A``
+    (computed at any scale; ``NonFiniteError`` when it is not representable).
     """
     who = "polar_vjp"
     xp = _validate(who, A)
     _validate_grad(who, A, grad_out)
+    A, e = rescaled(xp, A)
     if A.shape[-2] < A.shape[-1]:
-        return _T(polar_vjp(_T(A), _T(grad_out)))
-    G = grad_out.astype(A.dtype, copy=False)
+        return unscale_grad(who, xp, _T(_polar_vjp_tall(who, xp, _T(A), _T(grad_out))), e)
+    return unscale_grad(who, xp, _polar_vjp_tall(who, xp, A, grad_out), e)
+
+
+def _polar_vjp_tall(who, xp, A, G):
     U, s, Vh = _polar_svd(who, xp, A)
     V = _T(Vh)
     GV = G @ V
@@ -489,9 +582,7 @@ def polar_vjp(A, grad_out):
 
 def _validate_householder(who, V, tau):
     xp = _validate(who, V, "V")
-    if not hasattr(tau, "shape") or not hasattr(tau, "dtype") or tau.dtype.kind != "f":
-        raise TypeError(f"{who}: tau must be a float array, got "
-                        f"{getattr(tau, 'dtype', type(tau).__name__)}")
+    check_float(who, "tau", tau)
     n, k = V.shape[-2:]
     if n < k:
         raise ValueError(f"{who}: V must be tall (n >= k), got shape {tuple(V.shape)}")
@@ -500,8 +591,7 @@ def _validate_householder(who, V, tau):
                          f"got {tuple(tau.shape)}")
     if tau.dtype != V.dtype:
         raise TypeError(f"{who}: tau must have V's dtype {V.dtype}, got {tau.dtype}")
-    if not all_finite(xp, tau):
-        raise ValueError(f"{who}: tau must be finite, got NaN or Inf")
+    check_finite(who, "tau", tau, xp)
     return xp
 
 
@@ -539,6 +629,13 @@ def householder_product(V, tau):
     -------
     Q : array (..., n, k), same dtype.
 
+    Raises
+    ------
+    TypeError, ValueError
+        A bad ``V`` or ``tau`` (not float32/float64, wrong shapes, different dtypes, NaN/Inf).
+    NonFiniteError
+        When ``Q`` overflows (huge ``τ·‖v‖²``; ``Q`` is orthogonal only for ``τ_i = 2/‖v_i‖²`` or 0).
+
     Notes
     -----
     A single float32/float64 matrix on the host calls LAPACK ``?orgqr`` through SciPy; batched or CuPy
@@ -546,6 +643,12 @@ def householder_product(V, tau):
     """
     who = "householder_product"
     xp = _validate_householder(who, V, tau)
+    with np.errstate(over="ignore", invalid="ignore"):
+        Q = _householder_product(who, xp, V, tau)
+    return check_result(who, Q, hint="use float64 or smaller tau / V")
+
+
+def _householder_product(who, xp, V, tau):
     k = V.shape[-1]
     p = tau.shape[-1]
     if xp is np and V.ndim == 2:
@@ -553,7 +656,7 @@ def householder_product(V, tau):
         orgqr = lapack.get_lapack_funcs("orgqr", (V,))
         Q, _, info = orgqr(V, tau, lwork=max(1, 64 * k), overwrite_a=False)
         if info != 0:                                           # pragma: no cover - LAPACK argument error
-            raise ValueError(f"{who}: LAPACK orgqr failed with info={info}")
+            raise ValueError(f"{who}: the Householder product of V and tau failed (orgqr info={info})")
         return Q
     Vu = _unit_lower(xp, V, p)
     _, L = _wy_factors(xp, Vu, tau)
@@ -577,13 +680,21 @@ def householder_product_vjp(V, tau, grad_out):
     restricted to the strictly lower part of the first ``p`` columns (the entries ``householder_product``
     reads; the rest of ``grad_V`` is zero, as in PyTorch). ``L = T diag(1/τ)``, ``R = diag(1/τ) T`` are
     unit upper triangular and computed without dividing by τ, so τ_i = 0 is fine.
+
+    ``grad_out``: exactly ``V``'s shape and dtype, finite. ``NonFiniteError`` when a gradient overflows.
     """
     who = "householder_product_vjp"
     xp = _validate_householder(who, V, tau)
     _validate_grad(who, V, grad_out)
+    with np.errstate(over="ignore", invalid="ignore"):
+        grad_V, gtau = _householder_product_vjp(xp, V, tau, grad_out)
+    hint = "use float64 or smaller tau / V / grad_out"
+    return check_result(who, grad_V, "grad_V", hint), check_result(who, gtau, "grad_tau", hint)
+
+
+def _householder_product_vjp(xp, V, tau, G):
     k = V.shape[-1]
     p = tau.shape[-1]
-    G = grad_out.astype(V.dtype, copy=False)
     Vu = _unit_lower(xp, V, p)
     V1 = Vu[..., :k, :]
     N, L = _wy_factors(xp, Vu, tau)

@@ -14,18 +14,27 @@ Precision: the computation stays in the input's dtype (float32 in, float32 out).
 Express code run the iteration in bfloat16 on the GPU; NumPy has no bfloat16 and this reference does not
 emulate it, so float32/float64 results are what those codes would give in exact-ish arithmetic.
 
-Bad input (fewer than two dimensions, an empty array, NaN/Inf, an integer or complex dtype, an unknown
-coefficient name, a malformed coefficient table, a non-positive step count) raises ``ValueError`` /
-``TypeError`` naming the function and the argument.
+Bad input (fewer than two dimensions, an empty array, NaN/Inf, a dtype other than float32/float64, an
+unknown coefficient name, a malformed coefficient table, a step count outside ``[1, MAX_ITERATIONS]``, a
+``grad_out`` of another shape or dtype than the output or not finite) raises ``ValueError`` / ``TypeError``
+naming the function and the argument. A result that overflows (a user table that diverges, ``|W|`` near
+the float maximum in :func:`parseval_retraction`) raises ``NonFiniteError``.
+
+Scale: :func:`bjorck`, :func:`spectral_normalize` and :func:`newton_schulz` with ``eps = 0`` are
+scale-invariant and work at any representable scale of the input (subnormal to near the float maximum):
+the normalization is computed on an exactly rescaled copy (a power of two; see ``ortho._common``), which
+leaves ordinary inputs bit-identical. With ``eps > 0`` :func:`newton_schulz` computes its formula
+``A / (κ‖A‖_F + ε)`` at any scale (for ``‖A‖_F ≪ ε`` that is ``≈ A/ε``, not an orthogonal matrix).
+Gradients scale as ``1/scale`` and raise ``NonFiniteError`` when not representable.
 """
 from __future__ import annotations
-
-import numbers
 
 import numpy as np
 
 from ..backend import get_array_module, host_rng
-from .._checks import check_array
+from .._checks import MAX_ITERATIONS, NonFiniteError, check_array, check_cotangent, check_finite, check_float, check_int, \
+    check_real, check_result
+from ._common import ldexp, max_abs, scale_exponent, unscale_grad
 from ..oracle.registry import OpSpec, Sample, from_map, register
 
 __all__ = [
@@ -82,30 +91,18 @@ def _check_array(who, A, name="A"):
 
 
 def _check_grad(who, A, grad_out):
-    if not hasattr(grad_out, "shape") or tuple(grad_out.shape) != tuple(A.shape):
-        got = tuple(grad_out.shape) if hasattr(grad_out, "shape") else type(grad_out).__name__
-        raise ValueError(f"{who}: grad_out must have the shape of the output {tuple(A.shape)}, got {got}")
-    if grad_out.dtype.kind != "f":
-        raise TypeError(f"{who}: grad_out must be a floating array, got dtype {grad_out.dtype}")
-    return get_array_module(A).asarray(grad_out, dtype=A.dtype)
+    """The cotangent of a map ``(..., m, n) -> (..., m, n)``: exactly ``A``'s shape and dtype, finite."""
+    check_cotangent(who, "grad_out", grad_out, A.shape, A.dtype)
+    return grad_out
 
 
-def _check_int(who, name, value, minimum=1):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{who}: {name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{who}: {name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+def _check_steps(who, steps, name="steps"):
+    return check_int(who, name, steps, 1, MAX_ITERATIONS)
 
 
-def _check_real(who, name, value, lo=0.0, lo_open=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{who}: {name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value < lo or (lo_open and value == lo):
-        raise ValueError(f"{who}: {name} must be a finite number {'>' if lo_open else '>='} {lo:g}, "
-                         f"got {value!r}")
-    return value
+def _overflow(who, Y, name="A"):
+    """``NonFiniteError`` naming ``who`` when ``Y`` (computed from finite inputs) is not finite."""
+    return check_result(who, Y, hint=f"use float64, rescale {name} or use coefficients that do not diverge")
 
 
 def _table(who, coefficients):
@@ -127,15 +124,18 @@ def _table(who, coefficients):
                          f"rows, got shape {T.shape} and dtype {T.dtype}")
     if not np.isfinite(T).all():
         raise ValueError(f"{who}: coefficients must be finite, got NaN or Inf in the table")
+    if T.shape[0] > MAX_ITERATIONS:
+        raise ValueError(f"{who}: coefficients must have at most {MAX_ITERATIONS} rows, got {T.shape[0]}")
     return [tuple(map(float, r)) for r in T.astype(np.float64)], 1.0
 
 
 def _schedule(who, coefficients, steps):
-    """The per-step rows: ``steps`` rows (None: the table's length, 5 for a one-row set)."""
+    """The per-step rows: ``steps`` rows (None: the table's length, 5 for a one-row set); ``steps`` is an
+    int in ``[1, MAX_ITERATIONS]``."""
     rows, kappa = _table(who, coefficients)
     if steps is None:
         steps = _DEFAULT_STEPS if len(rows) == 1 else len(rows)
-    steps = _check_int(who, "steps", steps)
+    steps = _check_steps(who, steps)
     return [rows[min(t, len(rows) - 1)] for t in range(steps)], kappa
 
 
@@ -217,13 +217,25 @@ def _fro(xp, X):
     return xp.sqrt(xp.sum(X * X, axis=(-2, -1), keepdims=True))
 
 
-def _normalized(xp, Aw, kappa, eps):
-    """``(X0, s, n)``: ``X0 = Aw / s``, ``s = κ ‖Aw‖_F + eps`` (C-contiguous copy)."""
+def _norm_exponent(xp, Aw, eps):
+    """The exponent ``e`` of the exact rescaling ``Aw·2^-e`` under which the normalization is computed
+    (0: none, inside the window of ``ortho._common``). With ``eps > 0``, ``e >= log2(eps) − 64`` keeps
+    ``eps·2^-e`` representable: the rescaled ``‖Aw‖_F`` is then either negligible next to it or normal."""
+    floor = (np.frexp(eps)[1] - 64) if eps > 0 else None
+    return scale_exponent(xp, Aw, floor)
+
+
+def _normalized(xp, Aw, kappa, eps, e=0):
+    """``(X0, s, n, Aw')``: ``X0 = Aw' / s``, ``s = κ ‖Aw'‖_F + eps·2^-e`` with ``Aw' = Aw·2^-e``
+    (C-contiguous copy); the same ``X0`` as ``Aw / (κ‖Aw‖_F + eps)``, computed without under/overflow."""
+    if e:
+        Aw = ldexp(xp, Aw, -e)
+        eps = float(np.ldexp(eps, -e))
     n = _fro(xp, Aw)
     s = n * kappa + eps
     X = xp.empty(Aw.shape, dtype=Aw.dtype)
     xp.divide(Aw, xp.where(s == 0, 1, s), out=X)
-    return X, s, n
+    return X, s, n, Aw
 
 
 def _normalized_vjp(xp, Aw, s, n, X0bar, kappa):
@@ -283,17 +295,28 @@ def newton_schulz(A, steps=5, coefficients="jordan", eps=1e-7):
     (..., m, n) array, dtype of ``A``
         Computed in ``A``'s dtype (float32 stays float32). Muon runs it in bfloat16; we do not.
 
+    Raises
+    ------
+    TypeError, ValueError
+        A bad ``A``, ``steps`` (an int in ``[1, MAX_ITERATIONS]``), ``coefficients`` or ``eps``.
+    NonFiniteError
+        When the iteration overflows (a user table that diverges).
+
     Notes
     -----
     Three GEMMs per step (``XXᵀ`` as ``syrk``, ``G²``, ``BX``; two when ``c = 0``), updated in place.
+    The normalization is computed at any scale of ``A`` (module docstring); with ``eps = 0`` the map is
+    scale-invariant.
     """
     who = "newton_schulz"
     xp = _check_array(who, A)
     rows, kappa = _schedule(who, coefficients, steps)
-    eps = _check_real(who, "eps", eps)
+    eps = check_real(who, "eps", eps, 0.0)
     Aw, tall = _wide(A)
-    X, _, _ = _normalized(xp, Aw, kappa, eps)
-    return _unwide(xp, _iterate(X, rows), tall)
+    X, _, _, _ = _normalized(xp, Aw, kappa, eps, _norm_exponent(xp, Aw, eps))
+    with np.errstate(over="ignore", invalid="ignore"):
+        Y = _iterate(X, rows)
+    return _unwide(xp, _overflow(who, Y), tall)
 
 
 def newton_schulz_vjp(A, grad_out, steps=5, coefficients="jordan", eps=1e-7):
@@ -311,6 +334,13 @@ def newton_schulz_vjp(A, grad_out, steps=5, coefficients="jordan", eps=1e-7):
     -------
     (..., m, n) array, dtype of ``A``
 
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`newton_schulz`, and for a ``grad_out`` not of ``A``'s exact shape and dtype, or not finite.
+    NonFiniteError
+        When the gradient overflows (it scales as ``1/scale`` of ``A``).
+
     Notes
     -----
     Stores the ``steps`` iterates; costs about twice a forward pass (seven GEMMs per step).
@@ -319,15 +349,23 @@ def newton_schulz_vjp(A, grad_out, steps=5, coefficients="jordan", eps=1e-7):
     xp = _check_array(who, A)
     gbar = _check_grad(who, A, grad_out)
     rows, kappa = _schedule(who, coefficients, steps)
-    eps = _check_real(who, "eps", eps)
+    eps = check_real(who, "eps", eps, 0.0)
+    return _unrolled_vjp(who, xp, A, gbar, rows, kappa, eps)
+
+
+def _unrolled_vjp(who, xp, A, gbar, rows, kappa, eps):
+    """Newton–Schulz / Björck backward: forward iterates stored, reverse pass, normalization, transposition;
+    computed on ``A·2^-e`` (see :func:`_norm_exponent`) and scaled back by ``2^-e``."""
     Aw, tall = _wide(A)
-    X0, s, n = _normalized(xp, Aw, kappa, eps)
-    Xs = []
-    _iterate(X0, rows, store=Xs)
-    Ybar = _T(gbar) if tall else gbar
-    X0bar = _iterate_vjp(Xs, rows, Ybar)
-    g = _normalized_vjp(xp, Aw, s, n, X0bar, kappa)
-    return _unwide(xp, g, tall).astype(A.dtype, copy=False)
+    e = _norm_exponent(xp, Aw, eps)
+    with np.errstate(over="ignore", invalid="ignore"):
+        X0, s, n, Aw = _normalized(xp, Aw, kappa, eps, e)
+        Xs = []
+        _iterate(X0, rows, store=Xs)
+        Ybar = _T(gbar) if tall else gbar
+        X0bar = _iterate_vjp(Xs, rows, Ybar)
+        g = _normalized_vjp(xp, Aw, s, n, X0bar, kappa)
+    return unscale_grad(who, xp, _unwide(xp, g, tall).astype(A.dtype, copy=False), e)
 
 
 def ns_polynomial(coefficients="jordan", steps=None):
@@ -344,18 +382,28 @@ def ns_polynomial(coefficients="jordan", steps=None):
     Returns
     -------
     callable
-        ``p(sigma)`` for a scalar or an array (element-wise, float64 unless ``sigma`` is a float array).
+        ``p(sigma)`` for a real number (float64 result) or a float32/float64 array (element-wise, its
+        dtype); ``TypeError`` for anything else (a list, an int/bool/complex array), ``ValueError`` for
+        NaN/Inf, ``NonFiniteError`` when ``p(sigma)`` overflows (``|sigma|`` far outside ``[0, 1]``).
     """
-    rows, _ = _schedule("ns_polynomial", coefficients, steps)
+    return _polynomial(_schedule("ns_polynomial", coefficients, steps)[0])
 
+
+def _polynomial(rows):
+    """``p`` of :func:`ns_polynomial` for validated ``rows``."""
     def p(sigma):
-        x = np.asarray(sigma)
-        if x.dtype.kind != "f":
-            x = x.astype(np.float64)
-        for a, b, c in rows:
-            x2 = x * x
-            x = x * (a + x2 * (b + c * x2))
-        return x
+        who = "ns_polynomial"
+        if hasattr(sigma, "dtype") and not isinstance(sigma, np.generic):
+            check_float(who, "sigma", sigma)
+            check_finite(who, "sigma", sigma)
+            x = np.asarray(sigma)
+        else:
+            x = np.asarray(check_real(who, "sigma", sigma))
+        with np.errstate(over="ignore", invalid="ignore"):
+            for a, b, c in rows:
+                x2 = x * x
+                x = x * (a + x2 * (b + c * x2))
+        return check_result(who, x, "p(sigma)", hint="evaluate p on [0, 1] or use float64")
     return p
 
 
@@ -380,10 +428,17 @@ def ns_worst_error(coefficients="jordan", lo=1e-3, steps=None):
     float
     """
     who = "ns_worst_error"
-    lo = _check_real(who, "lo", lo, lo_open=True)
+    lo = check_real(who, "lo", lo, 0.0, lo_open=True)
     if lo >= 1:
         raise ValueError(f"{who}: lo must lie in (0, 1), got {lo!r}")
-    p = ns_polynomial(coefficients, steps)
+    p = _polynomial(_schedule(who, coefficients, steps)[0])
+    try:
+        return _worst_error(p, lo)
+    except NonFiniteError:
+        raise NonFiniteError(f"{who}: the polynomial of coefficients overflows float64 on [lo, 1]") from None
+
+
+def _worst_error(p, lo):
     x = np.geomspace(lo, 1.0, 100001)
     e = np.abs(p(x) - 1.0)
     best = float(e.max())
@@ -421,20 +476,26 @@ def bjorck(A, steps=15, beta=0.5):
     Parameters
     ----------
     A : (..., m, n) float array
-    steps : int >= 1
+        Any representable scale (scale-invariant; module docstring).
+    steps : int in [1, MAX_ITERATIONS]
     beta : float > 0
 
     Returns
     -------
     (..., m, n) array, dtype of ``A``
+
+    Raises ``TypeError``/``ValueError`` for a bad argument, ``NonFiniteError`` when the iteration
+    overflows (``β`` far beyond 1 makes it diverge).
     """
     who = "bjorck"
     xp = _check_array(who, A)
-    steps = _check_int(who, "steps", steps)
-    beta = _check_real(who, "beta", beta, lo_open=True)
+    steps = _check_steps(who, steps)
+    beta = check_real(who, "beta", beta, 0.0, lo_open=True)
     Aw, tall = _wide(A)
-    X, _, _ = _normalized(xp, Aw, 1.0, 0.0)
-    return _unwide(xp, _iterate(X, [(1.0 + beta, -beta, 0.0)] * steps), tall)
+    X, _, _, _ = _normalized(xp, Aw, 1.0, 0.0, _norm_exponent(xp, Aw, 0.0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        Y = _iterate(X, [(1.0 + beta, -beta, 0.0)] * steps)
+    return _unwide(xp, _overflow(who, Y), tall)
 
 
 def bjorck_vjp(A, grad_out, steps=15, beta=0.5):
@@ -453,16 +514,9 @@ def bjorck_vjp(A, grad_out, steps=15, beta=0.5):
     who = "bjorck_vjp"
     xp = _check_array(who, A)
     gbar = _check_grad(who, A, grad_out)
-    steps = _check_int(who, "steps", steps)
-    beta = _check_real(who, "beta", beta, lo_open=True)
-    rows = [(1.0 + beta, -beta, 0.0)] * steps
-    Aw, tall = _wide(A)
-    X0, s, n = _normalized(xp, Aw, 1.0, 0.0)
-    Xs = []
-    _iterate(X0, rows, store=Xs)
-    X0bar = _iterate_vjp(Xs, rows, _T(gbar) if tall else gbar)
-    g = _normalized_vjp(xp, Aw, s, n, X0bar, 1.0)
-    return _unwide(xp, g, tall).astype(A.dtype, copy=False)
+    steps = _check_steps(who, steps)
+    beta = check_real(who, "beta", beta, 0.0, lo_open=True)
+    return _unrolled_vjp(who, xp, A, gbar, [(1.0 + beta, -beta, 0.0)] * steps, 1.0, 0.0)
 
 
 def parseval_retraction(W, beta=1e-3):
@@ -485,13 +539,21 @@ def parseval_retraction(W, beta=1e-3):
     Returns
     -------
     (..., m, n) array, dtype of ``W``
+
+    Raises ``TypeError``/``ValueError`` for a bad ``W`` or ``beta``; ``NonFiniteError`` when the result
+    overflows (``β·σ_max³`` beyond the dtype's range: ``|W|`` near 1e100 in float64, 1e12 in float32 --
+    the map is not scale-invariant).
     """
     who = "parseval_retraction"
     xp = _check_array(who, W, "W")
-    beta = _check_real(who, "beta", beta)
+    beta = check_real(who, "beta", beta, 0.0)
     Ww, tall = _wide(W)
     X = xp.array(Ww, order="C", copy=True)
-    return _unwide(xp, _iterate(X, [(1.0 + beta, -beta, 0.0)]), tall)
+    with np.errstate(over="ignore", invalid="ignore"):
+        Y = _unwide(xp, _iterate(X, [(1.0 + beta, -beta, 0.0)]), tall)
+    if beta == 0.0 and not bool(xp.isfinite(Y).all()):
+        return xp.array(W, copy=True)                          # (1 + 0)W − 0·WWᵀW = W; WWᵀ overflowed
+    return _overflow(who, Y, "W")
 
 
 def parseval_retraction_vjp(W, grad_out, beta=1e-3):
@@ -501,14 +563,19 @@ def parseval_retraction_vjp(W, grad_out, beta=1e-3):
     Returns
     -------
     (..., m, n) array, dtype of ``W``
+
+    ``grad_out``: exactly ``W``'s shape and dtype, finite. ``NonFiniteError`` when the gradient overflows.
     """
     who = "parseval_retraction_vjp"
     xp = _check_array(who, W, "W")
     gbar = _check_grad(who, W, grad_out)
-    beta = _check_real(who, "beta", beta)
+    beta = check_real(who, "beta", beta, 0.0)
     Ww, tall = _wide(W)
-    g = _iterate_vjp([Ww], [(1.0 + beta, -beta, 0.0)], _T(gbar) if tall else gbar)
-    return _unwide(xp, g, tall).astype(W.dtype, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        g = _iterate_vjp([Ww], [(1.0 + beta, -beta, 0.0)], _T(gbar) if tall else gbar)
+    if beta == 0.0 and not bool(xp.isfinite(g).all()):
+        return xp.array(grad_out, copy=True)                   # the map is the identity
+    return _overflow(who, _unwide(xp, g, tall).astype(W.dtype, copy=False), "W")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -516,7 +583,8 @@ def parseval_retraction_vjp(W, grad_out, beta=1e-3):
 
 def _power(xp, M, u, n_iter, eps):
     """Miyato's loop: ``v = normalize(Mᵀu)``, ``u = normalize(Mv)``, ``n_iter`` times (PyTorch's
-    ``F.normalize``: ``x / max(‖x‖, eps)``)."""
+    ``F.normalize``: ``x / max(‖x‖, eps)``; ``eps`` here is relative to ``max|M|``, see
+    :func:`_spectral_setup`)."""
     v = None
     for _ in range(n_iter):
         v = M.T @ u
@@ -526,34 +594,58 @@ def _power(xp, M, u, n_iter, eps):
     return u, v
 
 
-def _spectral_setup(who, W, u, n_iter, eps, rng, need_u=False):
+#: The largest ``eps`` of :func:`spectral_normalize`: a floor ``max(‖x‖, eps)`` above it would stop
+#: normalizing the power iteration's vectors of an ordinary ``W`` (``max|W|`` ~ 1) and bias σ̂.
+_SN_EPS_MAX = 1e-3
+
+
+def _spectral_setup(who, W, u, n_iter, eps, rng, need_u=False, grad_out=None):
+    """Validate, run the power iteration; ``(xp, W', M', u, v, σ̂')`` with ``W' = W·2^-e`` (``e = 0``, no
+    copy, for ``max|W|`` inside the window of ``ortho._common``) and ``σ̂'`` its estimate, so that
+    ``W / σ̂ = W' / σ̂'``, and ``e``.
+
+    The map is scale-invariant: the floors ``max(‖x‖, eps)`` of the loop use ``eps·2^e`` (``2^e`` the power
+    of two just above ``max|W|``), i.e. they are what PyTorch's would be on ``W / 2^e``; the input ``u`` is
+    normalized with the plain ``eps``. For ``max|W|`` of order 1 this is PyTorch's loop; a tiny ``W`` (say
+    ``1e-13``, below ``eps``) no longer stalls it."""
     xp = _check_array(who, W, "W")
-    n_iter = _check_int(who, "n_iter", n_iter)
-    eps = _check_real(who, "eps", eps)
+    if grad_out is not None:
+        _check_grad(who, W, grad_out)
+    n_iter = _check_steps(who, n_iter, "n_iter")
+    eps = check_real(who, "eps", eps, 0.0, _SN_EPS_MAX)
+    seeded = isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_))
+    gen = host_rng(rng, who=who) if rng is not None else None   # validated even when u is given (unused)
     out = W.shape[0]
     if u is None:
-        if need_u and not isinstance(rng, (int, np.integer)):
+        if need_u and not seeded:
             raise ValueError(f"{who}: pass the u given to spectral_normalize (or the same integer seed as "
                              f"rng); with u=None and rng={rng!r} a new random u would be drawn")
-        u = host_rng(rng).standard_normal(out)
+        u = (gen if gen is not None else host_rng(None, who=who)).standard_normal(out)
     else:
-        host = np.asarray(u.get() if hasattr(u, "get") else u)
-        if host.shape != (out,) or host.dtype.kind not in "fiu":
+        check_float(who, "u", u)
+        if tuple(u.shape) != (out,):
             raise ValueError(f"{who}: u must be a real vector of shape ({out},) (W.shape[0]), got shape "
-                             f"{host.shape} and dtype {host.dtype}")
-        if not np.isfinite(host).all():
-            raise ValueError(f"{who}: u must be finite, got NaN or Inf")
-        u = host
+                             f"{tuple(u.shape)} and dtype {u.dtype}")
+        u = np.asarray(u.get() if hasattr(u, "get") else u)
+        check_finite(who, "u", u, np)
     u = xp.asarray(u, dtype=W.dtype)
     u = u / max(float(xp.sqrt(xp.vdot(u, u))), eps)
+    m = max_abs(xp, W)
+    e = scale_exponent(xp, W, m=m)
+    if e:
+        W = ldexp(xp, W, -e)
+        floor = eps
+    else:
+        with np.errstate(over="ignore"):
+            floor = float(np.ldexp(eps, np.frexp(m)[1])) if m > 0 else eps
     M = W.reshape(out, -1)
-    u, v = _power(xp, M, u, n_iter, eps)
+    u, v = _power(xp, M, u, n_iter, floor)
     sigma = xp.vdot(u, M @ v)
     if not float(sigma) > 0.0:                  # = ‖M v‖ >= 0; 0 would give W / 0 = Inf or NaN
         raise ValueError(f"{who}: the power-iteration estimate of the spectral norm of W is 0 (W is zero, or u "
                          f"is zero or orthogonal to the column space of W.reshape(out, -1)); W / σ̂ is "
                          f"undefined")
-    return xp, M, u, v, sigma
+    return xp, W, M, u, v, sigma, e
 
 
 def spectral_normalize(W, u=None, n_iter=1, eps=1e-12, rng=None):
@@ -571,12 +663,12 @@ def spectral_normalize(W, u=None, n_iter=1, eps=1e-12, rng=None):
     u : (out,) array, optional
         The persistent left vector of the previous call; ``None`` draws ``N(0, 1)`` from ``host_rng(rng)``.
         Normalized before use (as PyTorch's buffer always is).
-    n_iter : int >= 1
+    n_iter : int in [1, MAX_ITERATIONS]
         Power iterations per call (PyTorch's ``n_power_iterations``, default 1).
-    eps : float >= 0
-        ``F.normalize``'s floor: ``x / max(‖x‖, eps)``.
-    rng : None, int or numpy.random.Generator
-        Only used when ``u`` is None.
+    eps : float in [0, 1e-3]
+        ``F.normalize``'s floor: ``x / max(‖x‖, eps)``, relative to ``max|W|`` (see Notes).
+    rng : None, int >= 0 or numpy.random.Generator
+        Only used when ``u`` is None (validated always).
 
     Returns
     -------
@@ -589,9 +681,25 @@ def spectral_normalize(W, u=None, n_iter=1, eps=1e-12, rng=None):
     The loop order is Miyato's and the old ``torch.nn.utils.spectral_norm``'s (``v`` from ``u``, then
     ``u``); ``torch.nn.utils.parametrizations.spectral_norm`` keeps both buffers and updates ``u`` from
     the stored ``v`` first, so its σ̂ after one call differs until the iteration has converged.
+
+    Scale-invariant: ``spectral_normalize(c·W) = spectral_normalize(W)`` for every representable scale
+    ``c > 0`` (the loop's floors are relative to ``max|W|``: see :func:`_spectral_setup`; equal to
+    PyTorch's for ``max|W|`` in ``[0.5, 1)``).
+
+    Raises
+    ------
+    TypeError, ValueError
+        A bad ``W``, ``u`` (a float32/float64 vector of shape ``(out,)``, finite), ``n_iter`` (an int in
+        ``[1, MAX_ITERATIONS]``), ``eps`` or ``rng``; ``ValueError`` when ``σ̂ = 0`` (``W = 0``, or ``u``
+        orthogonal to the column space of ``M``).
+    NonFiniteError
+        When ``W / σ̂`` overflows (``σ̂`` far below ``‖W‖``: an unconverged ``u`` nearly orthogonal to it).
     """
-    xp, M, u, v, sigma = _spectral_setup("spectral_normalize", W, u, n_iter, eps, rng)
-    return W / sigma, u
+    who = "spectral_normalize"
+    xp, W, M, u, v, sigma, _ = _spectral_setup(who, W, u, n_iter, eps, rng)
+    with np.errstate(over="ignore"):
+        Y = W / sigma
+    return _overflow(who, Y, "W"), u
 
 
 def spectral_normalize_vjp(W, grad_out, u=None, n_iter=1, eps=1e-12, rng=None):
@@ -617,12 +725,13 @@ def spectral_normalize_vjp(W, grad_out, u=None, n_iter=1, eps=1e-12, rng=None):
     array like ``W``
     """
     who = "spectral_normalize_vjp"
-    xp, M, u, v, sigma = _spectral_setup(who, W, u, n_iter, eps, rng, need_u=True)
-    gbar = _check_grad(who, W, grad_out)
-    coef = xp.vdot(gbar, W) / (sigma * sigma)
-    g = gbar / sigma
-    g -= (coef * xp.outer(u, v)).reshape(W.shape)
-    return g.astype(W.dtype, copy=False)
+    xp, W, M, u, v, sigma, e = _spectral_setup(who, W, u, n_iter, eps, rng, need_u=True, grad_out=grad_out)
+    gbar = grad_out
+    with np.errstate(over="ignore", invalid="ignore"):
+        coef = xp.vdot(gbar, W) / (sigma * sigma)
+        g = gbar / sigma
+        g -= (coef * xp.outer(u, v)).reshape(W.shape)
+    return unscale_grad(who, xp, g.astype(W.dtype, copy=False), e, "W")
 
 
 # ---------------------------------------------------------------------------------------------------------

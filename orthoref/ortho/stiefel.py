@@ -32,6 +32,13 @@ Yin write ``Y(τ) = (I + τA/2)^{-1}(I - τA/2) W`` with ``A = G Wᵀ - W Gᵀ``
 a step along ``-G``; here the step ``Z`` enters with a plus sign, ``A = P Z Wᵀ - W Zᵀ P``,
 ``P = I - WWᵀ/2``, and ``Y = (I - A/2)^{-1}(I + A/2) W``, so ``A W = Z`` for tangent ``Z``).
 
+Failure model: bad arguments raise ``TypeError``/``ValueError`` naming the function and the argument
+(``grad_out`` must have exactly the output's shape and dtype and be finite; ``iterations`` is an int up to
+``MAX_ITERATIONS``; flags are bools); LAPACK failures (a singular ``I - A/2``) raise ``ValueError``, never
+``LinAlgError``; a result that overflows raises ``NonFiniteError`` suggesting float64 or rescaling, as does
+a matrix exponential of a generator whose 1-norm exceeds ``2^-8/eps`` (no reliable digit there). The
+``"qr"``/``"polar"`` retractions are scale-invariant in ``W + Z`` and work at any representable scale.
+
 Backend: ``xp = get_array_module(A)``; ``solve``/``qr``/``svd`` broadcast on NumPy and CuPy. CuPy has no
 ``expm``/``expm_frechet``: :func:`expm_skew`, :func:`expm_skew_vjp` and ``retract(..., method="exp")``
 raise ``NotImplementedError`` naming the function on CuPy arrays (move the array to the host with
@@ -40,12 +47,12 @@ float64; its result is cast back).
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from ..backend import get_array_module
-from .._checks import check_array
+from .._checks import MAX_ITERATIONS, NonFiniteError, check_array, check_bool, check_choice, check_cotangent, check_int, \
+    check_real, check_result
+from ._common import ldexp, linalg_errors, rescaled
 from ..oracle.registry import OpSpec, Sample, from_map, register
 
 __all__ = [
@@ -74,9 +81,42 @@ def _check_same(who, name, B, ref_name, ref):
         raise TypeError(f"{who}: {name} must have the dtype of {ref_name} ({ref.dtype}), got {B.dtype}")
 
 
-def _check_choice(who, name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{who}: {name} must be one of {choices}, got {value!r}")
+def _check_grad(who, grad_out, ref_name, ref):
+    """A cotangent: exactly the output's shape (``ref``'s) and dtype, finite."""
+    check_cotangent(who, "grad_out", grad_out, ref.shape, ref.dtype)
+
+
+def _check_flags(who, check, tol):
+    """``check`` a bool, ``tol`` None or a finite number > 0; returns them."""
+    check = check_bool(who, "check", check)
+    if tol is not None:
+        tol = check_real(who, "tol", tol, 0.0, lo_open=True)
+    return check, tol
+
+
+def _result(who, Y, name="the result", args="the input"):
+    """``NonFiniteError`` naming ``who`` when ``Y`` (from finite inputs) overflowed."""
+    return check_result(who, Y, name, hint=f"use float64 or rescale {args}")
+
+
+# ``expm`` of ``A`` has forward error of order ``‖A‖·eps``: past ``‖A‖_1 = 2^-8/eps`` (1.8e13 in float64,
+# 32768 in float32) it has no reliable digit (scipy's float32 ``expm`` even returns NaN from about 1e5).
+def _expm_bound(dtype):
+    return 2.0 ** -8 / float(np.finfo(dtype).eps)
+
+
+def _check_expm_norm(who, name, M, what):
+    """``NonFiniteError`` (a ``ValueError``) when ``‖M‖_1`` (the largest over a batch) is beyond
+    :func:`_expm_bound`: ``exp(M)`` would overflow (general ``M``) or have no correct digit (skew ``M``)."""
+    dtype = np.dtype(M.real.dtype if np.dtype(M.dtype).kind == "c" else M.dtype)
+    xp = get_array_module(M)
+    with np.errstate(over="ignore"):
+        norm = float(xp.abs(M).sum(axis=-2).max())
+    bound = _expm_bound(dtype)
+    if not norm <= bound:
+        raise NonFiniteError(f"{who}: {name} is too large for the matrix exponential in {dtype.name}: {what} "
+                             f"has 1-norm {norm:.3e} > {bound:.3e} (= 2^-8/eps), where exp overflows or has no "
+                             f"reliable digit; use float64 or rescale {name}")
 
 
 def _mT(A):
@@ -94,17 +134,28 @@ def _no_cupy(who, xp):
 
 
 def orthonormality_error(W):
-    """``‖WᵀW - I‖_F`` (the largest over a batch), as a Python float."""
-    xp = get_array_module(W)
-    E = _mT(W) @ W - _eye(xp, W.shape[-1], W.dtype)
-    return float(xp.sqrt((E * E).sum(axis=(-2, -1))).max())
+    """``‖WᵀW - I‖_F`` (the largest over a batch), as a Python float.
+
+    ``W``: a finite float32/float64 array of at least 2 dimensions (``TypeError``/``ValueError``);
+    ``NonFiniteError`` when the error overflows ``W``'s dtype (``|W|`` near the square root of its maximum).
+    """
+    who = "orthonormality_error"
+    xp = check_array(who, W, "W")
+    return _orthonormality_error(who, xp, W)
+
+
+def _orthonormality_error(who, xp, W):
+    with np.errstate(over="ignore", invalid="ignore"):
+        E = _mT(W) @ W - _eye(xp, W.shape[-1], W.dtype)
+        err = xp.sqrt((E * E).sum(axis=(-2, -1))).max()
+    return float(_result(who, err, "‖WᵀW - I‖_F", "W"))
 
 
 def _check_orthonormal(who, W, tol):
     p = W.shape[-1]
     if tol is None:
         tol = float(np.sqrt(np.finfo(W.dtype).eps) * np.sqrt(p))
-    err = orthonormality_error(W)
+    err = _orthonormality_error(who, get_array_module(W), W)
     if not err <= tol:
         raise ValueError(f"{who}: W must have orthonormal columns, got ‖WᵀW - I‖_F = {err:.3e} > tol {tol:.1e} "
                          f"(pass check=False to use W as given)")
@@ -141,12 +192,24 @@ def cayley(A, check_skew=False):
     computes ``torch.linalg.solve(I - A/2, I + A/2)``). Its inverse is ``A = 2 (Q - I)(Q + I)^{-1}``.
 
     .. math:: Q = (I - A/2)^{-1}(I + A/2) = 2 (I - A/2)^{-1} - I
+
+    Raises
+    ------
+    TypeError, ValueError
+        A bad ``A`` or ``check_skew`` (a bool); ``ValueError`` when ``I - A/2`` is singular (``A`` has the
+        eigenvalue 2; never for skew ``A``).
+    NonFiniteError
+        When ``Q`` overflows (``I - A/2`` nearly singular, ``A`` not skew).
     """
-    xp = _check_array("cayley", "A", A, square=True)
-    if check_skew:
-        _check_skew("cayley", A)
+    who = "cayley"
+    xp = _check_array(who, "A", A, square=True)
+    if check_bool(who, "check_skew", check_skew):
+        _check_skew(who, A)
     I = _eye(xp, A.shape[-1], A.dtype)
-    return xp.linalg.solve(I - 0.5 * A, xp.broadcast_to(I + 0.5 * A, A.shape))
+    with linalg_errors(who, "I - A/2 is singular (A has the eigenvalue 2); the Cayley map is undefined"), \
+            np.errstate(over="ignore", invalid="ignore"):
+        Q = xp.linalg.solve(I - 0.5 * A, xp.broadcast_to(I + 0.5 * A, A.shape))
+    return _result(who, Q, args="A")
 
 
 def cayley_vjp(A, grad_out, check_skew=False):
@@ -161,13 +224,17 @@ def cayley_vjp(A, grad_out, check_skew=False):
     A : array (..., n, n)
     grad_out : array (..., n, n), the cotangent ``Ḡ`` of ``Q``.
     """
-    xp = _check_array("cayley_vjp", "A", A, square=True)
-    _check_same("cayley_vjp", "grad_out", grad_out, "A", A)
-    if check_skew:
-        _check_skew("cayley_vjp", A)
+    who = "cayley_vjp"
+    xp = _check_array(who, "A", A, square=True)
+    _check_grad(who, grad_out, "A", A)
+    if check_bool(who, "check_skew", check_skew):
+        _check_skew(who, A)
     M = _eye(xp, A.shape[-1], A.dtype) - 0.5 * A
-    X = xp.linalg.solve(_mT(M), grad_out)                  # M^{-T} Ḡ
-    return _mT(xp.linalg.solve(M, _mT(X)))                 # (M^{-1} Xᵀ)ᵀ = X M^{-T}
+    with linalg_errors(who, "I - A/2 is singular (A has the eigenvalue 2); the Cayley map is undefined"), \
+            np.errstate(over="ignore", invalid="ignore"):
+        X = xp.linalg.solve(_mT(M), grad_out)                  # M^{-T} Ḡ
+        g = _mT(xp.linalg.solve(M, _mT(X)))                    # (M^{-1} Xᵀ)ᵀ = X M^{-T}
+    return _result(who, g, "the gradient", "A or grad_out")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -178,13 +245,23 @@ def expm_skew(A, check_skew=False):
 
     ``A`` (..., n, n) is used as given (orthogonal ``Q`` for skew ``A``; ``check_skew=True`` checks).
     PyTorch twin: ``torch.linalg.matrix_exp``. NumPy only (CuPy: ``NotImplementedError``).
+
+    Raises ``NonFiniteError`` (a ``ValueError``) when ``‖A‖_1 > 2^-8/eps`` (1.8e13 in float64, 32768 in
+    float32): the computed exponential has forward error of order ``‖A‖·eps`` and no reliable digit
+    beyond (for skew ``A`` it would not even be orthogonal), and when ``exp(A)`` overflows (``A`` not skew,
+    with an eigenvalue beyond about 709 in float64, 88 in float32); ``TypeError``/``ValueError`` for a bad
+    ``A`` or ``check_skew``.
     """
-    xp = _check_array("expm_skew", "A", A, square=True)
-    _no_cupy("expm_skew", xp)
-    if check_skew:
-        _check_skew("expm_skew", A)
+    who = "expm_skew"
+    xp = _check_array(who, "A", A, square=True)
+    _no_cupy(who, xp)
+    if check_bool(who, "check_skew", check_skew):
+        _check_skew(who, A)
+    _check_expm_norm(who, "A", A, "A")
     from scipy.linalg import expm
-    return np.asarray(expm(A), dtype=A.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        Q = np.asarray(expm(A), dtype=A.dtype)
+    return _result(who, Q, args="A")
 
 
 def expm_skew_vjp(A, grad_out, check_skew=False):
@@ -196,19 +273,30 @@ def expm_skew_vjp(A, grad_out, check_skew=False):
     computed by :func:`scipy.linalg.expm_frechet` (Al-Mohy & Higham), one matrix at a time over a batch
     (``expm_frechet`` is not batched). Computed in float64, returned in the dtype of ``A``.
     """
-    xp = _check_array("expm_skew_vjp", "A", A, square=True)
-    _check_same("expm_skew_vjp", "grad_out", grad_out, "A", A)
-    _no_cupy("expm_skew_vjp", xp)
-    if check_skew:
-        _check_skew("expm_skew_vjp", A)
+    who = "expm_skew_vjp"
+    xp = _check_array(who, "A", A, square=True)
+    _check_grad(who, grad_out, "A", A)
+    _no_cupy(who, xp)
+    if check_bool(who, "check_skew", check_skew):
+        _check_skew(who, A)
+    _check_expm_norm(who, "A", A, "A")
+    return _result(who, _expm_frechet_t(A, grad_out), "the gradient", "A or grad_out")
+
+
+def _expm_frechet_t(A, grad_out):
+    """``L_exp(Aᵀ, Ḡ)`` matrix by matrix (non-finite entries are left for the caller's check).
+
+    ``L`` is linear in ``Ḡ``: a ``Ḡ`` far from 1 in magnitude is scaled by an exact power of two first and
+    the result scaled back, so that SciPy's intermediate products cannot overflow where the result does not."""
     from scipy.linalg import expm_frechet
     n = A.shape[-1]
     At = np.ascontiguousarray(_mT(A)).reshape(-1, n, n)
-    G = np.asarray(grad_out).reshape(-1, n, n)
+    G, e = rescaled(np, np.asarray(grad_out).reshape(-1, n, n))
     out = np.empty(At.shape, dtype=A.dtype)
-    for k in range(At.shape[0]):
-        out[k] = expm_frechet(At[k], G[k], compute_expm=False)
-    return out.reshape(A.shape)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(At.shape[0]):
+            out[k] = expm_frechet(At[k], G[k], compute_expm=False)
+    return ldexp(np, out, e).reshape(A.shape)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -239,13 +327,23 @@ def project_tangent(W, G, metric="euclidean", check=True, tol=None):
     Returns
     -------
     P : array (..., n, p), ``WᵀP`` skew.
+
+    Raises ``TypeError``/``ValueError`` for a bad ``W``, ``G``, ``metric``, ``check`` (a bool) or ``tol``
+    (None or > 0), ``NonFiniteError`` when ``P`` overflows (``|G|`` near the float maximum).
     """
     who = "project_tangent"
     _check_array(who, "W", W, tall=True)
     _check_same(who, "G", G, "W", W)
-    _check_choice(who, "metric", metric, METRICS)
+    check_choice(who, "metric", metric, METRICS)
+    check, tol = _check_flags(who, check, tol)
     if check:
         _check_orthonormal(who, W, tol)
+    with np.errstate(over="ignore", invalid="ignore"):
+        P = _project(W, G, metric)
+    return _result(who, P, args="G")
+
+
+def _project(W, G, metric):
     if metric == "euclidean":
         return G - W @ _sym(_mT(W) @ G)
     return G - W @ (_mT(G) @ W)
@@ -266,20 +364,23 @@ def project_tangent_vjp(W, G, grad_out, metric="euclidean", wrt="G", check=True,
     who = "project_tangent_vjp"
     _check_array(who, "W", W, tall=True)
     _check_same(who, "G", G, "W", W)
-    _check_same(who, "grad_out", grad_out, "W", W)
-    _check_choice(who, "metric", metric, METRICS)
-    _check_choice(who, "wrt", wrt, ("G", "W", "both"))
+    _check_grad(who, grad_out, "W", W)
+    check_choice(who, "metric", metric, METRICS)
+    check_choice(who, "wrt", wrt, ("G", "W", "both"))
+    check, tol = _check_flags(who, check, tol)
     if check:
         _check_orthonormal(who, W, tol)
     Gb = grad_out
     gG = gW = None
-    if wrt in ("G", "both"):
-        gG = project_tangent(W, Gb, metric, check=False)
-    if wrt in ("W", "both"):
-        if metric == "euclidean":
-            gW = -0.5 * (Gb @ (_mT(G) @ W) + G @ (_mT(Gb) @ W) + Gb @ (_mT(W) @ G) + G @ (_mT(W) @ Gb))
-        else:
-            gW = -(Gb @ (_mT(W) @ G) + G @ (_mT(W) @ Gb))
+    with np.errstate(over="ignore", invalid="ignore"):
+        if wrt in ("G", "both"):
+            gG = _result(who, _project(W, Gb, metric), "the gradient of G", "G or grad_out")
+        if wrt in ("W", "both"):
+            if metric == "euclidean":
+                gW = -0.5 * (Gb @ (_mT(G) @ W) + G @ (_mT(Gb) @ W) + Gb @ (_mT(W) @ G) + G @ (_mT(W) @ Gb))
+            else:
+                gW = -(Gb @ (_mT(W) @ G) + G @ (_mT(W) @ Gb))
+            gW = _result(who, gW, "the gradient of W", "G or grad_out")
     return {"G": gG, "W": gW}.get(wrt, (gW, gG))
 
 
@@ -316,7 +417,7 @@ def _cayley_retract(W, Z):
     return W + U @ xp.linalg.solve(K, _mT(V) @ W)
 
 
-def _exp_retract(W, Z):
+def _exp_retract(who, W, Z):
     # Edelman, Arias & Smith 1998, eq. 2.45: with A = skew(WᵀZ) (= WᵀZ for tangent Z) and QR = (I - WWᵀ)Z,
     # Y = [W, Q] expm([[A, -Rᵀ], [R, 0]]) [I; 0]; for n == p, Y = W expm(A).
     from scipy.linalg import expm
@@ -324,11 +425,15 @@ def _exp_retract(W, Z):
     WtZ = _mT(W) @ Z
     A = 0.5 * (WtZ - _mT(WtZ))
     if n == p:
+        _check_expm_norm(who, "Z", A, "skew(WᵀZ)")
         return W @ np.asarray(expm(A), dtype=W.dtype)
-    Q, R = np.linalg.qr(Z - W @ WtZ)
+    with linalg_errors(who, "the QR factorization of (I - WWᵀ)Z failed"):
+        Q, R = np.linalg.qr(Z - W @ WtZ)
     top = np.concatenate([A, -_mT(R)], axis=-1)
     bottom = np.concatenate([R, np.zeros_like(R)], axis=-1)
-    E = np.asarray(expm(np.concatenate([top, bottom], axis=-2)), dtype=W.dtype)
+    M = np.concatenate([top, bottom], axis=-2)
+    _check_expm_norm(who, "Z", M, "the geodesic's generator [[skew(WᵀZ), -Rᵀ], [R, 0]]")
+    E = np.asarray(expm(M), dtype=W.dtype)
     return W @ E[..., :p, :p] + Q @ E[..., p:, :p]
 
 
@@ -355,23 +460,58 @@ def retract(W, Z, method="qr", check=True, tol=None):
     A non-tangent ``Z`` is used as given: ``"cayley"`` and ``"exp"`` then move along its Euclidean tangent
     projection (``A W = Z - W sym(WᵀZ)``; ``"exp"`` uses ``skew(WᵀZ)``); ``"qr"`` and ``"polar"`` just
     orthonormalize ``W + Z``. Every method returns orthonormal columns.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A bad ``W``, ``Z``, ``method``, ``check`` (a bool) or ``tol`` (None or > 0); ``ValueError`` also when
+        ``W + Z`` is rank-deficient (``"polar"``: its polar factor is not unique), when a LAPACK
+        factorization fails.
+    NonFiniteError
+        When the result overflows (``"cayley"`` with ``|Z|`` beyond about the square root of the dtype's
+        maximum: its ``2p x 2p`` system is formed from products of ``Z``), or (``"exp"``) when ``Z`` is too
+        large for the matrix exponential (1-norm of the generator beyond ``2^-8/eps``: no reliable digit).
     """
     who = "retract"
     xp = _check_array(who, "W", W, tall=True)
     _check_same(who, "Z", Z, "W", W)
-    _check_choice(who, "method", method, RETRACTIONS)
+    check_choice(who, "method", method, RETRACTIONS)
+    check, tol = _check_flags(who, check, tol)
     if check:
         _check_orthonormal(who, W, tol)
+    if method == "exp":
+        _no_cupy("retract(method='exp')", xp)
+    with np.errstate(over="ignore", invalid="ignore"):
+        Y = _retract(who, xp, W, Z, method)
+    return _result(who, Y, args="Z")
+
+
+def _retract(who, xp, W, Z, method):
+    with np.errstate(over="ignore", invalid="ignore"):
+        X = W + Z
+    if method in ("qr", "polar"):
+        X, _ = rescaled(xp, _result(who, X, "W + Z", "Z"))      # scale-invariant in W + Z: any scale works
     if method == "qr":
-        Q, R = xp.linalg.qr(W + Z)
+        with linalg_errors(who, "the QR factorization of W + Z failed"):
+            Q, R = xp.linalg.qr(X)
         return _sign_fix(Q, R)[0]
     if method == "polar":
-        U, _, Vt = xp.linalg.svd(W + Z, full_matrices=False)
+        with linalg_errors(who, "the SVD of W + Z did not converge"):
+            U, s, Vt = xp.linalg.svd(X, full_matrices=False)
+        _check_polar_rank(who, xp, s, X)
         return U @ Vt
     if method == "cayley":
-        return _cayley_retract(W, Z)
-    _no_cupy("retract(method='exp')", xp)
-    return _exp_retract(W, Z)
+        with linalg_errors(who, "the Cayley system I - ½VᵀU is singular (Z is far from tangent at W)"):
+            return _cayley_retract(W, Z)
+    return _exp_retract(who, W, Z)
+
+
+def _check_polar_rank(who, xp, s, X):
+    """``ValueError`` when ``W + Z`` is numerically rank-deficient: its polar factor is then not unique."""
+    n, p = X.shape[-2:]
+    if bool((s[..., -1] <= max(n, p) * float(np.finfo(X.dtype).eps) * s[..., 0]).any()):
+        raise ValueError(f"{who}: W + Z is numerically rank deficient (σ_min <= max(n, p)·eps·σ_max); its "
+                         f"polar factor is not unique (Z must not cancel W)")
 
 
 def _qr_vjp(Q, R, gQ, gR=None):
@@ -390,11 +530,13 @@ def _qr_vjp(Q, R, gQ, gR=None):
     return _mT(xp.linalg.solve(R, _mT(B)))
 
 
-def _polar_vjp(X, gY):
+def _polar_vjp(who, X, gY):
     """Backward of ``Y = polar(X) = X (XᵀX)^{-1/2} = U Vᵀ`` (full column rank). With ``H = V S Vᵀ``:
     ``X̄ = (I - YYᵀ) Ȳ H^{-1} + 2 Y Γ``, ``Γ = V [(Vᵀ skew(YᵀȲ) V)_ij / (s_i + s_j)] Vᵀ``."""
     xp = get_array_module(X)
-    U, s, Vt = xp.linalg.svd(X, full_matrices=False)
+    with linalg_errors(who, "the SVD of W + Z did not converge"):
+        U, s, Vt = xp.linalg.svd(X, full_matrices=False)
+    _check_polar_rank(who, xp, s, X)
     V = _mT(Vt)
     Y = U @ Vt
     M = _mT(Y) @ gY
@@ -415,7 +557,8 @@ def retract_vjp(W, Z, grad_out, method="qr", check=True, tol=None):
     generator ``A = PZ Wᵀ - W PZᵀ``: ``Ā = cayley_vjp(A, Ȳ Wᵀ)``, ``B̄ = Ā - Āᵀ`` for ``B = PZ Wᵀ``, then
     ``PZ = Z - ½WWᵀZ`` back to ``W`` and ``Z``.
 
-    ``"exp"`` reverses the forward step by step: ``S = WᵀZ``, ``A = skew(S)``, ``X = (I - WWᵀ)Z = QR``
+    ``"qr"`` and ``"polar"`` are scale-invariant in ``W + Z`` (computed at any scale of ``Z``; their
+    gradients scale as ``1/scale``). ``"exp"`` reverses the forward step by step: ``S = WᵀZ``, ``A = skew(S)``, ``X = (I - WWᵀ)Z = QR``
     (NumPy's QR, as in the forward; the output does not depend on the signs of ``diag R``), ``M = [[A,
     -Rᵀ], [R, 0]]``, ``E = expm(M)``, ``Y = W E₁₁ + Q E₂₁``; ``M̄ = expm_frechet(Mᵀ, Ē)`` (:func:`expm_skew_vjp`),
     the QR backward with both ``Q̄`` and ``R̄``, then ``X``, ``A`` and ``S`` back to ``W`` and ``Z``. For
@@ -425,30 +568,54 @@ def retract_vjp(W, Z, grad_out, method="qr", check=True, tol=None):
     ``Y = expm(W A Wᵀ + X Wᵀ - W Xᵀ) W`` (``O(n³)``): it agrees with the forward on the manifold, so
     ``Z̄`` and the tangential part of ``W̄`` are exact, but finite differences that move ``W`` off the
     manifold see a different (non-differentiable) function there. NumPy only.
+
+    ``grad_out``: exactly ``W``'s shape and dtype, finite. Raises as :func:`retract`, and ``ValueError``
+    when ``W + Z`` is rank-deficient (``"qr"``, ``"polar"``: the derivative does not exist there);
+    ``NonFiniteError`` when a gradient overflows.
     """
     who = "retract_vjp"
     xp = _check_array(who, "W", W, tall=True)
     _check_same(who, "Z", Z, "W", W)
-    _check_same(who, "grad_out", grad_out, "W", W)
-    _check_choice(who, "method", method, RETRACTIONS)
+    _check_grad(who, grad_out, "W", W)
+    check_choice(who, "method", method, RETRACTIONS)
+    check, tol = _check_flags(who, check, tol)
     if check:
         _check_orthonormal(who, W, tol)
-    gY = grad_out
+    if method == "exp":
+        _no_cupy("retract_vjp(method='exp')", xp)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        gW, gZ = _retract_vjp(who, xp, W, Z, grad_out, method)
+    hint = "W, Z or grad_out"
+    return _result(who, gW, "the gradient of W", hint), _result(who, gZ, "the gradient of Z", hint)
+
+
+def _retract_vjp(who, xp, W, Z, gY, method):
+    e = 0
+    if method in ("qr", "polar"):                                 # scale-invariant in X = W + Z: X̄ ∝ 1/scale
+        X, e = rescaled(xp, _result(who, W + Z, "W + Z", "Z"))
     if method == "qr":
-        Q, R = _sign_fix(*xp.linalg.qr(W + Z))
-        g = _qr_vjp(Q, R, gY)
+        with linalg_errors(who, "the QR factorization of W + Z failed"):
+            Q, R = _sign_fix(*xp.linalg.qr(X))
+        d = xp.abs(xp.diagonal(R, axis1=-2, axis2=-1))
+        if bool((d <= X.shape[-2] * float(np.finfo(X.dtype).eps) * d.max(axis=-1, keepdims=True)).any()):
+            raise ValueError(f"{who}: W + Z is numerically rank deficient (|R_jj| <= n·eps·max|R_ii|); the "
+                             f"derivative of its Q factor is unbounded")
+        with linalg_errors(who, "W + Z is rank deficient; the derivative of its Q factor is unbounded"):
+            g = ldexp(xp, _qr_vjp(Q, R, gY), -e)
         return g, g.copy()
     if method == "polar":
-        g = _polar_vjp(W + Z, gY)
+        g = ldexp(xp, _polar_vjp(who, X, gY), -e)
         return g, g.copy()
     if method == "cayley":
         n = W.shape[-2]
         PZ = _cayley_factors(W, Z)
         A = PZ @ _mT(W) - W @ _mT(PZ)
         M = _eye(xp, n, W.dtype) - 0.5 * A
-        C = xp.linalg.solve(M, xp.broadcast_to(_eye(xp, n, W.dtype) + 0.5 * A, A.shape))
+        with linalg_errors(who, "I - A/2 is singular for the generator A of Z (Z is far from tangent at W)"):
+            C = xp.linalg.solve(M, xp.broadcast_to(_eye(xp, n, W.dtype) + 0.5 * A, A.shape))
+            Mt = _mT(M)
+            Ab = _mT(xp.linalg.solve(M, _mT(xp.linalg.solve(Mt, gY @ _mT(W)))))   # cayley_vjp(A, ȲWᵀ)
         gW = _mT(C) @ gY
-        Ab = cayley_vjp(A, gY @ _mT(W))
         Bb = Ab - _mT(Ab)
         gPZ = Bb @ W
         gW = gW + _mT(Bb) @ PZ
@@ -456,8 +623,7 @@ def retract_vjp(W, Z, grad_out, method="qr", check=True, tol=None):
         gZ = gPZ - 0.5 * (W @ (_mT(W) @ gPZ))
         gW = gW - 0.5 * (gPZ @ _mT(WtZ) + Z @ (_mT(gPZ) @ W))
         return gW, gZ
-    _no_cupy("retract_vjp(method='exp')", xp)
-    return _exp_retract_vjp(W, Z, gY)
+    return _exp_retract_vjp(who, W, Z, gY)
 
 
 def _exp_tail(W, Z, S, gS, gX=None):
@@ -470,34 +636,38 @@ def _exp_tail(W, Z, S, gS, gX=None):
     return gW, gZ
 
 
-def _exp_retract_vjp(W, Z, gY):
+def _exp_retract_vjp(who, W, Z, gY):
     # Reverse of _exp_retract, step by step (E = expm(M); Ē -> M̄ = L_exp(Mᵀ, Ē) by expm_frechet).
     from scipy.linalg import expm
     n, p = W.shape[-2:]
     S = _mT(W) @ Z
     A = 0.5 * (S - _mT(S))
     if n == p:
+        _check_expm_norm(who, "Z", A, "skew(WᵀZ)")
         E = np.asarray(expm(A), dtype=W.dtype)                    # Y = W E
-        gA = expm_skew_vjp(A, _mT(W) @ gY)
+        gA = _expm_frechet_t(A, _mT(W) @ gY)
         gW, gZ = _exp_tail(W, Z, S, 0.5 * (gA - _mT(gA)))
         return gW + gY @ _mT(E), gZ
     X = Z - W @ S
-    Q, R = np.linalg.qr(X)                                        # the forward's own factorization
+    with linalg_errors(who, "the QR factorization of (I - WWᵀ)Z failed"):
+        Q, R = np.linalg.qr(X)                                    # the forward's own factorization
     d = np.abs(np.diagonal(R, axis1=-2, axis2=-1))
     singular = n < 2 * p or not np.all(d.min(axis=-1) > 1e-8 * np.maximum(d.max(axis=-1), np.finfo(W.dtype).tiny))
-    if singular:
-        return _exp_retract_vjp_dense(W, Z, S, A, X, gY)
     top = np.concatenate([A, -_mT(R)], axis=-1)
     bottom = np.concatenate([R, np.zeros_like(R)], axis=-1)
     M = np.concatenate([top, bottom], axis=-2)
+    _check_expm_norm(who, "Z", M, "the geodesic's generator [[skew(WᵀZ), -Rᵀ], [R, 0]]")
+    if singular:
+        return _exp_retract_vjp_dense(W, Z, S, A, X, gY)
     E = np.asarray(expm(M), dtype=W.dtype)                        # Y = W E₁₁ + Q E₂₁
     gE = np.zeros_like(M)
     gE[..., :p, :p] = _mT(W) @ gY
     gE[..., p:, :p] = _mT(Q) @ gY
-    gM = expm_skew_vjp(M, gE)
+    gM = _expm_frechet_t(M, gE)
     gA = gM[..., :p, :p]
     gR = gM[..., p:, :p] - _mT(gM[..., :p, p:])
-    gX = _qr_vjp(Q, R, gY @ _mT(E[..., p:, :p]), gR)
+    with linalg_errors(who, "(I - WWᵀ)Z is rank deficient; the derivative of its QR is unbounded"):
+        gX = _qr_vjp(Q, R, gY @ _mT(E[..., p:, :p]), gR)
     gS = 0.5 * (gA - _mT(gA)) - _mT(W) @ gX
     gW, gZ = _exp_tail(W, Z, S, gS, gX)
     return gW + gY @ _mT(E[..., :p, :p]), gZ
@@ -515,7 +685,7 @@ def _exp_retract_vjp_dense(W, Z, S, A, X, gY):
     Om = W @ A @ Wt + X @ Wt - W @ _mT(X)
     F = np.asarray(expm(Om), dtype=W.dtype)
     gW = _mT(F) @ gY
-    gOm = expm_skew_vjp(Om, gY @ Wt)
+    gOm = _expm_frechet_t(Om, gY @ Wt)
     B = gOm - _mT(gOm)
     gX = B @ W
     gW = gW - B @ X + gOm @ (W @ _mT(A)) + _mT(gOm) @ (W @ A)
@@ -549,19 +719,32 @@ def cayley_iterative(W, Z, alpha, iterations=2, check=True, tol=None):
     who = "cayley_iterative"
     _check_array(who, "W", W, tall=True)
     _check_same(who, "Z", Z, "W", W)
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha):
-        raise ValueError(f"cayley_iterative: alpha must be a finite real number, got {alpha!r}")
-    if isinstance(iterations, (bool, np.bool_)) or not isinstance(iterations, numbers.Integral) \
-            or iterations < 0:
-        raise ValueError(f"cayley_iterative: iterations must be an int >= 0, got {iterations!r}")
+    alpha, iterations = _check_alpha_iterations(who, alpha, iterations)
+    check, tol = _check_flags(who, check, tol)
     if check:
         _check_orthonormal(who, W, tol)
-    alpha = W.dtype.type(alpha)
-    PZ = _cayley_factors(W, Z)
-    Y = W + alpha * _apply_A(W, PZ, W)
-    for _ in range(int(iterations)):
-        Y = W + (alpha / 2) * _apply_A(W, PZ, W + Y)
-    return Y
+    alpha = _alpha_in_dtype(who, alpha, W.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        PZ = _cayley_factors(W, Z)
+        Y = W + alpha * _apply_A(W, PZ, W)
+        for _ in range(iterations):
+            Y = W + (alpha / 2) * _apply_A(W, PZ, W + Y)
+    return _result(who, Y, args="alpha·Z")
+
+
+def _check_alpha_iterations(who, alpha, iterations):
+    """``alpha`` a finite number, ``iterations`` an int in ``[0, MAX_ITERATIONS]``."""
+    return check_real(who, "alpha", alpha), check_int(who, "iterations", iterations, 0, MAX_ITERATIONS)
+
+
+def _alpha_in_dtype(who, alpha, dtype):
+    """``alpha`` as a scalar of ``dtype``; ``NonFiniteError`` when it overflows that dtype (1e300 in float32)."""
+    with np.errstate(over="ignore"):
+        a = np.dtype(dtype).type(alpha)
+    if not np.isfinite(a):
+        raise NonFiniteError(f"{who}: alpha = {alpha!r} overflows {np.dtype(dtype).name}; use float64 or a "
+                             f"smaller alpha")
+    return a
 
 
 def _apply_A_vjp(W, PZ, X, gT):
@@ -586,15 +769,18 @@ def cayley_iterative_vjp(W, Z, alpha, grad_out, iterations=2, check=True, tol=No
     who = "cayley_iterative_vjp"
     _check_array(who, "W", W, tall=True)
     _check_same(who, "Z", Z, "W", W)
-    _check_same(who, "grad_out", grad_out, "W", W)
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha):
-        raise ValueError(f"{who}: alpha must be a finite real number, got {alpha!r}")
-    if isinstance(iterations, (bool, np.bool_)) or not isinstance(iterations, numbers.Integral) \
-            or iterations < 0:
-        raise ValueError(f"{who}: iterations must be an int >= 0, got {iterations!r}")
+    _check_grad(who, grad_out, "W", W)
+    alpha, iterations = _check_alpha_iterations(who, alpha, iterations)
+    check, tol = _check_flags(who, check, tol)
     if check:
         _check_orthonormal(who, W, tol)
-    alpha = W.dtype.type(alpha)
+    with np.errstate(over="ignore", invalid="ignore"):
+        gW, gZ = _cayley_iterative_vjp(W, Z, _alpha_in_dtype(who, alpha, W.dtype), grad_out, iterations)
+    hint = "alpha·Z or grad_out"
+    return _result(who, gW, "the gradient of W", hint), _result(who, gZ, "the gradient of Z", hint)
+
+
+def _cayley_iterative_vjp(W, Z, alpha, grad_out, iterations):
     PZ = _cayley_factors(W, Z)
     Ys = [W + alpha * _apply_A(W, PZ, W)]                       # Y₀ ... Y_{k-1}: the inputs of the steps
     for _ in range(int(iterations) - 1):

@@ -1,0 +1,109 @@
+"""The input/output contract of the ops' forward and backward passes, shared with the layers (private).
+
+A backward pass validates its gradient ``dy`` (a layer's ``grad_out``) in two steps:
+
+* :func:`check_grad_meta` before the math: an array of exactly the forward output's shape (no
+  broadcasting) and dtype (``TypeError`` for a float64 ``dy`` of a float32 forward, or a complex one);
+* :func:`check_grads` after it: ``dy``'s finiteness is read off the computed gradients with one reduction
+  each (a NaN/Inf in ``dy`` reaches every gradient that contracts it; ``0 · Inf`` is NaN), and a gradient
+  that is not finite although ``dy`` is (an overflow) raises :class:`~orthoref._checks.NonFiniteError` too.
+  The gradients are checked before anything is accumulated, so an error leaves every ``.grad`` untouched.
+
+A forward pass reads the finiteness of its inputs off its output the same way, with :func:`check_output`,
+and reports an output that overflows from finite inputs. These are candidates for ``_checks.py``
+(``check_cotangent(..., finite=False)`` and ``check_finite_result`` with the overflow branch).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+from .._checks import FLOAT_DTYPES, NonFiniteError, all_finite, check_finite, check_float, check_result
+from ..backend import get_array_module
+
+__all__ = ["MAX_ELEMENTS", "check_grad_meta", "check_grads", "check_output", "check_same_dtype", "check_size",
+           "memory_checked"]
+
+_HINT = "use float64 or rescale the input"
+
+#: The most elements an array of a layer or op may have (NumPy's own limit is 2**63 bytes).
+MAX_ELEMENTS = 2 ** 59
+
+
+def check_size(who, what, shape):
+    """``ValueError`` naming ``what`` (the arguments that set ``shape``) when an array of ``shape`` could
+    never be allocated (more than :data:`MAX_ELEMENTS` elements), before anything is allocated."""
+    n = math.prod(int(d) for d in shape)
+    if n > MAX_ELEMENTS:
+        raise ValueError(f"{who}: {what} ask for an array of shape {tuple(shape)} ({n} elements), more than can "
+                         f"be allocated (at most {MAX_ELEMENTS})")
+
+
+@contextlib.contextmanager
+def memory_checked(who, what):
+    """A ``MemoryError`` inside the block becomes a ``ValueError`` naming ``who`` and ``what``."""
+    try:
+        yield
+    except MemoryError:
+        raise ValueError(f"{who}: {what} ask for more memory than is available (MemoryError)") from None
+
+
+def check_grad_meta(who, name, g, shape, dtype):
+    """``g`` is a float array of exactly ``shape`` and ``dtype`` (the forward output's); finiteness is left
+    to :func:`check_grads`. Same wording as :func:`orthoref._checks.check_cotangent`."""
+    check_float(who, name, g)
+    if tuple(g.shape) != tuple(shape):
+        raise ValueError(f"{who}: {name} must have shape {tuple(shape)} (the forward output's), "
+                         f"got {tuple(g.shape)}")
+    if g.dtype != dtype and g.dtype in FLOAT_DTYPES:
+        raise TypeError(f"{who}: {name} must have dtype {np.dtype(dtype)} (the forward's), got {g.dtype}")
+
+
+def check_grads(who, name, g, *grads, covered=True):
+    """``g`` finite and every gradient in ``grads`` (``None`` skipped) finite.
+
+    ``covered``: at least one of ``grads`` depends on every element of ``g``, so that their finiteness
+    implies ``g``'s (one reduction per gradient, none over ``g``); otherwise ``g`` is checked directly.
+    ``NonFiniteError`` naming ``g`` when it holds NaN/Inf, else naming the overflow. Several incoming
+    gradients: ``name`` and ``g`` tuples (``None`` entries skipped)."""
+    pairs = list(zip(name, g)) if isinstance(name, tuple) else [(name, g)]
+    pairs = [(n, a) for n, a in pairs if a is not None]
+    if not pairs:
+        return
+    xp = get_array_module(pairs[0][1])
+    bad = next((r for r in grads if r is not None and not all_finite(xp, r)), None)
+    if bad is None and covered:
+        return
+    for n, a in pairs:
+        check_finite(who, n, a, xp)
+    name = " and ".join(n for n, _ in pairs)
+    if bad is not None:
+        raise NonFiniteError(f"{who}: the gradient overflows {np.dtype(bad.dtype).name} (NaN or Inf) although "
+                             f"{name} is finite; {_HINT}")
+
+
+def check_output(who, y, *named, what="the output"):
+    """Finiteness of the inputs ``named`` (``(name, array)`` pairs, ``None`` skipped) read off ``y``, which
+    depends on every element of each; a non-finite ``y`` from finite inputs raises ``NonFiniteError`` (an
+    overflow). Returns ``y``."""
+    xp = get_array_module(y)
+    if y.size and all_finite(xp, y):
+        return y
+    for name, a in named:
+        if a is not None:
+            check_finite(who, name, a, xp)
+    if y.size:
+        check_result(who, y, what, _HINT)
+    return y
+
+
+def check_same_dtype(who, first, *named):
+    """Every array of ``named`` (``(name, array)`` pairs, ``None`` skipped) has the dtype of ``first`` (a
+    ``(name, array)`` pair): ``TypeError`` naming both, never a silent up-cast."""
+    name0, a0 = first
+    for name, a in named:
+        if a is not None and a.dtype != a0.dtype:
+            raise TypeError(f"{who}: {name} must have the dtype of {name0} ({a0.dtype}), got {a.dtype}; "
+                            f"convert one of them with .astype")
