@@ -618,3 +618,27 @@ def test_overlapping_pool_backward_overflow_is_a_non_finite_error():
     y, cache = max_pool2d_forward(x, 3, stride=1)
     with _raises(NonFiniteError, "max_pool2d_backward", "overflows", "dy is finite"):
         max_pool2d_backward(np.full(y.shape, 3e38, F32), cache)
+
+
+def test_sequential_hands_over_only_verified_gradients():
+    """Sequential.backward skips re-reading the finiteness of a gradient one layer returned to the next; the
+    user's grad_out is always checked, a failing layer leaves no hand-off behind, and a layer called on its
+    own checks everything."""
+    from orthoref.ops import _contract
+    model = nn.Sequential(nn.Linear(4, 3, dtype=np.float64, rng=0), nn.ReLU(), nn.Linear(3, 2, dtype=np.float64, rng=1))
+    x = np.random.default_rng(0).standard_normal((5, 4))
+    y = model.forward(x)
+    bad = np.ones_like(y)
+    bad[1, 1] = np.nan
+    with pytest.raises(NonFiniteError, match=r"Linear.*grad_out must be finite"):
+        model.backward(bad)
+    assert _contract.verified(None) and getattr(_contract._handoff, "g", None) is None
+    model.zero_grad()
+    dx = model.backward(np.ones_like(y))
+    assert np.isfinite(dx).all() and getattr(_contract._handoff, "g", None) is None
+    relu = nn.ReLU()
+    relu.forward(np.ones((2, 3)))
+    g = np.ones((2, 3))
+    g[0, 0] = np.inf
+    with pytest.raises(NonFiniteError, match=r"ReLU.*grad_out must be finite"):
+        relu.backward(g)

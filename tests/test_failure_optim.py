@@ -252,12 +252,13 @@ def test_adam_eps_zero_zero_over_zero():
 
 
 def test_nan_parameter_is_named():
-    p = Parameter(np.array([np.nan, 1.0]))
+    with pytest.raises(NonFiniteError, match=r"Parameter: data must be finite"):
+        Parameter(np.array([np.nan, 1.0]))
+    p = Parameter(np.array([0.5, 1.0]))
+    p.data[0] = np.nan                      # corrupted in place after construction
     p.grad = np.ones(2)
     with pytest.raises(NonFiniteError, match=r"Muon: params\[0\] \(the parameter's data\) must be finite"):
-        optim.Muon([p]).step()
-    with pytest.raises(NonFiniteError, match=r"Adam: .*params\[0\].*held NaN/Inf already"):
-        optim.Adam([p]).step()
+        optim.Muon([p]).step()              # staged optimizers check the value they replace
 
 
 @pytest.mark.parametrize("name", NAMES)

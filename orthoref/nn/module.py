@@ -17,10 +17,10 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .._checks import (FLOAT_DTYPES, NonFiniteError, all_finite, check_bool, check_float,  # noqa: F401
+from .._checks import (FLOAT_DTYPES, NonFiniteError, all_finite, check_bool, check_finite, check_float,  # noqa: F401
                        check_int, float_dtype)
 from ..backend import get_array_module, to_numpy
-from ..ops._contract import check_grad_meta
+from ..ops._contract import _handoff, check_grad_meta
 
 __all__ = ["Parameter", "Module", "Sequential", "check_input", "BackwardBeforeForwardError"]
 
@@ -40,6 +40,7 @@ class Parameter:
 
     def __init__(self, data, name: str | None = None):
         check_float("Parameter", "data", data)
+        check_finite("Parameter", "data", data)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"Parameter: name must be None or a str, got {type(name).__name__} {name!r}")
         self.data = data
@@ -322,8 +323,14 @@ class Sequential(Module):
     def backward(self, grad_out, input_grad: bool = True):
         g = grad_out
         last = len(self._layers) - 1
-        for i in range(last, -1, -1):
-            if i in self._hook_out:
-                g = g + self._hook_out[i][1]
-            g = self._layers[i].backward(g, input_grad=input_grad or i > 0)
+        try:
+            for i in range(last, -1, -1):
+                if i in self._hook_out:
+                    g = g + self._hook_out[i][1]
+                elif i < last:              # the previous layer's verified dx: not re-read for finiteness
+                    _handoff.g = g
+                g = self._layers[i].backward(g, input_grad=input_grad or i > 0)
+                _handoff.g = None
+        finally:
+            _handoff.g = None
         return g

@@ -16,6 +16,7 @@ and reports an output that overflows from finite inputs. These are candidates fo
 from __future__ import annotations
 
 import contextlib
+import threading
 import math
 
 import numpy as np
@@ -23,8 +24,8 @@ import numpy as np
 from .._checks import FLOAT_DTYPES, NonFiniteError, all_finite, check_finite, check_float, check_result
 from ..backend import get_array_module
 
-__all__ = ["MAX_ELEMENTS", "check_grad_meta", "check_grads", "check_output", "check_same_dtype", "check_size",
-           "memory_checked"]
+__all__ = ["MAX_ELEMENTS", "check_dy_finite", "check_grad_meta", "check_grads", "check_output", "check_same_dtype", "check_size",
+           "memory_checked", "verified"]
 
 _HINT = "use float64 or rescale the input"
 
@@ -48,6 +49,24 @@ def memory_checked(who, what):
         yield
     except MemoryError:
         raise ValueError(f"{who}: {what} ask for more memory than is available (MemoryError)") from None
+
+
+#: The gradient that :meth:`orthoref.nn.Sequential.backward` is handing from one layer to the next: the
+#: ``dx`` a layer's backward just returned, which every layer returns finite or raises for. Its finiteness
+#: need not be read again by the receiving layer (its shape and dtype still are); only ``Sequential`` sets
+#: it, for the duration of one call, and no user code runs between the check and the hand-off. Per thread.
+_handoff = threading.local()
+
+
+def verified(g) -> bool:
+    """``g`` is the verified gradient being handed over by ``Sequential.backward`` (see :data:`_handoff`)."""
+    return g is getattr(_handoff, "g", None)
+
+
+def check_dy_finite(who, name, dy, xp=None):
+    """``dy`` finite (one reduction), unless it is a verified hand-off (:func:`verified`)."""
+    if not verified(dy):
+        check_finite(who, name, dy, xp)
 
 
 def check_grad_meta(who, name, g, shape, dtype):

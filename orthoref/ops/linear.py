@@ -6,8 +6,9 @@ import math
 import numpy as np
 
 from .._checks import check_floats, check_ndim
+from ..backend import get_array_module
 from ..oracle.registry import OpSpec, Sample, from_pair, register
-from ._contract import check_grad_meta, check_grads, check_output, check_same_dtype
+from ._contract import check_dy_finite, check_grad_meta, check_grads, check_output, check_same_dtype
 
 __all__ = ["linear_forward", "linear_backward"]
 
@@ -81,12 +82,29 @@ def _linear_backward(dy, cache, need_dx, who, name):
     rows = math.prod(dy.shape[:-1])                  # not -1: an empty axis makes -1 ambiguous
     dy2 = dy.reshape(rows, dy.shape[-1])
     x2 = x.reshape(rows, x.shape[-1])
-    with np.errstate(invalid="ignore", over="ignore"):    # NaN/Inf/overflow: the ValueError below
+    xp = get_array_module(dy)
+    check_dy_finite(who, name, dy, xp)               # activation-sized: cheaper than reading it off dw
+    with np.errstate(invalid="ignore", over="ignore"):    # overflow: the NonFiniteError below
         dw = dy2.T @ x2
         db = dy2.sum(axis=0) if has_b else None
         dx = (dy @ w) if need_dx else None
-    check_grads(who, name, dy, dw, db, dx, covered=w.shape[1] > 0)
+    if dw.size <= dy2.size + x2.size or not _below_overflow(xp, dy2, x2):
+        check_grads(who, name, dy, dw, db)           # else |dw_ij|, |db_i| <= ‖dy‖_F ‖x‖_F (Cauchy–Schwarz)
+    if dx is not None:
+        check_grads(who, name, dy, dx)
     return dx, dw, db
+
+
+def _below_overflow(xp, dy2, x2):
+    """``‖dy‖_F · max(‖x‖_F, 1)`` is below the dtype's maximum (BLAS dots, activation-sized): then
+    ``dw = dyᵀx`` and ``db = Σ_n dy_n`` cannot overflow, and need no reduction of their own."""
+    if dy2.dtype.kind != "f":                       # complex step: check the gradients themselves
+        return False
+    big = float(np.finfo(dy2.dtype).max) / 4
+    with np.errstate(invalid="ignore", over="ignore"):
+        ndy = float(xp.vdot(dy2, dy2)) if dy2.size else 0.0
+        nx = float(xp.vdot(x2, x2)) if x2.size else 0.0
+    return math.sqrt(ndy) * max(math.sqrt(nx), 1.0) < big
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import numpy as np
 from .._checks import check_bool, check_finite, check_floats, check_int, check_ndim, check_result
 from ..backend import get_array_module
 from ..oracle.registry import OpSpec, Sample, from_pair, register
-from ._contract import check_grad_meta, check_grads
+from ._contract import check_dy_finite, check_grad_meta, check_grads
 from .conv import Geometry, _crop, _geometry, _pad, _pair, _tap
 
 __all__ = [
@@ -156,7 +156,7 @@ def _max_pool2d_backward(dy, cache, who, name):
     g, xpad, y = cache
     check_grad_meta(who, name, dy, y.shape, y.dtype)
     if _disjoint(g):                   # each dx element is 0 or one dy element: check dy, the smaller one
-        check_finite(who, name, dy)
+        check_dy_finite(who, name, dy)
         return _max_pool2d_grad(dy, g, xpad, y)
     with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
         dx = _max_pool2d_grad(dy, g, xpad, y)
@@ -261,7 +261,7 @@ def _avg_pool2d_backward(dy, cache, who, name):
     check_grad_meta(who, name, dy, x.shape[:-2] + (g.Ho, g.Wo), x.dtype)
     disjoint = _disjoint(g)
     if disjoint:                       # each dx element is 0 or dy / D (D >= 1): check dy, the smaller one
-        check_finite(who, name, dy)
+        check_dy_finite(who, name, dy)
     with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
         share = _in_layout_of(dy, x) / div
         dxpad = _zeros_like_padded(x, g)
@@ -348,7 +348,7 @@ def flatten_backward(dy, cache):
 def _flatten_backward(dy, cache, who, name):
     shape, out_shape, dtype = cache
     check_grad_meta(who, name, dy, out_shape, dtype)
-    check_finite(who, name, dy)
+    check_dy_finite(who, name, dy)
     return dy.reshape(shape)
 
 

@@ -71,19 +71,16 @@ class Adam(Optimizer):
 
     The step runs in place with the parameter's array module (NumPy or CuPy) and dtype: float32 stays
     float32 (the scalars are Python floats). It makes twelve passes over each parameter with ``out=``
-    ufuncs and one scratch buffer shared by all parameters, and never writes ``p.grad``. The new
-    :math:`v_t` of every parameter is computed first, into a spare array that is swapped with the state
-    (one more array like each parameter), and checked before anything is written.
+    ufuncs and one scratch buffer shared by all parameters, and never writes ``p.grad``.
 
     Raises: the constructor, ``TypeError``/``ValueError`` naming a hyper-parameter out of its range (NaN and
-    Inf included); :meth:`step`, as :meth:`Optimizer.step`: a bad ``.grad`` or a read-only parameter
-    before anything is written (nothing has changed), NaN/Inf in a ``.grad`` or an overflow of
-    :math:`d^2` included (read off the new :math:`v_t`, computed for every parameter first); a step
-    that overflows the dtype although :math:`v_t` is finite (``lr`` far too large, or 0/0 with
-    ``eps = 0``), ``NonFiniteError`` naming the parameter, raised *after* its in-place update: that
-    parameter, its state and the parameters before it in group order have been updated (restore them from
-    a ``state_dict``/checkpoint). The checks cost two reductions per parameter (:math:`\max v_t` before
-    anything is written, the new value after), no copy.
+    Inf included); :meth:`step`, as :meth:`Optimizer.step`: a bad ``.grad`` (NaN/Inf included) or a
+    read-only parameter before anything is written (nothing has changed: one reduction per gradient); a
+    step that overflows the dtype from finite gradients (:math:`d^2` or ``lr`` far too large, or 0/0 with
+    ``eps = 0``), ``NonFiniteError`` naming the parameter, raised by the first ufunc that overflows (NumPy's
+    floating-point flags, no reduction; see :meth:`Optimizer._in_place_checked`): that parameter, its state
+    and the parameters before it in group order have been (partly) updated -- restore them from a
+    ``state_dict``/checkpoint.
     """
 
     _name = "Adam"
@@ -110,73 +107,55 @@ class Adam(Optimizer):
         keys = ("step", "exp_avg", "exp_avg_sq")
         return keys + ("max_exp_avg_sq",) if group["amsgrad"] else keys
 
-    _grad_finite_upfront = False     # read off the new second moment, before anything is written
+    def _update(self, group, p, label):
+        eps = float(group["eps"])
+        hint = ("lr", float(group["lr"]), ", or eps=0 divides 0 by 0" if eps == 0 else "")
+        self._in_place_checked(lambda: self._adam(group, p), p, label, hint)
 
-    def _direction(self, group, p):
-        """``(d, dsign)``: the gradient term, ``dsign * d``; materialized (in the second scratch) only for
-        L2 decay (``d = sign*g + wd*w``), otherwise ``(g, sign)``, so that ``.grad`` is never written."""
-        g, w = p.grad, p.data
-        sign = -1.0 if group["maximize"] else 1.0
-        wd = float(group["weight_decay"])
-        if wd == 0 or group["decoupled_weight_decay"]:
-            return g, sign
-        d = self._scratch(p, 1)
-        get_array_module(w).multiply(w, wd, out=d)
-        if sign > 0:
-            d += g
-        else:
-            d -= g
-        return d, 1.0
-
-    def _prepare(self, group, p, label):
-        """The new second moment ``v = beta2*v + (1-beta2)*d*d`` of every parameter, in a spare array,
-        before anything is written: its maximum is finite iff the gradient is and ``d*d`` does not
-        overflow (one read-only reduction, instead of a separate pass over the gradient)."""
-        beta2 = float(group["betas"][1])
-        w = p.data
-        xp = get_array_module(w)
-        state = self.state.get(p)
-        v_old = xp.zeros_like(w) if state is None else state["exp_avg_sq"]
-        d, _ = self._direction(group, p)
-        s = self._scratch(p)
-        v = self._spare(p, "exp_avg_sq")
-        xp.multiply(v_old, beta2, out=v)
-        xp.multiply(d, d, out=s)
-        s *= 1.0 - beta2
-        v += s
-        self._check_update(p, label, ("lr", group["lr"]), nonneg=(v,))
-        return v, v_old
-
-    def _update(self, group, p, label, prepared):
+    def _adam(self, group, p):
+        """The in-place step of ``p`` (the formula in the class docstring)."""
         lr = float(group["lr"])
         beta1, beta2 = (float(b) for b in group["betas"])
         eps = float(group["eps"])
         wd = float(group["weight_decay"])
         amsgrad = bool(group["amsgrad"])
         decoupled = bool(group["decoupled_weight_decay"])
-        v, v_old = prepared
+        sign = -1.0 if group["maximize"] else 1.0
+        g = p.grad
         w = p.data
         xp = get_array_module(w)
         state = self.state.get(p)
         if state is None:
-            state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(w), "exp_avg_sq": v}
+            state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(w), "exp_avg_sq": xp.zeros_like(w)}
             if amsgrad:
                 state["max_exp_avg_sq"] = xp.zeros_like(w)
         state["step"] = t = state["step"] + 1
-        state["exp_avg_sq"] = v                          # the new second moment, computed by _prepare
-        self._spares.setdefault(p, {})["exp_avg_sq"] = v_old    # the next step's spare
-        m = state["exp_avg"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
         s = self._scratch(p)
 
-        if wd != 0 and decoupled:
-            w *= 1.0 - lr * wd
-        d, dsign = self._direction(group, p)
+        # d = sign*g (+ wd*w): materialized (in a second scratch) only for L2 decay; otherwise the
+        # sign goes into the scalars, so that .grad is never written.
+        d, dsign = g, sign
+        if wd != 0:
+            if decoupled:
+                w *= 1.0 - lr * wd
+            else:
+                d, dsign = self._scratch(p, 1), 1.0
+                xp.multiply(w, wd, out=d)
+                if sign > 0:
+                    d += g
+                else:
+                    d -= g
 
         # m = beta1*m + (1-beta1)*d
         m *= beta1
         xp.multiply(d, (1.0 - beta1) * dsign, out=s)
         m += s
-        # v = beta2*v + (1-beta2)*d*d: done by _prepare
+        # v = beta2*v + (1-beta2)*d*d
+        v *= beta2
+        xp.multiply(d, d, out=s)
+        s *= 1.0 - beta2
+        v += s
         if amsgrad:
             vmax = state["max_exp_avg_sq"]
             xp.maximum(vmax, v, out=vmax)
@@ -194,9 +173,6 @@ class Adam(Optimizer):
         xp.divide(m, s, out=s)
         s *= step_size * bias_correction2_sqrt
         w -= s
-        # v was checked finite by _prepare; a NaN/Inf here is an overflow of the step (or 0/0, eps = 0)
-        self._check_update(p, label, ("lr", lr, ", or eps=0 divides 0 by 0" if eps == 0 else ""), w,
-                           written=True)
 
 
 class AdamW(Adam):

@@ -101,16 +101,16 @@ class Optimizer:
 
     * the staged optimizers (Muon, RiemannianSGD, RiemannianAdam, CayleySGD, CayleyAdam, OGD) compute
       the new value and state of every parameter before writing any, so nothing has changed;
-    * SGD, Adam and AdamW update in place, to keep their step at its own passes over memory (two
-      reductions per parameter for the checks, no copy); the overflow of the step is found by checking
-      the new value after the write, so the named parameter, its state and the parameters before it in
-      group order have been updated (the message says so; restore them from a ``state_dict``). Adam's
-      second-moment overflow (``d*d``) is found before anything is written.
+    * SGD, Adam and AdamW update in place, to keep their step at its own passes over memory (one
+      reduction per gradient for the checks, no copy); an overflow of the step stops it at the first
+      ufunc that overflows (NumPy's floating-point flags: :meth:`_in_place_checked`), so the named
+      parameter, its state and the parameters before it in group order have been (partly) updated (the
+      message says so; restore them from a ``state_dict``).
 
     Subclasses set ``defaults`` and implement ``_validate_group`` (hyper-parameter checks through
     ``orthoref._checks``), ``_state_keys`` (the state a parameter of a group carries, for
     ``load_state_dict``) and either ``_stage`` (the new value and state of one parameter, computed without
-    writing either) or ``_update`` (in place, with an optional ``_prepare`` run for every parameter first).
+    writing either) or ``_update`` (in place, through :meth:`_in_place_checked`).
     A subclass that implements the older ``_step_group`` instead is still run, group by group, after the
     ``.grad`` checks (its overflow is then its own business).
     """
@@ -223,16 +223,16 @@ class Optimizer:
         if closure is not None and not callable(closure):
             raise TypeError(f"{self._who}.step: closure must be callable or None, got {type(closure).__name__}")
         loss = closure() if closure is not None else None
-        work = self._checked_work(finite=self._grad_finite_upfront)
+        work = self._checked_work()
         if type(self)._stage is Optimizer._stage and type(self)._update is Optimizer._update:
             for group in self.param_groups:                   # a subclass of the older kind
                 self._step_group(group)
             return loss
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):    # checked, not warned
             if type(self)._update is not Optimizer._update:
-                prepared = [self._prepare(group, p, label) for group, p, label in work]
-                for (group, p, label), prep in zip(work, prepared):
-                    self._update(group, p, label, prep)
+                with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+                    for group, p, label in work:
+                        self._update(group, p, label)
                 return loss
             staged = [(p, self._stage(group, p, label)) for group, p, label in work]
         for p, (new_data, new_state) in staged:
@@ -249,12 +249,11 @@ class Optimizer:
         """The label of a parameter from its place ``(gi, i)`` (formatted on error paths only)."""
         return where if isinstance(where, str) else self._label(where[0], where[1], p)
 
-    def _checked_work(self, finite=None):
+    def _checked_work(self, finite=True):
         """``[(group, p, (gi, i))]`` of the parameters with a gradient, after checking every one of them
         (data, writeability, ``.grad``); raises before anything is written. The common case (NumPy arrays
         of one float dtype and shape, writeable) costs a few attribute reads per parameter and, with
         ``finite``, one reduction per gradient; the messages are formatted on the error path only."""
-        finite = True if finite is None else finite
         work = []
         for gi, group in enumerate(self.param_groups):
             for i, p in enumerate(group["params"]):
@@ -289,17 +288,7 @@ class Optimizer:
         parameter has been staged."""
         raise NotImplementedError
 
-    #: Whether :meth:`step` checks each ``.grad``'s finiteness with its own reduction before anything
-    #: is written (``True``), or :meth:`_prepare` reads it off a quantity the update computes anyway,
-    #: for every parameter before any is written (Adam: the second moment).
-    _grad_finite_upfront = True
-
-    def _prepare(self, group: dict, p, label: str):
-        """For in-place optimizers: whatever :meth:`_update` needs, computed for every parameter before any
-        is written (may raise; nothing is changed then). Default: nothing."""
-        return None
-
-    def _update(self, group: dict, p, label: str, prepared) -> None:
+    def _update(self, group: dict, p, label: str) -> None:
         """The step of one parameter, in place (SGD, Adam: no staging of the parameter, so that the step
         costs its own passes and two reductions). It checks the new value with :meth:`_check_update`
         (``written=True``) *after* writing it: an overflow then raises with this parameter (and the ones
@@ -323,6 +312,22 @@ class Optimizer:
         for a in arrays:
             if not self._all_finite(xp, a):
                 self._non_finite_update(p, label, hint, written)
+
+    def _in_place_checked(self, update, p, label, hint) -> None:
+        """Run ``update()``, the in-place step of ``p`` (SGD, Adam), so that an overflow cannot pass
+        silently. NumPy reads the FPU's status flags after every ufunc anyway: with ``errstate`` set to
+        raise, a step that overflows the dtype (or computes 0/0, ``eps = 0``) stops at the first such
+        ufunc, at no cost on the good path -- no reduction over the new value. The gradients were checked
+        finite before anything was written, so no NaN/Inf enters the update quietly. Other array modules
+        (CuPy) have no such flags: one reduction over the new value. Either way the parameter and its
+        state are already (partly) written when this raises, which the message says."""
+        xp = get_array_module(p.data)
+        try:
+            update()                    # step() set errstate to raise around the loop of updates
+        except FloatingPointError:
+            self._non_finite_update(p, label, hint, written=True)
+        if xp is not np:
+            self._check_update(p, label, hint, p.data, written=True)
 
     def _all_finite(self, xp, a) -> bool:
         """:func:`~orthoref._checks.all_finite` without its temporary and with less per-call overhead: a

@@ -87,7 +87,11 @@ class SGD(Optimizer):
     def _state_keys(self, group):
         return ("momentum_buffer",)
 
-    def _update(self, group, p, label, prepared):
+    def _update(self, group, p, label):
+        self._in_place_checked(lambda: self._sgd(group, p), p, label, ("lr", float(group["lr"])))
+
+    def _sgd(self, group, p):
+        """The in-place step of ``p`` (the formula in the class docstring)."""
         lr = float(group["lr"])
         mu = float(group["momentum"])
         damp = float(group["dampening"])
@@ -156,5 +160,4 @@ class SGD(Optimizer):
         else:
             xp.multiply(g, lr * dsign, out=s)
             w -= s
-        # the gradient was checked finite: a NaN/Inf here is an overflow of the buffer or of the step
-        self._check_update(p, label, ("lr", lr), w, written=True)
+
