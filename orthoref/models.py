@@ -27,17 +27,22 @@ def mlp(sizes=(784, 512, 256, 10), *, weight_init=None, rng=None, dtype=np.float
     return Sequential(*layers)
 
 
+def _cnn_args(who, in_channels, image_size, n_classes, channels):
+    """The validated ``(in_channels, image_size, n_classes, (c1, c2))`` of the small CNN."""
+    in_channels = check_int(who, "in_channels", in_channels, 1)
+    image_size = check_int(who, "image_size", image_size, 4)
+    n_classes = check_int(who, "n_classes", n_classes, 1)
+    if image_size % 4:
+        raise ValueError(f"{who}: image_size must be divisible by 4, got {image_size}")
+    return in_channels, image_size, n_classes, _channels(who, channels)
+
+
 def small_cnn(in_channels=1, image_size=28, n_classes=10, channels=(32, 64), *, weight_init=None, rng=None,
               dtype=np.float32) -> Sequential:
     """Conv(3x3, pad 1)–ReLU–MaxPool(2) twice, then Flatten–Linear: on 1x28x28 this is
     Conv2d(1,32) → ReLU → MaxPool2d(2) → Conv2d(32,64) → ReLU → MaxPool2d(2) → Linear(3136, 10)."""
     who = "small_cnn"
-    in_channels = check_int(who, "in_channels", in_channels, 1)
-    image_size = check_int(who, "image_size", image_size, 4)
-    n_classes = check_int(who, "n_classes", n_classes, 1)
-    if image_size % 4:
-        raise ValueError(f"small_cnn: image_size must be divisible by 4, got {image_size}")
-    c1, c2 = _channels(who, channels)
+    in_channels, image_size, n_classes, (c1, c2) = _cnn_args(who, in_channels, image_size, n_classes, channels)
     float_dtype(who, dtype)
     gen = host_rng(rng, who=who)
     side = image_size // 4
@@ -81,12 +86,7 @@ def small_cnn_shapes(in_channels=1, image_size=28, n_classes=10, channels=(32, 6
     """The parameter shapes of ``small_cnn(in_channels, image_size, n_classes, channels)`` by name, in
     ``named_parameters()`` order, computed without building anything."""
     who = "small_cnn_shapes"
-    in_channels = check_int(who, "in_channels", in_channels, 1)
-    image_size = check_int(who, "image_size", image_size, 4)
-    n_classes = check_int(who, "n_classes", n_classes, 1)
-    if image_size % 4:
-        raise ValueError(f"small_cnn_shapes: image_size must be divisible by 4, got {image_size}")
-    c1, c2 = _channels(who, channels)
+    in_channels, image_size, n_classes, (c1, c2) = _cnn_args(who, in_channels, image_size, n_classes, channels)
     side = image_size // 4
     return {"0.weight": (c1, int(in_channels), 3, 3), "0.bias": (c1,),
             "3.weight": (c2, c1, 3, 3), "3.bias": (c2,),

@@ -69,6 +69,15 @@ class Parameter:
         return f"Parameter(shape={tuple(self.shape)}, dtype={self.dtype})"
 
 
+def _check_input_args(ndim, channels, channel_axis):
+    if channels is not None:
+        check_int("check_input", "channels", channels, 0)
+    check_int("check_input", "channel_axis", channel_axis)
+    if not isinstance(ndim, range):                      # a range holds ints by construction
+        for r in ((ndim,) if not isinstance(ndim, (tuple, list)) else ndim):
+            check_int("check_input", "ndim", r, 0)
+
+
 def check_input(layer: str, x, ndim, channels=None, channel_axis=1, dtype=None, what="x (input)"):
     """Validate a layer input: array type, floating dtype (matching ``dtype`` if given), rank and channels.
 
@@ -76,12 +85,9 @@ def check_input(layer: str, x, ndim, channels=None, channel_axis=1, dtype=None, 
     what was expected and what came (``TypeError`` naming ``check_input`` for a ``channels``,
     ``channel_axis`` or ``ndim`` that is not an int).
     """
-    if channels is not None:
-        check_int("check_input", "channels", channels, 0)
-    check_int("check_input", "channel_axis", channel_axis)
-    if not isinstance(ndim, range):                      # a range holds ints by construction
-        for r in ((ndim,) if not isinstance(ndim, (tuple, list)) else ndim):
-            check_int("check_input", "ndim", r, 0)
+    if not (type(ndim) is int and type(channel_axis) is int and (channels is None or type(channels) is int)
+            and ndim >= 0 and (channels is None or channels >= 0)):       # the layers' own calls: no re-check
+        _check_input_args(ndim, channels, channel_axis)
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{layer}: {what} must be an array, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:

@@ -87,6 +87,12 @@ def check_grads(who, name, g, *grads, covered=True):
     implies ``g``'s (one reduction per gradient, none over ``g``); otherwise ``g`` is checked directly.
     ``NonFiniteError`` naming ``g`` when it holds NaN/Inf, else naming the overflow. Several incoming
     gradients: ``name`` and ``g`` tuples (``None`` entries skipped)."""
+    if covered and type(name) is str and type(g) is np.ndarray:     # the common case, without allocations
+        for r in grads:
+            if r is not None and not np.isfinite(r).all():
+                break
+        else:
+            return
     pairs = list(zip(name, g)) if isinstance(name, tuple) else [(name, g)]
     pairs = [(n, a) for n, a in pairs if a is not None]
     if not pairs:
