@@ -174,16 +174,18 @@ def check_array(who, A, name="A", *, min_ndim=2, ndim=None, square=False, tall=F
     return xp
 
 
-def check_cotangent(who, name, g, shape, dtype):
+def check_cotangent(who, name, g, shape, dtype, *, finite=True, of="the forward's"):
     """A gradient flowing backward (a layer's ``grad_out``, a VJP's cotangent, a parameter's ``.grad``):
-    an array of exactly ``shape`` (no broadcasting) and exactly ``dtype``, finite. Returns its module."""
+    an array of exactly ``shape`` (no broadcasting) and exactly ``dtype`` (``of`` says whose), finite unless
+    ``finite=False`` (a caller that reads the finiteness off a result instead). Returns its module."""
     check_float(who, name, g)
     if tuple(g.shape) != tuple(shape):
         raise ValueError(f"{who}: {name} must have shape {tuple(shape)}, got {tuple(g.shape)}")
     if g.dtype != dtype and g.dtype in FLOAT_DTYPES:
-        raise TypeError(f"{who}: {name} must have dtype {np.dtype(dtype)} (the forward's), got {g.dtype}")
+        raise TypeError(f"{who}: {name} must have dtype {np.dtype(dtype)} ({of}), got {g.dtype}")
     xp = get_array_module(g)
-    check_finite(who, name, g, xp)
+    if finite:
+        check_finite(who, name, g, xp)
     return xp
 
 

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from .._checks import FLOAT_DTYPES, NonFiniteError, all_finite, check_finite, check_float, check_result
+from .._checks import NonFiniteError, all_finite, check_cotangent, check_finite, check_result
 from ..backend import get_array_module
 
 __all__ = ["MAX_ELEMENTS", "check_dy_finite", "check_grad_meta", "check_grads", "check_output", "check_same_dtype", "check_size",
@@ -71,13 +71,8 @@ def check_dy_finite(who, name, dy, xp=None):
 
 def check_grad_meta(who, name, g, shape, dtype):
     """``g`` is a float array of exactly ``shape`` and ``dtype`` (the forward output's); finiteness is left
-    to :func:`check_grads`. Same wording as :func:`orthoref._checks.check_cotangent`."""
-    check_float(who, name, g)
-    if tuple(g.shape) != tuple(shape):
-        raise ValueError(f"{who}: {name} must have shape {tuple(shape)} (the forward output's), "
-                         f"got {tuple(g.shape)}")
-    if g.dtype != dtype and g.dtype in FLOAT_DTYPES:
-        raise TypeError(f"{who}: {name} must have dtype {np.dtype(dtype)} (the forward's), got {g.dtype}")
+    to :func:`check_grads` (:func:`orthoref._checks.check_cotangent` with ``finite=False``)."""
+    check_cotangent(who, name, g, shape, dtype, finite=False)
 
 
 def check_grads(who, name, g, *grads, covered=True):

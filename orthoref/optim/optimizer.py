@@ -43,17 +43,8 @@ def _writeable(a) -> bool:
 
 def _check_grad(who, name, g, shape, dtype, xp, *, finite=True):
     """A parameter's ``.grad``: :func:`~orthoref._checks.check_cotangent` (a float32/float64 array of exactly
-    the parameter's shape and dtype, finite), on the parameter's array module. With ``finite=False`` the
-    finiteness is left to the caller (an optimizer that reads it off its update, see
-    :meth:`Optimizer._check_update`). A candidate for ``_checks`` (``check_cotangent(..., finite=False)``)."""
-    if finite:
-        check_cotangent(who, name, g, shape, dtype)
-    else:
-        check_float(who, name, g)
-        if tuple(g.shape) != tuple(shape):
-            raise ValueError(f"{who}: {name} must have shape {tuple(shape)}, got {tuple(g.shape)}")
-        if g.dtype != dtype:
-            raise TypeError(f"{who}: {name} must have dtype {np.dtype(dtype)} (the parameter's), got {g.dtype}")
+    the parameter's shape and dtype, finite unless ``finite=False``), on the parameter's array module."""
+    check_cotangent(who, name, g, shape, dtype, finite=finite, of="the parameter's")
     if get_array_module(g) is not xp:
         module = getattr(xp, "__name__", "numpy")
         raise TypeError(f"{who}: {name} must be an array of the parameter's module ({module}), got "

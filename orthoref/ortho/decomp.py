@@ -59,7 +59,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module, host_rng
-from .._checks import MAX_ITERATIONS, check_array, check_bool, check_choice, check_cotangent, check_finite, \
+from .._checks import check_array, check_bool, check_choice, check_cotangent, check_finite, \
     check_float, check_int, check_real, check_result
 from ._common import ldexp, linalg_errors, rescaled, unscale_grad
 from ..oracle.registry import OpSpec, Sample, from_map, register
