@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from ._checks import NonFiniteError
+from ._checks import NonFiniteError, check_int
 from .backend import asarray, to_numpy
 from .data import load_digits
 from .models import mlp
@@ -38,9 +38,7 @@ METHODS = ("sgd", "ogd")
 
 
 def _int_arg(name, value, low, who):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{who}: {name} must be an int >= {low}, got {value!r}")
-    return int(value)
+    return check_int(who, name, value, low)
 
 
 def permuted_digits(n_tasks=3, seed=0, dtype=np.float32):

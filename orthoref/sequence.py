@@ -38,6 +38,7 @@ import time
 
 import numpy as np
 
+from ._checks import MAX_ITERATIONS, check_int, check_real
 from .backend import to_numpy
 from .nn.linear import Linear
 from .nn.rnn import RNN
@@ -58,16 +59,11 @@ DEFAULT_TABLE_STEPS = 2000
 
 
 def _int(v, name, minimum=1):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or int(v) < minimum:
-        raise ValueError(f"fit_adding: {name} must be an integer >= {minimum}, got {v!r}")
-    return int(v)
+    return check_int("fit_adding", name, v, minimum, MAX_ITERATIONS if name == "steps" else None)
 
 
 def _pos_real(v, name):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(v)) or float(v) <= 0:
-        raise ValueError(f"fit_adding: {name} must be a positive finite number, got {v!r}")
-    return float(v)
+    return check_real("fit_adding", name, v, 0.0, lo_open=True)
 
 
 def _check_args(T, hidden, init, steps, batch_size, lr, optimizer, seed, dtype, target_mse, eval_every):

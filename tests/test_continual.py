@@ -100,12 +100,17 @@ def test_table_format():
 
 @pytest.mark.parametrize("kwargs", [
     {"method": "adam"}, {"n_tasks": 0}, {"epochs": 0}, {"lr": 0.0}, {"lr": float("nan")},
-    {"batch_size": 0}, {"memory_per_task": -1}, {"hidden": (0,)}, {"n_tasks": 1.5},
+    {"batch_size": 0}, {"memory_per_task": -1}, {"hidden": (0,)},
     {"method": "ogd", "memory_per_task": 10 ** 6},
 ])
 def test_bad_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         fit_continual(**kwargs, log=None)
+
+
+def test_float_for_int_is_a_type_error():
+    with pytest.raises(TypeError, match="fit_continual: n_tasks must be an int, got float 1.5"):
+        fit_continual(n_tasks=1.5, log=None)
 
 
 def test_bad_permuted_args():

@@ -71,7 +71,7 @@ def test_metrics_json_and_table(tmp_path):
 
 
 @pytest.mark.parametrize("name,value", [
-    ("T", 1), ("T", 2.5), ("hidden", 0), ("init", "xavier"), ("steps", 0), ("batch_size", -1),
+    ("T", 1), ("hidden", 0), ("init", "xavier"), ("steps", 0), ("batch_size", -1),
     ("lr", 0.0), ("lr", float("nan")), ("optimizer", "rmsprop"), ("seed", -1), ("dtype", "float16"),
     ("target_mse", -1.0), ("eval_every", 0), ("log", 3), ("out", 5),
 ])
@@ -79,6 +79,14 @@ def test_bad_arguments(name, value):
     kw = dict(TINY)
     kw[name] = value
     with pytest.raises(ValueError, match=name):
+        fit_adding(**kw)
+
+
+@pytest.mark.parametrize("name,value", [("T", 2.5), ("hidden", True), ("lr", "0.1")])
+def test_wrong_kind_arguments(name, value):
+    kw = dict(TINY)
+    kw[name] = value
+    with pytest.raises(TypeError, match=f"fit_adding: {name} must be"):
         fit_adding(**kw)
 
 
