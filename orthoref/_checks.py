@@ -54,12 +54,18 @@ class NonFiniteError(ValueError):
 def all_finite(xp, a) -> bool:
     """No NaN/Inf in ``a``.
 
-    NumPy: ``isfinite(a).all()``, a SIMD pass over ``a`` and one over a byte mask; it warns about nothing
-    (a sum warns on ``Inf - Inf`` and on overflow) and is faster than ``a.sum()`` (float32 (128, 512):
-    18 µs against 26 µs; (512, 784): 90 µs against 174 µs; float64 about equal). Other array modules: one
-    sum in the common case, the element-wise test only when it is not finite.
+    NumPy, a contiguous real array: ``vdot(a, a) = Σ a²`` is finite exactly when every element is, unless
+    the sum overflows (elements beyond ~1e19/√n in float32), and only then is the element-wise
+    ``isfinite(a).all()`` asked. The BLAS dot reads ``a`` once, allocates nothing and warns about nothing;
+    ``isfinite(...).all()`` makes a second pass over a byte mask (float32 (512, 784), one or two threads:
+    26 µs against 34 µs; (512,): 0.6 µs against 1.4 µs; AMD EPYC, OpenBLAS 0.3.30). Other arrays and array
+    modules: one sum in the common case, the element-wise test only when it is not finite.
     """
     if xp is np:
+        if a.dtype.kind == "f" and (a.flags.c_contiguous or a.flags.f_contiguous):
+            flat = a.ravel(order="K")                 # a view: no copy for either memory order
+            if math.isfinite(np.vdot(flat, flat)):
+                return True
         return bool(np.isfinite(a).all())
     if bool(xp.isfinite(a.sum())):
         return True
@@ -178,6 +184,10 @@ def check_cotangent(who, name, g, shape, dtype, *, finite=True, of="the forward'
     """A gradient flowing backward (a layer's ``grad_out``, a VJP's cotangent, a parameter's ``.grad``):
     an array of exactly ``shape`` (no broadcasting) and exactly ``dtype`` (``of`` says whose), finite unless
     ``finite=False`` (a caller that reads the finiteness off a result instead). Returns its module."""
+    if type(g) is np.ndarray and g.shape == shape and g.dtype == dtype and g.dtype in _ACCEPTED:
+        if finite:                                  # the common case: no message built, no module lookup
+            check_finite(who, name, g, np)
+        return np
     check_float(who, name, g)
     if tuple(g.shape) != tuple(shape):
         raise ValueError(f"{who}: {name} must have shape {tuple(shape)}, got {tuple(g.shape)}")

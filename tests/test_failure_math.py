@@ -678,3 +678,44 @@ def test_initializer_memory_error_is_a_value_error(monkeypatch):
 def test_initializer_too_large_for_memory(name):
     """8e14 bytes: more than any 48-bit address space holds, so the allocation fails at once."""
     _raises(ValueError, lambda: getattr(init, name)((10 ** 7, 10 ** 7), dtype=np.float64), name, "shape")
+
+
+# -- all_finite: the one finiteness test every check uses --------------------------------------------------
+def _layouts(a):
+    """Fresh copies of ``a``: C-ordered, Fortran-ordered, and a strided view (every other column)."""
+    return {"C": np.array(a, order="C"), "F": np.array(a, order="F"), "strided": np.repeat(a, 2, axis=1)[:, ::2]}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, -np.nan])
+@pytest.mark.parametrize("where", [(0, 0), (37, 5), (-1, -1)])
+def test_all_finite_finds_every_non_finite(dtype, bad, where):
+    from orthoref._checks import all_finite
+    a = np.random.default_rng(0).standard_normal((64, 9)).astype(dtype)
+    for layout, b in _layouts(a).items():
+        assert all_finite(np, b), layout
+        b[where] = bad
+        assert not all_finite(np, b), (layout, bad, where)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_huge_finite_values_are_finite(dtype):
+    """Σ a² overflows (the BLAS dot is Inf) although every element is finite: the element-wise test decides."""
+    from orthoref._checks import all_finite
+    big = np.finfo(dtype).max
+    a = np.full((100, 3), big, dtype=dtype)
+    a[::2] *= -1
+    with np.errstate(over="ignore"):
+        assert not math.isfinite(np.vdot(a, a))
+    for layout, b in _layouts(a).items():
+        assert all_finite(np, b), layout
+    a[50, 1] = -np.inf
+    assert not all_finite(np, a)
+
+
+def test_all_finite_empty_and_scalar():
+    from orthoref._checks import all_finite
+    assert all_finite(np, np.empty((0, 5), np.float32))
+    assert all_finite(np, np.array(2.5))
+    assert not all_finite(np, np.array(np.nan))
+    assert not all_finite(np, np.array([1 + 0j, complex(np.inf, 0)]))     # complex step: element-wise

@@ -85,8 +85,10 @@ def check_input(layer: str, x, ndim, channels=None, channel_axis=1, dtype=None, 
     what was expected and what came (``TypeError`` naming ``check_input`` for a ``channels``,
     ``channel_axis`` or ``ndim`` that is not an int).
     """
-    if not (type(ndim) is int and type(channel_axis) is int and (channels is None or type(channels) is int)
-            and ndim >= 0 and (channels is None or channels >= 0)):       # the layers' own calls: no re-check
+    ranks_ok = (type(ndim) is range or (type(ndim) is int and ndim >= 0)
+                or (type(ndim) is tuple and all(type(r) is int and r >= 0 for r in ndim)))
+    if not (ranks_ok and type(channel_axis) is int
+            and (channels is None or (type(channels) is int and channels >= 0))):  # the layers' calls pass
         _check_input_args(ndim, channels, channel_axis)
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{layer}: {what} must be an array, got {type(x).__name__}")

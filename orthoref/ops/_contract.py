@@ -84,7 +84,7 @@ def check_grads(who, name, g, *grads, covered=True):
     gradients: ``name`` and ``g`` tuples (``None`` entries skipped)."""
     if covered and type(name) is str and type(g) is np.ndarray:     # the common case, without allocations
         for r in grads:
-            if r is not None and not np.isfinite(r).all():
+            if r is not None and not all_finite(np, r):
                 break
         else:
             return

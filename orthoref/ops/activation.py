@@ -60,10 +60,11 @@ def _elementwise_backward(who, name, dy, shape, dtype, grad, unit=False):
     ``dy``'s finiteness read off ``dx`` (which multiplies every element of ``dy`` by a finite factor).
     ``unit``: every factor is 0 or 1 (ReLU), so a verified ``dy`` needs no check at all."""
     check_grad_meta(who, name, dy, shape, dtype)
+    if unit and verified(dy):                   # finite dy times 0 or 1: nothing to check or silence
+        return grad(dy)
     with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
         dx = grad(dy)
-    if not (unit and verified(dy)):
-        check_grads(who, name, dy, dx)
+    check_grads(who, name, dy, dx)
     return dx
 
 

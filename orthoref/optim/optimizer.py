@@ -115,7 +115,6 @@ class Optimizer:
         self.state: dict = {}
         self._scratch_bufs: dict = {}
         self._spares: dict = {}
-        self._mask = None
         who = self._who
         if isinstance(params, (Parameter, Mapping, str, bytes)) or not isinstance(params, Iterable):
             raise TypeError(f"{who}: params must be an iterable of Parameters or of parameter-group dicts, "
@@ -255,7 +254,7 @@ class Optimizer:
                 if not (type(d) is np.ndarray and type(g) is np.ndarray and d.dtype in _FLOATS
                         and g.dtype is d.dtype and g.shape == d.shape and d.flags.writeable):
                     self._check_param(gi, i, p)
-                if finite and not self._all_finite(np if type(g) is np.ndarray else get_array_module(g), g):
+                if finite and not all_finite(np if type(g) is np.ndarray else get_array_module(g), g):
                     check_finite(self._who, f"{self._label(gi, i, p)}.grad", g)      # names it
                 work.append((group, p, (gi, i)))
         return work
@@ -301,7 +300,7 @@ class Optimizer:
             if a.size and not math.isfinite(float(a.max())):
                 self._non_finite_update(p, label, hint, written)
         for a in arrays:
-            if not self._all_finite(xp, a):
+            if not all_finite(xp, a):
                 self._non_finite_update(p, label, hint, written)
 
     def _in_place_checked(self, update, p, label, hint) -> None:
@@ -319,22 +318,6 @@ class Optimizer:
             self._non_finite_update(p, label, hint, written=True)
         if xp is not np:
             self._check_update(p, label, hint, p.data, written=True)
-
-    def _all_finite(self, xp, a) -> bool:
-        """:func:`~orthoref._checks.all_finite` without its temporary and with less per-call overhead: a
-        small NumPy array by its maximum and minimum (NaN propagates through both, +Inf shows in the one,
-        -Inf in the other: two read-only reductions cost less than ``isfinite(...).all()``'s two calls),
-        a large one by ``isfinite`` into a byte mask kept by the optimizer (the step allocates nothing
-        parameter-sized)."""
-        if xp is not np or not a.flags.c_contiguous:
-            return all_finite(xp, a)
-        n = a.size
-        if n <= 4096:
-            return n == 0 or (math.isfinite(float(a.max())) and math.isfinite(float(a.min())))
-        if self._mask is None or self._mask.size < n:
-            self._mask = np.empty(n, dtype=bool)
-        mask = self._mask[:n].reshape(a.shape)
-        return bool(np.isfinite(a, out=mask).all())
 
     def _non_finite_update(self, p, label, hint, written=False):
         who = self._who
@@ -390,8 +373,10 @@ class Optimizer:
         """A scratch array of ``p``'s shape, dtype and device: a view into buffer ``k``, one buffer per
         (array module, dtype, device), grown to the largest parameter and shared by all parameters."""
         data = p.data
-        dev = getattr(getattr(data, "device", None), "id", None)  # CuPy device id; None on the host
-        key = (k, type(data), data.dtype, dev)
+        if type(data) is np.ndarray:
+            key = (k, np.ndarray, data.dtype, None)
+        else:
+            key = (k, type(data), data.dtype, getattr(getattr(data, "device", None), "id", None))  # CuPy
         buf = self._scratch_bufs.get(key)
         n = data.size
         if buf is None or buf.size < n:

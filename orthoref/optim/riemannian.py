@@ -122,7 +122,7 @@ def _step_vector(opt, p, label, lr, d, X):
     overflow of the dtype raises the optimizer's ``NonFiniteError`` here, not the retraction's)."""
     Z = -lr * d
     xp = get_array_module(Z)
-    if not (opt._all_finite(xp, Z) and opt._all_finite(xp, X + Z)):
+    if not (all_finite(xp, Z) and all_finite(xp, X + Z)):
         opt._non_finite_update(p, label, f"lr={lr:g}")
     return Z
 
