@@ -13,8 +13,10 @@
 - :func:`interruptible` turns SIGTERM (and SIGINT) into :class:`RunInterrupted` (a ``KeyboardInterrupt``)
   so that ``finally`` blocks remove temporary files and release the lock; a second signal during that
   clean-up is ignored.
-- :func:`read_npz` reads a NumPy ``.npz`` without pickles and without trusting its headers: every
-  member's dtype and shape are read (and checked by the caller) before its data is.
+- :func:`strict_json` and :func:`loads_strict` write and read strict JSON (no ``NaN``/``Infinity``).
+- :func:`read_npz` reads a NumPy ``.npz`` (checkpoints, compressed models, fixture files) without pickles
+  and without trusting its headers: every member's dtype and shape are read (and checked by the caller)
+  before its data is.
 """
 from __future__ import annotations
 
@@ -29,11 +31,12 @@ import socket
 import threading
 import time
 import zipfile
+import zlib
 
 import numpy as np
 
 __all__ = ["CheckpointError", "RunDirBusy", "RunInterrupted", "LOCK_NAME", "atomic_write", "claim_run_dir",
-           "interruptible", "new_run_dir", "read_npz", "remove_stale_temps", "strict_json"]
+           "interruptible", "loads_strict", "new_run_dir", "read_npz", "remove_stale_temps", "strict_json"]
 
 LOCK_NAME = ".orthoref.lock"
 _TEMP = re.compile(r"^\.(?P<base>.+)\.tmp-(?:(?P<host>[A-Za-z0-9._]+)-)?(?P<pid>\d+)$")
@@ -55,14 +58,15 @@ class RunInterrupted(KeyboardInterrupt):
     """SIGTERM or SIGINT stopped a run; ``signum`` is the signal (exit status ``128 + signum``)."""
 
     def __init__(self, signum, message=None):
-        super().__init__(message or f"interrupted by {_signal_name(signum)}")
+        super().__init__(message or f"interrupted by {signal_name(signum)}")
         self.signum = int(signum)
 
     def __str__(self):
         return str(self.args[0]) if self.args else ""
 
 
-def _signal_name(signum):
+def signal_name(signum):
+    """``SIGTERM``, ``SIGINT``, ... for a signal number (``signal N`` for an unknown one)."""
     try:
         return signal.Signals(signum).name
     except ValueError:
@@ -159,6 +163,26 @@ def strict_json(obj, **kw):
     """``json.dumps`` of ``obj`` with every NaN/±Inf float written as ``null`` (strict JSON: no
     ``NaN``/``Infinity`` tokens, ``allow_nan=False``)."""
     return json.dumps(_json_safe(obj), allow_nan=False, **kw)
+
+
+def _refuse_constant(token):
+    raise ValueError(f"the non-standard token {token}")
+
+
+def loads_strict(text):
+    """``json.loads`` of ``text`` (str or UTF-8 bytes) refusing ``NaN``/``Infinity``: ``ValueError`` saying
+    where the JSON is broken, in its own words (``RecursionError`` for absurd nesting becomes a
+    ``ValueError`` too). The reading side of :func:`strict_json`."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return json.loads(text, parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"broken at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -424,13 +448,14 @@ def interruptible():
 # Deflate cannot expand more than ~1032:1; a member claiming more is a forged size.
 _MAX_DEFLATE_RATIO = 1100
 _MAX_MEMBERS = 100_000
+_DATA_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zlib.error)
 
 
 class NpzMember:
     """One array of an ``.npz``: ``name``, ``dtype``, ``shape`` (from its header; the data is unread)."""
 
-    def __init__(self, archive, info, dtype, shape, fortran, offset):
-        self._archive, self._info = archive, info
+    def __init__(self, archive, info, key, dtype, shape, fortran, offset):
+        self._archive, self._info, self.name = archive, info, key
         self.dtype, self.shape, self.fortran, self._offset = dtype, shape, fortran, offset
 
     @property
@@ -438,13 +463,16 @@ class NpzMember:
         return math.prod(self.shape) * self.dtype.itemsize
 
     def read(self):
-        """The array (a fresh, writable one); ``CheckpointError`` if the data is short or corrupt."""
+        """The array (a fresh, writable one); the reader's ``error`` if the data is short or corrupt."""
         return self._archive._read(self)
 
 
-class _Npz:
-    def __init__(self, path, zf, members):
-        self.path, self._zf, self.members = path, zf, members
+class NpzArchive:
+    """An open ``.npz`` (see :func:`read_npz`): ``members`` maps each array's name to its
+    :class:`NpzMember`; a context manager that closes the archive."""
+
+    def __init__(self, name, zf, error):
+        self.name, self._zf, self._error, self.members = name, zf, error, {}
 
     def _read(self, m):
         arr = np.empty(m.shape[::-1] if m.fortran else m.shape, dtype=m.dtype)
@@ -458,12 +486,16 @@ class _Npz:
                     if not n:
                         break
                     got += n
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as exc:
-            raise CheckpointError(f"{self.path}: {m._info.filename}: corrupt data ({exc})") from None
+        except _DATA_ERRORS as exc:
+            raise self._error(f"{self.name}: array {m.name!r} is truncated or corrupt ({exc})") from None
         if got != len(view):
-            raise CheckpointError(f"{self.path}: {m._info.filename}: the data is truncated ({got} of "
-                                  f"{len(view)} bytes)")
+            raise self._error(f"{self.name}: array {m.name!r} is truncated or corrupt (read {got} of "
+                              f"{len(view)} bytes)")
         return arr.T if m.fortran else arr
+
+    def read_all(self):
+        """Every array, read: ``{name: array}`` in the archive's order."""
+        return {key: m.read() for key, m in self.members.items()}
 
     def close(self):
         self._zf.close()
@@ -475,19 +507,19 @@ class _Npz:
         self.close()
 
 
-def _member_header(path, zf, info, size):
+def _member_header(npz, info, key, size):
     """``(dtype, shape, fortran, offset)`` from a member's ``.npy`` header; checks that the declared data
     fills the member exactly and that the member's sizes are possible for an archive of ``size`` bytes."""
-    name = info.filename
+    name, error = npz.name, npz._error
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise CheckpointError(f"{path}: {name}: unsupported compression method {info.compress_type}")
+        raise error(f"{name}: array {key!r}: unsupported compression method {info.compress_type}")
     if info.compress_size > size or (info.compress_type == zipfile.ZIP_STORED
                                      and info.file_size != info.compress_size) \
             or info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 4096:
-        raise CheckpointError(f"{path}: {name}: the archive declares {info.file_size} bytes for it, more "
-                              f"than a file of {size} bytes can hold")
+        raise error(f"{name}: array {key!r} declares {info.file_size} bytes but stores {info.compress_size}, "
+                    f"more than a file of {size} bytes can hold")
     try:
-        with zf.open(info) as f:
+        with npz._zf.open(info) as f:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
@@ -496,66 +528,77 @@ def _member_header(path, zf, info, size):
             else:
                 raise ValueError(f"unsupported .npy format version {version}")
             offset = f.tell()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, TypeError, SyntaxError, RuntimeError,
-            NotImplementedError, KeyError) as exc:
-        raise CheckpointError(f"{path}: {name}: not a NumPy array ({exc})") from None
+    except (*_DATA_ERRORS, TypeError, SyntaxError, KeyError) as exc:
+        raise error(f"{name}: array {key!r} is not a NumPy array (no valid .npy header: {exc})") from None
     dtype = np.dtype(dtype)
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
-        raise CheckpointError(f"{path}: {name}: an array of dtype {dtype} (object or structured arrays are "
-                              f"never loaded)")
-    if offset + math.prod(shape) * dtype.itemsize != info.file_size:
-        raise CheckpointError(f"{path}: {name}: its header declares shape {tuple(shape)} of {dtype} "
-                              f"({math.prod(shape) * dtype.itemsize} bytes), the archive holds "
-                              f"{info.file_size - offset} bytes of data")
+        raise error(f"{name}: array {key!r} has dtype {dtype}: arrays of Python objects and structured "
+                    f"arrays are never loaded (no pickles)")
+    declared = math.prod(shape) * dtype.itemsize
+    if offset + declared != info.file_size:
+        raise error(f"{name}: array {key!r} declares shape {tuple(shape)} of {dtype} ({declared} bytes) but "
+                    f"holds {info.file_size - offset} bytes")
     return dtype, tuple(int(s) for s in shape), bool(fortran), offset
 
 
-def _is_zip(path):
-    with open(path, "rb") as f:
-        head = f.read(4)
-    return head in (b"PK\x03\x04", b"PK\x05\x06")
+def _zip_head_and_size(source):
+    """The first four bytes and the size of ``source`` (a path or a seekable binary file object)."""
+    if hasattr(source, "read"):
+        source.seek(0)
+        head = source.read(4)
+        size = source.seek(0, os.SEEK_END)
+        source.seek(0)
+        return head, size
+    with open(source, "rb") as f:
+        return f.read(4), os.fstat(f.fileno()).st_size
 
 
-def read_npz(path, what="orthoref checkpoint"):
-    """Open the ``.npz`` at ``path`` without loading anything: returns an object with ``members`` (a dict
-    name -> :class:`NpzMember` with ``dtype`` and ``shape`` read off the headers) to be checked before any
-    ``member.read()``; use it as a context manager. No pickles, ever.
+def read_npz(source, what="orthoref checkpoint", *, name=None, error=CheckpointError):
+    """Open the ``.npz`` ``source`` (a path, or a seekable binary file object) without loading anything:
+    returns an :class:`NpzArchive` whose ``members`` (a dict name -> :class:`NpzMember` with ``dtype`` and
+    ``shape`` read off the headers) are to be checked before any ``member.read()``
+    (:meth:`NpzArchive.read_all` reads every array); use it as a context manager. No pickles, ever, and
+    nothing larger than the file's real content is allocated: every member's declared shape and dtype must
+    account for exactly the bytes it holds, and a compressed member can hold at most 1100 times its
+    compressed size.
 
-    ``FileNotFoundError`` for a missing file; :class:`CheckpointError` naming ``path`` for anything that
-    is not a NumPy ``.npz`` (a text file, a folder, a damaged archive, an object array)."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise CheckpointError(f"{path}: is a folder, not an {what} (a .npz file)")
+    ``FileNotFoundError`` for a missing file; ``error`` (a ``ValueError`` subclass, by default
+    :class:`CheckpointError`) naming ``name`` (default: the path) and calling the file an ``what`` for
+    anything that is not a NumPy ``.npz``: a text file, a folder, a truncated or damaged archive, a member
+    that is not an ``.npy`` array, an object (pickled) or structured array, a declared shape that disagrees
+    with the stored bytes."""
+    if not hasattr(source, "read"):
+        source = os.fspath(source)
+        if os.path.isdir(source):
+            raise error(f"{source if name is None else name}: is a folder, not an {what} (a .npz file)")
+    name = source if name is None else name
     try:
-        ok = _is_zip(path)
+        head, size = _zip_head_and_size(source)
     except FileNotFoundError:
         raise
     except OSError as exc:
-        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if not ok:
-        raise CheckpointError(f"{path}: not a readable {what} (not a NumPy .npz archive)")
-    size = os.path.getsize(path)
+        raise error(f"{name}: cannot be read ({exc.strerror or exc})") from None
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise error(f"{name}: not a readable {what}: not an .npz archive (a zip of .npy arrays); truncated, or "
+                    f"a file of another kind")
     try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: not a readable {what} (damaged archive: {exc})") from None
+        zf = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError,
+            RuntimeError, zlib.error) as exc:
+        raise error(f"{name}: not a readable {what} (corrupt or truncated .npz archive: {type(exc).__name__}: "
+                    f"{exc})") from None
+    npz = NpzArchive(name, zf, error)
     try:
         infos = zf.infolist()
         if len(infos) > _MAX_MEMBERS:
-            raise CheckpointError(f"{path}: not an {what} ({len(infos)} members)")
-        members = {}
+            raise error(f"{name}: not an {what} ({len(infos)} members)")
         for info in infos:
             if not info.filename.endswith(".npy"):
-                raise CheckpointError(f"{path}: not an {what} (member {info.filename!r} is not a .npy array)")
+                raise error(f"{name}: not an {what} (archive member {info.filename!r} is not an .npy array)")
             key = info.filename[:-len(".npy")]
-            if key in members:
-                raise CheckpointError(f"{path}: not an {what} (member {info.filename!r} appears twice)")
-            members[key] = None
-            dtype, shape, fortran, offset = _member_header(path, zf, info, size)
-            members[key] = NpzMember(None, info, dtype, shape, fortran, offset)
-        npz = _Npz(path, zf, members)
-        for m in members.values():
-            m._archive = npz
+            if key in npz.members:
+                raise error(f"{name}: not an {what} (member {info.filename!r} appears twice)")
+            npz.members[key] = NpzMember(npz, info, key, *_member_header(npz, info, key, size))
         return npz
     except BaseException:
         zf.close()

@@ -1,6 +1,6 @@
 """Spectra, ranks, filter angles, Jacobian spectra, low-rank factors and PCA of weights and models.
 
-Conventions (see DESIGN.md):
+Conventions (the README's "Conventions" section, "Layouts and flattening"):
 
 - A weight ``W`` (Linear ``(out, in)``, Conv2d ``(out, in/groups, kh, kw)``, PyTorch layout) is seen as the
   matrix ``M = W.reshape(out, -1)``: rows are the filters. TensorFlow kernels (filters on the last axis)
@@ -35,11 +35,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import (NonFiniteError, all_finite, check_array, check_bool, check_choice, check_finite, check_float,
-                      check_int, check_real, check_result)
+from ._checks import (NonFiniteError, all_finite, check_array, check_bool, check_finite, check_float, check_int,
+                      check_real, check_result)
 from .backend import asarray, get_array_module, to_numpy, using
-from .regularizers import GRAMS, _gram, _ldexp, _minus_identity, _pow2_rescale, _use_rows
-from .train import orthogonality_error as _orthogonality_error_auto
+from ._io import atomic_write
+from .ortho._common import float_ldexp, pow2_rescale
+from .ortho.metrics import orthogonality_error_rms
 
 __all__ = [
     "PCAResult",
@@ -53,7 +54,6 @@ __all__ = [
     "layer_table",
     "load_model",
     "low_rank",
-    "orthogonality_error",
     "pca",
     "singular_values",
     "stable_rank",
@@ -88,11 +88,11 @@ def _svd_any_scale(who, xp, M, name="W", **kwargs):
     """``(svd(M · 2**-e), e)``. LAPACK scales internally, so ``e = 0`` (the plain SVD, bit-identical to
     it) unless ``M`` is denormal (its singular values would come back denormal, with few bits) or a
     singular value overflows; then ``M`` is multiplied by an exact power of two first."""
-    Ms, e = _pow2_rescale(xp, M, -1022, 1023)
+    Ms, e = pow2_rescale(xp, M, -1022, 1023)
     out = _svd(who, xp, Ms, name, **kwargs)
     s = out[1] if isinstance(out, tuple) else out
     if not all_finite(xp, s):
-        Ms, e = _pow2_rescale(xp, M, 0, 0)
+        Ms, e = pow2_rescale(xp, M, 0, 0)
         out = _svd(who, xp, Ms, name, **kwargs)
     return out, e
 
@@ -136,68 +136,6 @@ def singular_values(W):
     regularizers act on), not those of the convolution operator on images (Sedghi et al. 2019).
     """
     return _sv(W, "singular_values")[1]
-
-
-def orthogonality_error(W, gram="auto") -> float:
-    """``‖G − I‖_F / √k``: how far the weight is from having orthonormal rows (or columns).
-
-    .. math::  e(W) = \\frac{\\lVert G - I_k \\rVert_F}{\\sqrt{k}}, \\qquad
-               G = \\begin{cases} M M^\\top & \\text{rows} \\\\ M^\\top M & \\text{cols} \\end{cases}
-
-    with ``M = W.reshape(out, -1)``. ``gram="auto"`` takes the smaller Gram matrix (``M Mᵀ`` when
-    ``out <= fan_in``, as the regularizers do) and is the very quantity :func:`orthoref.train.fit` logs per
-    epoch (``orthoref.train.orthogonality_error``, which this function calls on ``M`` in float64; the
-    training log computes it in ``W``'s dtype, so a float32 weight's logged value may differ in the 7th
-    digit). ``"rows"`` / ``"cols"`` force one Gram matrix; the larger one has ``k_big − k_small`` zero
-    eigenvalues, so then ``e >= √(1 − k_small/k_big)``. ``e = 0`` exactly for a weight with orthonormal rows
-    (``out <= fan_in``) or columns; an orthogonal weight scaled by ``c`` has ``e = |c² − 1|``.
-
-    Parameters
-    ----------
-    W : float array of rank >= 2
-    gram : {"auto", "rows", "cols"}
-
-    Returns
-    -------
-    float
-
-    References
-    ----------
-    Bansal, Chen & Wang, "Can We Gain More from Orthogonality Regularizations in Training Deep CNNs?",
-    NeurIPS 2018 (the soft-orthogonality penalty ``‖G − I‖²_F``).
-    """
-    who = "orthogonality_error"
-    xp, M = _matrix64(who, W)
-    check_choice(who, "gram", gram, GRAMS)
-    rows = _use_rows(M, gram)
-    if rows == _use_rows(M, "auto"):
-        try:
-            with np.errstate(over="ignore", invalid="ignore"):
-                e = _orthogonality_error_auto(M)    # the smaller Gram: train.py's function, in float64
-        except NonFiniteError:
-            e = math.inf
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):
-            G = _minus_identity(_gram(M, rows))
-            e = float(xp.sqrt((G * G).sum())) / math.sqrt(G.shape[0])
-    if not math.isfinite(e):                        # ‖G − I‖² overflowed: try again with G − I rescaled
-        e = _scaled_fro(who, xp, M, rows)
-    return e
-
-
-def _scaled_fro(who, xp, M, rows):
-    """``‖G − I‖_F / √k`` where ``Σ (G − I)²`` overflows but ``G`` itself does not; ``NonFiniteError`` when
-    ``G`` or the result overflows float64."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        G = _gram(M, rows)
-    if not all_finite(xp, xp.diagonal(G)):         # |G_ij| <= max G_ii: the diagonal tells
-        raise NonFiniteError(f"{who}: the Gram matrix of W overflows float64 (max |W| = "
-                             f"{float(abs(M).max()):.3g}); rescale W")
-    N, e = _pow2_rescale(xp, _minus_identity(G), 0, 0)
-    r = _ldexp(float(xp.sqrt((N * N).sum())) / math.sqrt(N.shape[0]), e)
-    if not math.isfinite(r):
-        raise NonFiniteError(f"{who}: ‖G − I‖_F overflows float64; rescale W")
-    return r
 
 
 def _effective_rank(s):
@@ -537,7 +475,7 @@ def pca(X, k, whiten=False):
         raise ValueError(f"{who}: X needs at least 2 samples (rows) for a variance, got shape {tuple(X.shape)}")
     k = check_int(who, "k", k, 1, min(n, d))
     whiten = check_bool(who, "whiten", whiten)
-    Xf, e = _pow2_rescale(xp, X.astype(xp.float64, copy=False), -500, 1000)    # e = 0 but at the ends
+    Xf, e = pow2_rescale(xp, X.astype(xp.float64, copy=False), -500, 1000)    # e = 0 but at the ends
     mean = Xf.mean(axis=0)
     U, S, Vt = _svd(who, xp, Xf - mean, "X", full_matrices=False)
     U, S, Vt = U[:, :k], S[:k], Vt[:k]
@@ -583,7 +521,7 @@ def layer_table(model):
     -------
     list of dict with keys ``name``, ``shape`` (list), ``sigma_max``, ``sigma_min``, ``condition``
     (``math.inf`` when ``σ_min = 0``), ``stable_rank``, ``effective_rank``, ``orthogonality``
-    (:func:`orthogonality_error`, ``gram="auto"``). One SVD per weight.
+    (:func:`orthoref.ortho.orthogonality_error_rms`, ``gram="auto"``). One SVD per weight.
 
     Raises
     ------
@@ -600,10 +538,10 @@ def layer_table(model):
         label = f"parameter {name!r}"
         try:
             s, e = _scaled_sv(w, who, label)
-            sigma_max, sigma_min = _ldexp(s[0], e), _ldexp(s[-1], e)
+            sigma_max, sigma_min = float_ldexp(s[0], e), float_ldexp(s[-1], e)
             if not math.isfinite(sigma_max):
                 raise NonFiniteError(f"{who}: σ_max of {label} overflows float64; rescale the weight")
-            orth = orthogonality_error(w)
+            orth = orthogonality_error_rms(w)
         except NonFiniteError as exc:
             if str(exc).startswith(who):
                 raise
@@ -720,8 +658,7 @@ def _json_safe(obj):
 
 
 def _write_text(path, text):
-    from .train import _atomic_write
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):

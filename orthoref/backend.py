@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = [
     "BACKENDS", "use", "using", "active", "get_backend", "get_array_module", "asarray", "to_numpy",
-    "host_rng", "cupy_available", "erf",
+    "host_rng", "cupy_available", "on_host", "erf",
 ]
 
 BACKENDS = ("numpy", "cupy")
@@ -104,6 +104,18 @@ def to_numpy(a):
     if get_array_module(a) is not np:
         return a.get()
     return np.asarray(a)
+
+
+def on_host(fn, *arrays):
+    """``fn(*arrays)`` computed on host copies of ``arrays``, its array result (or tuple of arrays) moved
+    back to their device: the explicit host round trip for a routine CuPy lacks (SciPy's ``expm_frechet``,
+    LAPACK's ``geqrf`` reflectors). NumPy arrays are passed through untouched, so NumPy results are exactly
+    ``fn(*arrays)``."""
+    xp = get_array_module(*arrays)
+    if xp is np:
+        return fn(*arrays)
+    out = fn(*(to_numpy(a) for a in arrays))
+    return tuple(xp.asarray(o) for o in out) if isinstance(out, tuple) else xp.asarray(out)
 
 
 def host_rng(seed=None, who="host_rng") -> np.random.Generator:

@@ -250,8 +250,30 @@ def _study(args) -> int:
     return 0
 
 
+def _inits_help():
+    from .train import CONV_ONLY_INITS, init_names
+    return [f"{n} (CNN)" if n in CONV_ONLY_INITS else n for n in init_names()]
+
+
+def _lr_help():
+    """``1e-3 adam/adamw/...`` from ``train.DEFAULT_LR``, optimizers grouped by their default."""
+    from .train import DEFAULT_LR
+    by_lr = {}
+    for name, lr in DEFAULT_LR.items():
+        by_lr.setdefault(lr, []).append(name)
+    return ", ".join(f"{lr:g} {'/'.join(names)}" for lr, names in by_lr.items())
+
+
+def _reg_help():
+    """``so, dso, ..., kernel_slice (CNN), som (on layer outputs)`` from ``train.REGULARIZERS``."""
+    from .train import REGULARIZERS
+    note = {"weights": "", "conv": " (CNN)", "outputs": " (on layer outputs)"}
+    return ", ".join(f"{short}{note[target]}" for short, (_, target) in REGULARIZERS.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .train import OPTIMIZERS, STIEFEL_OPTIMIZERS
 
     p = argparse.ArgumentParser(prog="orthoref", description=__doc__)
     p.add_argument("--version", action="version", version=f"orthoref {__version__}")
@@ -267,15 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--T", type=int, help="sequence length of the task (default 100)")
     t.add_argument("--steps", type=int, help="optimizer steps for --model rnn")
     t.add_argument("--hidden", help="MLP hidden widths, comma-separated (default 512,256)")
-    t.add_argument("--init", help="weight initializer: orthogonal (default), default (PyTorch's), "
-                                  "orthogonal_svd, delta_orthogonal, block_orthogonal (CNN), xavier_uniform, "
-                                  "kaiming_normal, lecun_normal, ... (all of orthoref.init.INITIALIZERS)")
-    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "muon", "riemannian_sgd", "riemannian_adam",
-                                           "cayley_sgd"],
-                   help="optimizer (default adam); riemannian_* and cayley_sgd keep every weight matrix "
-                        "orthogonal (Stiefel manifold), muon orthogonalizes the momentum")
-    t.add_argument("--lr", type=float, help="learning rate (default: 1e-3 adam/adamw/riemannian_adam, 0.05 "
-                                            "sgd/riemannian_sgd/cayley_sgd, 0.02 muon)")
+    t.add_argument("--init", help=f"weight initializer: orthogonal (default), default (PyTorch's), or any of "
+                                  f"orthoref.init.INITIALIZERS: {', '.join(_inits_help())}")
+    t.add_argument("--optimizer", choices=list(OPTIMIZERS),
+                   help=f"optimizer (default adam); {', '.join(STIEFEL_OPTIMIZERS)} keep every weight matrix "
+                        f"orthogonal (Stiefel manifold), muon orthogonalizes the momentum")
+    t.add_argument("--lr", type=float, help=f"learning rate (default: {_lr_help()})")
     t.add_argument("--epochs", type=int, help="total epochs, counting those of a resumed run (default 20)")
     t.add_argument("--batch-size", type=int, help="mini-batch size (default 64)")
     t.add_argument("--seed", type=int, help="seed of initialization and shuffling (default 0)")
@@ -283,9 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", choices=["numpy", "cupy"], help="array backend (default numpy)")
     t.add_argument("--data", help="'digits' (bundled, default) or 'idx:DIR' with the four MNIST-format files")
     t.add_argument("--reg", action="append", metavar="NAME:WEIGHT",
-                   help="orthogonality regularizer on every Linear/Conv weight, repeatable: so, dso, mc, srip, "
-                        "biggan, l1, spectral, kernel_slice (CNN), ocnn (CNN), som (on layer outputs); "
-                        "e.g. --reg so:1e-3 --reg srip:1e-2")
+                   help=f"orthogonality regularizer on every Linear/Conv weight, repeatable: {_reg_help()}; "
+                        f"e.g. --reg so:1e-3 --reg srip:1e-2")
     t.add_argument("--reg-skip", metavar="NAMES",
                    help="comma-separated weights the regularizers leave alone: first, last, or names like "
                         "0.weight")

@@ -37,9 +37,9 @@ import numpy as np
 
 from ._checks import (FLOAT_DTYPES, NonFiniteError, all_finite, check_bool, check_choice, check_int, check_real,
                       float_dtype)
+from ._io import CheckpointError, atomic_write, loads_strict, read_npz
 from .analysis import load_model, low_rank, singular_values
 from .backend import active, get_array_module, to_numpy, using
-from .data import _loads_strict, _read_npz
 from .nn import (
     GELU,
     AvgPool2d,
@@ -422,8 +422,6 @@ def save_compressed(path, model, meta=None):
     ``meta``, a dict of strict-JSON values: no NaN or Infinity). Written atomically (temporary file,
     fsync, rename). Raises ``TypeError`` / ``ValueError`` naming the argument for a model with mixed or
     non-float dtypes, non-finite parameters, or a ``meta`` that is not strict JSON."""
-    from .train import _atomic_write
-
     who = "save_compressed"
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{who}: path must be a str or os.PathLike, got {type(path).__name__}")
@@ -446,7 +444,7 @@ def save_compressed(path, model, meta=None):
         if v.dtype.kind == "f" and not all_finite(np, v):
             raise ValueError(f"{who}: parameter {k[len('model/'):]!r} must be finite, got NaN or Inf")
     arrays["meta"] = np.array(json.dumps(record, allow_nan=False))
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
     return path
 
 
@@ -486,7 +484,7 @@ def _read_record(path, files, error):
     if raw.dtype.kind != "U" or raw.ndim != 0:
         raise error(f"{path}: field 'meta' must be a JSON string, got a {raw.dtype} array of shape {raw.shape}")
     try:
-        record = _loads_strict(str(raw))
+        record = loads_strict(str(raw))
     except ValueError as exc:
         raise error(f"{path}: field 'meta' is not valid strict JSON ({exc})") from None
     if not isinstance(record, dict):
@@ -549,14 +547,13 @@ def load_compressed(path, backend=None, with_meta=False):
     declared and finite. Anything else raises ``orthoref.train.CheckpointError`` (a ``ValueError``)
     naming the file and the field; a missing file ``FileNotFoundError``.
     """
-    from .train import CheckpointError
-
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load_compressed: path must be a str or os.PathLike, got {type(path).__name__}")
     with_meta = check_bool("load_compressed", "with_meta", with_meta)
     if backend is not None:
         check_choice("load_compressed", "backend", backend, ("numpy", "cupy"))
-    files = _read_npz(path, str(path), CheckpointError)
+    with read_npz(path, "orthoref compressed model", name=str(path)) as npz:
+        files = npz.read_all()
     record = _read_record(path, files, CheckpointError)
     unexpected = sorted(k for k in files if k != "meta" and not k.startswith("model/"))
     if unexpected:
@@ -599,7 +596,7 @@ def compress_checkpoint(path, out_dir, energy=None, rank=None):
         ``checkpoint``, ``energy``, ``rank``, ``params_before``, ``params_after``, ``acc_before``,
         ``acc_after``, ``n_test``, ``layers`` (see :func:`compress_model`), ``path`` (the compressed file).
     """
-    from .train import _atomic_write, evaluate, load_data
+    from .train import evaluate, load_data
 
     who = "compress_checkpoint"
     for name, value in (("path", path), ("out_dir", out_dir)):
@@ -619,7 +616,7 @@ def compress_checkpoint(path, out_dir, energy=None, rank=None):
     save_compressed(out, compressed, meta={"report": report, "config": config.to_json()})
     report["path"] = out
     text = json.dumps(report, indent=1, allow_nan=False) + "\n"
-    _atomic_write(os.path.join(out_dir, "compress.json"), lambda f: f.write(text.encode()))
+    atomic_write(os.path.join(out_dir, "compress.json"), lambda f: f.write(text.encode()))
     return report
 
 

@@ -13,14 +13,13 @@ import functools
 import gzip
 import math
 import os
-import secrets
-import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ._checks import FLOAT_DTYPES, check_bool, check_choice
+from ._io import atomic_write
 
 __all__ = [
     "DIGITS_SEARCH_PATHS", "digits_path", "load_digits",
@@ -336,21 +335,6 @@ def _idx_bytes(array) -> bytes:
     return header + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
-    """Write to a temporary file in ``path``'s folder, flush, fsync, then ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_idx(path, array):
     """Write ``array`` as an IDX file, gzip-compressed when ``path`` ends in ``.gz``; atomically.
 
@@ -378,7 +362,7 @@ def write_idx(path, array):
     payload = _idx_bytes(array)
     if path.name.endswith(".gz"):
         payload = gzip.compress(payload, compresslevel=6, mtime=0)
-    _atomic_write(path, payload)
+    atomic_write(path, lambda f: f.write(payload))
     return path
 
 
@@ -504,93 +488,6 @@ def load_idx_dir(directory, dtype=np.float32, flatten=True):
                          f"{paths['test_images']} has {test_x.shape[1:]}")
     _check_labels(paths["train_labels"], train_y, paths["test_labels"], test_y)
     return (_scaled(train_x, dtype, flatten), train_y, _scaled(test_x, dtype, flatten), test_y)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Checked reading of .npz archives and strict JSON (compressed models, fixture directories)
-# ----------------------------------------------------------------------------------------------------
-
-def _refuse_constant(token):
-    raise ValueError(f"the non-standard token {token}")
-
-
-def _loads_strict(text):
-    """``json.loads`` refusing ``NaN``/``Infinity``; ``ValueError`` saying where the JSON is broken, in
-    its own words (``RecursionError`` for absurd nesting becomes a ``ValueError`` too)."""
-    import json
-
-    try:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
-        return json.loads(text, parse_constant=_refuse_constant)
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"broken at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-
-
-def _read_npz(source, name, error=ValueError):
-    """The arrays of the ``.npz`` archive ``source`` (a path or a binary file object) as ``{key: array}``,
-    read without pickles and without trusting a declared size: every member's ``.npy`` header is read
-    first and its declared shape and dtype must account for exactly the bytes the member holds (and a
-    compressed member can hold at most 1100 times its compressed size), so nothing larger than the file's
-    real content is ever allocated. ``error`` (``ValueError`` or a subclass) naming ``name``: not a zip,
-    a truncated or corrupt zip, a member that is not an ``.npy`` array, an object (pickled) array, a
-    declared shape that disagrees with the stored bytes."""
-    if not hasattr(source, "read") and not os.path.exists(source):
-        raise FileNotFoundError(f"{name}: no such file")
-    try:
-        if not zipfile.is_zipfile(source):
-            raise error(f"{name}: not an .npz archive (a zip of .npy arrays); truncated, or a file of "
-                        f"another kind")
-        if hasattr(source, "seek"):
-            source.seek(0)
-        with zipfile.ZipFile(source) as zf:
-            return {_npz_key(info, name, error): _read_member(zf, info, name, error) for info in zf.infolist()}
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error, NotImplementedError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise error(f"{name}: corrupt or truncated .npz archive ({type(exc).__name__}: {exc})") from None
-
-
-def _npz_key(info, name, error):
-    if not info.filename.endswith(".npy"):
-        raise error(f"{name}: archive member {info.filename!r} is not an .npy array")
-    return info.filename[:-len(".npy")]
-
-
-def _read_member(zf, info, name, error):
-    key = info.filename[:-len(".npy")]
-    if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size \
-            or info.file_size > _GZIP_MAX_RATIO * info.compress_size + 1024:
-        raise error(f"{name}: array {key!r} declares {info.file_size} bytes but stores {info.compress_size}")
-    fmt = np.lib.format
-    with zf.open(info) as fp:
-        try:
-            version = fmt.read_magic(fp)
-            if version == (1, 0):
-                shape, fortran, dtype = fmt.read_array_header_1_0(fp)
-            elif version == (2, 0):
-                shape, fortran, dtype = fmt.read_array_header_2_0(fp)
-            else:
-                raise ValueError(f"unsupported .npy format version {version}")
-        except ValueError as exc:
-            raise error(f"{name}: array {key!r} has no valid .npy header ({exc})") from None
-        if dtype.hasobject:
-            raise error(f"{name}: array {key!r} holds Python objects (dtype {dtype}); only numeric arrays "
-                        f"are read")
-        declared = math.prod(shape) * dtype.itemsize
-        held = info.file_size - fp.tell()
-        if declared != held:
-            raise error(f"{name}: array {key!r} declares shape {tuple(shape)} of {dtype} ({declared} bytes) "
-                        f"but holds {held} bytes")
-    with zf.open(info) as fp:
-        try:
-            return fmt.read_array(fp, allow_pickle=False)
-        except ValueError as exc:
-            raise error(f"{name}: array {key!r} is truncated or corrupt ({exc})") from None
 
 
 # The synthetic sequence tasks live in orthoref.tasks; they are part of the data API too.

@@ -56,8 +56,8 @@ import numpy as np
 from ._checks import (MAX_ITERATIONS, NonFiniteError, check_array, check_bool, check_choice, check_finite,
                       check_float, check_int, check_ndim, check_real, check_result, float_dtype)
 from .backend import get_array_module, get_backend, host_rng, to_numpy
+from .ortho._common import pow2_rescale
 from .ortho.decomp import orthonormal_qr
-from .regularizers import _pow2_rescale
 
 __all__ = [
     "orthogonal", "orthogonalize_gaussian", "special_orthogonal", "delta_orthogonal",
@@ -231,7 +231,7 @@ def orthogonalize_gaussian(A, gain=1.0, method="qr"):
         return xp.zeros(A.shape, dtype=A.dtype)
     check_finite(who, "A", A, xp)
     fi = np.finfo(A.dtype)                           # Q of c·A is Q of A (c > 0): rescale near the ends
-    As, e = _pow2_rescale(xp, A, fi.minexp, fi.maxexp - 8)
+    As, e = pow2_rescale(xp, A, fi.minexp, fi.maxexp - 8)
     q = _orthogonalize(As, gain, method, overwrite=e != 0, who=who)
     return _finite(who, xp.ascontiguousarray(q))
 

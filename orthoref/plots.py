@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from ._io import atomic_write
+
 __all__ = ["plot_filter_angles", "plot_jacobian_spectrum", "plot_spectra", "require_matplotlib"]
 
 _HINT = "matplotlib is needed for the figures: pip install 'orthoref[plot]' (or pip install matplotlib)"
@@ -25,7 +27,9 @@ def require_matplotlib():
     return matplotlib
 
 
-def _grid(n, width=4.0, height=3.0, max_cols=3):
+def figure_grid(n, width=4.0, height=3.0, max_cols=3):
+    """A ``Figure`` of ``n`` panels in rows of at most ``max_cols`` (each ``width`` x ``height`` inches)
+    and its ``n`` axes; the spare cells of the last row are hidden."""
     require_matplotlib()
     from matplotlib.figure import Figure
     cols = max(1, min(n, max_cols))
@@ -37,11 +41,11 @@ def _grid(n, width=4.0, height=3.0, max_cols=3):
     return fig, axes[:n]
 
 
-def _save(fig, path, dpi=110):
-    from .train import _atomic_write
+def save_png(fig, path, dpi=110):
+    """Write ``fig`` to ``path`` as a PNG, atomically; returns ``path``."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    _atomic_write(path, lambda f: f.write(buf.getvalue()))
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
     return path
 
 
@@ -53,7 +57,7 @@ def plot_spectra(spectra, path, title="Singular values of each weight (M = W.res
     spectra : dict name -> (k,) array of singular values (host or anything ``np.asarray`` takes)
     path : str, the PNG to write
     """
-    fig, axes = _grid(len(spectra))
+    fig, axes = figure_grid(len(spectra))
     for ax, (name, s) in zip(axes, spectra.items()):
         s = np.asarray(s, dtype=np.float64)
         ax.semilogy(np.arange(1, len(s) + 1), np.where(s > 0, s, np.nan), lw=1.5)
@@ -62,7 +66,7 @@ def plot_spectra(spectra, path, title="Singular values of each weight (M = W.res
         ax.set_xlabel("index i")
         ax.set_ylabel("σ_i")
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_filter_angles(angles, path, bins=90,
@@ -75,7 +79,7 @@ def plot_filter_angles(angles, path, bins=90,
     path : str, the PNG to write
     bins : int, bins over [0, 180]
     """
-    fig, axes = _grid(len(angles))
+    fig, axes = figure_grid(len(angles))
     for ax, (name, a) in zip(axes, angles.items()):
         a = np.asarray(a, dtype=np.float64)
         a = a[np.isfinite(a)]
@@ -86,14 +90,14 @@ def plot_filter_angles(angles, path, bins=90,
         ax.set_xlim(0, 180)
         ax.set_xlabel("angle (degrees)")
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_jacobian_spectrum(sigma, path, bins=60,
                            title="Singular values of the input–output Jacobian (all examples)"):
     """Histogram of the Jacobian singular values of all examples (``(N, k)`` array), σ = 1 marked."""
     s = np.asarray(sigma, dtype=np.float64).ravel()
-    fig, (ax,) = _grid(1, width=5.0, height=3.5)
+    fig, (ax,) = figure_grid(1, width=5.0, height=3.5)
     positive = s[s > 0]
     if positive.size:
         edges = np.geomspace(positive.min(), positive.max() * (1 + 1e-9), bins + 1)
@@ -105,4 +109,4 @@ def plot_jacobian_spectrum(sigma, path, bins=60,
     n = np.asarray(sigma).shape[0] if np.ndim(sigma) == 2 else 1
     ax.set_title(f"{title}\n{n} examples, mean {s.mean():.3g}, max/min {s.max():.3g}/{s.min():.3g}",
                  fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -5,7 +5,7 @@ gives the Python number) and ``grad``, the exact gradient of ``value`` with resp
 with its shape and dtype (float32 stays float32). Where a function is not differentiable (a max, an
 absolute value, a repeated eigenvalue) the docstring says which subgradient comes back.
 
-Conventions (see DESIGN.md):
+Conventions (the README's "Conventions" section, "Layouts and flattening"):
 
 - A weight is seen as the matrix ``M = W.reshape(out, -1)`` (PyTorch layout: Linear ``(out, in)``, Conv2d
   ``(out, in, kh, kw)``; rows are the filters). ``gram="auto"`` uses the smaller Gram matrix,
@@ -29,8 +29,8 @@ Conventions (see DESIGN.md):
   value and one pass over the gradient. A LAPACK failure (``eigh`` not converging) is a ``ValueError``
   naming the function.
 
-Each function is registered in :mod:`orthoref.oracle.registry` (finite differences in float64 and a
-PyTorch autograd twin).
+Each function is registered in :mod:`orthoref.oracle.registry` by :mod:`orthoref.oracle.samples.regularizers`
+(finite differences in float64 and a PyTorch autograd twin).
 """
 from __future__ import annotations
 
@@ -39,23 +39,24 @@ import math
 
 import numpy as np
 
-from .backend import get_array_module, host_rng
+from .backend import host_rng
 from ._checks import (MAX_ITERATIONS, NonFiniteError, all_finite, check_array, check_bool, check_choice,
                       check_finite, check_float, check_int, check_real)
-from .ops.conv import _pair, conv2d_backward, conv2d_forward
-from .oracle.registry import OpSpec, Sample, from_loss, register
+from .ops._window import pair
+from .ops.conv import conv2d_backward, conv2d_forward
+from .ortho._common import float_ldexp, pow2_rescale
+from .ortho._linalg import GRAMS, gram_matrix, minus_identity, use_rows
 
 __all__ = [
     "GRAMS", "soft_orthogonality", "double_soft_orthogonality", "mutual_coherence", "srip",
     "off_diagonal", "l1_orthogonality", "kernel_slice_orthogonality", "self_orthogonality",
-    "conv_orthogonality", "spectral_penalty", "REGULARIZERS",
+    "conv_orthogonality", "spectral_penalty", "REGULARIZERS", "PENALTIES",
 ]
-
-GRAMS = ("auto", "rows", "cols")
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The shared validator, the overflow check and the power-of-two rescaling.
+# The shared validator and the overflow check (the power-of-two rescaling: ortho._common; the Gram matrix:
+# ortho._linalg).
 
 _NO_GRAM = object()
 
@@ -106,32 +107,6 @@ def _quiet(fn):
     return wrapper
 
 
-def _pow2_rescale(xp, A, lo=-400, hi=400):
-    """``(A · 2**-e, e)`` with ``max |A · 2**-e|`` in ``[0.5, 1)`` when ``max |A|`` lies outside
-    ``[2**lo, 2**hi]``, else ``(A, 0)`` untouched (so results on ordinary inputs stay bit-identical).
-
-    Multiplying by a power of two is exact (no rounding; denormals scaled up are exact too), so a
-    scale-invariant quantity computed from the rescaled array is the quantity of ``A`` itself, at any
-    representable scale. A zero array and complex arrays (the complex-step mode) are returned as they are.
-    Costs two reductions (``max``, ``min``), no temporary.
-    """
-    if A.dtype.kind == "c" or A.size == 0:
-        return A, 0
-    amax = max(float(A.max()), -float(A.min()))
-    if amax == 0.0 or math.ldexp(1.0, lo) <= amax <= math.ldexp(1.0, hi):
-        return A, 0
-    e = math.frexp(amax)[1]
-    return xp.ldexp(A, -e), e
-
-
-def _ldexp(x, e):
-    """``x · 2**e`` as a Python float, ``±inf`` on overflow (``math.ldexp`` raises instead)."""
-    try:
-        return math.ldexp(float(x), e)
-    except OverflowError:
-        return math.copysign(math.inf, float(x))
-
-
 def _eigh(who, xp, S, name):
     """``xp.linalg.eigh(S)``; a LAPACK failure becomes a ``ValueError`` naming ``who``."""
     try:
@@ -146,30 +121,10 @@ def _matrix(W):
     return W.reshape(W.shape[0], -1)
 
 
-def _use_rows(M, gram):
-    """True for the rows Gram ``M Mᵀ``, False for the cols Gram ``Mᵀ M``."""
-    if gram == "auto":
-        return M.shape[0] <= M.shape[1]
-    return gram == "rows"
-
-
 def _dot(xp, a, b):
     """``Σ a ⊙ b`` over all elements (``vdot`` without its conjugation, so the penalties stay analytic for
     the complex-step check; the same BLAS dot for real arrays)."""
     return xp.dot(a.ravel(), b.ravel())
-
-
-def _gram(M, rows):
-    """The Gram matrix (``M Mᵀ`` or ``Mᵀ M``): one GEMM. NumPy recognises ``A @ A.T`` and calls ``syrk``,
-    computing one triangle and mirroring it, so ``G`` is exactly symmetric."""
-    return M @ M.T if rows else M.T @ M
-
-
-def _minus_identity(G):
-    """``G - I`` in place (G is a fresh square array; indexing works for any memory layout)."""
-    d = get_array_module(G).arange(G.shape[0])
-    G[d, d] -= 1
-    return G
 
 
 def _pull_back(S, M, rows, scale):
@@ -222,8 +177,8 @@ def soft_orthogonality(W, weight=1.0, gram="auto"):
     who = "soft_orthogonality"
     xp = _validate(who, W, gram=gram, scalars=(("weight", weight),))
     M = _matrix(W)
-    rows = _use_rows(M, gram)
-    N = _minus_identity(_gram(M, rows))
+    rows = use_rows(M, gram)
+    N = minus_identity(gram_matrix(M, rows))
     value = weight * _dot(xp, N, N)
     grad = _pull_back(N, M, rows, 4.0 * weight)
     return _done(who, xp, value, grad, W)
@@ -259,8 +214,8 @@ def double_soft_orthogonality(W, weight=1.0):
     who = "double_soft_orthogonality"
     xp = _validate(who, W, scalars=(("weight", weight),))
     M = _matrix(W)
-    rows = _use_rows(M, "auto")
-    N = _minus_identity(_gram(M, rows))
+    rows = use_rows(M, "auto")
+    N = minus_identity(gram_matrix(M, rows))
     value = weight * (2 * _dot(xp, N, N) + abs(M.shape[0] - M.shape[1]))
     grad = _pull_back(N, M, rows, 8.0 * weight)
     return _done(who, xp, value, grad, W)
@@ -296,7 +251,7 @@ def off_diagonal(W, weight=1.0):
     who = "off_diagonal"
     xp = _validate(who, W, scalars=(("weight", weight),))
     M = _matrix(W)
-    O = _gram(M, True)
+    O = gram_matrix(M, True)
     d = xp.arange(O.shape[0])
     O[d, d] = 0
     value = weight * _dot(xp, O, O)
@@ -374,8 +329,8 @@ def mutual_coherence(W, weight=1.0, gram="auto"):
     who = "mutual_coherence"
     xp = _validate(who, W, gram=gram, scalars=(("weight", weight),))
     M = _matrix(W)
-    rows = _use_rows(M, gram)
-    N = _minus_identity(_gram(M, rows))
+    rows = use_rows(M, gram)
+    N = minus_identity(gram_matrix(M, rows))
     k = N.shape[0]
     i, j = divmod(int(xp.argmax(xp.triu(xp.abs(N)))), k)
     nij = N[i, j]
@@ -416,8 +371,8 @@ def l1_orthogonality(W, weight=1.0, gram="auto"):
     who = "l1_orthogonality"
     xp = _validate(who, W, gram=gram, scalars=(("weight", weight),))
     M = _matrix(W)
-    rows = _use_rows(M, gram)
-    N = _minus_identity(_gram(M, rows))
+    rows = use_rows(M, gram)
+    N = minus_identity(gram_matrix(M, rows))
     value = weight * xp.abs(N).sum()
     S = xp.sign(N, out=N)
     grad = _pull_back(S, M, rows, 2.0 * weight)
@@ -446,7 +401,7 @@ def _v0_vector(xp, v0, k, dtype, rng, who):
     if not np.any(v):
         raise ValueError(f"{who}: v0 must not be the zero vector (the power iteration from 0 gives 0 for every "
                          f"W), got {k} zeros")
-    v, _ = _pow2_rescale(np, v, -60, 60)
+    v, _ = pow2_rescale(np, v, -60, 60)
     return xp.asarray(v, dtype=dtype)
 
 
@@ -490,7 +445,7 @@ def _srip_power(xp, W, M, rows, n_iter, v0, weight):
 def _gram_checked(who, xp, M, rows, W):
     """The Gram matrix, or ``NonFiniteError`` when it overflowed (its largest entries are on the diagonal,
     ``|G_ij| <= sqrt(G_ii G_jj)``, so reading the diagonal is enough)."""
-    G = _gram(M, rows)
+    G = gram_matrix(M, rows)
     if not all_finite(xp, xp.diagonal(G)):
         raise _overflow(who, W, "the Gram matrix")
     return G
@@ -522,7 +477,7 @@ def _eig_ends(xp, S, both, who="", name="W"):
 
 
 def _srip_exact(xp, W, M, rows, weight):
-    N = _minus_identity(_gram_checked("srip", xp, M, rows, W))
+    N = minus_identity(_gram_checked("srip", xp, M, rows, W))
     evals, evecs = _eig_ends(xp, N, both=True, who="srip")
     idx = 0 if float(abs(evals[0])) > float(abs(evals[-1])) else -1
     lam, u = evals[idx], evecs[:, idx]
@@ -608,7 +563,7 @@ def srip(W, weight=1.0, n_iter=1, rng=None, v0=None, method="power", gram="auto"
     check_choice(who, "method", method, ("power", "exact"))
     n_iter = check_int(who, "n_iter", n_iter, 1, MAX_ITERATIONS)
     M = _matrix(W)
-    rows = _use_rows(M, gram)
+    rows = use_rows(M, gram)
     k = M.shape[0] if rows else M.shape[1]
     if rng is not None and (v0 is not None or method == "exact"):
         host_rng(rng, who=who)                  # unused here, but checked: a bad rng is a bug at the call site
@@ -651,16 +606,16 @@ def spectral_penalty(W, weight=1.0):
     who = "spectral_penalty"
     xp = _validate(who, W, scalars=(("weight", weight),))
     M = _matrix(W)
-    rows = _use_rows(M, "auto")
-    G, e = _gram(M, rows), 0
+    rows = use_rows(M, "auto")
+    G, e = gram_matrix(M, rows), 0
     if not _well_scaled(xp, G):                     # σ_max scales with M, u does not: rescale M exactly
-        Ms, e = _pow2_rescale(xp, M, 0, 0)
-        G = _gram(Ms, rows)
+        Ms, e = pow2_rescale(xp, M, 0, 0)
+        G = gram_matrix(Ms, rows)
     evals, evecs = _eig_ends(xp, G, both=False, who=who)
     s2, u = evals[-1], evecs[:, -1]
     grad = xp.outer(u, u @ M) if rows else xp.outer(M @ u, u)
     grad *= weight
-    return _done(who, xp, 0.5 * weight * _ldexp(max(float(s2), 0.0), 2 * e), grad, W)
+    return _done(who, xp, 0.5 * weight * float_ldexp(max(float(s2), 0.0), 2 * e), grad, W)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -784,13 +739,13 @@ def conv_orthogonality(K, weight=1.0, stride=1, padding=None, squared=True):
     """
     who = "conv_orthogonality"
     xp = _validate(who, K, name="K", ndim=(4,), scalars=(("weight", weight),))
-    s = _pair(stride, "stride", who, 1)
+    s = pair(stride, "stride", who, 1)
     if any(si > 65536 for si in s):
         raise ValueError(f"{who}: stride must be <= 65536, got {stride!r}")
     if padding is None:
         p = tuple(((k - 1) // si) * si for k, si in zip(K.shape[2:], s))
     else:
-        p = _pair(padding, "padding", who, 0)
+        p = pair(padding, "padding", who, 0)
         if any(pi > k - 1 + si for pi, k, si in zip(p, K.shape[2:], s)):
             raise ValueError(f"{who}: padding must be at most kernel size - 1 + stride = "
                              f"{tuple(k - 1 + si for k, si in zip(K.shape[2:], s))} per axis, got {padding!r}")
@@ -819,297 +774,22 @@ def conv_orthogonality(K, weight=1.0, stride=1, padding=None, squared=True):
     return _done(who, xp, value, dw, K, name="K")
 
 
-REGULARIZERS = {
-    "soft_orthogonality": soft_orthogonality,
-    "double_soft_orthogonality": double_soft_orthogonality,
-    "mutual_coherence": mutual_coherence,
-    "srip": srip,
-    "off_diagonal": off_diagonal,
-    "l1_orthogonality": l1_orthogonality,
-    "kernel_slice_orthogonality": kernel_slice_orthogonality,
-    "self_orthogonality": self_orthogonality,
-    "conv_orthogonality": conv_orthogonality,
-    "spectral_penalty": spectral_penalty,
+#: The penalties, one row each: name -> (function, ``--reg`` short name of ``orthoref train``, target).
+#: Target "weights": every Linear/Conv weight; "conv": 4-D (convolution) weights only; "outputs": the
+#: outputs of the Linear/Conv layers (an output hook). The one source of these names: ``REGULARIZERS``,
+#: ``orthoref.train.REGULARIZERS``, the CLI's ``--reg`` help and the asv suite are derived from it.
+PENALTIES = {
+    "soft_orthogonality": (soft_orthogonality, "so", "weights"),
+    "double_soft_orthogonality": (double_soft_orthogonality, "dso", "weights"),
+    "mutual_coherence": (mutual_coherence, "mc", "weights"),
+    "srip": (srip, "srip", "weights"),
+    "off_diagonal": (off_diagonal, "biggan", "weights"),
+    "l1_orthogonality": (l1_orthogonality, "l1", "weights"),
+    "kernel_slice_orthogonality": (kernel_slice_orthogonality, "kernel_slice", "conv"),
+    "self_orthogonality": (self_orthogonality, "som", "outputs"),
+    "conv_orthogonality": (conv_orthogonality, "ocnn", "conv"),
+    "spectral_penalty": (spectral_penalty, "spectral", "weights"),
 }
+
+REGULARIZERS = {name: fn for name, (fn, _, _) in PENALTIES.items()}
 """Name → function (the names of the registry entries; ``srip`` covers "srip" and "srip_exact")."""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Registry: samplers (small inputs, kept off kinks and ties) and PyTorch twins.
-
-_FD_STEP = 2e-3          # the largest finite-difference step along a direction with components <= 1
-
-
-def _entry_bound(M, rows):
-    """Largest change of an entry of the Gram matrix under a perturbation of ``M`` by ``_FD_STEP`` in
-    every component: ``|δG_ij| <= t (‖m_i‖₁ + ‖m_j‖₁) + t² n``."""
-    vecs = M if rows else M.T
-    l1 = np.abs(vecs).sum(axis=1).max()
-    return _FD_STEP * 2 * l1 + _FD_STEP ** 2 * vecs.shape[1]
-
-
-def _draw(rng, dtype, shape, scale, ok, tries=200):
-    """Draw ``scale · N(0, 1)`` arrays of ``shape`` until ``ok(W)``."""
-    for _ in range(tries):
-        W = scale * rng.standard_normal(shape)
-        if ok(W):
-            return W.astype(dtype)
-    raise RuntimeError(f"could not draw a well-separated sample of shape {shape}")
-
-
-def _gram_np(W, gram):
-    M = W.reshape(W.shape[0], -1)
-    rows = _use_rows(M, gram)
-    return (M @ M.T if rows else M.T @ M) - np.eye(M.shape[0] if rows else M.shape[1]), M, rows
-
-
-def _mc_ok(gram):
-    def ok(W):
-        N, M, rows = _gram_np(W, gram)
-        a = np.sort(np.abs(N[np.triu_indices(N.shape[0])]))[::-1]
-        need = max(0.01, 2.5 * _entry_bound(M, rows))
-        return a.size > 1 and a[0] - a[1] > need
-    return ok
-
-
-def _l1_ok(gram):
-    def ok(W):
-        N, M, rows = _gram_np(W, gram)
-        return np.abs(N).min() > max(0.01, 1.5 * _entry_bound(M, rows))
-    return ok
-
-
-def _eig_ok(W):
-    N, _, _ = _gram_np(W, "auto")
-    a = np.sort(np.abs(np.linalg.eigvalsh(N)))[::-1]
-    return a.size < 2 or a[0] - a[1] > 0.1
-
-
-def _sv_ok(W):
-    s = np.linalg.svd(W.reshape(W.shape[0], -1), compute_uv=False)
-    return s.size < 2 or s[0] - s[1] > 0.1
-
-
-_SHAPES = [((3, 5), "wide"), ((5, 3), "tall"), ((4, 4), "square"), ((3, 2, 2, 2), "conv")]
-
-
-def _weight_samples(rng, dtype, scale=0.5, ok=None, kwargs=None):
-    out = []
-    for shape, label in _SHAPES:
-        W = _draw(rng, dtype, shape, scale, ok or (lambda W: True))
-        out.append(Sample((W,), dict(kwargs or {}), label))
-    return out
-
-
-def _so_samples(rng, dtype):
-    s = _weight_samples(rng, dtype, kwargs={"weight": 0.7})
-    s.append(Sample(((0.5 * rng.standard_normal((5, 3))).astype(dtype),), {"gram": "rows"}, "tall rows"))
-    s.append(Sample(((0.5 * rng.standard_normal((3, 5))).astype(dtype),), {"gram": "cols"}, "wide cols"))
-    return s
-
-
-def _plain_samples(rng, dtype):
-    return _weight_samples(rng, dtype, kwargs={"weight": 0.7})
-
-
-def _mc_samples(rng, dtype):
-    s = [Sample((_draw(rng, dtype, shape, 0.5, _mc_ok("auto")),), {"weight": 0.7}, label)
-         for shape, label in _SHAPES]
-    s.append(Sample((_draw(rng, dtype, (5, 3), 0.5, _mc_ok("rows")),), {"gram": "rows"}, "tall rows"))
-    s.append(Sample((_draw(rng, dtype, (3, 5), 0.5, _mc_ok("cols")),), {"gram": "cols"}, "wide cols"))
-    return s
-
-
-def _l1_samples(rng, dtype):
-    s = [Sample((_draw(rng, dtype, shape, 0.5, _l1_ok("auto")),), {"weight": 0.7}, label)
-         for shape, label in _SHAPES]
-    s.append(Sample((_draw(rng, dtype, (5, 3), 0.5, _l1_ok("rows")),), {"gram": "rows"}, "tall rows"))
-    s.append(Sample((_draw(rng, dtype, (3, 5), 0.5, _l1_ok("cols")),), {"gram": "cols"}, "wide cols"))
-    return s
-
-
-def _power_ok(W, v0, n_iter):
-    """Every ``‖N v_t‖`` at least half of ``σ_max(N) ‖v_t‖``: the normalisations stay well conditioned, so
-    the fourth-order differences stay within 1e-8 (near-null start vectors make them stiff)."""
-    N, _, _ = _gram_np(W, "auto")
-    s = np.abs(np.linalg.eigvalsh(N)).max()
-    v = np.ravel(v0)
-    for _ in range(n_iter + 1):
-        w = N @ v
-        if np.linalg.norm(w) < 0.5 * s * np.linalg.norm(v):
-            return False
-        v = w / np.linalg.norm(w)
-    return True
-
-
-def _srip_samples(method):
-    def samples(rng, dtype):
-        out = []
-        for (shape, label), gram in zip(_SHAPES + [((5, 3), "tall rows")], ["auto"] * 4 + ["rows"]):
-            for _ in range(200):
-                W = 1.5 * rng.standard_normal(shape)
-                M = W.reshape(W.shape[0], -1)
-                k = M.shape[0] if _use_rows(M, gram) else M.shape[1]
-                v0 = rng.uniform(0.0, 1.0, size=(k, 1) if label == "square" else k)
-                if gram == "auto" and _eig_ok(W) and _power_ok(W, v0, 2):
-                    break
-                if gram == "rows":
-                    break
-            for n_iter in ((1, 2) if label in ("wide", "tall") else (1,)):
-                kw = {"v0": v0, "n_iter": n_iter, "method": method}
-                if gram == "rows":
-                    kw = {"v0": v0, "gram": "rows", "method": method}
-                elif label != "conv":
-                    kw["weight"] = 0.7
-                out.append(Sample((W.astype(dtype),), kw, f"{label} n_iter={n_iter}"))
-        return out
-    return samples
-
-
-def _spectral_samples(rng, dtype):
-    return [Sample((_draw(rng, dtype, shape, 0.5, _sv_ok),), {"weight": 0.7}, label)
-            for shape, label in _SHAPES]
-
-
-def _kernel_slice_samples(rng, dtype):
-    return [Sample(((0.5 * rng.standard_normal((2, 3, 3, 3))).astype(dtype),), {"weight": 0.7}, "3x3"),
-            Sample(((0.5 * rng.standard_normal((3, 2, 2, 4))).astype(dtype),), {}, "2x4 default weight")]
-
-
-def _som_samples(rng, dtype):
-    # The registry's fourth-order differences need a moderate slope: the error grows like (γ h / ‖Z_j‖)⁴,
-    # so γ = 10 (tested against PyTorch in tests/test_regularizers.py) would need rtol ~1e-6 here.
-    return [Sample((rng.standard_normal((10, 4)).astype(dtype),), {"gamma": 1.0}, "(b, k)"),
-            Sample(((0.5 * rng.standard_normal((10, 3))).astype(dtype),),
-                   {"lam1": 0.5, "lam2": 2.0, "gamma": 2.0}, "(b, k) lam1 lam2"),
-            Sample((rng.standard_normal((3, 3, 2, 2)).astype(dtype),), {"gamma": 1.0}, "(b, k, h, w)")]
-
-
-def _ocnn_samples(rng, dtype):
-    def K(shape):
-        return (0.5 * rng.standard_normal(shape)).astype(dtype)
-    return [Sample((K((3, 2, 3, 3)),), {"weight": 0.7}, "3x3 stride 1"),
-            Sample((K((2, 3, 3, 3)),), {"stride": 2}, "3x3 stride 2"),
-            Sample((K((3, 2, 3, 3)),), {"stride": 2, "padding": 1, "squared": False}, "public code"),
-            Sample((K((2, 2, 2, 3)),), {"stride": (1, 2)}, "2x3 stride (1, 2)")]
-
-
-# PyTorch twins: the formulas written plainly; autograd differentiates them.
-
-def _t_matrix(W):
-    return W.reshape(W.shape[0], -1)
-
-
-def _t_gram(W, gram):
-    import torch
-    M = _t_matrix(W)
-    rows = _use_rows(M, gram)
-    G = M @ M.T if rows else M.T @ M
-    return G - torch.eye(G.shape[0], dtype=W.dtype), M
-
-
-def _torch_so(W, weight=1.0, gram="auto"):
-    N, _ = _t_gram(W, gram)
-    return (weight * (N ** 2).sum(),)
-
-
-def _torch_dso(W, weight=1.0):
-    import torch
-    M = _t_matrix(W)
-    a = M.T @ M - torch.eye(M.shape[1], dtype=W.dtype)
-    b = M @ M.T - torch.eye(M.shape[0], dtype=W.dtype)
-    return (weight * ((a ** 2).sum() + (b ** 2).sum()),)
-
-
-def _torch_mc(W, weight=1.0, gram="auto"):
-    N, _ = _t_gram(W, gram)
-    return (weight * N.abs().max(),)
-
-
-def _torch_l1(W, weight=1.0, gram="auto"):
-    N, _ = _t_gram(W, gram)
-    return (weight * N.abs().sum(),)
-
-
-def _torch_off_diagonal(W, weight=1.0):
-    import torch
-    M = _t_matrix(W)
-    G = M @ M.T
-    return (weight * ((G * (1 - torch.eye(G.shape[0], dtype=W.dtype))) ** 2).sum(),)
-
-
-def _torch_kernel_slice(W, weight=1e-4):
-    import torch
-    G = W @ W.transpose(-1, -2)
-    mask = 1 - torch.eye(W.shape[2], dtype=W.dtype)
-    return (weight * ((G * mask) ** 2).sum(),)
-
-
-def _torch_srip(W, weight=1.0, n_iter=1, rng=None, v0=None, method="power", gram="auto"):
-    import torch
-    N, _ = _t_gram(W, gram)
-    if method == "exact":
-        return (weight * torch.linalg.eigvalsh(N).abs().max() ** 2,)
-    v = torch.as_tensor(np.asarray(v0, dtype=np.float64), dtype=W.dtype).reshape(-1, 1)
-    for _ in range(n_iter):                                     # the VITA-Group loop
-        v1 = torch.matmul(N, v)
-        v = torch.div(v1, torch.norm(v1, 2))
-    return (weight * torch.norm(torch.matmul(N, v), 2) ** 2,)
-
-
-def _torch_spectral(W, weight=1.0):
-    import torch
-    return (0.5 * weight * torch.linalg.matrix_norm(_t_matrix(W), ord=2) ** 2,)
-
-
-def _torch_som(Y, lam1=100.0, lam2=1.0, gamma=10.0, eps=1e-8):
-    import torch
-    if Y.ndim == 4:
-        Y = Y.permute(0, 2, 3, 1).reshape(-1, Y.shape[1])
-    Z = torch.tanh(gamma * Y)
-    Zh = Z / torch.sqrt((Z ** 2).sum(dim=0) + eps)
-    T = Zh.T @ Zh
-    off = T * (1 - torch.eye(T.shape[0], dtype=Y.dtype))
-    return (lam1 * off.sum() ** 2 + lam2 * (off ** 2).sum(),)
-
-
-def _torch_ocnn(K, weight=1.0, stride=1, padding=None, squared=True):
-    import torch
-    import torch.nn.functional as F
-    s = _pair(stride, "stride", "", 1)
-    p = (tuple(((k - 1) // si) * si for k, si in zip(K.shape[2:], s)) if padding is None
-         else _pair(padding, "padding", "", 0))
-    Y = F.conv2d(K, K, stride=s, padding=p)
-    T = torch.zeros_like(Y)
-    o = K.shape[0]
-    T[:, :, Y.shape[2] // 2, Y.shape[3] // 2] = torch.eye(o, dtype=K.dtype)
-    n = torch.norm(Y - T)
-    return (weight * (n ** 2 if squared else n),)
-
-
-register(OpSpec("soft_orthogonality", from_loss(soft_orthogonality), _so_samples, torch=_torch_so,
-                kind="loss", rtol=1e-8, doc="λ‖G − I‖²_F, Bansal et al. 2018 (SO)", complex_step=True))
-register(OpSpec("double_soft_orthogonality", from_loss(double_soft_orthogonality), _plain_samples,
-                torch=_torch_dso, kind="loss", rtol=1e-8, doc="λ(‖MᵀM − I‖² + ‖MMᵀ − I‖²) (DSO)",
-                complex_step=True))
-register(OpSpec("mutual_coherence", from_loss(mutual_coherence), _mc_samples, torch=_torch_mc,
-                kind="loss", rtol=1e-8, doc="λ max |G − I| (MC), subgradient at the arg-max"))
-register(OpSpec("srip", from_loss(srip), _srip_samples("power"), torch=_torch_srip, kind="loss",
-                rtol=1e-8,
-                doc="λ‖N v‖², unrolled power iteration of the VITA-Group code (SRIP)", complex_step=True))
-register(OpSpec("srip_exact", from_loss(srip), _srip_samples("exact"), torch=_torch_srip, kind="loss",
-                rtol=1e-8, doc="λ σ_max(G − I)² from eigh (SRIP, exact)"))
-register(OpSpec("off_diagonal", from_loss(off_diagonal), _plain_samples, torch=_torch_off_diagonal,
-                kind="loss", rtol=1e-8,
-                doc="λ‖MMᵀ ⊙ (1 − I)‖², BigGAN (exact gradient, 2x BigGAN's)", complex_step=True))
-register(OpSpec("l1_orthogonality", from_loss(l1_orthogonality), _l1_samples, torch=_torch_l1,
-                kind="loss", rtol=1e-8, doc="λ Σ|G − I|, Brock et al. 2017"))
-register(OpSpec("kernel_slice_orthogonality", from_loss(kernel_slice_orthogonality), _kernel_slice_samples,
-                torch=_torch_kernel_slice, kind="loss", rtol=1e-8,
-                doc="β Σ_{n,c} ‖W[n,c] W[n,c]ᵀ ⊙ (1 − I)‖², per kernel slice", complex_step=True))
-register(OpSpec("self_orthogonality", from_loss(self_orthogonality), _som_samples, torch=_torch_som,
-                kind="loss", rtol=1e-8, doc="SOM on a layer output (Zhang et al. 2020)", complex_step=True))
-register(OpSpec("conv_orthogonality", from_loss(conv_orthogonality), _ocnn_samples, torch=_torch_ocnn,
-                kind="loss", rtol=1e-8, doc="‖conv2d(K, K) − T‖², OCNN (Wang et al. 2020)", complex_step=True))
-register(OpSpec("spectral_penalty", from_loss(spectral_penalty), _spectral_samples, torch=_torch_spectral,
-                kind="loss", rtol=1e-8, doc="(λ/2) σ_max(M)², Yoshida & Miyato 2017"))

@@ -31,7 +31,8 @@ import time
 
 import numpy as np
 
-from .plots import _grid, _save, plot_filter_angles, require_matplotlib
+from ._io import atomic_write
+from .plots import figure_grid, plot_filter_angles, require_matplotlib, save_png
 
 __all__ = ["STUDIES", "run"]
 
@@ -43,8 +44,7 @@ _DPI = 100
 # Shared helpers.
 
 def _write_text(path, text):
-    from .train import _atomic_write
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode()))
     return path
 
 
@@ -164,7 +164,7 @@ def _study_depth(out_dir, md_dir, quick, seed, log):
 
     figs = []
     require_matplotlib()
-    fig, axes = _grid(len(depths) * len(activations), width=4.2, height=3.0, max_cols=2)
+    fig, axes = figure_grid(len(depths) * len(activations), width=4.2, height=3.0, max_cols=2)
     panels = [(d, a) for d in depths for a in activations]
     for ax, (d, a) in zip(axes, panels):
         for r in rows:
@@ -176,9 +176,9 @@ def _study_depth(out_dir, md_dir, quick, seed, log):
     axes[0].legend(fontsize=8)
     fig.suptitle("Backpropagated gradient norm at the input of each layer, at initialization "
                  "(unit cotangent at the output)", fontsize=10)
-    figs.append(_save(fig, os.path.join(out_dir, "depth_gradnorm.png"), dpi=_DPI))
+    figs.append(save_png(fig, os.path.join(out_dir, "depth_gradnorm.png"), dpi=_DPI))
 
-    fig, axes = _grid(len(panels), width=4.2, height=3.0, max_cols=2)
+    fig, axes = figure_grid(len(panels), width=4.2, height=3.0, max_cols=2)
     for ax, (d, a) in zip(axes, panels):
         for r in rows:
             if r["depth"] == d and r["activation"] == a:
@@ -191,7 +191,7 @@ def _study_depth(out_dir, md_dir, quick, seed, log):
         ax.set_ylabel("count")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Input–output Jacobian singular values at initialization ({n_jac} inputs)", fontsize=10)
-    figs.append(_save(fig, os.path.join(out_dir, "depth_jacobian.png"), dpi=_DPI))
+    figs.append(save_png(fig, os.path.join(out_dir, "depth_jacobian.png"), dpi=_DPI))
 
     def find(d, a, i):
         return next(r for r in rows if r["depth"] == d and r["activation"] == a and r["init"] == i)
@@ -280,7 +280,8 @@ def _reg_targets(model, spec):
 
 def _study_regularizers(out_dir, md_dir, quick, seed, log):
     from .analysis import filter_angles
-    from .train import TrainConfig, fit, orthogonality_error
+    from .ortho.metrics import orthogonality_error_rms
+    from .train import TrainConfig, fit
     epochs = 1 if quick else 20
     seeds = _seeds(seed, 1 if quick else 3)
     rows_spec = REGULARIZER_ROWS[:2] + REGULARIZER_ROWS[8:10] if quick else REGULARIZER_ROWS
@@ -301,7 +302,7 @@ def _study_regularizers(out_dir, md_dir, quick, seed, log):
                 curves.append(curve)
                 finals.append(curve[-1])
                 targets = _reg_targets(res["model"], spec)
-                errors.append(float(np.mean([orthogonality_error(np.asarray(p.data, np.float64))
+                errors.append(float(np.mean([orthogonality_error_rms(np.asarray(p.data, np.float64))
                                              for _, p in targets])))
                 if angles is None:
                     params = dict(res["model"].named_parameters())
@@ -319,7 +320,7 @@ def _study_regularizers(out_dir, md_dir, quick, seed, log):
 
     figs = []
     require_matplotlib()
-    fig, axes = _grid(3, width=4.2, height=3.2, max_cols=3)
+    fig, axes = figure_grid(3, width=4.2, height=3.2, max_cols=3)
     for ax, model_name in zip(axes[:2], ("mlp", "cnn")):
         for r in rows:
             if r["model"] == model_name:
@@ -340,7 +341,7 @@ def _study_regularizers(out_dir, md_dir, quick, seed, log):
     ax.set_xlabel("‖G − I‖_F/√k of the regularized weights")
     ax.set_ylabel(f"final test accuracy (± std, {len(seeds)} seeds)")
     ax.set_title("accuracy vs orthogonality", fontsize=9)
-    figs.append(_save(fig, os.path.join(out_dir, "regularizers_curves.png"), dpi=_DPI))
+    figs.append(save_png(fig, os.path.join(out_dir, "regularizers_curves.png"), dpi=_DPI))
     figs.append(plot_filter_angles(
         {f"{r['model']} {r['reg']} ({_ANGLE_LAYER[r['model']]})": r["angles"] for r in rows},
         os.path.join(out_dir, "regularizers_angles.png"), bins=60,
@@ -424,14 +425,14 @@ def _projections(out_dir, md_dir, quick, seed, log):
         ns_worst_error,
         polar,
     )
-    from .ortho.compare import _methods, sample_matrix
+    from .ortho.compare import methods, sample_matrix
     n, cond = (32, 1e3) if quick else (256, 1e3)
     repeat = 1 if quick else 5
     max_steps = 4 if quick else 30
     A = sample_matrix(n, np.float64, rng=seed, cond=cond)
     reference = polar(A)
     direct = []
-    for name, fn in _methods().items():
+    for name, fn in methods().items():
         if name.startswith(("newton_schulz", "bjorck")):
             continue
         try:
@@ -458,7 +459,7 @@ def _projections(out_dir, md_dir, quick, seed, log):
 
     figs = []
     require_matplotlib()
-    fig, axes = _grid(2, width=5.0, height=3.8, max_cols=2)
+    fig, axes = figure_grid(2, width=5.0, height=3.8, max_cols=2)
     for ax, key, label in ((axes[0], "orthogonality", "‖QᵀQ − I‖_2"),
                            (axes[1], "to_polar", "‖Q − polar(A)‖_F / √n")):
         for name, pts in iterative.items():
@@ -473,9 +474,9 @@ def _projections(out_dir, md_dir, quick, seed, log):
     axes[1].legend(fontsize=7)
     fig.suptitle(f"Orthogonalizing one {n}x{n} float64 matrix, singular values log-spaced in [1/{cond:g}, 1]",
                  fontsize=10)
-    figs.append(_save(fig, os.path.join(out_dir, "projections_tradeoff.png"), dpi=_DPI))
+    figs.append(save_png(fig, os.path.join(out_dir, "projections_tradeoff.png"), dpi=_DPI))
 
-    fig, axes = _grid(2, width=5.0, height=3.6, max_cols=2)
+    fig, axes = figure_grid(2, width=5.0, height=3.6, max_cols=2)
     lin = np.linspace(0.0, 1.2, 1201)
     logs = np.geomspace(1e-4, 1.2, 1201)
     for c in NS_COEFFICIENTS:
@@ -492,7 +493,7 @@ def _projections(out_dir, md_dir, quick, seed, log):
     axes[0].set_title("composed Newton–Schulz polynomial, σ ∈ [0, 1.2]", fontsize=9)
     axes[1].set_title("the same, log σ ∈ [1e-4, 1.2]", fontsize=9)
     axes[0].legend(fontsize=8)
-    figs.append(_save(fig, os.path.join(out_dir, "projections_polynomials.png"), dpi=_DPI))
+    figs.append(save_png(fig, os.path.join(out_dir, "projections_polynomials.png"), dpi=_DPI))
 
     def first_below(pts, tol):
         return next((p for p in pts if p["orthogonality"] < tol), None)
@@ -617,7 +618,7 @@ def _study_compression(out_dir, md_dir, quick, seed, log):
 
     figs = []
     require_matplotlib()
-    fig, axes = _grid(2, width=5.0, height=3.6, max_cols=2)
+    fig, axes = figure_grid(2, width=5.0, height=3.6, max_cols=2)
     for i, r in enumerate(rows):
         line = axes[0].errorbar(ranks, [r["acc"][k] for k in ranks], yerr=[r["acc_std"][k] for k in ranks],
                                 marker="o", ms=4, capsize=2, lw=1.3, label=r["variant"])
@@ -631,7 +632,7 @@ def _study_compression(out_dir, md_dir, quick, seed, log):
     axes[1].set_xlabel("index i")
     axes[1].set_ylabel("σ_i / σ_1")
     axes[1].set_title(f"singular values of the second weight ({hidden[1]}x{hidden[0]}), seed {seed}", fontsize=9)
-    figs.append(_save(fig, os.path.join(out_dir, "compression_rank.png"), dpi=_DPI))
+    figs.append(save_png(fig, os.path.join(out_dir, "compression_rank.png"), dpi=_DPI))
 
     head = " | ".join(f"rank {k}" for k in ranks)
     lines = [
@@ -701,7 +702,7 @@ def _study_rnn(out_dir, md_dir, quick, seed, log):
 
     figs = []
     require_matplotlib()
-    fig, axes = _grid(len(Ts), width=5.0, height=3.5, max_cols=2)
+    fig, axes = figure_grid(len(Ts), width=5.0, height=3.5, max_cols=2)
     for ax, T in zip(axes, Ts):
         for r in rows:
             if r["T"] == T:
@@ -714,7 +715,7 @@ def _study_rnn(out_dir, md_dir, quick, seed, log):
         ax.set_xlabel("step")
         ax.set_ylabel("held-out MSE")
     axes[0].legend(fontsize=7)
-    figs.append(_save(fig, os.path.join(out_dir, "rnn_adding.png"), dpi=_DPI))
+    figs.append(save_png(fig, os.path.join(out_dir, "rnn_adding.png"), dpi=_DPI))
 
     lines = [
         "# Study: rnn — the adding problem", "",

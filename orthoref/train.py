@@ -37,17 +37,18 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from . import _io
-from ._checks import (MAX_ITERATIONS, NonFiniteError, all_finite, check_bool, check_choice, check_float,
-                      check_int, check_real, check_result)
-from ._io import CheckpointError, RunDirBusy, RunInterrupted
+from ._checks import MAX_ITERATIONS, NonFiniteError, all_finite, check_bool, check_choice, check_int, check_real
+from ._io import (CheckpointError, RunDirBusy, RunInterrupted, atomic_write, claim_run_dir, interruptible,
+                  new_run_dir, read_npz, signal_name, strict_json)
 from .backend import asarray, get_array_module, to_numpy, using
 from .data import load_digits, load_idx_dir
 from .models import mlp, mlp_shapes, small_cnn, small_cnn_shapes
 from .nn import cross_entropy
 from .optim import SGD, Adam, AdamW, CayleySGD, Muon, RiemannianAdam, RiemannianSGD
+from .ortho.metrics import orthogonality_error_rms
+from .regularizers import PENALTIES
 
-__all__ = ["TrainConfig", "fit", "evaluate", "orthogonality_error", "save_checkpoint", "load_checkpoint",
+__all__ = ["TrainConfig", "fit", "evaluate", "save_checkpoint", "load_checkpoint",
            "DivergenceError", "CheckpointError", "RunDirBusy", "RunInterrupted", "init_names", "OPTIMIZERS"]
 
 CHECKPOINT_FORMAT = 1
@@ -61,20 +62,8 @@ STIEFEL_OPTIMIZERS = ("riemannian_sgd", "riemannian_adam", "cayley_sgd")
 CONV_ONLY_INITS = ("delta_orthogonal", "block_orthogonal")
 
 
-# --reg NAME:WEIGHT -> (function of orthoref.regularizers, what it acts on). "weights": every Linear/Conv
-# weight; "conv": 4-D (convolution) weights only; "outputs": the outputs of Linear/Conv layers (a hook).
-REGULARIZERS = {
-    "so": ("soft_orthogonality", "weights"),
-    "dso": ("double_soft_orthogonality", "weights"),
-    "mc": ("mutual_coherence", "weights"),
-    "srip": ("srip", "weights"),
-    "biggan": ("off_diagonal", "weights"),
-    "l1": ("l1_orthogonality", "weights"),
-    "spectral": ("spectral_penalty", "weights"),
-    "kernel_slice": ("kernel_slice_orthogonality", "conv"),
-    "ocnn": ("conv_orthogonality", "conv"),
-    "som": ("self_orthogonality", "outputs"),
-}
+# --reg NAME:WEIGHT -> (function of orthoref.regularizers, what it acts on), from regularizers.PENALTIES.
+REGULARIZERS = {short: (name, target) for name, (_, short, target) in PENALTIES.items()}
 
 
 def parse_reg(spec):
@@ -153,8 +142,9 @@ class TrainConfig:
         self.reg = _str_tuple(who, "reg", self.reg)
         regs = [parse_reg(r) for r in self.reg]
         if self.model != "cnn" and any(REGULARIZERS[n][1] == "conv" for n, _ in regs):
-            bad("reg", f"regularizers for Linear weights with --model {self.model} (kernel_slice and ocnn "
-                       f"act on convolution kernels)")
+            conv = " and ".join(n for n, (_, target) in REGULARIZERS.items() if target == "conv")
+            bad("reg", f"regularizers for Linear weights with --model {self.model} ({conv} act on "
+                       f"convolution kernels)")
         self.reg_skip = _str_tuple(who, "reg_skip", self.reg_skip)
         if self.out is not None:
             if not isinstance(self.out, (str, os.PathLike)):
@@ -317,27 +307,6 @@ def _param_groups(model, config):
             {"params": [last], "stiefel": False}]
 
 
-def orthogonality_error(w) -> float:
-    """``‖G − I‖_F / √k`` for ``M = W.reshape(out, -1)`` and ``G`` the smaller Gram matrix (k x k).
-
-    ``w``: a finite float32/float64 array of at least 2 dimensions. Raises ``TypeError``/``ValueError``
-    for anything else and ``NonFiniteError`` when the Gram matrix overflows the dtype."""
-    who = "orthogonality_error"
-    check_float(who, "w", w)
-    if w.ndim < 2 or w.size == 0:
-        raise ValueError(f"orthogonality_error: w must be a non-empty array of at least 2 dimensions "
-                         f"(out, ...), got shape {tuple(w.shape)}")
-    m = w.reshape(w.shape[0], -1)
-    g = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
-    xp = get_array_module(g)
-    if not all_finite(xp, g):
-        if not all_finite(xp, w):
-            raise NonFiniteError(f"{who}: w must be finite, got NaN or Inf")
-        check_result(who, g, "the Gram matrix")
-    k = g.shape[0]
-    return float(xp.linalg.norm(g - xp.eye(k, dtype=g.dtype))) / math.sqrt(k)
-
-
 def evaluate(model, X, y, batch_size=512):
     """Accuracy of ``model`` (in eval mode) on host arrays ``X``, ``y``.
 
@@ -369,19 +338,12 @@ def evaluate(model, X, y, batch_size=512):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Atomic files and checkpoints
-
-def _atomic_write(path, write):
-    """Write through ``write(fileobj)`` to a temporary file in the same directory, flush, fsync, rename.
-    A failure part-way leaves the previous file untouched and removes the temporary one (see
-    :func:`orthoref._io.atomic_write`)."""
-    _io.atomic_write(path, write)
-
+# Checkpoints
 
 def _json_array(obj, safe=False):
     """``obj`` as a 0-d string array of strict JSON (``safe``: NaN/Inf floats become null; else they
     raise ValueError)."""
-    return np.array(_io.strict_json(obj) if safe else json.dumps(obj, allow_nan=False))
+    return np.array(strict_json(obj) if safe else json.dumps(obj, allow_nan=False))
 
 
 _NONE = np.zeros(0, dtype=np.int8)      # stands for an optimizer state entry that is None
@@ -418,7 +380,7 @@ def save_checkpoint(path, model, optimizer, rng, epoch, config, history, reg_rng
 
     def write(f):
         np.savez(f, **arrays)
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 # Limits of what a checkpoint's JSON members may declare (characters).
@@ -625,7 +587,7 @@ def load_checkpoint(path, *, who="load_checkpoint"):
         raise TypeError(f"{who}: path must be a checkpoint file path (str or os.PathLike), got "
                         f"{type(path).__name__} {path!r}")
     path = os.fspath(path)
-    with _io.read_npz(path) as z:
+    with read_npz(path) as z:
         members = z.members
         for key in ("meta", "rng", "optim/param_groups"):
             if key not in members:
@@ -784,7 +746,7 @@ def _check_params(model, epoch):
 def _write_metrics(out, history):
     """``metrics.json`` (strict JSON: NaN/Inf values written as null) and ``metrics.csv``, atomically."""
     def write_json(f):
-        f.write(_io.strict_json(history, indent=2).encode())
+        f.write(strict_json(history, indent=2).encode())
 
     def write_csv(f):
         buf = io.StringIO()
@@ -795,13 +757,13 @@ def _write_metrics(out, history):
         for h in history:
             writer.writerow(h)
         f.write(buf.getvalue().encode())
-    _atomic_write(os.path.join(out, "metrics.json"), write_json)
-    _atomic_write(os.path.join(out, "metrics.csv"), write_csv)
+    atomic_write(os.path.join(out, "metrics.json"), write_json)
+    atomic_write(os.path.join(out, "metrics.csv"), write_csv)
 
 
 def _new_run_dir():
     """A new, exclusively created ``runs/YYYYmmdd-HHMMSS[-k]`` (unique within the same second)."""
-    return _io.new_run_dir("runs")
+    return new_run_dir("runs")
 
 
 def _same_dir(a, b):
@@ -832,10 +794,10 @@ def _claim_out(config, resume, overwrite):
     """Claim ``config.out`` (a new ``runs/...`` folder when None) before anything is loaded."""
     if config.out is None:
         config.out = _new_run_dir()
-        run = _io.claim_run_dir(config.out, who="fit")
+        run = claim_run_dir(config.out, who="fit")
         run.created = True               # removed again if the run ends before writing anything
         return run
-    run = _io.claim_run_dir(config.out, who="fit")
+    run = claim_run_dir(config.out, who="fit")
     try:
         _check_out_free(config.out, resume, overwrite)
     except BaseException:
@@ -911,7 +873,7 @@ def fit(config: TrainConfig = None, resume: str = None, log=print, overwrite=Fal
             setattr(config, k, v)
         config.validate()
     state = {"epoch": None, "saved": None}
-    with _io.interruptible():
+    with interruptible():
         run = _claim_out(config, resume, overwrite)
         if log and (run.took_over or run.stale_removed):
             log(f"{config.out}: took over the folder of a run that is gone"
@@ -923,7 +885,7 @@ def fit(config: TrainConfig = None, resume: str = None, log=print, overwrite=Fal
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", signal.SIGINT)
             when = f"during epoch {state['epoch']}" if state["epoch"] else "before the first epoch"
-            raise RunInterrupted(signum, f"fit: interrupted by {_io._signal_name(signum)} {when}; "
+            raise RunInterrupted(signum, f"fit: interrupted by {signal_name(signum)} {when}; "
                                          f"{_kept(state)}") from None
         finally:
             run.release()
@@ -977,7 +939,7 @@ def _fit_claimed(config, resume, loaded, log, state):
                       "test_acc": evaluate(model, X_te, y_te), "seconds": time.perf_counter() - t0}
             if reg.active:
                 record["reg"] = reg_sum / steps
-            record["orthogonality"] = {name: orthogonality_error(p.data) for name, p in model.named_parameters()
+            record["orthogonality"] = {name: orthogonality_error_rms(p.data) for name, p in model.named_parameters()
                                        if p.data.ndim >= 2}
             history.append(record)
             save_checkpoint(ckpt, model, optimizer, rng, epoch, config, history, reg.rng)
@@ -996,3 +958,5 @@ def _fit_claimed(config, resume, loaded, log, state):
                 f"train {record['train_acc']:.4f}  test {record['test_acc']:.4f}  {record['seconds']:.2f}s  "
                 f"|G-I|/sqrt(k) {ortho}")
     return {"history": history, "model": model, "config": config, "checkpoint": ckpt}
+
+

@@ -1,4 +1,4 @@
-"""Harness of the whole-public-API bad-input sweep (issue 14, "Proof"): argument kinds and their
+"""Harness of the whole-public-API bad-input sweep (the README's "Failure model"): argument kinds and their
 corruptions, one case's run under a hang guard, and the judgement of its outcome. The table of valid
 arguments (one entry per public callable) is in ``tests/test_bad_input_api.py``, which runs the sweep;
 ``tools/api_sweep.py`` runs the same sweep outside pytest and writes the failures per area.

@@ -13,6 +13,7 @@ from orthoref import analysis as A
 from orthoref import nn, train
 from orthoref.init import orthogonal
 from orthoref.models import mlp
+from orthoref.ortho import orthogonality_error_rms
 
 SHAPES = [(7, 5), (5, 7), (6, 6), (8, 3, 2, 2), (4, 3, 3, 3)]
 
@@ -45,10 +46,19 @@ def test_singular_values_match_torch():
     np.testing.assert_allclose(A.singular_values(W), ref, rtol=1e-12)
 
 
+def _rms_ref(W):
+    """‖G − I‖_F/√k with G the smaller Gram of M = W.reshape(out, -1), written out in NumPy."""
+    M = _mat(W)
+    G = M @ M.T if M.shape[0] <= M.shape[1] else M.T @ M
+    return np.linalg.norm(G - np.eye(len(G))) / math.sqrt(len(G))
+
+
 @pytest.mark.parametrize("shape", SHAPES)
-def test_orthogonality_error_auto_is_train_quantity(shape):
+def test_orthogonality_error_auto_is_the_smaller_gram(shape):
     W = _w(shape, seed=2)
-    assert A.orthogonality_error(W) == pytest.approx(train.orthogonality_error(W), rel=1e-13)
+    assert orthogonality_error_rms(W) == pytest.approx(_rms_ref(W), rel=1e-13)
+    assert orthogonality_error_rms(W.astype(np.float32)) == pytest.approx(_rms_ref(W.astype(np.float32)),
+                                                                           rel=1e-13)   # computed in float64
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -57,15 +67,15 @@ def test_orthogonality_error_forced_gram(shape, gram):
     M = _mat(_w(shape, seed=3))
     G = M @ M.T if gram == "rows" else M.T @ M
     ref = np.linalg.norm(G - np.eye(len(G))) / math.sqrt(len(G))
-    assert A.orthogonality_error(_w(shape, seed=3), gram=gram) == pytest.approx(ref, rel=1e-12)
+    assert orthogonality_error_rms(_w(shape, seed=3), gram=gram) == pytest.approx(ref, rel=1e-12)
 
 
 def test_orthogonality_error_of_orthogonal_and_scaled():
     Q = orthogonal((16, 40), rng=0, dtype=np.float64)
-    assert A.orthogonality_error(Q) < 1e-14
-    assert A.orthogonality_error(3.0 * Q) == pytest.approx(8.0, rel=1e-12)
+    assert orthogonality_error_rms(Q) < 1e-14
+    assert orthogonality_error_rms(3.0 * Q) == pytest.approx(8.0, rel=1e-12)
     # the larger (40x40) Gram has 24 zero eigenvalues: sqrt(24/40) at least
-    assert A.orthogonality_error(Q, gram="cols") == pytest.approx(math.sqrt(24 / 40), rel=1e-12)
+    assert orthogonality_error_rms(Q, gram="cols") == pytest.approx(math.sqrt(24 / 40), rel=1e-12)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -307,7 +317,7 @@ def test_pca_bad_input():
 # ---------------------------------------------------------------------------------------------------------
 # Bad input, shared by the weight functions
 
-WEIGHT_FUNCS = [A.singular_values, A.orthogonality_error, A.effective_rank, A.stable_rank, A.condition_number,
+WEIGHT_FUNCS = [A.singular_values, orthogonality_error_rms, A.effective_rank, A.stable_rank, A.condition_number,
                 A.filter_angles, lambda W: A.low_rank(W, rank=1)]
 
 
@@ -328,8 +338,8 @@ def test_weight_functions_reject_bad_input(fn):
 
 
 def test_orthogonality_error_bad_gram():
-    with pytest.raises(ValueError, match="orthogonality_error: gram must be one of"):
-        A.orthogonality_error(_w((3, 4)), gram="filters")
+    with pytest.raises(ValueError, match="orthogonality_error_rms: gram must be one of"):
+        orthogonality_error_rms(_w((3, 4)), gram="filters")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -345,7 +355,7 @@ def test_layer_table_agrees_with_functions():
         assert row["condition"] == pytest.approx(A.condition_number(W), rel=1e-12)
         assert row["stable_rank"] == pytest.approx(A.stable_rank(W), rel=1e-12)
         assert row["effective_rank"] == pytest.approx(A.effective_rank(W), rel=1e-12)
-        assert row["orthogonality"] == pytest.approx(train.orthogonality_error(W), rel=1e-12)
+        assert row["orthogonality"] == pytest.approx(_rms_ref(W), rel=1e-12)
     text = A.format_layer_table(rows)
     assert text.count("\n") == 3 and "| 0.weight | 5×6 |" in text and "effective rank" in text
     with pytest.raises(TypeError, match="layer_table: model"):

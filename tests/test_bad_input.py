@@ -1,4 +1,4 @@
-"""Bad-input sweep over the whole op registry (issue 8, item 7).
+"""Bad-input sweep over the whole op registry (the README's "Failure model").
 
 Every registered op, layer and loss (``all_specs()``: no hand-kept list) gets corrupt variants of its own
 valid samples, drawn with hypothesis (derandomized, so CI is deterministic), one input at a time. The
@@ -448,7 +448,7 @@ def test_every_positional_input_rejects_the_wrong_dtype_kind(spec, k, key):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Cotangents (issue 14): every backward pass validates what it receives -- the exact shape of its output
+# Cotangents (README, "Failure model"): every backward pass validates what it receives -- the exact shape of its output
 # (no broadcasting, not even a (1, ..., 1) one), its dtype, finite values. One output's cotangent corrupted
 # at a time, the others valid; every registered op, on its first sample.
 

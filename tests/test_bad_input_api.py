@@ -1,4 +1,4 @@
-"""Bad-input sweep over the WHOLE public API (issue 14, "Proof"), beyond the registry ops of
+"""Bad-input sweep over the WHOLE public API (the README's "Failure model"), beyond the registry ops of
 ``test_bad_input.py``: every public callable of ``orthoref.ortho``, ``regularizers``, ``init``, ``analysis``,
 ``compress``, every layer class of ``orthoref.nn`` (constructor, forward, backward) and every optimizer of
 ``orthoref.optim`` (constructor, step).
@@ -289,7 +289,9 @@ ORTHO = {
     "polar_vjp": Fn(scale_inv=_first, scale_pow=1, args={"A": Arr(A53), "grad_out": Cot(G53)}),
     "householder_product": Fn({"V": Arr(V53), "tau": Arr(TAU)}),
     "householder_product_vjp": Fn({"V": Arr(V53), "tau": Arr(TAU), "grad_out": Cot(G53)}),
-    "orthogonality_error": Fn({"Q": Arr(Q53)}),
+    "orthogonality_error_2": Fn({"Q": Arr(Q53)}),
+    "orthogonality_error_fro": Fn({"W": Arr(Q53)}),
+    "orthogonality_error_rms": Fn({"W": Arr(W35), "gram": GRAM}),
     "newton_schulz": Fn({"A": Arr(A53), "steps": Int(5, **ITER), "coefficients": Choice("jordan"),
                          "eps": Real(1e-7, lo=0, huge=False)},
                         ortho=ortho_out, ortho_skip=("x1e-310", "x1e-40") + ORTHO_DEGENERATE, scale_inv=_first,
@@ -330,7 +332,6 @@ ORTHO = {
                             "check": Flag(True), "tol": TOL}, ortho=ortho_out, ortho_atol=1e-5),
     "cayley_iterative_vjp": Fn({"W": Arr(Q53), "Z": Arr(Z53), "alpha": Real(0.1), "grad_out": Cot(G53),
                                 "iterations": Int(2, **ITER0), "check": Flag(True), "tol": TOL}),
-    "orthonormality_error": Fn({"W": Arr(Q53)}),
     "compare": Fn({"n": Int(6, lo=1, hi=None), "dtype": dtype64, "repeat": Int(1, lo=1, hi=None), "rng": Rng(0),
                    "cond": Real(100.0, lo=1, huge=False)}),
     "format_table": Fn({"rows": _rows(_compare_rows), "n": Const(6), "dtype": Const("float64"),   # n, dtype, cond:
@@ -415,7 +416,6 @@ ANALYSIS = {
     "low_rank": Fn({"W": Arr(W35), "rank": Int(2, lo=1, hi=None), "energy": Const(None)},
                    variants=({"rank": Const(None), "energy": Real(0.9, lo=0, hi=1, lo_open=True)},),
                    shape_check=lambda args: not isinstance(args["energy"], Real)),   # energy: the rank varies
-    "orthogonality_error": Fn({"W": Arr(W35), "gram": GRAM}),
     "pca": Fn(dtype=None, args={"X": Arr(X104), "k": Int(2, lo=1, hi=None), "whiten": Flag(False)}),
     "singular_values": Fn(dtype=None, args={"W": Arr(W35)}, scale_inv=lambda r: r, scale_pow=-1),
     "stable_rank": Fn({"W": Arr(W35)}, scale_inv=lambda r: r),

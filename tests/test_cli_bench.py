@@ -98,18 +98,22 @@ def test_torch_twin_computes_the_same_step():
         assert a == pytest.approx(b, rel=1e-4), name
 
 
-def _load_asv_module():
-    path = ROOT / "asv_benchmarks" / "benchmarks" / "bench_train.py"
-    spec = importlib.util.spec_from_file_location("asv_bench_train", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def _asv_module(stem):
+    """A module of the asv suite, imported as asv imports it: a submodule of the package
+    ``asv_benchmarks/benchmarks`` (here under the name ``orthoref_asv``, so no top-level name is taken)."""
+    if "orthoref_asv" not in sys.modules:
+        pkg = ROOT / "asv_benchmarks" / "benchmarks"
+        spec = importlib.util.spec_from_file_location("orthoref_asv", pkg / "__init__.py",
+                                                      submodule_search_locations=[str(pkg)])
+        sys.modules["orthoref_asv"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"orthoref_asv.{stem}")
 
 
 def test_asv_benchmarks_run_once():
     """Every asv benchmark's setup and body run once (NotImplementedError = asv's skip)."""
     import itertools
-    mod = _load_asv_module()
+    mod = _asv_module("bench_train")
     ran = 0
     for cls_name in ("TrainStep", "TorchTrainStep"):
         cls = getattr(mod, cls_name)
@@ -165,18 +169,34 @@ def test_projection_bench_cases_agree_with_torch():
 def test_every_asv_module_imports_and_declares_params():
     import inspect
     for path in sorted((ROOT / "asv_benchmarks" / "benchmarks").glob("bench_*.py")):
-        spec = importlib.util.spec_from_file_location(f"asv_{path.stem}", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        mod = _asv_module(path.stem)
         classes = [c for _, c in inspect.getmembers(mod, inspect.isclass) if c.__module__ == mod.__name__]
         benches = [c for c in classes if any(a.startswith(("time_", "peakmem_", "track_")) for a in dir(c))]
         assert benches, f"{path.name} defines no benchmark"
         for c in benches:
+            assert issubclass(c, _asv_module("common").Benchmark), f"{path.name}:{c.__name__} is no Benchmark"
             params = getattr(c, "params", ())
             names = getattr(c, "param_names", [])
             if params:
                 groups = params if isinstance(params[0], (list, tuple)) else (params,)
                 assert len(groups) == len(names), f"{path.name}:{c.__name__} params/param_names mismatch"
+                assert all(groups), f"{path.name}:{c.__name__} has an empty parameter list"
+        assert "sys.path" not in path.read_text(), f"{path.name} edits sys.path"
+
+
+def test_asv_name_lists_come_from_the_package():
+    """The asv suite times every regularizer and orthogonalization map of the op registry, every optimizer
+    of ``orthoref.optim`` and every initializer of ``orthoref.init.INITIALIZERS``."""
+    from orthoref import init, optim, regularizers
+    from orthoref.oracle.registry import all_specs
+    names = [s.name for s in all_specs()]
+    regs = _asv_module("bench_regularizers").Regularizers.params[0]
+    assert regs == [n for n in names if n in regs] and set(regularizers.REGULARIZERS) <= set(regs)
+    maps = _asv_module("bench_projections")
+    assert set(maps.OPS) <= set(names) and {"polar", "retract_qr", "cayley_iterative"} <= set(maps.OPS)
+    assert {"gram_schmidt_mgs", "newton_schulz_polar_express"} <= set(maps.Projections.params[0])
+    assert set(_asv_module("bench_optimizers").Optimizers.params[0]) >= set(optim.__all__) - {"Optimizer"}
+    assert _asv_module("bench_init").Init.params[0] == list(init.INITIALIZERS)
 
 
 def test_new_bench_cases_agree_with_torch():

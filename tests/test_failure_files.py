@@ -1,4 +1,4 @@
-"""Crafted files (issue 14, "Files"): every bad IDX file, compressed model and fixture directory is refused
+"""Crafted files (the README's "Failure model", files): every bad IDX file, compressed model and fixture directory is refused
 with a ValueError/TypeError (or CheckpointError, a ValueError) whose message names the file and the field,
 before anything large is allocated; the oracle's ``reference``/``compare`` validate their arguments.
 

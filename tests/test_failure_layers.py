@@ -632,10 +632,10 @@ def test_sequential_hands_over_only_verified_gradients():
     bad[1, 1] = np.nan
     with pytest.raises(NonFiniteError, match=r"Linear.*grad_out must be finite"):
         model.backward(bad)
-    assert _contract.verified(None) and getattr(_contract._handoff, "g", None) is None
+    assert _contract.verified(None) and getattr(_contract.handoff, "g", None) is None
     model.zero_grad()
     dx = model.backward(np.ones_like(y))
-    assert np.isfinite(dx).all() and getattr(_contract._handoff, "g", None) is None
+    assert np.isfinite(dx).all() and getattr(_contract.handoff, "g", None) is None
     relu = nn.ReLU()
     relu.forward(np.ones((2, 3)))
     g = np.ones((2, 3))

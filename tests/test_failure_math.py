@@ -18,6 +18,7 @@ from orthoref import regularizers as R
 from orthoref._checks import MAX_ITERATIONS, NonFiniteError
 from orthoref.models import mlp
 from orthoref.nn import Linear, ReLU, Sequential
+from orthoref.ortho import metrics, orthogonality_error_rms
 
 # Words of NumPy/Python that must never reach a user.
 LEAKS = ("SeedSequence", "operands could not be broadcast", "shapes not aligned", "could not convert",
@@ -88,7 +89,6 @@ INIT_ARRAY = {
 
 ANALYSIS_ARRAY = {
     "singular_values": ("W", (3, 5), A.singular_values),
-    "orthogonality_error": ("W", (3, 5), lambda W: A.orthogonality_error(W, gram="auto")),
     "effective_rank": ("W", (3, 5), A.effective_rank),
     "stable_rank": ("W", (3, 5), A.stable_rank),
     "condition_number": ("W", (3, 5), A.condition_number),
@@ -108,13 +108,18 @@ INIT_VALID_SHAPE = {"special_orthogonal": (4, 4), "delta_orthogonal": (4, 2, 3, 
 INIT_OTHER = ["calculate_gain", "calculate_fan_in_and_fan_out", "get_initializer"]
 ANALYSIS_OTHER = ["weights", "layer_table", "format_layer_table", "load_model", "analyze_checkpoint",
                   "PCAResult"]
-NOT_CALLABLE = {"GRAMS", "REGULARIZERS", "INITIALIZERS"}
+METRICS_ARRAY = {
+    "orthogonality_error_rms": ("W", (3, 5), lambda W: orthogonality_error_rms(W, gram="auto")),
+    "orthogonality_error_2": ("Q", (5, 3), metrics.orthogonality_error_2),
+    "orthogonality_error_fro": ("W", (5, 3), metrics.orthogonality_error_fro),
+}
+NOT_CALLABLE = {"GRAMS", "REGULARIZERS", "PENALTIES", "INITIALIZERS"}
 
 
 def test_tables_cover_all():
     """A public function added to one of the modules without a row here fails this test."""
     for mod, covered in ((R, set(REG_ARRAY)), (init, set(INIT_ARRAY) | set(INIT_SHAPE_FNS) | set(INIT_OTHER)),
-                         (A, set(ANALYSIS_ARRAY) | set(ANALYSIS_OTHER))):
+                         (A, set(ANALYSIS_ARRAY) | set(ANALYSIS_OTHER)), (metrics, set(METRICS_ARRAY))):
         public = {n for n in mod.__all__ if n not in NOT_CALLABLE}
         assert public == covered, (mod.__name__, public ^ covered)
         for n in public:
@@ -123,7 +128,8 @@ def test_tables_cover_all():
 
 ARRAY_CASES = ([pytest.param(n, *REG_ARRAY[n], id=f"regularizers.{n}") for n in REG_ARRAY]
                + [pytest.param(n, *INIT_ARRAY[n], id=f"init.{n}") for n in INIT_ARRAY]
-               + [pytest.param(n, *ANALYSIS_ARRAY[n], id=f"analysis.{n}") for n in ANALYSIS_ARRAY])
+               + [pytest.param(n, *ANALYSIS_ARRAY[n], id=f"analysis.{n}") for n in ANALYSIS_ARRAY]
+               + [pytest.param(n, *METRICS_ARRAY[n], id=f"ortho.metrics.{n}") for n in METRICS_ARRAY])
 
 
 @pytest.mark.parametrize("who, name, shape, call", ARRAY_CASES)
@@ -313,7 +319,7 @@ def _analysis_hyper():
         kw = {"k": 2, **{key: v}}
         cases.append(("pca", A.pca, (X,), kw, exc, key))
     for v in ("filters", None, 3):
-        cases.append(("orthogonality_error", A.orthogonality_error, (W35,), {"gram": v}, ValueError, "gram"))
+        cases.append(("orthogonality_error_rms", orthogonality_error_rms, (W35,), {"gram": v}, ValueError, "gram"))
     for fn in (A.weights, A.layer_table, A.jacobian, A.jacobian_singular_values):
         cases.append((fn.__name__, fn, (lambda x: x,) + (() if fn in (A.weights, A.layer_table) else (_w((2, 5)),)),
                       {}, TypeError, "model"))
@@ -546,7 +552,7 @@ def test_zero_matrix_gives_the_documented_answers():
     np.testing.assert_allclose(A.filter_angles(Z[:2]), [90.0])
     Z = np.zeros((3, 5))
     np.testing.assert_array_equal(A.singular_values(Z), np.zeros(3))
-    assert A.orthogonality_error(Z) == 1.0
+    assert orthogonality_error_rms(Z) == 1.0
     with pytest.raises(ValueError, match="pca: whiten=True but component"):
         A.pca(np.zeros((4, 3)), 1, whiten=True)
     q = init.orthogonalize_gaussian(np.zeros((3, 5)))
@@ -564,9 +570,9 @@ def test_condition_number_overflowing_ratio_is_inf():
 
 def test_orthogonality_error_near_overflow():
     W = np.eye(3) * 1e77                               # G = 1e154 I: ‖G − I‖² overflows, the error does not
-    assert A.orthogonality_error(W) == pytest.approx(1e154, rel=1e-12)
-    assert A.orthogonality_error(W, gram="cols") == pytest.approx(1e154, rel=1e-12)
-    _raises(NonFiniteError, lambda: A.orthogonality_error(W * 1e100), "orthogonality_error", "rescale")
+    assert orthogonality_error_rms(W) == pytest.approx(1e154, rel=1e-12)
+    assert orthogonality_error_rms(W, gram="cols") == pytest.approx(1e154, rel=1e-12)
+    _raises(NonFiniteError, lambda: orthogonality_error_rms(W * 1e100), "orthogonality_error_rms", "rescale")
 
 
 def test_low_rank_and_pca_any_scale():

@@ -1,4 +1,4 @@
-"""The failure model of the optimizers (issue 14): what ``step()`` accepts, hyper-parameter ranges, ``params``,
+"""The failure model of the optimizers (the README's "Failure model"): what ``step()`` accepts, hyper-parameter ranges, ``params``,
 ``load_state_dict``, and "a step that raises changes nothing".
 
 Most tests run over every optimizer of ``orthoref.optim.__all__`` through one table of constructor arguments

@@ -287,8 +287,8 @@ _FORWARD = [
     ("bjorck", lambda A: O.bjorck(A)),
     ("parseval_retraction", lambda A: O.parseval_retraction(A)),
     ("spectral_normalize", lambda A: O.spectral_normalize(A, rng=0)[0]),
-    ("orthogonality_error", lambda A: O.orthogonality_error(A)),
-    ("orthonormality_error", lambda A: O.orthonormality_error(A)),
+    ("orthogonality_error_2", lambda A: O.orthogonality_error_2(A)),
+    ("orthogonality_error_fro", lambda A: O.orthogonality_error_fro(A)),
 ]
 _SQUARE = [("cayley", O.cayley), ("expm_skew", O.expm_skew)]
 
@@ -296,8 +296,8 @@ _SQUARE = [("cayley", O.cayley), ("expm_skew", O.expm_skew)]
 @pytest.mark.parametrize("bad", [np.float16, np.longdouble, np.complex128, np.int64, bool])
 @pytest.mark.parametrize("who,f", _FORWARD + _SQUARE, ids=[w for w, _ in _FORWARD + _SQUARE])
 def test_only_float32_and_float64_arrays(who, f, bad):
-    arg = "W" if who in ("parseval_retraction", "spectral_normalize", "orthonormality_error") else \
-        "Q" if who == "orthogonality_error" else "A"
+    arg = "W" if who in ("parseval_retraction", "spectral_normalize",
+                         "orthogonality_error_fro") else "Q" if who == "orthogonality_error_2" else "A"
     _raises(TypeError, who, arg, f, np.eye(4)[:, :3].astype(bad) if who not in ("cayley", "expm_skew")
             else np.zeros((3, 3), bad))
 
@@ -479,8 +479,8 @@ def test_householder_product_overflow():
 
 
 def test_error_measures_overflow_raises():
-    _raises(NonFiniteError, "orthogonality_error", "overflows", O.orthogonality_error, np.eye(3) * 1e300)
-    _raises(NonFiniteError, "orthonormality_error", "overflows", O.orthonormality_error, np.eye(3) * 1e300)
+    _raises(NonFiniteError, "orthogonality_error_2", "overflows", O.orthogonality_error_2, np.eye(3) * 1e300)
+    _raises(NonFiniteError, "orthogonality_error_fro", "overflows", O.orthogonality_error_fro, np.eye(3) * 1e300)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Failure model of checkpoints and run folders (issue 14, "Checkpoints" and "Runs"): crafted checkpoints
+"""Failure model of checkpoints and run folders (the README's "Failure model": checkpoints and runs): crafted checkpoints
 fail before anything is allocated or trained, metrics.json is strict JSON, run folders are claimed with a
 lock, divergence never writes a bad checkpoint, signals and full disks leave no temporary file behind."""
 import json

@@ -307,7 +307,7 @@ def test_calculate_gain_errors_like_torch(name, param):
         torch.nn.init.calculate_gain(name, param)
     with pytest.raises(ValueError) as ours:
         init.calculate_gain(name, param)
-    # PyTorch's wording is kept inside ours, which also names the function and the argument (issue 14)
+    # PyTorch's wording is kept inside ours, which also names the function and the argument (README, "Failure model")
     assert str(theirs.value) in str(ours.value)
     assert str(ours.value).startswith("calculate_gain: " + ("nonlinearity" if name == "swish" else "param"))
 

@@ -35,9 +35,9 @@ import threading
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_HTML = ROOT / "asv_benchmarks" / "html"
 DEFAULT_EXPECT = [
-    "TrainStep.time_mlp_step", "TrainStep.time_cnn_step", "TrainStep.peakmem_mlp_step", "Init.time_orthogonal",
+    "TrainStep.time_mlp_step", "TrainStep.time_cnn_step", "TrainStep.peakmem_mlp_step", "Init.time_init",
     "Regularizers.time_value_and_grad", "Projections.time_forward", "Layers.time_linear_forward",
-    "Optimizers.time_muon_step", "NewtonSchulzCoefficients.track_worst_error",
+    "Optimizers.time_step", "NewtonSchulzCoefficients.track_worst_error",
 ]
 CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 #: what the page shows when a CDN script did not load (asv's error.html)

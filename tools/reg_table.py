@@ -14,7 +14,8 @@ import sys
 import numpy as np
 
 from orthoref import regularizers as R
-from orthoref.train import REGULARIZERS, Regularization, TrainConfig, fit, load_data, orthogonality_error
+from orthoref.ortho.metrics import orthogonality_error_rms
+from orthoref.train import REGULARIZERS, Regularization, TrainConfig, fit, load_data
 
 
 def penalty(name, model, targets, X):
@@ -64,14 +65,14 @@ def main(argv=None):
         targets = Regularization(res["model"], res["config"], None).targets
         if spec and spec.split(":")[0] in ("kernel_slice", "ocnn"):
             targets = [(n, p) for n, p in targets if p.data.ndim == 4]
-        err = float(np.mean([orthogonality_error(p.data) for _, p in targets]))
+        err = float(np.mean([orthogonality_error_rms(p.data) for _, p in targets]))
         X = load_data(res["config"])[2][:256]
         last = res["history"][-1]
         secs = float(np.mean([h["seconds"] for h in res["history"]]))
         row = {"model": model, "reg": spec or "none", "test_acc": last["test_acc"], "ortho_error": err,
                "sec_per_epoch": secs, "layers": [n for n, _ in targets]}
         if spec is None:
-            baseline[model] = ({n: orthogonality_error(p.data) for n, p in targets}, res["model"], targets, X)
+            baseline[model] = ({n: orthogonality_error_rms(p.data) for n, p in targets}, res["model"], targets, X)
         else:
             base_err, base_model, base_targets, base_X = baseline[model]
             base = float(np.mean([base_err[n] for n, _ in targets]))

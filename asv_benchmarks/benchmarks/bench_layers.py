@@ -11,22 +11,12 @@ import numpy as np
 
 from orthoref.ops import conv2d_backward, conv2d_forward, linear_backward, linear_forward
 
-try:
-    from ._common import BACKENDS, DTYPES, device, gaussian, require, sizes, sync
-except ImportError:  # loaded as a lone file (tests/test_cli_bench.py imports the modules by path)
-    import pathlib
-    import sys
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from _common import BACKENDS, DTYPES, device, gaussian, require, sizes, sync
-
-BATCHES = sizes([16, 64])
+from .common import BACKENDS, DTYPES, Benchmark, device, gaussian, grid, require, sizes, sync
 
 
-class Layers:
+class Layers(Benchmark):
     """Forward: ``y, cache = OP_forward(x, w, b)``; backward: ``dx, dw, db = OP_backward(ȳ, cache)``."""
-    params = (BATCHES, DTYPES, BACKENDS)
-    param_names = ["batch", "dtype", "backend"]
-    timeout = 120
+    params, param_names = grid(batch=sizes([16, 64]), dtype=DTYPES, backend=BACKENDS)
 
     def setup(self, batch, dtype, backend_name):
         require(backend_name)

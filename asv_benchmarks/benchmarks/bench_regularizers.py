@@ -9,22 +9,10 @@ import numpy as np
 
 from orthoref import regularizers
 
-try:
-    import torch                       # imported here so that asv's forkserver imports it once
-except ImportError:                    # the Torch* comparison lines are then skipped
-    torch = None
+from .common import BACKENDS, DTYPES, Benchmark, device, grid, registry_ops, require, require_torch, sizes, sync
 
-try:
-    from ._common import BACKENDS, DTYPES, device, require, sizes, sync
-except ImportError:  # loaded as a lone file (tests/test_cli_bench.py imports the modules by path)
-    import pathlib
-    import sys
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from _common import BACKENDS, DTYPES, device, require, sizes, sync
-
-NAMES = ["soft_orthogonality", "double_soft_orthogonality", "mutual_coherence", "srip", "srip_exact",
-         "off_diagonal", "l1_orthogonality", "kernel_slice_orthogonality", "self_orthogonality",
-         "conv_orthogonality", "spectral_penalty"]
+#: registry name -> function name of ``regularizers.REGULARIZERS`` ("srip_exact" -> "srip"), registry order
+NAMES = registry_ops(regularizers.REGULARIZERS)
 SHAPES = sizes(["128x64", "256x128"])
 _CONV = ("kernel_slice_orthogonality", "conv_orthogonality")
 
@@ -47,14 +35,12 @@ def _case(name, shape, dtype):
         return (lambda A: regularizers.srip(A, method="exact")), W, ()
     if name == "self_orthogonality":
         W = (np.sqrt(np.prod(dims[1:])) * W).astype(dtype)          # a layer output: O(1) entries
-    return regularizers.REGULARIZERS[name], W, ()
+    return regularizers.REGULARIZERS[NAMES[name]], W, ()
 
 
-class Regularizers:
-    """``value, grad = PENALTY(W)``."""
-    params = (NAMES, SHAPES, DTYPES, BACKENDS)
-    param_names = ["regularizer", "shape", "dtype", "backend"]
-    timeout = 120
+class Regularizers(Benchmark):
+    """``value, grad = PENALTY(W)`` for every regularizer of the op registry."""
+    params, param_names = grid(regularizer=list(NAMES), shape=SHAPES, dtype=DTYPES, backend=BACKENDS)
 
     def setup(self, name, shape, dtype, backend_name):
         require(backend_name)
@@ -71,18 +57,14 @@ class Regularizers:
         self.fn(*self.args)
 
 
-class TorchRegularizers:
+class TorchRegularizers(Benchmark):
     """PyTorch autograd of ``‖G − I‖²_F`` (the smaller Gram), forward and ``.backward()``: the line to
     compare ``Regularizers.time_value_and_grad("soft_orthogonality", ...)`` against."""
-    params = (["soft_orthogonality"], SHAPES, DTYPES)
-    param_names = ["regularizer", "shape", "dtype"]
-    timeout = 120
+    params, param_names = grid(regularizer=["soft_orthogonality"], shape=SHAPES, dtype=DTYPES)
 
     def setup(self, name, shape, dtype):
-        if torch is None:
-            raise NotImplementedError("PyTorch is not installed")
+        torch = require_torch()
         _, W, _ = _case(name, shape, dtype)
-        self.torch = torch
         self.W = torch.from_numpy(W).requires_grad_(True)
         self.rows = W.shape[0] <= W.shape[1]
         self.I = torch.eye(min(W.shape), dtype=self.W.dtype)

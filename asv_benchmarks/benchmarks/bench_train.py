@@ -9,22 +9,11 @@ with the batch size and dtype as parameters; the PyTorch twin is ``bench.torch_t
 import numpy as np
 
 from orthoref import backend
-from orthoref.bench import torch_twin, train_step
+from orthoref.bench import CASES, torch_twin, train_step
 from orthoref.models import mlp, small_cnn
 from orthoref.optim import Adam
 
-try:
-    import torch                       # imported here so that asv's forkserver imports it once
-except ImportError:                    # the Torch* comparison lines are then skipped
-    torch = None
-
-try:
-    from ._common import BACKENDS, DTYPES, PROFILE, require, sizes, sync
-except ImportError:  # loaded as a lone file (tests/test_cli_bench.py imports the modules by path)
-    import pathlib
-    import sys
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from _common import BACKENDS, DTYPES, PROFILE, require, sizes, sync
+from .common import BACKENDS, DTYPES, PROFILE, Benchmark, grid, require, require_torch, sizes, sync
 
 BATCHES = sizes([16, 64])
 MODELS = {
@@ -46,10 +35,9 @@ def _build(kind, batch, dtype, backend_name="numpy"):
     return model, x_host, labels_host, x, labels
 
 
-class TrainStep:
+class TrainStep(Benchmark):
     """One optimizer step of the MLP and of the CNN, ``batch`` samples."""
-    params = (BATCHES, DTYPES, BACKENDS)
-    param_names = ["batch", "dtype", "backend"]
+    params, param_names = grid(batch=BATCHES, dtype=DTYPES, backend=BACKENDS)
     timeout = 180
 
     def setup(self, batch, dtype, backend_name):
@@ -79,15 +67,13 @@ class TrainStep:
         self._run("cnn", backend_name)
 
 
-class TorchTrainStep:
+class TorchTrainStep(Benchmark):
     """The same steps in PyTorch CPU (same weights and batch), the lines to compare against."""
-    params = (BATCHES, DTYPES)
-    param_names = ["batch", "dtype"]
+    params, param_names = grid(batch=BATCHES, dtype=DTYPES)
     timeout = 180
 
     def setup(self, batch, dtype):
-        if torch is None:
-            raise NotImplementedError("PyTorch is not installed")
+        torch = require_torch()
         self.steps = {}
         for kind in MODELS:
             model, x_host, labels_host, _, _ = _build(kind, batch, dtype)
@@ -111,17 +97,15 @@ class TorchTrainStep:
         self.steps["cnn"]()
 
 
-class TrainStepRatio:
+class TrainStepRatio(Benchmark):
     """orthoref / PyTorch time of the same step (``orthoref.bench.run``: float32, MLP batch 128, CNN batch
     64, same threads, blocks A B A B), measured in one process (below 1: orthoref faster)."""
-    params = (["mlp_train_step", "cnn_train_step"],)
-    param_names = ["case"]
+    params, param_names = grid(case=[name for name in CASES if name.endswith("_train_step")])
     unit = "ratio"
     timeout = 300
 
     def setup(self, case):
-        if torch is None:
-            raise NotImplementedError("PyTorch is not installed")
+        require_torch()
 
     def track_ratio_vs_torch(self, case):
         import inspect

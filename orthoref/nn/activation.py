@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 from ..backend import host_rng
-from ..oracle.registry import OpSpec, from_layer, register
 from ..ops import activation as A
 from .module import Module, check_input
 
@@ -42,17 +41,17 @@ class _Elementwise(Module):
 class ReLU(_Elementwise):
     """:math:`y = \\max(x, 0)` element-wise (PyTorch's ``nn.ReLU``; no ``inplace``)."""
     _forward = staticmethod(A.relu_forward)
-    _backward = staticmethod(A._relu_backward)
+    _backward = staticmethod(A.relu_backward_as)
 
 
 class LeakyReLU(_Elementwise):
     """:math:`y = x` for ``x > 0``, else ``negative_slope * x`` (PyTorch's ``nn.LeakyReLU``)."""
     _forward = staticmethod(A.leaky_relu_forward)
-    _backward = staticmethod(A._leaky_relu_backward)
+    _backward = staticmethod(A.leaky_relu_backward_as)
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = A._check_slope(negative_slope, "LeakyReLU")
+        self.negative_slope = A.check_negative_slope(negative_slope, "LeakyReLU")
 
     def _kwargs(self):
         return {"negative_slope": self.negative_slope}
@@ -64,24 +63,24 @@ class LeakyReLU(_Elementwise):
 class Tanh(_Elementwise):
     """:math:`y = \\tanh x` element-wise."""
     _forward = staticmethod(A.tanh_forward)
-    _backward = staticmethod(A._tanh_backward)
+    _backward = staticmethod(A.tanh_backward_as)
 
 
 class Sigmoid(_Elementwise):
     """:math:`y = 1 / (1 + e^{-x})` element-wise, stable for any ``x``."""
     _forward = staticmethod(A.sigmoid_forward)
-    _backward = staticmethod(A._sigmoid_backward)
+    _backward = staticmethod(A.sigmoid_backward_as)
 
 
 class GELU(_Elementwise):
     """:math:`y = x\\,\\Phi(x)` (``approximate="none"``, the erf form) or its tanh approximation
     (PyTorch's ``nn.GELU``)."""
     _forward = staticmethod(A.gelu_forward)
-    _backward = staticmethod(A._gelu_backward)
+    _backward = staticmethod(A.gelu_backward_as)
 
     def __init__(self, approximate="none"):
         super().__init__()
-        self.approximate = A._check_approximate(approximate, "GELU")
+        self.approximate = A.check_gelu_approximate(approximate, "GELU")
 
     def _kwargs(self):
         return {"approximate": self.approximate}
@@ -103,7 +102,7 @@ class Dropout(Module):
     """
 
     def __init__(self, p=0.5, *, rng=None):
-        self.p = A._check_p(p, "Dropout")
+        self.p = A.check_dropout_p(p, "Dropout")
         self.rng = host_rng(rng, who="Dropout")
         self._cache = None
 
@@ -114,34 +113,8 @@ class Dropout(Module):
 
     def backward(self, grad_out, input_grad=True):
         cache = self._cached()
-        dx = A._dropout_backward(grad_out, cache, self._who(), "grad_out")     # validates grad_out
+        dx = A.dropout_backward_as(grad_out, cache, self._who(), "grad_out")     # validates grad_out
         return dx if input_grad else None
 
     def extra_repr(self):
         return f"p={self.p}"
-
-
-# ---------------------------------------------------------------------------------------------------------
-def _builder(cls):
-    def build(**kwargs):
-        return cls(**kwargs), []
-    return build
-
-
-def _build_dropout(p=0.5, rng=0, training=True):
-    layer = Dropout(p, rng=rng)        # a fresh Generator from the int seed: the same mask on every call
-    layer.train(training)
-    return layer, []
-
-
-register(OpSpec("nn.ReLU", from_layer(_builder(ReLU)), A._samples_kink, torch=A._torch_relu, kind="layer"))
-register(OpSpec("nn.LeakyReLU", from_layer(_builder(LeakyReLU)), A._samples_leaky, torch=A._torch_leaky_relu,
-                kind="layer"))
-register(OpSpec("nn.Tanh", from_layer(_builder(Tanh)), A._samples_smooth, torch=A._torch_tanh, kind="layer"))
-register(OpSpec("nn.Sigmoid", from_layer(_builder(Sigmoid)), A._samples_smooth, torch=A._torch_sigmoid,
-                kind="layer"))
-register(OpSpec("nn.GELU", from_layer(_builder(GELU)),
-                lambda rng, dtype: A._samples_gelu(rng, dtype) + A._samples_gelu_tanh(rng, dtype),
-                torch=A._torch_gelu, kind="layer"))
-register(OpSpec("nn.Dropout", from_layer(_build_dropout), A._samples_dropout, torch=None, kind="layer",
-                doc="training mode with a fixed seed per call, and eval mode"))

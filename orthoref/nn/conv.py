@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_bool, check_int, check_ndim, float_dtype
+from .._checks import check_bool, check_int, float_dtype
 from ..backend import host_rng
-from ..oracle.registry import OpSpec, from_layer, register
 from ..ops._contract import check_size, memory_checked
-from ..ops.conv import _conv2d_backward, _conv2d_forward, _conv_geometry, _conv_padding, _pair
-from ..ops.conv import _samples as _conv_samples, _torch_conv2d
+from ..ops._window import conv_geometry, conv_padding, pair, pool_args, pool_geometry
+from ..ops.conv import conv2d_backward_as, conv2d_forward_as
 from ..ops.pool import (
-    _avg_pool2d_backward, _avg_samples, _flat_dims, _flatten_backward, _flatten_samples, _gap_samples,
-    _global_avg_pool2d_backward, _max_pool2d_backward, _max_samples, _pool_args, _pool_geometry,
-    _torch_avg_pool2d, _torch_flatten, _torch_global_avg_pool2d, _torch_max_pool2d, avg_pool2d_forward,
-    flatten_forward, global_avg_pool2d_forward, max_pool2d_forward,
+    avg_pool2d_backward_as, avg_pool2d_forward, flatten_backward_as, flatten_dims, flatten_forward,
+    global_avg_pool2d_backward_as, global_avg_pool2d_forward, max_pool2d_backward_as, max_pool2d_forward,
 )
 from .linear import init_weight, kaiming_uniform_default
 from .module import Module, Parameter, check_input
@@ -46,11 +43,11 @@ class Conv2d(Module):
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"{who}: in_channels={in_channels} and out_channels={out_channels} must both be "
                              f"divisible by groups={groups}")
-        self.kernel_size = _pair(kernel_size, "kernel_size", who)
-        self.stride = _pair(stride, "stride", who)
-        self.dilation = _pair(dilation, "dilation", who)
-        _conv_padding(padding, self.kernel_size, self.stride, self.dilation, who)     # validates
-        self.padding = padding if isinstance(padding, str) else _pair(padding, "padding", who, minimum=0)
+        self.kernel_size = pair(kernel_size, "kernel_size", who)
+        self.stride = pair(stride, "stride", who)
+        self.dilation = pair(dilation, "dilation", who)
+        conv_padding(padding, self.kernel_size, self.stride, self.dilation, who)     # validates
+        self.padding = padding if isinstance(padding, str) else pair(padding, "padding", who, minimum=0)
         dt = float_dtype(who, dtype)
         gen = host_rng(rng, who=who)
         fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
@@ -70,16 +67,16 @@ class Conv2d(Module):
     def forward(self, x):
         check_input("Conv2d", x, ndim=(3, 4), channels=self.in_channels, channel_axis=-3,
                     dtype=self.weight.dtype)
-        _conv_geometry(x.shape, self.weight.shape, self.stride, self.padding, self.dilation, "Conv2d")
+        conv_geometry(x.shape, self.weight.shape, self.stride, self.padding, self.dilation, "Conv2d")
         b = None if self.bias is None else self.bias.data
-        y, self._cache = _conv2d_forward(x, self.weight.data, b, self.stride, self.padding, self.dilation,
-                                         self.groups, "Conv2d")
+        y, self._cache = conv2d_forward_as(x, self.weight.data, b, self.stride, self.padding, self.dilation,
+                                           self.groups, "Conv2d")
         return y
 
     def backward(self, grad_out, input_grad=True):
         """Gradient w.r.t. the input (None unless ``input_grad``); accumulates ``weight.grad``/``bias.grad``.
         ``grad_out``: exactly the last output's shape and dtype, finite; nothing accumulates on error."""
-        dx, dw, db = _conv2d_backward(grad_out, self._cached(), input_grad, self._who(), "grad_out")
+        dx, dw, db = conv2d_backward_as(grad_out, self._cached(), input_grad, self._who(), "grad_out")
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)
@@ -115,17 +112,17 @@ class MaxPool2d(_Pool):
     its first maximal element in row-major order, as on PyTorch's CPU."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
-        _pool_args(kernel_size, stride, padding, dilation, "MaxPool2d")             # validates
+        pool_args(kernel_size, stride, padding, dilation, "MaxPool2d")             # validates
         self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
         self._cache = None
 
     def forward(self, x):
         self._check(x)
-        _pool_geometry(x.shape, self.kernel_size, self.stride, self.padding, self.dilation, "MaxPool2d")
+        pool_geometry(x.shape, self.kernel_size, self.stride, self.padding, self.dilation, "MaxPool2d")
         y, self._cache = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation)
         return y
 
-    _grad = staticmethod(_max_pool2d_backward)
+    _grad = staticmethod(max_pool2d_backward_as)
 
     def extra_repr(self):
         stride = self.kernel_size if self.stride is None else self.stride
@@ -139,7 +136,7 @@ class AvgPool2d(_Pool):
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True, divisor_override=None):
         who = "AvgPool2d"
-        _pool_args(kernel_size, stride, padding, 1, who)
+        pool_args(kernel_size, stride, padding, 1, who)
         if divisor_override is not None:
             divisor_override = check_int(who, "divisor_override", divisor_override, 1)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
@@ -149,12 +146,12 @@ class AvgPool2d(_Pool):
 
     def forward(self, x):
         self._check(x)
-        _pool_geometry(x.shape, self.kernel_size, self.stride, self.padding, 1, "AvgPool2d")
+        pool_geometry(x.shape, self.kernel_size, self.stride, self.padding, 1, "AvgPool2d")
         y, self._cache = avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
                                             self.count_include_pad, self.divisor_override)
         return y
 
-    _grad = staticmethod(_avg_pool2d_backward)
+    _grad = staticmethod(avg_pool2d_backward_as)
 
     def extra_repr(self):
         stride = self.kernel_size if self.stride is None else self.stride
@@ -180,7 +177,7 @@ class GlobalAvgPool2d(_Pool):
         y, self._cache = global_avg_pool2d_forward(x)
         return y
 
-    _grad = staticmethod(_global_avg_pool2d_backward)
+    _grad = staticmethod(global_avg_pool2d_backward_as)
 
 
 class Flatten(Module):
@@ -193,43 +190,13 @@ class Flatten(Module):
 
     def forward(self, x):
         check_input("Flatten", x, ndim=range(1, 33))
-        _flat_dims(x.ndim, self.start_dim, self.end_dim, "Flatten")
+        flatten_dims(x.ndim, self.start_dim, self.end_dim, "Flatten")
         y, self._cache = flatten_forward(x, self.start_dim, self.end_dim)
         return y
 
     def backward(self, grad_out, input_grad=True):
-        dx = _flatten_backward(grad_out, self._cached(), self._who(), "grad_out")     # validates grad_out
+        dx = flatten_backward_as(grad_out, self._cached(), self._who(), "grad_out")     # validates grad_out
         return dx if input_grad else None
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Registry: the layers on the ops' samples.
-
-def _build_conv(w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
-    check_ndim("nn.Conv2d", "weight", w, (4,))
-    layer = Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride, padding, dilation, groups,
-                   bias=b is not None, dtype=w.dtype, rng=0)
-    layer.weight.data = w
-    if b is not None:
-        layer.bias.data = b
-    return layer, [p for p in (layer.weight, layer.bias) if p is not None]
-
-
-def _stateless(cls):
-    def build(**kwargs):
-        return cls(**kwargs), []
-    return build
-
-
-register(OpSpec("nn.Conv2d", from_layer(_build_conv), _conv_samples, torch=_torch_conv2d, kind="layer"))
-register(OpSpec("nn.MaxPool2d", from_layer(_stateless(MaxPool2d)), _max_samples, torch=_torch_max_pool2d,
-                kind="layer"))
-register(OpSpec("nn.AvgPool2d", from_layer(_stateless(AvgPool2d)), _avg_samples, torch=_torch_avg_pool2d,
-                kind="layer"))
-register(OpSpec("nn.GlobalAvgPool2d", from_layer(_stateless(GlobalAvgPool2d)), _gap_samples,
-                torch=_torch_global_avg_pool2d, kind="layer"))
-register(OpSpec("nn.Flatten", from_layer(_stateless(Flatten)), _flatten_samples, torch=_torch_flatten,
-                kind="layer"))

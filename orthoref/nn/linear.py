@@ -5,11 +5,10 @@ import math
 
 import numpy as np
 
-from .._checks import all_finite, check_bool, check_int, check_ndim, float_dtype
+from .._checks import all_finite, check_bool, check_int, float_dtype
 from ..backend import get_array_module, get_backend, host_rng
-from ..oracle.registry import OpSpec, from_layer, register
 from ..ops._contract import check_size, memory_checked
-from ..ops.linear import _linear_backward, _linear_forward, _samples, _torch_linear
+from ..ops.linear import linear_backward_as, linear_forward_as
 from .module import Module, Parameter, check_input
 
 __all__ = ["Linear", "kaiming_uniform_default", "init_weight"]
@@ -103,14 +102,14 @@ class Linear(Module):
     def forward(self, x):
         check_input("Linear", x, ndim=range(1, 9), channels=self.in_features, channel_axis=-1,
                     dtype=self.weight.dtype)
-        y, self._cache = _linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
-                                         "Linear")
+        y, self._cache = linear_forward_as(x, self.weight.data, None if self.bias is None else self.bias.data,
+                                           "Linear")
         return y
 
     def backward(self, grad_out, input_grad=True):
         """Gradient w.r.t. the input (None unless ``input_grad``); accumulates ``weight.grad``/``bias.grad``.
         ``grad_out``: exactly the last output's shape and dtype, finite; nothing accumulates on error."""
-        dx, dw, db = _linear_backward(grad_out, self._cached(), input_grad, self._who(), "grad_out")
+        dx, dw, db = linear_backward_as(grad_out, self._cached(), input_grad, self._who(), "grad_out")
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)
@@ -118,13 +117,3 @@ class Linear(Module):
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
-
-
-def _build_linear(w, b, **kw):
-    check_ndim("nn.Linear", "weight", w, (2,))
-    layer = Linear(w.shape[1], w.shape[0], dtype=w.dtype, rng=0)
-    layer.weight.data, layer.bias.data = w, b
-    return layer, [layer.weight, layer.bias]
-
-
-register(OpSpec("nn.Linear", from_layer(_build_linear), _samples, torch=_torch_linear, kind="layer"))

@@ -20,7 +20,7 @@ import numpy as np
 from .._checks import (FLOAT_DTYPES, NonFiniteError, all_finite, check_bool, check_finite, check_float,  # noqa: F401
                        check_int, float_dtype)
 from ..backend import get_array_module, to_numpy
-from ..ops._contract import _handoff, check_grad_meta
+from ..ops._contract import handoff, check_grad_meta
 
 __all__ = ["Parameter", "Module", "Sequential", "check_input", "BackwardBeforeForwardError"]
 
@@ -336,9 +336,9 @@ class Sequential(Module):
                 if i in self._hook_out:
                     g = g + self._hook_out[i][1]
                 elif i < last:              # the previous layer's verified dx: not re-read for finiteness
-                    _handoff.g = g
+                    handoff.g = g
                 g = self._layers[i].backward(g, input_grad=input_grad or i > 0)
-                _handoff.g = None
+                handoff.g = None
         finally:
-            _handoff.g = None
+            handoff.g = None
         return g

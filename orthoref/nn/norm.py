@@ -5,10 +5,8 @@ import numpy as np
 
 from .._checks import check_bool, check_int, check_real, float_dtype
 from ..backend import get_backend
-from ..oracle.registry import OpSpec, Sample, from_layer, register
 from ..ops._contract import check_size, memory_checked
-from ..ops.norm import _batch_norm_backward, _batch_norm_forward, _bn_eval_samples, _bn_train_samples, \
-    _torch_batch_norm
+from ..ops.norm import batch_norm_backward_as, batch_norm_forward_as
 from .module import Module, Parameter, check_input
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
@@ -75,7 +73,7 @@ class _BatchNorm(Module):
         update = self.training and self.track_running_stats
         if update and self.momentum is None:                 # cumulative moving average
             factor = 1.0 / float(self.num_batches_tracked + 1)
-        y, self._cache = _batch_norm_forward(
+        y, self._cache = batch_norm_forward_as(
             x, None if self.weight is None else self.weight.data, None if self.bias is None else self.bias.data,
             self.running_mean if (update or not bn_training) else None,
             self.running_var if (update or not bn_training) else None,
@@ -87,7 +85,7 @@ class _BatchNorm(Module):
     def backward(self, grad_out, input_grad=True):
         """Gradient w.r.t. the input (None unless ``input_grad``); accumulates ``weight.grad``/``bias.grad``.
         ``grad_out``: exactly the last output's shape and dtype, finite; nothing accumulates on error."""
-        dx, dgamma, dbeta = _batch_norm_backward(grad_out, self._cached(), input_grad, self._who(), "grad_out")
+        dx, dgamma, dbeta = batch_norm_backward_as(grad_out, self._cached(), input_grad, self._who(), "grad_out")
         if self.weight is not None:
             self.weight.accumulate(dgamma)
             self.bias.accumulate(dbeta)
@@ -127,61 +125,3 @@ class BatchNorm2d(_BatchNorm):
     """Batch normalization over ``(N, C, H, W)`` inputs (statistics per channel over ``N, H, W``); see
     :class:`BatchNorm1d` for the formula, the parameters and the train/eval behaviour."""
     _ranks = (4,)
-
-
-# ---------------------------------------------------------------------------------------------------------
-def _make_builder(cls):
-    def build(weight=None, bias=None, *, num_features, training=True, running_mean=None, running_var=None,
-              momentum=0.1, eps=1e-5, track_running_stats=True, dtype="float64"):
-        affine = weight is not None
-        dtype = weight.dtype if affine else np.dtype(dtype)
-        layer = cls(num_features, eps=eps, momentum=momentum, affine=affine,
-                    track_running_stats=track_running_stats, dtype=dtype)
-        if affine:
-            layer.weight.data, layer.bias.data = weight, bias
-        if running_mean is not None:
-            layer.running_mean = get_backend().asarray(running_mean, dtype=dtype)
-            layer.running_var = get_backend().asarray(running_var, dtype=dtype)
-        layer.train(training)
-        return layer, ([layer.weight, layer.bias] if affine else [])
-    return build
-
-
-def _with_num_features(samples):
-    out = []
-    for s in samples:
-        kw = dict(s.kwargs)
-        kw["num_features"] = s.inputs[0].shape[1]
-        kw["dtype"] = s.inputs[0].dtype.name
-        out.append(Sample(s.inputs, kw, s.label))
-    return out
-
-
-def _bn1d_samples(rng, dtype):
-    train = [s for s in _bn_train_samples(rng, dtype) if s.inputs[0].ndim in (2, 3)]
-    evals = [s for s in _bn_eval_samples(rng, dtype) if s.inputs[0].ndim in (2, 3)]
-    no_stats = Sample((rng.standard_normal((5, 3)).astype(dtype), rng.uniform(0.5, 1.5, 3).astype(dtype),
-                       rng.standard_normal(3).astype(dtype)),
-                      {"training": False, "track_running_stats": False}, label="eval, no running stats")
-    return _with_num_features(train + evals + [no_stats])
-
-
-def _bn2d_samples(rng, dtype):
-    C = 3
-    affine = (rng.uniform(0.5, 1.5, C).astype(dtype), rng.standard_normal(C).astype(dtype))
-    mean = tuple(float(v) for v in 0.5 * rng.standard_normal(C))
-    var = tuple(float(v) for v in rng.uniform(0.5, 2.0, C))
-    return _with_num_features([
-        Sample((rng.standard_normal((2, C, 4, 3)).astype(dtype),) + affine, label="train"),
-        Sample((rng.standard_normal((3, C, 2, 2)).astype(dtype),), label="train, no affine"),
-        Sample((rng.standard_normal((2, C, 3, 3)).astype(dtype),) + affine,
-               {"training": False, "running_mean": mean, "running_var": var}, label="eval"),
-        Sample((rng.standard_normal((2, C, 2, 3)).astype(dtype),) + affine,
-               {"training": False, "track_running_stats": False}, label="eval, no running stats"),
-    ])
-
-
-register(OpSpec("nn.BatchNorm1d", from_layer(_make_builder(BatchNorm1d)), _bn1d_samples,
-                torch=_torch_batch_norm, kind="layer"))
-register(OpSpec("nn.BatchNorm2d", from_layer(_make_builder(BatchNorm2d)), _bn2d_samples,
-                torch=_torch_batch_norm, kind="layer"))

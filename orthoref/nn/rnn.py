@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_bool, check_choice, check_int, check_ndim, float_dtype
+from .._checks import check_bool, check_choice, check_int, float_dtype
 from ..backend import host_rng
-from ..ops.rnn import RNN_NONLINEARITIES, _draw, _rnn_backward, rnn_forward
-from ..oracle.registry import OpSpec, Sample, from_layer, register
 from ..ops._contract import check_size, memory_checked
+from ..ops.rnn import RNN_NONLINEARITIES, rnn_backward_as, rnn_forward
 from .linear import init_weight, kaiming_uniform_default
 from .module import Module, Parameter, check_input
 
@@ -85,8 +84,8 @@ class RNN(Module):
         return out
 
     def backward(self, grad_out, input_grad=True, grad_h_n=None):
-        dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _rnn_backward(grad_out, grad_h_n, self._cached(), self._who(),
-                                                            ("grad_out", "grad_h_n"))
+        dx, dh0, dw_ih, dw_hh, db_ih, db_hh = rnn_backward_as(grad_out, grad_h_n, self._cached(), self._who(),
+                                                              ("grad_out", "grad_h_n"))
         self.weight_ih_l0.accumulate(dw_ih)
         self.weight_hh_l0.accumulate(dw_hh)
         if self.bias_ih_l0 is not None:
@@ -98,31 +97,3 @@ class RNN(Module):
     def extra_repr(self):
         return (f"{self.input_size}, {self.hidden_size}, nonlinearity={self.nonlinearity!r}, "
                 f"bias={self.bias}")
-
-
-# ---------------------------------------------------------------------------------------------------------
-def _layer_samples(rng, dtype):
-    x, _, w_ih, w_hh, b_ih, b_hh = _draw(rng, dtype)
-    return [Sample((x, w_ih, w_hh, b_ih, b_hh), label="T4 N3 I2 H3")]
-
-
-def _build_rnn(w_ih, w_hh, b_ih, b_hh, **kw):
-    check_ndim("nn.RNN", "weight_ih_l0", w_ih, (2,))
-    layer = RNN(w_ih.shape[1], w_ih.shape[0], dtype=w_ih.dtype, rng=0, **kw)
-    layer.weight_ih_l0.data, layer.weight_hh_l0.data = w_ih, w_hh
-    layer.bias_ih_l0.data, layer.bias_hh_l0.data = b_ih, b_hh
-    return layer, [layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0]
-
-
-def _torch_rnn_layer(x, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
-    """``torch.nn.RNN``'s own kernel (``torch._VF.rnn_tanh``/``rnn_relu``, what the module calls)."""
-    import torch
-    fn = torch._VF.rnn_tanh if nonlinearity == "tanh" else torch._VF.rnn_relu
-    h0 = torch.zeros(1, x.shape[1], w_ih.shape[0], dtype=x.dtype)
-    # (input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
-    out, _ = fn(x, h0, [w_ih, w_hh, b_ih, b_hh], True, 1, 0.0, False, False, False)
-    return (out,)
-
-
-register(OpSpec("nn.RNN", from_layer(_build_rnn), _layer_samples, torch=_torch_rnn_layer, kind="layer",
-                doc="Elman RNN layer (tanh), output of every step"))

@@ -1,5 +1,7 @@
 """Stateless differentiable ops, one file per family: ``y, cache = NAME_forward(...)``,
-``grads = NAME_backward(dy, cache)``. Importing this package registers every op in the oracle registry."""
+``grads = NAME_backward(dy, cache)``. Their samples and registry entries live in
+:mod:`orthoref.oracle.samples`, their PyTorch twins in :mod:`orthoref.oracle.torch_twins`; the conv/pool window
+geometry and im2col in :mod:`orthoref.ops._window`."""
 from . import activation, conv, linear, loss, norm, pool, rnn  # noqa: F401
 from .activation import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403

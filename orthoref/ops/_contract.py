@@ -55,12 +55,12 @@ def memory_checked(who, what):
 #: ``dx`` a layer's backward just returned, which every layer returns finite or raises for. Its finiteness
 #: need not be read again by the receiving layer (its shape and dtype still are); only ``Sequential`` sets
 #: it, for the duration of one call, and no user code runs between the check and the hand-off. Per thread.
-_handoff = threading.local()
+handoff = threading.local()
 
 
 def verified(g) -> bool:
-    """``g`` is the verified gradient being handed over by ``Sequential.backward`` (see :data:`_handoff`)."""
-    return g is getattr(_handoff, "g", None)
+    """``g`` is the verified gradient being handed over by ``Sequential.backward`` (see :data:`handoff`)."""
+    return g is getattr(handoff, "g", None)
 
 
 def check_dy_finite(who, name, dy, xp=None):

@@ -19,7 +19,6 @@ import numpy as np
 
 from .._checks import all_finite as _all_finite, check_bool, check_choice, check_finite, check_floats, check_real
 from ..backend import erf, get_array_module, host_rng
-from ..oracle.registry import OpSpec, Sample, from_pair, register
 from ._contract import check_grad_meta, check_grads, check_output, verified
 
 __all__ = [
@@ -104,17 +103,19 @@ def relu_forward(x):
 
 def relu_backward(dy, cache):
     """Gradient of ReLU: :math:`\\bar x = \\bar y \\cdot [x > 0]` (0 at ``x = 0``, as PyTorch)."""
-    return _relu_backward(dy, cache, "relu_backward", "dy")
+    return relu_backward_as(dy, cache, "relu_backward", "dy")
 
 
-def _relu_backward(dy, cache, who, name):
+def relu_backward_as(dy, cache, who, name):
+    """``relu_backward`` with the caller's names in error messages (the layers)."""
     mask, dtype = cache
     return _elementwise_backward(who, name, dy, mask.shape, dtype, lambda g: g * mask, unit=True)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Leaky ReLU
-def _check_slope(negative_slope, who="leaky_relu"):
+def check_negative_slope(negative_slope, who="leaky_relu"):
+    """LeakyReLU's ``negative_slope``, a finite real number (a float), with errors naming ``who``."""
     return check_real(who, "negative_slope", negative_slope)
 
 
@@ -145,7 +146,7 @@ def leaky_relu_forward(x, negative_slope=0.01):
 
     Reference: Maas, Hannun & Ng, "Rectifier nonlinearities improve neural network acoustic models", 2013.
     """
-    a = _check_slope(negative_slope)
+    a = check_negative_slope(negative_slope)
     check_floats("leaky_relu", ("x", x), finite=False)
     with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
         coef = _select(x > 0, 1, a, x)
@@ -155,10 +156,11 @@ def leaky_relu_forward(x, negative_slope=0.01):
 
 def leaky_relu_backward(dy, cache):
     """Gradient of LeakyReLU: :math:`\\bar x = \\bar y` where ``x > 0``, else :math:`\\alpha \\bar y`."""
-    return _leaky_relu_backward(dy, cache, "leaky_relu_backward", "dy")
+    return leaky_relu_backward_as(dy, cache, "leaky_relu_backward", "dy")
 
 
-def _leaky_relu_backward(dy, cache, who, name):
+def leaky_relu_backward_as(dy, cache, who, name):
+    """``leaky_relu_backward`` with the caller's names in error messages (the layers)."""
     return _elementwise_backward(who, name, dy, cache.shape, cache.dtype, lambda g: g * cache)
 
 
@@ -174,10 +176,11 @@ def tanh_forward(x):
 
 def tanh_backward(dy, cache):
     """.. math::  \\bar x = \\bar y \\, (1 - y^2)"""
-    return _tanh_backward(dy, cache, "tanh_backward", "dy")
+    return tanh_backward_as(dy, cache, "tanh_backward", "dy")
 
 
-def _tanh_backward(dy, cache, who, name):
+def tanh_backward_as(dy, cache, who, name):
+    """``tanh_backward`` with the caller's names in error messages (the layers)."""
     y = cache
     return _elementwise_backward(who, name, dy, y.shape, y.dtype, lambda g: g * (1 - y * y))
 
@@ -208,17 +211,19 @@ def sigmoid_forward(x):
 
 def sigmoid_backward(dy, cache):
     """.. math::  \\bar x = \\bar y \\, \\sigma(x) (1 - \\sigma(x))"""
-    return _sigmoid_backward(dy, cache, "sigmoid_backward", "dy")
+    return sigmoid_backward_as(dy, cache, "sigmoid_backward", "dy")
 
 
-def _sigmoid_backward(dy, cache, who, name):
+def sigmoid_backward_as(dy, cache, who, name):
+    """``sigmoid_backward`` with the caller's names in error messages (the layers)."""
     y = cache
     return _elementwise_backward(who, name, dy, y.shape, y.dtype, lambda g: g * (y * (1 - y)))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # GELU
-def _check_approximate(approximate, who="gelu"):
+def check_gelu_approximate(approximate, who="gelu"):
+    """GELU's ``approximate``, one of :data:`GELU_APPROXIMATIONS`, with errors naming ``who``."""
     return check_choice(who, "approximate", approximate, GELU_APPROXIMATIONS)
 
 
@@ -243,7 +248,7 @@ def gelu_forward(x, approximate="none"):
 
     Reference: Hendrycks & Gimpel, "Gaussian Error Linear Units (GELUs)", arXiv:1606.08415.
     """
-    _check_approximate(approximate)
+    check_gelu_approximate(approximate)
     check_floats("gelu", ("x", x))
     xp = get_array_module(x)
     if approximate == "none":
@@ -267,10 +272,11 @@ def gelu_backward(dy, cache):
     ``0 · Inf``; there ``tanh u = ±1`` exactly, so it is recomputed with ``x`` clipped to ``±1e4``, which
     gives the exact 0 (only on that path: the common one is unchanged).
     """
-    return _gelu_backward(dy, cache, "gelu_backward", "dy")
+    return gelu_backward_as(dy, cache, "gelu_backward", "dy")
 
 
-def _gelu_backward(dy, cache, who, name):
+def gelu_backward_as(dy, cache, who, name):
+    """``gelu_backward`` with the caller's names in error messages (the layers)."""
     kind, x, c = cache
     check_grad_meta(who, name, dy, x.shape, x.dtype)
     xp = get_array_module(dy)
@@ -300,8 +306,9 @@ def _gelu_tanh_slope(x, t, clip=False):
 
 # ---------------------------------------------------------------------------------------------------------
 # dropout
-def _check_p(p, who="dropout"):
-    """The drop probability, a finite number in ``[0, 1)`` (``p = 1`` would scale by ``1/(1-p) = inf``)."""
+def check_dropout_p(p, who="dropout"):
+    """The drop probability, a finite number in ``[0, 1)`` (``p = 1`` would scale by ``1/(1-p) = inf``), with
+    errors naming ``who``."""
     return check_real(who, "dropout probability p", p, 0.0, 1.0, hi_open=True)
 
 
@@ -332,7 +339,7 @@ def dropout_forward(x, p, rng=None, training=True):
     Reference: Srivastava et al., "Dropout: a simple way to prevent neural networks from overfitting",
     JMLR 15 (2014).
     """
-    p = _check_p(p)
+    p = check_dropout_p(p)
     training = check_bool("dropout", "training", training)
     check_floats("dropout", ("x", x), finite=False)
     if not training or p == 0.0:
@@ -353,105 +360,14 @@ def dropout_backward(dy, cache):
     """.. math::  \\bar x = \\frac{m \\odot \\bar y}{1 - p}
 
     (``dy`` itself for the identity, after checking its shape, dtype and finiteness)."""
-    return _dropout_backward(dy, cache, "dropout_backward", "dy")
+    return dropout_backward_as(dy, cache, "dropout_backward", "dy")
 
 
-def _dropout_backward(dy, cache, who, name):
+def dropout_backward_as(dy, cache, who, name):
+    """``dropout_backward`` with the caller's names in error messages (the layers)."""
     mask, shape, dtype = cache
     if mask is None:
         check_grad_meta(who, name, dy, shape, dtype)
         check_finite(who, name, dy)
         return dy
     return _elementwise_backward(who, name, dy, shape, dtype, lambda g: g * mask)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Registry
-def _away_from_zero(rng, shape, dtype, low=0.05):
-    """Standard normal draws with ``|x| >= low`` (off ReLU's kink by more than the checker's 2e-3 step)."""
-    x = rng.standard_normal(shape)
-    return (np.where(x >= 0, 1.0, -1.0) * np.maximum(np.abs(x), low)).astype(dtype)
-
-
-def _samples_kink(rng, dtype):
-    return [
-        Sample((_away_from_zero(rng, (4, 9), dtype),), label="2-D"),
-        Sample((_away_from_zero(rng, (2, 3, 4, 5), dtype),), label="4-D"),
-    ]
-
-
-def _samples_smooth(rng, dtype):
-    return [
-        Sample(((2.0 * rng.standard_normal((5, 8))).astype(dtype),), label="2-D"),
-        Sample((rng.standard_normal((2, 3, 4, 4)).astype(dtype),), label="4-D"),
-    ]
-
-
-def _samples_leaky(rng, dtype):
-    return [
-        Sample((_away_from_zero(rng, (4, 9), dtype),), label="default slope"),
-        Sample((_away_from_zero(rng, (2, 3, 5), dtype),), {"negative_slope": 0.2}, label="slope 0.2"),
-    ]
-
-
-def _samples_gelu(rng, dtype):
-    return [
-        Sample(((2.0 * rng.standard_normal((5, 8))).astype(dtype),), label="exact"),
-        Sample((rng.standard_normal((2, 3, 4, 4)).astype(dtype),), {"approximate": "none"}, label="exact 4-D"),
-    ]
-
-
-def _samples_gelu_tanh(rng, dtype):
-    return [
-        Sample(((2.0 * rng.standard_normal((5, 8))).astype(dtype),), {"approximate": "tanh"}, label="tanh"),
-    ]
-
-
-def _samples_dropout(rng, dtype):
-    return [
-        Sample((rng.standard_normal((6, 10)).astype(dtype),), {"p": 0.3, "rng": 1234}, label="p=0.3"),
-        Sample((rng.standard_normal((2, 3, 4, 4)).astype(dtype),), {"p": 0.5, "rng": 7}, label="p=0.5 4-D"),
-        Sample((rng.standard_normal((4, 5)).astype(dtype),), {"p": 0.5, "rng": 7, "training": False},
-               label="eval"),
-    ]
-
-
-def _torch_relu(x):
-    import torch
-    return (torch.relu(x),)
-
-
-def _torch_leaky_relu(x, negative_slope=0.01):
-    import torch.nn.functional as F
-    return (F.leaky_relu(x, negative_slope),)
-
-
-def _torch_tanh(x):
-    import torch
-    return (torch.tanh(x),)
-
-
-def _torch_sigmoid(x):
-    import torch
-    return (torch.sigmoid(x),)
-
-
-def _torch_gelu(x, approximate="none"):
-    import torch.nn.functional as F
-    return (F.gelu(x, approximate=approximate),)
-
-
-register(OpSpec("relu", from_pair(relu_forward, relu_backward), _samples_kink, torch=_torch_relu,
-                doc="y = max(x, 0)", complex_step=True))
-register(OpSpec("leaky_relu", from_pair(leaky_relu_forward, leaky_relu_backward), _samples_leaky,
-                torch=_torch_leaky_relu, doc="y = x if x > 0 else negative_slope * x", complex_step=True))
-register(OpSpec("tanh", from_pair(tanh_forward, tanh_backward), _samples_smooth, torch=_torch_tanh,
-                doc="y = tanh(x)", complex_step=True))
-register(OpSpec("sigmoid", from_pair(sigmoid_forward, sigmoid_backward), _samples_smooth,
-                torch=_torch_sigmoid, doc="y = 1 / (1 + exp(-x))"))
-register(OpSpec("gelu", from_pair(gelu_forward, gelu_backward), _samples_gelu, torch=_torch_gelu,
-                doc="y = x Phi(x) (erf form)", complex_step=True))
-register(OpSpec("gelu_tanh", from_pair(gelu_forward, gelu_backward), _samples_gelu_tanh, torch=_torch_gelu,
-                doc="y = x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2", complex_step=True))
-register(OpSpec("dropout", from_pair(dropout_forward, dropout_backward), _samples_dropout, torch=None,
-                doc="inverted dropout; the registry's samples fix the mask with an int seed", complex_step=True))

@@ -7,7 +7,6 @@ import numpy as np
 
 from .._checks import check_floats, check_ndim
 from ..backend import get_array_module
-from ..oracle.registry import OpSpec, Sample, from_pair, register
 from ._contract import check_dy_finite, check_grad_meta, check_grads, check_output, check_same_dtype
 
 __all__ = ["linear_forward", "linear_backward"]
@@ -35,10 +34,11 @@ def linear_forward(x, w, b=None):
     NonFiniteError
         (a ValueError) NaN/Inf in an input, or an output that overflows from finite inputs.
     """
-    return _linear_forward(x, w, b, "linear")
+    return linear_forward_as(x, w, b, "linear")
 
 
-def _linear_forward(x, w, b, who):
+def linear_forward_as(x, w, b, who):
+    """``linear_forward`` with the caller's names in error messages (the layers)."""
     _check_linear(x, w, b, who)
     with np.errstate(invalid="ignore", over="ignore"):    # NaN/Inf/overflow: the ValueError below
         y = x @ w.T
@@ -71,11 +71,11 @@ def linear_backward(dy, cache, need_dx=True):
     Raises ``ValueError``/``TypeError`` unless ``dy`` has exactly the shape and dtype of the forward's ``y``,
     ``NonFiniteError`` for NaN/Inf in ``dy`` (read off ``dw``) or a gradient that overflows.
     """
-    return _linear_backward(dy, cache, need_dx, "linear_backward", "dy")
+    return linear_backward_as(dy, cache, need_dx, "linear_backward", "dy")
 
 
-def _linear_backward(dy, cache, need_dx, who, name):
-    """``linear_backward`` with the caller's name for errors (a layer's ``"Linear.backward"``,
+def linear_backward_as(dy, cache, need_dx, who, name):
+    """``linear_backward`` with the caller's names in error messages (the layers: ``"Linear.backward"``,
     ``"grad_out"``)."""
     x, w, has_b = cache
     check_grad_meta(who, name, dy, x.shape[:-1] + (w.shape[0],), x.dtype)
@@ -107,28 +107,3 @@ def _below_overflow(xp, dy2, x2):
 
 
 _QUARTER_MAX = {np.dtype(t): float(np.finfo(t).max) / 4 for t in (np.float32, np.float64)}
-
-
-# ---------------------------------------------------------------------------------------------------------
-def _samples(rng, dtype):
-    return [
-        Sample((rng.standard_normal((5, 7)).astype(dtype), rng.standard_normal((4, 7)).astype(dtype),
-                rng.standard_normal(4).astype(dtype)), label="2-D"),
-        Sample((rng.standard_normal((2, 3, 6)).astype(dtype), rng.standard_normal((5, 6)).astype(dtype),
-                rng.standard_normal(5).astype(dtype)), label="3-D batch"),
-    ]
-
-
-def _samples_nobias(rng, dtype):
-    return [Sample((rng.standard_normal((6, 3)).astype(dtype), rng.standard_normal((8, 3)).astype(dtype)))]
-
-
-def _torch_linear(x, w, b=None):
-    import torch.nn.functional as F
-    return (F.linear(x, w, b),)
-
-
-register(OpSpec("linear", from_pair(linear_forward, linear_backward), _samples, torch=_torch_linear,
-                doc="y = x W^T + b", complex_step=True))
-register(OpSpec("linear_nobias", from_pair(linear_forward, lambda dy, c: linear_backward(dy, c)[:2]),
-                _samples_nobias, torch=_torch_linear, doc="y = x W^T", complex_step=True))

@@ -12,13 +12,14 @@ import numpy as np
 
 from .._checks import NonFiniteError, all_finite, check_bool, check_finite, check_floats, check_real
 from ..backend import get_array_module
-from ..oracle.registry import OpSpec, Sample, register
 from ._contract import check_grad_meta, check_grads, check_output, check_same_dtype
 
 __all__ = ["batch_norm_forward", "batch_norm_backward"]
 
 
-def _stat_axes(x, who="batch_norm"):
+def stat_axes(x, who="batch_norm"):
+    """The axes batch normalization reduces over: every axis but the channel axis 1 (ValueError naming
+    ``who`` for fewer than 2 dimensions)."""
     if x.ndim < 2:
         raise ValueError(f"{who}: x must have shape (N, C, ...) with at least 2 dimensions, "
                          f"got shape {tuple(x.shape)}")
@@ -41,7 +42,7 @@ def _check_batch_norm(x, gamma, beta, running_mean, running_var, training, momen
               ("running_var", running_var))
     check_floats(who, *arrays, finite=False)
     check_same_dtype(who, *arrays)
-    _stat_axes(x, who)
+    stat_axes(x, who)
     for name, a in arrays[1:]:
         if a is not None:
             _per_channel(a, name, x, who)
@@ -121,13 +122,14 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
     Reference: Ioffe & Szegedy, "Batch normalization: accelerating deep network training by reducing
     internal covariate shift", ICML 2015.
     """
-    return _batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, "batch_norm")
+    return batch_norm_forward_as(x, gamma, beta, running_mean, running_var, training, momentum, eps, "batch_norm")
 
 
-def _batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, who):
+def batch_norm_forward_as(x, gamma, beta, running_mean, running_var, training, momentum, eps, who):
+    """``batch_norm_forward`` with the caller's names in error messages (the layers)."""
     training, momentum, eps = _check_batch_norm(x, gamma, beta, running_mean, running_var, training,
                                                 momentum, eps, who)
-    axes = _stat_axes(x)
+    axes = stat_axes(x)
     xp = get_array_module(x)
     C = x.shape[1]
     n = x.size // C if C else 0
@@ -189,10 +191,11 @@ def batch_norm_backward(dy, cache, need_dx=True):
     ``dy`` must have exactly the shape and dtype of ``y`` (``ValueError``/``TypeError``) and be finite
     (``NonFiniteError``, read off ``dbeta`` or ``dx``); a gradient that overflows raises ``NonFiniteError``.
     """
-    return _batch_norm_backward(dy, cache, need_dx, "batch_norm_backward", "dy")
+    return batch_norm_backward_as(dy, cache, need_dx, "batch_norm_backward", "dy")
 
 
-def _batch_norm_backward(dy, cache, need_dx, who, name):
+def batch_norm_backward_as(dy, cache, need_dx, who, name):
+    """``batch_norm_backward`` with the caller's names in error messages (the layers)."""
     xhat, inv_std, g, has_b, training, axes, n = cache
     check_grad_meta(who, name, dy, xhat.shape, xhat.dtype)
     C = xhat.shape[1]
@@ -215,80 +218,3 @@ def _batch_norm_backward(dy, cache, need_dx, who, name):
     return (dx,
             None if g is None else dgamma.reshape(C),
             dbeta.reshape(C) if has_b else None)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Registry. Running statistics travel as tuples of Python floats in Sample.kwargs (plain values that the
-# PyTorch side can read too); each call builds fresh buffers from them, so repeated finite-difference calls
-# see the same state.
-def _bn_apply(x, gamma=None, beta=None, *, training=True, running_mean=None, running_var=None,
-              momentum=0.1, eps=1e-5):
-    check_floats("batch_norm", ("x", x), finite=False)
-    _stat_axes(x)
-    xp = get_array_module(x)
-    C = x.shape[1]
-    rm = xp.zeros(C, x.dtype) if running_mean is None else xp.asarray(running_mean, dtype=x.dtype)
-    rv = xp.ones(C, x.dtype) if running_var is None else xp.asarray(running_var, dtype=x.dtype)
-    y, cache = batch_norm_forward(x, gamma, beta, rm, rv, training, momentum, eps)
-
-    def vjp(cotangents):
-        dx, dg, db = batch_norm_backward(cotangents[0], cache)
-        return (dx,) if gamma is None else (dx, dg, db)
-    return (y,), vjp
-
-
-def _torch_batch_norm(x, weight=None, bias=None, *, training=True, running_mean=None, running_var=None,
-                      momentum=0.1, eps=1e-5, track_running_stats=True, num_features=None, dtype=None):
-    """PyTorch reference for the op and the BatchNorm layers (``num_features`` and ``dtype`` are the
-    layers' builder arguments, ignored here)."""
-    import torch
-    import torch.nn.functional as F
-    C = x.shape[1]
-    if not track_running_stats:
-        rm = rv = None
-        training = True               # nn.BatchNorm without running stats uses batch statistics always
-    else:
-        rm = (torch.zeros(C, dtype=x.dtype) if running_mean is None
-              else torch.tensor(running_mean, dtype=x.dtype))
-        rv = (torch.ones(C, dtype=x.dtype) if running_var is None
-              else torch.tensor(running_var, dtype=x.dtype))
-    return (F.batch_norm(x, rm, rv, weight, bias, training, momentum, eps),)
-
-
-def _running_stats(rng, C):
-    mean = tuple(float(v) for v in 0.5 * rng.standard_normal(C))
-    var = tuple(float(v) for v in rng.uniform(0.5, 2.0, C))
-    return mean, var
-
-
-def _affine(rng, C, dtype):
-    return (rng.uniform(0.5, 1.5, C).astype(dtype), rng.standard_normal(C).astype(dtype))
-
-
-def _bn_train_samples(rng, dtype):
-    return [
-        Sample((rng.standard_normal((6, 4)).astype(dtype),) + _affine(rng, 4, dtype), label="(N,C)"),
-        Sample((rng.standard_normal((3, 4, 5)).astype(dtype),) + _affine(rng, 4, dtype), label="(N,C,L)"),
-        Sample((rng.standard_normal((2, 3, 4, 5)).astype(dtype),) + _affine(rng, 3, dtype),
-               {"eps": 1e-3}, label="(N,C,H,W)"),
-        Sample((rng.standard_normal((5, 3, 4)).astype(dtype),), label="no affine"),
-    ]
-
-
-def _bn_eval_samples(rng, dtype):
-    out = []
-    for shape, label in (((5, 4), "eval (N,C)"), ((2, 3, 3, 4), "eval (N,C,H,W)")):
-        C = shape[1]
-        mean, var = _running_stats(rng, C)
-        out.append(Sample((rng.standard_normal(shape).astype(dtype),) + _affine(rng, C, dtype),
-                          {"training": False, "running_mean": mean, "running_var": var}, label=label))
-    mean, var = _running_stats(rng, 3)
-    out.append(Sample((rng.standard_normal((4, 3, 2)).astype(dtype),),
-                      {"training": False, "running_mean": mean, "running_var": var}, label="eval, no affine"))
-    return out
-
-
-register(OpSpec("batch_norm", _bn_apply, _bn_train_samples, torch=_torch_batch_norm,
-                doc="batch normalization, training mode (batch statistics)", complex_step=True))
-register(OpSpec("batch_norm_eval", _bn_apply, _bn_eval_samples, torch=_torch_batch_norm,
-                doc="batch normalization, eval mode (running statistics)", complex_step=True))

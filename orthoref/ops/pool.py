@@ -3,7 +3,8 @@
 
 A pooling window is visited tap by tap: tap ``(i, j)`` of every window at once is the strided view
 ``x_p[..., i d_h :: s_h, j d_w :: s_w]`` of shape ``(..., Ho, Wo)`` (``x_p`` the padded input), so a pool
-is ``kh kw`` vectorized element-wise steps and its backward ``kh kw`` strided slice-adds. The views keep the
+is ``kh kw`` vectorized element-wise steps and its backward ``kh kw`` strided slice-adds. (The window
+geometry and the tap views live in :mod:`orthoref.ops._window`.) The views keep the
 memory layout of the input (the convolutions hand over NCHW-shaped views of batch-last (C, H, W, N)
 buffers).
 
@@ -21,27 +22,13 @@ import numpy as np
 
 from .._checks import check_bool, check_finite, check_floats, check_int, check_ndim, check_result
 from ..backend import get_array_module
-from ..oracle.registry import OpSpec, Sample, from_pair, register
 from ._contract import check_dy_finite, check_grad_meta, check_grads
-from .conv import Geometry, _crop, _geometry, _pad, _pair, _tap
+from ._window import Geometry, crop, pad, pool_geometry, tap
 
 __all__ = [
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
     "global_avg_pool2d_forward", "global_avg_pool2d_backward", "flatten_forward", "flatten_backward",
 ]
-
-
-def _pool_args(kernel_size, stride, padding, dilation, who):
-    """Kernel, stride, dilation and padding pairs, with PyTorch's rule ``2 p <= d (k - 1) + 1``."""
-    kernel = _pair(kernel_size, "kernel_size", who)
-    stride = kernel if stride is None else _pair(stride, "stride", who)
-    dilation = _pair(dilation, "dilation", who)
-    pad = _pair(padding, "padding", who, minimum=0)
-    for p, k, d in zip(pad, kernel, dilation):
-        if 2 * p > d * (k - 1) + 1:
-            raise ValueError(f"{who}: padding {padding!r} must be at most half of the (dilated) kernel size "
-                             f"{kernel_size!r}")
-    return kernel, stride, dilation, pad
 
 
 def _check_pool_input(x, who):
@@ -51,15 +38,6 @@ def _check_pool_input(x, who):
     if x.shape[-1] * x.shape[-2] == 0:
         raise ValueError(f"{who}: x must not have an empty spatial extent, got shape {tuple(x.shape)}")
     check_finite(who, "x", x)
-
-
-def _pool_geometry(shape, kernel_size, stride, padding, dilation=1, who="pool2d") -> Geometry:
-    """Geometry of a pool on an input of ``shape`` (3-D or 4-D); ValueError naming ``who`` otherwise."""
-    if len(shape) not in (3, 4):
-        raise ValueError(f"{who}: x must be a 3-D (C, H, W) or 4-D (N, C, H, W) array, "
-                         f"got shape {tuple(shape)}")
-    kernel, stride, dilation, (ph, pw) = _pool_args(kernel_size, stride, padding, dilation, who)
-    return _geometry(tuple(shape[-2:]), kernel, stride, (ph, ph, pw, pw), dilation, who)
 
 
 def _taps(g: Geometry):
@@ -132,9 +110,9 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1):
     """
     _check_pool_input(x, "max_pool2d")
     xp = get_array_module(x)
-    g = _pool_geometry(x.shape, kernel_size, stride, padding, dilation, "max_pool2d")
-    xpad = _pad(x, g, value=-np.inf)
-    taps = [_tap(xpad, i, j, g) for i, j in _taps(g)]
+    g = pool_geometry(x.shape, kernel_size, stride, padding, dilation, "max_pool2d")
+    xpad = pad(x, g, value=-np.inf)
+    taps = [tap(xpad, i, j, g) for i, j in _taps(g)]
     y = xp.maximum(taps[0], taps[1]) if len(taps) > 1 else taps[0].copy(order="K")
     for t in taps[2:]:
         xp.maximum(y, t, out=y)
@@ -149,10 +127,11 @@ def max_pool2d_backward(dy, cache):
 
     (the minimum in row-major order). Returns ``dx`` shaped like ``x``.
     """
-    return _max_pool2d_backward(dy, cache, "max_pool2d_backward", "dy")
+    return max_pool2d_backward_as(dy, cache, "max_pool2d_backward", "dy")
 
 
-def _max_pool2d_backward(dy, cache, who, name):
+def max_pool2d_backward_as(dy, cache, who, name):
+    """``max_pool2d_backward`` with the caller's names in error messages (the layers)."""
     g, xpad, y = cache
     check_grad_meta(who, name, dy, y.shape, y.dtype)
     if _disjoint(g):                   # each dx element is 0 or one dy element: check dy, the smaller one
@@ -173,18 +152,18 @@ def _max_pool2d_grad(dy, g, xpad, y):
     taken = None                                   # windows whose maximum was found at an earlier tap
     for k, (i, j) in enumerate(taps):
         if k == 0:
-            first = taken = _tap(xpad, i, j, g) == y
+            first = taken = tap(xpad, i, j, g) == y
         elif k < len(taps) - 1:
-            first = xp.greater(_tap(xpad, i, j, g) == y, taken)       # equal, and not taken before
+            first = xp.greater(tap(xpad, i, j, g) == y, taken)       # equal, and not taken before
             taken |= first
         else:
             first = ~taken                         # the last tap holds the maximum if no earlier one did
-        view = _tap(dxpad, i, j, g)
+        view = tap(dxpad, i, j, g)
         if disjoint:
             xp.multiply(dy, first, out=view)
         else:
             view += dy * first
-    return _crop(dxpad, g)
+    return crop(dxpad, g)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -233,14 +212,14 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
     cache : the geometry, the divisor and the input's shape and dtype
     """
     _check_pool_input(x, "avg_pool2d")
-    g = _pool_geometry(x.shape, kernel_size, stride, padding, 1, "avg_pool2d")
+    g = pool_geometry(x.shape, kernel_size, stride, padding, 1, "avg_pool2d")
     div = _avg_divisor(x, g, count_include_pad, divisor_override)
-    xpad = _pad(x, g, value=0.0)
+    xpad = pad(x, g, value=0.0)
     taps = _taps(g)
-    y = _tap(xpad, 0, 0, g).copy(order="K")
+    y = tap(xpad, 0, 0, g).copy(order="K")
     with np.errstate(over="ignore", invalid="ignore"):      # a window sum that overflows: the error below
         for i, j in taps[1:]:
-            y += _tap(xpad, i, j, g)
+            y += tap(xpad, i, j, g)
         y /= div
     check_result("avg_pool2d", y, "the output", "use float64 or rescale the input")
     return y, (g, x, div)
@@ -253,10 +232,11 @@ def avg_pool2d_backward(dy, cache):
 
     Returns ``dx`` shaped like ``x``.
     """
-    return _avg_pool2d_backward(dy, cache, "avg_pool2d_backward", "dy")
+    return avg_pool2d_backward_as(dy, cache, "avg_pool2d_backward", "dy")
 
 
-def _avg_pool2d_backward(dy, cache, who, name):
+def avg_pool2d_backward_as(dy, cache, who, name):
+    """``avg_pool2d_backward`` with the caller's names in error messages (the layers)."""
     g, x, div = cache
     check_grad_meta(who, name, dy, x.shape[:-2] + (g.Ho, g.Wo), x.dtype)
     disjoint = _disjoint(g)
@@ -266,8 +246,8 @@ def _avg_pool2d_backward(dy, cache, who, name):
         share = _in_layout_of(dy, x) / div
         dxpad = _zeros_like_padded(x, g)
         for i, j in _taps(g):
-            _tap(dxpad, i, j, g)[...] += share
-        dx = _crop(dxpad, g)
+            tap(dxpad, i, j, g)[...] += share
+        dx = crop(dxpad, g)
     if not disjoint:
         check_grads(who, name, dy, dx)
     return dx
@@ -299,10 +279,11 @@ def global_avg_pool2d_forward(x):
 
 def global_avg_pool2d_backward(dy, cache):
     """``x̄[n, c, h, w] = ȳ[n, c] / (H W)``; returns ``dx`` shaped like ``x``."""
-    return _global_avg_pool2d_backward(dy, cache, "global_avg_pool2d_backward", "dy")
+    return global_avg_pool2d_backward_as(dy, cache, "global_avg_pool2d_backward", "dy")
 
 
-def _global_avg_pool2d_backward(dy, cache, who, name):
+def global_avg_pool2d_backward_as(dy, cache, who, name):
+    """``global_avg_pool2d_backward`` with the caller's names in error messages (the layers)."""
     shape, dtype = cache
     check_grad_meta(who, name, dy, shape[:-2], dtype)
     xp = get_array_module(dy)
@@ -312,7 +293,9 @@ def _global_avg_pool2d_backward(dy, cache, who, name):
     return dx
 
 
-def _flat_dims(ndim, start_dim, end_dim, who="flatten"):
+def flatten_dims(ndim, start_dim, end_dim, who="flatten"):
+    """The axes ``(s, e)`` that ``torch.flatten`` merges in a ``ndim``-D input (negatives count from the end);
+    ValueError naming ``who`` when they are out of range or out of order."""
     if ndim == 0:
         raise ValueError(f"{who}: cannot flatten a 0-D array")
     s = start_dim + ndim if start_dim < 0 else start_dim
@@ -334,7 +317,7 @@ def flatten_forward(x, start_dim=1, end_dim=-1):
     check_floats("flatten", ("x", x))
     start_dim = check_int("flatten", "start_dim", start_dim)
     end_dim = check_int("flatten", "end_dim", end_dim)
-    s, e = _flat_dims(x.ndim, start_dim, end_dim)
+    s, e = flatten_dims(x.ndim, start_dim, end_dim)
     shape = tuple(x.shape)
     y = x.reshape(shape[:s] + (math.prod(shape[s: e + 1]),) + shape[e + 1:])
     return y, (shape, tuple(y.shape), x.dtype)
@@ -342,91 +325,12 @@ def flatten_forward(x, start_dim=1, end_dim=-1):
 
 def flatten_backward(dy, cache):
     """``dx = dy.reshape(x.shape)``, ``dy`` of exactly the forward output's shape and dtype, finite."""
-    return _flatten_backward(dy, cache, "flatten_backward", "dy")
+    return flatten_backward_as(dy, cache, "flatten_backward", "dy")
 
 
-def _flatten_backward(dy, cache, who, name):
+def flatten_backward_as(dy, cache, who, name):
+    """``flatten_backward`` with the caller's names in error messages (the layers)."""
     shape, out_shape, dtype = cache
     check_grad_meta(who, name, dy, out_shape, dtype)
     check_dy_finite(who, name, dy)
     return dy.reshape(shape)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Registry samples: small shapes (the checker also runs element-wise), inputs off kinks.
-
-def _distinct_values(rng, shape, dtype, gap=0.1):
-    """Values spaced at least ``0.6 gap`` apart (a shuffled grid plus small noise, centred): no ties, and no
-    window maximum changes within a finite-difference step of ``< 0.2 gap``."""
-    n = math.prod(shape)
-    v = (rng.permutation(n) - (n - 1) / 2) * gap + rng.uniform(-0.2 * gap, 0.2 * gap, size=n)
-    return v.reshape(shape).astype(dtype)
-
-
-def _max_samples(rng, dtype):
-    return [
-        Sample((_distinct_values(rng, (2, 2, 4, 6), dtype),), {"kernel_size": 2}, "2x2"),
-        Sample((_distinct_values(rng, (1, 2, 7, 6), dtype),), {"kernel_size": 3, "stride": 2, "padding": 1},
-               "3x3 stride 2 pad 1 (overlap)"),
-        Sample((_distinct_values(rng, (1, 3, 5, 7), dtype),), {"kernel_size": (2, 3), "stride": (1, 2)},
-               "2x3 stride (1, 2)"),
-        Sample((_distinct_values(rng, (1, 2, 7, 7), dtype),), {"kernel_size": 2, "stride": 1, "dilation": 2,
-                                                            "padding": 1}, "dilation 2"),
-        Sample((_distinct_values(rng, (2, 5, 5), dtype),), {"kernel_size": 2}, "unbatched, odd size"),
-    ]
-
-
-def _avg_samples(rng, dtype):
-    def x(shape):
-        return rng.standard_normal(shape).astype(dtype)
-    return [
-        Sample((x((2, 2, 4, 6)),), {"kernel_size": 2}, "2x2"),
-        Sample((x((1, 2, 7, 6)),), {"kernel_size": 3, "stride": 2, "padding": 1}, "pad, include"),
-        Sample((x((1, 2, 7, 6)),), {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False},
-               "pad, exclude"),
-        Sample((x((1, 3, 5, 7)),), {"kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 0),
-                                    "count_include_pad": False}, "2x3 exclude"),
-        Sample((x((2, 5, 5)),), {"kernel_size": 3, "stride": 1, "padding": 1, "divisor_override": 5},
-               "unbatched, divisor_override"),
-    ]
-
-
-def _gap_samples(rng, dtype):
-    return [Sample((rng.standard_normal((2, 3, 4, 5)).astype(dtype),), label="4-D"),
-            Sample((rng.standard_normal((3, 2, 6)).astype(dtype),), label="unbatched")]
-
-
-def _flatten_samples(rng, dtype):
-    return [Sample((rng.standard_normal((2, 3, 4, 5)).astype(dtype),), label="default"),
-            Sample((rng.standard_normal((2, 3, 4, 5)).astype(dtype),), {"start_dim": 0, "end_dim": 1},
-                   "dims 0..1"),
-            Sample((rng.standard_normal((2, 3, 4, 5)).astype(dtype),), {"start_dim": -2}, "start -2")]
-
-
-def _torch_max_pool2d(x, **kwargs):
-    import torch.nn.functional as F
-    return (F.max_pool2d(x, **kwargs),)
-
-
-def _torch_avg_pool2d(x, **kwargs):
-    import torch.nn.functional as F
-    return (F.avg_pool2d(x, **kwargs),)
-
-
-def _torch_global_avg_pool2d(x):
-    return (x.mean((-2, -1)),)
-
-
-def _torch_flatten(x, start_dim=1, end_dim=-1):
-    import torch
-    return (torch.flatten(x, start_dim, end_dim),)
-
-
-register(OpSpec("max_pool2d", from_pair(max_pool2d_forward, max_pool2d_backward), _max_samples,
-                torch=_torch_max_pool2d, doc="max pooling, gradient to the first maximum", complex_step=True))
-register(OpSpec("avg_pool2d", from_pair(avg_pool2d_forward, avg_pool2d_backward), _avg_samples,
-                torch=_torch_avg_pool2d, doc="average pooling", complex_step=True))
-register(OpSpec("global_avg_pool2d", from_pair(global_avg_pool2d_forward, global_avg_pool2d_backward),
-                _gap_samples, torch=_torch_global_avg_pool2d, doc="mean over H, W", complex_step=True))
-register(OpSpec("flatten", from_pair(flatten_forward, flatten_backward), _flatten_samples,
-                torch=_torch_flatten, doc="torch.flatten", complex_step=True))

@@ -12,7 +12,6 @@ import numpy as np
 
 from .._checks import check_choice, check_finite, check_floats
 from ..backend import get_array_module
-from ..oracle.registry import OpSpec, Sample, from_pair, register
 from ._contract import check_grad_meta, check_grads, check_output, check_same_dtype
 
 __all__ = ["RNN_NONLINEARITIES", "rnn_backward", "rnn_forward"]
@@ -120,10 +119,11 @@ def rnn_backward(d_output, d_hT, cache):
     (``ValueError``/``TypeError``; a ``d_output`` one step too long is an error, not ignored) and be finite
     (``NonFiniteError``, read off ``dw_hh``); a gradient that overflows raises ``NonFiniteError``.
     """
-    return _rnn_backward(d_output, d_hT, cache, "rnn_backward", ("d_output", "d_hT"))
+    return rnn_backward_as(d_output, d_hT, cache, "rnn_backward", ("d_output", "d_hT"))
 
 
-def _rnn_backward(d_output, d_hT, cache, who, names):
+def rnn_backward_as(d_output, d_hT, cache, who, names):
+    """``rnn_backward`` with the caller's names in error messages (the layers)."""
     x, h0, w_ih, w_hh, out, has_b, nonlinearity = cache
     xp = get_array_module(x, w_ih, w_hh)
     T, N, I = x.shape
@@ -159,70 +159,3 @@ def _rnn_backward(d_output, d_hT, cache, who, names):
     # da holds d_output and d_hT, each times a finite factor; dw_hh contracts all of da (H >= 1).
     check_grads(who, names, (d_output, d_hT), dw_hh, dw_ih, dx, dh0, db_ih, covered=H > 0)
     return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
-
-
-# ---------------------------------------------------------------------------------------------------------
-def _draw(rng, dtype, T=4, N=3, I=2, H=3, bias=True):
-    x = rng.standard_normal((T, N, I))
-    h0 = 0.5 * rng.standard_normal((N, H))
-    bound = 1.0 / H ** 0.5
-    w_ih = rng.uniform(-bound, bound, (H, I)) * 2
-    w_hh = rng.uniform(-bound, bound, (H, H)) * 2
-    bs = (rng.uniform(-bound, bound, H), rng.uniform(-bound, bound, H)) if bias else ()
-    return [a.astype(dtype) for a in (x, h0, w_ih, w_hh) + bs]
-
-
-def _preacts(x, h0, w_ih, w_hh, b_ih=None, b_hh=None):
-    """Every step's relu pre-activation, in float64 (for keeping samples off the kink)."""
-    import numpy as np
-    h = h0.astype(np.float64)
-    pre = []
-    for t in range(x.shape[0]):
-        a = x[t].astype(np.float64) @ w_ih.T.astype(np.float64) + h @ w_hh.T.astype(np.float64)
-        if b_ih is not None:
-            a = a + b_ih + b_hh
-        pre.append(a)
-        h = np.maximum(a, 0)
-    return np.stack(pre)
-
-
-def _draw_relu(rng, dtype, margin=0.05, **kw):
-    import numpy as np
-    for _ in range(1000):
-        arrays = _draw(rng, dtype, **kw)
-        if np.abs(_preacts(*arrays)).min() >= margin:
-            return arrays
-    raise RuntimeError("rnn_relu sampler: no draw kept every pre-activation off 0")  # pragma: no cover
-
-
-def _samples_tanh(rng, dtype):
-    return [Sample(tuple(_draw(rng, dtype)), {"nonlinearity": "tanh"}, label="T4 N3 I2 H3"),
-            Sample(tuple(_draw(rng, dtype, T=1, N=2, I=3, H=2)), {"nonlinearity": "tanh"}, label="T1")]
-
-
-def _samples_relu(rng, dtype):
-    return [Sample(tuple(_draw_relu(rng, dtype)), {"nonlinearity": "relu"}, label="T4 N3 I2 H3")]
-
-
-def _torch_rnn(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
-    """The same recurrence written with torch ops (a Python loop)."""
-    import torch
-    act = torch.tanh if nonlinearity == "tanh" else torch.relu
-    h, outs = h0, []
-    for t in range(x.shape[0]):
-        a = x[t] @ w_ih.T + h @ w_hh.T
-        if b_ih is not None:
-            a = a + b_ih + b_hh
-        h = act(a)
-        outs.append(h)
-    return torch.stack(outs), h
-
-
-def _rnn_vjp(cotangents, cache):
-    return rnn_backward(cotangents[0], cotangents[1], cache)
-
-
-register(OpSpec("rnn", from_pair(rnn_forward, _rnn_vjp, n_out=2), _samples_tanh, torch=_torch_rnn,
-                doc="Elman RNN, tanh: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)", complex_step=True))
-register(OpSpec("rnn_relu", from_pair(rnn_forward, _rnn_vjp, n_out=2), _samples_relu, torch=_torch_rnn,
-                doc="Elman RNN, relu: h_t = relu(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)", complex_step=True))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .._checks import check_bool, check_real
 from ..backend import get_array_module
-from .optimizer import Optimizer, _check_betas
+from .optimizer import Optimizer, check_betas
 
 __all__ = ["Adam", "AdamW"]
 
@@ -95,7 +95,7 @@ class Adam(Optimizer):
     def _validate_group(self, group):
         who = self._name
         group["lr"] = check_real(who, "lr", group["lr"], 0.0)
-        group["betas"] = _check_betas(group["betas"], who)
+        group["betas"] = check_betas(group["betas"], who)
         group["eps"] = check_real(who, "eps", group["eps"], 0.0)
         group["weight_decay"] = check_real(who, "weight_decay", group["weight_decay"], 0.0)
         group["amsgrad"] = check_bool(who, "amsgrad", group["amsgrad"])
@@ -103,7 +103,7 @@ class Adam(Optimizer):
         group["decoupled_weight_decay"] = check_bool(who, "decoupled_weight_decay",
                                                      group["decoupled_weight_decay"])
 
-    def _state_keys(self, group):
+    def _state_keys(self, group, p):
         keys = ("step", "exp_avg", "exp_avg_sq")
         return keys + ("max_exp_avg_sq",) if group["amsgrad"] else keys
 
@@ -125,54 +125,51 @@ class Adam(Optimizer):
         w = p.data
         xp = get_array_module(w)
         state = self.state.get(p)
-        if state is None:
+        if state is None:                                   # m_0 = v_0 = v̂_0 = 0
             state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(w), "exp_avg_sq": xp.zeros_like(w)}
             if amsgrad:
                 state["max_exp_avg_sq"] = xp.zeros_like(w)
-        state["step"] = t = state["step"] + 1
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        s = self._scratch(p)
+        state["step"] = t = state["step"] + 1               # t ← t + 1
+        m, v = state["exp_avg"], state["exp_avg_sq"]        # m_{t-1}, v_{t-1}: updated in place below
+        s = self._scratch(p)                                # s: the shared scratch buffer
 
-        # d = sign*g (+ wd*w): materialized (in a second scratch) only for L2 decay; otherwise the
-        # sign goes into the scalars, so that .grad is never written.
-        d, dsign = g, sign
+        # d_t = ±g_t (+ λ θ_{t-1}): materialized (in a second scratch) only for L2 decay; otherwise d_t is
+        # (dsign, g) and the sign goes into the scalars, so that .grad is never written.
+        d, dsign = g, sign                                  # d_t = ±g_t
         if wd != 0:
             if decoupled:
-                w *= 1.0 - lr * wd
+                w *= 1.0 - lr * wd                          # θ_{t-1} ← (1 - γλ) θ_{t-1}      (AdamW)
             else:
-                d, dsign = self._scratch(p, 1), 1.0
-                xp.multiply(w, wd, out=d)
+                d, dsign = self._scratch(p, 1), 1.0         # d: a second scratch buffer
+                xp.multiply(w, wd, out=d)                   # d = λ θ_{t-1}                    (Adam: L2)
                 if sign > 0:
-                    d += g
+                    d += g                                  # d_t = g_t + λ θ_{t-1}
                 else:
-                    d -= g
+                    d -= g                                  # d_t = -g_t + λ θ_{t-1}
 
-        # m = beta1*m + (1-beta1)*d
-        m *= beta1
-        xp.multiply(d, (1.0 - beta1) * dsign, out=s)
-        m += s
-        # v = beta2*v + (1-beta2)*d*d
-        v *= beta2
-        xp.multiply(d, d, out=s)
-        s *= 1.0 - beta2
-        v += s
+        m *= beta1                                          # m = β₁ m_{t-1}
+        xp.multiply(d, (1.0 - beta1) * dsign, out=s)        # s = (1-β₁) d_t
+        m += s                                              # m_t = β₁ m_{t-1} + (1-β₁) d_t
+        v *= beta2                                          # v = β₂ v_{t-1}
+        xp.multiply(d, d, out=s)                            # s = d_t²
+        s *= 1.0 - beta2                                    # s = (1-β₂) d_t²
+        v += s                                              # v_t = β₂ v_{t-1} + (1-β₂) d_t²
         if amsgrad:
             vmax = state["max_exp_avg_sq"]
-            xp.maximum(vmax, v, out=vmax)
-            v = vmax
+            xp.maximum(vmax, v, out=vmax)                   # v̂_t = max(v̂_{t-1}, v_t)
+            v = vmax                                        # (else v̂_t = v_t)
 
-        bias_correction1 = 1.0 - beta1 ** t
-        bias_correction2 = 1.0 - beta2 ** t
-        step_size = lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2 ** 0.5
-        # PyTorch: w -= step_size * m / (sqrt(v)/bc2_sqrt + eps). Multiplying numerator and
-        # denominator by bc2_sqrt gives the same value with one pass (a division) fewer:
-        # w -= (step_size*bc2_sqrt) * m / (sqrt(v) + eps*bc2_sqrt).
-        xp.sqrt(v, out=s)
-        s += eps * bias_correction2_sqrt
-        xp.divide(m, s, out=s)
-        s *= step_size * bias_correction2_sqrt
-        w -= s
+        # PyTorch: θ_t = θ_{t-1} - γ/c₁ · m_t / (√v̂_t / √c₂ + ε), c = 1 - βᵗ on the host in double
+        # precision; numerator and denominator multiplied by √c₂ (one division pass fewer, see Notes).
+        bias_correction1 = 1.0 - beta1 ** t                 # c₁ = 1 - β₁ᵗ
+        bias_correction2 = 1.0 - beta2 ** t                 # c₂ = 1 - β₂ᵗ
+        step_size = lr / bias_correction1                   # γ / c₁
+        bias_correction2_sqrt = bias_correction2 ** 0.5     # √c₂
+        xp.sqrt(v, out=s)                                   # s = √v̂_t
+        s += eps * bias_correction2_sqrt                    # s = √v̂_t + ε√c₂
+        xp.divide(m, s, out=s)                              # s = m_t / (√v̂_t + ε√c₂)
+        s *= step_size * bias_correction2_sqrt              # s = (γ√c₂ / c₁) · m_t / (√v̂_t + ε√c₂)
+        w -= s                                              # θ_t = θ_{t-1} - s
 
 
 class AdamW(Adam):

@@ -2,15 +2,13 @@
 AdamW-style update for the parameters that are not matrices."""
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
 from .._checks import MAX_ITERATIONS, check_bool, check_choice, check_int, check_real
 from ..backend import get_array_module
 from ..ortho.decomp import polar
 from ..ortho.iterative import NS_COEFFICIENTS, newton_schulz, ns_polynomial
-from .optimizer import Optimizer, _check_betas
+from .optimizer import Optimizer, check_betas
 
 __all__ = ["Muon"]
 
@@ -156,7 +154,7 @@ class Muon(Optimizer):
         group["weight_decay"] = check_real(who, "weight_decay", group["weight_decay"], 0.0)
         group["scale"] = check_choice(who, "scale", group["scale"], _SCALES)
         group["adam_lr"] = check_real(who, "adam_lr", group["adam_lr"], 0.0)
-        group["adam_betas"] = _check_betas(group["adam_betas"], who, "adam_betas")
+        group["adam_betas"] = check_betas(group["adam_betas"], who, "adam_betas")
         group["adam_eps"] = check_real(who, "adam_eps", group["adam_eps"], 0.0)
         group["adam_weight_decay"] = check_real(who, "adam_weight_decay", group["adam_weight_decay"], 0.0)
 
@@ -182,67 +180,14 @@ class Muon(Optimizer):
         return tuple(tuple(float(x) for x in row) for row in T)
 
     # -- state dicts: the key set depends on the parameter's kind, not on its group ------------------------
-    _loading = False
-
-    def _state_keys(self, group):
-        # The base class asks per group, but the keys depend on the parameter's kind: it is given the union,
-        # and load_state_dict below checks each entry against its parameter's kind first, then pads the
-        # other kind's keys with None (nullable while loading) and strips them afterwards.
-        return _AUX_KEYS + _MATRIX_KEYS
-
-    @property
-    def _NULLABLE_STATE(self):
-        return ("exp_avg", "exp_avg_sq", "momentum_buffer") if self._loading else ()
+    def _state_keys(self, group, p):
+        return self.state_keys_of(p)
 
     @staticmethod
     def state_keys_of(p) -> tuple:
         """The state keys of parameter ``p``: ``("momentum_buffer",)`` for ``ndim >= 2``, else
         ``("step", "exp_avg", "exp_avg_sq")``."""
         return _MATRIX_KEYS if _is_matrix(p) else _AUX_KEYS
-
-    def load_state_dict(self, state_dict: Mapping) -> None:
-        """As :meth:`Optimizer.load_state_dict`, with each state entry's keys checked against its
-        parameter's kind (``ValueError`` on a mismatch); nothing changes when it raises."""
-        who = f"{self._name}.load_state_dict"
-        padded = state_dict
-        try:
-            saved_groups = list(state_dict["param_groups"])
-            index_to_param = {}
-            for saved, group in zip(saved_groups, self.param_groups):
-                index_to_param.update(zip(list(saved.get("params", ())), group["params"]))
-            entries = dict(state_dict["state"])
-        except Exception:  # malformed: let the base class say what is wrong
-            index_to_param, entries = None, None
-        if index_to_param is not None:
-            new_entries = {}
-            for i, st in entries.items():
-                p = index_to_param.get(i)
-                if p is None or not isinstance(st, Mapping):
-                    new_entries[i] = st      # the base class reports it
-                    continue
-                want = set(self.state_keys_of(p))
-                if set(st) != want:
-                    raise ValueError(f"{who}: state of parameter {i} (shape {tuple(p.shape)}) has keys "
-                                     f"{sorted(st)}, expected {sorted(want)}")
-                full = dict(st)
-                if _is_matrix(p):
-                    full.update(step=0, exp_avg=None, exp_avg_sq=None)
-                else:
-                    full["momentum_buffer"] = None
-                new_entries[i] = full
-            padded = {"state": new_entries, "param_groups": state_dict["param_groups"]}
-            if set(state_dict) != {"state", "param_groups"}:
-                padded = state_dict
-        self._loading = True
-        try:
-            super().load_state_dict(padded)
-        finally:
-            self._loading = False
-        for p, st in self.state.items():
-            keys = self.state_keys_of(p)
-            for k in list(st):
-                if k not in keys:
-                    del st[k]
 
     # -- the step ------------------------------------------------------------------------------------------
     _recycle = True
@@ -257,40 +202,38 @@ class Muon(Optimizer):
         w, g = p.data, p.grad
         xp = get_array_module(w)
         state = self.state.get(p)
-        m_old = xp.zeros_like(w) if state is None else state["momentum_buffer"]
-        s = self._scratch(p)
-        # m = beta*m + (1-beta)*g
-        m = self._spare(p, "momentum_buffer")
-        xp.multiply(m_old, beta, out=m)
-        xp.multiply(g, 1.0 - beta, out=s)
-        m += s
+        m_old = xp.zeros_like(w) if state is None else state["momentum_buffer"]      # m_0 = 0
+        s = self._scratch(p)                                # s: the shared scratch buffer
+        m = self._spare(p, "momentum_buffer")               # m_t: a spare array (the step is staged)
+        xp.multiply(m_old, beta, out=m)                     # m = β m_{t-1}
+        xp.multiply(g, 1.0 - beta, out=s)                   # s = (1-β) g_t
+        m += s                                              # m_t = β m_{t-1} + (1-β) g_t
         if group["nesterov"]:
-            # u = (1-beta)*g + beta*m   (s holds (1-beta)*g already)
             s1 = self._scratch(p, 1)
-            xp.multiply(m, beta, out=s1)
-            s += s1
+            xp.multiply(m, beta, out=s1)                    # s1 = β m_t
+            s += s1                                         # u_t = (1-β) g_t + β m_t
             u = s
         else:
-            u = m
+            u = m                                           # u_t = m_t
         rows = w.shape[0]
-        M = u.reshape(rows, -1)
+        M = u.reshape(rows, -1)                             # u_t as a rows × cols matrix
         cols = M.shape[1]
         c = group["coefficients"]
         if isinstance(c, str) and c == "svd":
-            O = _msign_svd(M)
+            O = _msign_svd(M)                               # O_t = U Vᵀ    (u_t = U Σ Vᵀ)
         else:
-            O = newton_schulz(M, steps=group["ns_steps"], coefficients=c)
+            O = newton_schulz(M, steps=group["ns_steps"], coefficients=c)      # O_t = NS_k(u_t)
         if group["scale"] == "jordan":
-            sc = max(1.0, rows / cols) ** 0.5
+            sc = max(1.0, rows / cols) ** 0.5               # sc = √max(1, rows/cols)
         else:
-            sc = 0.2 * float(max(rows, cols)) ** 0.5
-        wn = self._spare(p, "_data")
-        O *= lr * sc
+            sc = 0.2 * float(max(rows, cols)) ** 0.5        # sc = 0.2 √max(rows, cols)
+        wn = self._spare(p, "_data")                        # W_t: a spare array
+        O *= lr * sc                                        # O = γ sc O_t
         if wd != 0:
-            xp.multiply(w, 1.0 - lr * wd, out=wn)
-            wn -= O.reshape(w.shape)
+            xp.multiply(w, 1.0 - lr * wd, out=wn)           # W = (1 - γλ) W_{t-1}
+            wn -= O.reshape(w.shape)                        # W_t = (1 - γλ) W_{t-1} - γ sc O_t
         else:
-            xp.subtract(w, O.reshape(w.shape), out=wn)
+            xp.subtract(w, O.reshape(w.shape), out=wn)      # W_t = W_{t-1} - γ sc O_t
         self._check_update(p, label, f"lr={lr:g}", wn)
         return wn, dict(state or {}, momentum_buffer=m)
 
@@ -300,32 +243,31 @@ class Muon(Optimizer):
         w, g = p.data, p.grad
         xp = get_array_module(w)
         state = self.state.get(p)
-        if state is None:
+        if state is None:                                   # m_0 = v_0 = 0
             state = {"step": 0, "exp_avg": xp.zeros_like(w), "exp_avg_sq": xp.zeros_like(w)}
-        t = state["step"] + 1
-        s, s1 = self._scratch(p), self._scratch(p, 1)
-        m = self._spare(p, "exp_avg")
-        xp.multiply(state["exp_avg"], beta1, out=m)
-        xp.multiply(g, 1.0 - beta1, out=s)
-        m += s
-        v = self._spare(p, "exp_avg_sq")
-        xp.multiply(state["exp_avg_sq"], beta2, out=v)
-        xp.multiply(g, g, out=s)
-        s *= 1.0 - beta2
-        v += s
-        # update = (m / bc1) / (sqrt(v / bc2) + eps)
-        xp.divide(v, 1.0 - beta2 ** t, out=s)
-        xp.sqrt(s, out=s)
-        s += eps
-        xp.divide(m, 1.0 - beta1 ** t, out=s1)
-        s1 /= s
-        wn = self._spare(p, "_data")
-        s1 *= lr
+        t = state["step"] + 1                               # t ← t + 1
+        s, s1 = self._scratch(p), self._scratch(p, 1)       # two shared scratch buffers
+        m = self._spare(p, "exp_avg")                       # m_t: a spare array (the step is staged)
+        xp.multiply(state["exp_avg"], beta1, out=m)         # m = β₁ m_{t-1}
+        xp.multiply(g, 1.0 - beta1, out=s)                  # s = (1-β₁) g_t
+        m += s                                              # m_t = β₁ m_{t-1} + (1-β₁) g_t
+        v = self._spare(p, "exp_avg_sq")                    # v_t: a spare array
+        xp.multiply(state["exp_avg_sq"], beta2, out=v)      # v = β₂ v_{t-1}
+        xp.multiply(g, g, out=s)                            # s = g_t²
+        s *= 1.0 - beta2                                    # s = (1-β₂) g_t²
+        v += s                                              # v_t = β₂ v_{t-1} + (1-β₂) g_t²
+        xp.divide(v, 1.0 - beta2 ** t, out=s)               # s = v̂_t = v_t / (1-β₂ᵗ)
+        xp.sqrt(s, out=s)                                   # s = √v̂_t
+        s += eps                                            # s = √v̂_t + ε
+        xp.divide(m, 1.0 - beta1 ** t, out=s1)              # s1 = m̂_t = m_t / (1-β₁ᵗ)
+        s1 /= s                                             # s1 = m̂_t / (√v̂_t + ε)
+        wn = self._spare(p, "_data")                        # θ_t: a spare array
+        s1 *= lr                                            # s1 = γ_a m̂_t / (√v̂_t + ε)
         if wd != 0:
-            xp.multiply(w, 1.0 - lr * wd, out=wn)
-            wn -= s1
+            xp.multiply(w, 1.0 - lr * wd, out=wn)           # θ = (1 - γ_a λ_a) θ_{t-1}
+            wn -= s1                                        # θ_t = θ - γ_a m̂_t / (√v̂_t + ε)
         else:
-            xp.subtract(w, s1, out=wn)
+            xp.subtract(w, s1, out=wn)                      # θ_t = θ_{t-1} - γ_a m̂_t / (√v̂_t + ε)
         self._check_update(p, label, f"adam_lr={lr:g}" + (", or adam_eps=0 divides 0 by 0" if eps == 0 else ""),
                            v, wn)
         return wn, dict(state, step=t, exp_avg=m, exp_avg_sq=v)

@@ -76,7 +76,7 @@ class OGD(Optimizer):
     def _validate_group(self, group):
         group["lr"] = check_real(self._name, "lr", group["lr"], 0.0)
 
-    def _state_keys(self, group):
+    def _state_keys(self, group, p):
         return ()
 
     @property
@@ -165,16 +165,16 @@ class OGD(Optimizer):
             raise TypeError(f"OGD.step: closure must be callable or None, got {type(closure).__name__}")
         loss = closure() if closure is not None else None
         work = {id(p): label for _, p, label in self._checked_work()}
-        g = self.flat_grad()
+        g = self.flat_grad()                                # g: the concatenated gradients
         if self.basis.shape[0]:
-            g = g - self.basis.T @ (self.basis @ g)
+            g = g - self.basis.T @ (self.basis @ g)         # g̃ = g - Σ_i ⟨g, u_i⟩ u_i  (u_i: rows of basis)
         off, staged = 0, []
         with np.errstate(over="ignore", invalid="ignore"):                     # checked, not warned
             for group in self.param_groups:
                 lr = group["lr"]
                 for p in group["params"]:
                     n = p.data.size
-                    if p.grad is not None:
+                    if p.grad is not None:                  # θ ← θ - γ g̃ (this parameter's slice of g̃)
                         new = p.data - (lr * g[off:off + n]).reshape(p.shape).astype(p.dtype, copy=False)
                         self._check_update(p, work[id(p)], f"lr={lr:g}", new)
                         staged.append((p, new))

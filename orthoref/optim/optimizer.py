@@ -6,7 +6,7 @@ constructor's values; ``param_groups`` and ``state`` (keyed by ``Parameter``) ar
 numbers the parameters ``0, 1, ...`` in group order, as PyTorch does.
 
 Subclasses set ``defaults`` and implement ``_validate_group`` (hyper-parameter checks, raising
-``ValueError`` naming the argument), ``_state_keys`` (the state a parameter of a group carries, for
+``ValueError`` naming the argument), ``_state_keys(group, p)`` (the state a parameter carries, for
 ``load_state_dict``) and ``_step_group``. Updates are in place on ``p.data`` with the array module of the
 parameter (NumPy or CuPy), in its dtype, through preallocated state and a shared scratch buffer, and
 never touch ``p.grad``.
@@ -28,7 +28,7 @@ __all__ = ["Optimizer"]
 _FLOATS = FLOAT_DTYPES
 
 
-def _check_betas(betas, who, name="betas"):
+def check_betas(betas, who, name="betas"):
     """``(beta1, beta2)`` as floats in ``[0, 1)`` (:func:`~orthoref._checks.check_real` on each)."""
     if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
         raise ValueError(f"{who}: {name} must be a pair (beta1, beta2), got {betas!r}")
@@ -99,7 +99,7 @@ class Optimizer:
       message says so; restore them from a ``state_dict``).
 
     Subclasses set ``defaults`` and implement ``_validate_group`` (hyper-parameter checks through
-    ``orthoref._checks``), ``_state_keys`` (the state a parameter of a group carries, for
+    ``orthoref._checks``), ``_state_keys(group, p)`` (the state keys of parameter ``p`` of ``group``, for
     ``load_state_dict``) and either ``_stage`` (the new value and state of one parameter, computed without
     writing either) or ``_update`` (in place, through :meth:`_in_place_checked`).
     A subclass that implements the older ``_step_group`` instead is still run, group by group, after the
@@ -385,9 +385,13 @@ class Optimizer:
         return buf[:n].reshape(data.shape)
 
     # -- state dicts -------------------------------------------------------------------------------------
-    def _state_keys(self, group: dict) -> tuple:
-        """The keys of a parameter's state in ``group`` (``"step"`` is an int, the others arrays of the
-        parameter's shape or, where the optimizer allows it, ``None``)."""
+    def _state_keys(self, group: dict, p) -> tuple:
+        """The keys of the state of parameter ``p`` of ``group`` (``"step"`` is an int, the others arrays of
+        the parameter's shape or, where the optimizer allows it (``_NULLABLE_STATE``), ``None``).
+
+        :meth:`load_state_dict` checks each saved entry against the keys of its own parameter, so the key
+        set may depend on the group (Adam's ``amsgrad``) or on the parameter itself (Muon: a matrix carries
+        ``momentum_buffer``, a vector Adam's moments)."""
         raise NotImplementedError
 
     _NULLABLE_STATE: tuple = ()
@@ -491,10 +495,11 @@ class Optimizer:
 
     def _load_entry(self, who, i, st, p, group):
         """The checked state of parameter index ``i``, in ``p``'s array module and dtype."""
-        want = set(self._state_keys(group))
+        want = set(self._state_keys(group, p))
         if not isinstance(st, Mapping) or set(st) != want:
             got = sorted(map(str, st)) if isinstance(st, Mapping) else type(st).__name__
-            raise ValueError(f"{who}: state of parameter {i} has keys {got}, expected {sorted(want)}")
+            raise ValueError(f"{who}: state of parameter {i} (shape {tuple(p.shape)}) has keys {got}, "
+                             f"expected {sorted(want)}")
         xp = get_array_module(p.data)
         entry = {}
         for k in sorted(want):

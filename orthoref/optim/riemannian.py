@@ -10,9 +10,9 @@ class).
 
 The matrix on the manifold
 --------------------------
-A weight of shape ``(out, in, ...)`` is seen as ``M = W.reshape(out, -1)`` (``DESIGN.md``'s convention:
-rows are the filters). The optimizers work on the tall orientation ``X`` of ``M``, with orthonormal
-columns:
+A weight of shape ``(out, in, ...)`` is seen as ``M = W.reshape(out, -1)`` (the README's convention,
+"Layouts and flattening": rows are the filters). The optimizers work on the tall orientation ``X`` of
+``M``, with orthonormal columns:
 
 - ``out >= in'`` (``in'`` the flattened fan-in): ``X = M``, ``MᵀM = I`` (orthonormal columns);
 - ``out < in'``: ``X = Mᵀ``, ``MMᵀ = I`` (orthonormal rows, i.e. orthonormal filters -- what
@@ -48,9 +48,10 @@ import numpy as np
 
 from .._checks import MAX_ITERATIONS, NonFiniteError, all_finite, check_bool, check_choice, check_int, check_real
 from ..backend import get_array_module
-from ..ortho.stiefel import METRICS, RETRACTIONS, cayley_iterative, orthonormality_error, project_tangent, \
+from ..ortho.metrics import orthogonality_error_fro
+from ..ortho.stiefel import METRICS, RETRACTIONS, cayley_iterative, project_tangent, \
     retract
-from .optimizer import Optimizer, _check_betas
+from .optimizer import Optimizer, check_betas
 
 __all__ = ["RiemannianSGD", "RiemannianAdam", "CayleySGD", "CayleyAdam", "stiefel_view", "from_stiefel_view"]
 
@@ -100,7 +101,7 @@ def _check_feasible(who, X, shape, transposed, label="a Stiefel parameter"):
     if not all_finite(get_array_module(X), X):
         raise NonFiniteError(f"{who}: {label} (the parameter's data) must be finite, got NaN or Inf")
     try:
-        err = orthonormality_error(X)
+        err = orthogonality_error_fro(X)
     except ValueError:                          # ‖XᵀX - I‖ overflows the dtype
         err = float("inf")
     if not err <= tol:
@@ -141,7 +142,7 @@ def _restore(Y, tol=None):
     if tol is None:
         tol = 1e-12 if Y.dtype == np.float64 else 1e-6
     try:
-        err = orthonormality_error(Y)
+        err = orthogonality_error_fro(Y)
     except ValueError:                          # NaN/Inf (an overflow): the caller's finiteness check names it
         return Y
     if err > tol:
@@ -237,7 +238,7 @@ class RiemannianSGD(Optimizer):
             raise ValueError(f"{who}: Nesterov momentum requires a momentum > 0 (nesterov=True, "
                              f"momentum={group['momentum']})")
 
-    def _state_keys(self, group):
+    def _state_keys(self, group, p):
         return ("momentum_buffer",)
 
     def _stage(self, group, p, label):
@@ -250,23 +251,24 @@ class RiemannianSGD(Optimizer):
             state = {"momentum_buffer": None}
         state = dict(state)
         if mu != 0 and state["momentum_buffer"] is None:
-            state["momentum_buffer"] = p.grad.copy()      # geoopt: grad.clone() (raw gradient)
-        d = G + wd * X if wd != 0 else G
-        r = project_tangent(X, d, group["metric"], check=False) if on else d
+            state["momentum_buffer"] = p.grad.copy()      # b_0 = G_1 (geoopt: grad.clone(), the raw gradient)
+        d = G + wd * X if wd != 0 else G                    # G_t + λ X_{t-1}
+        r = project_tangent(X, d, group["metric"], check=False) if on else d     # r_t = π_X(G_t + λ X_{t-1})
         if mu != 0:
-            b = stiefel_view(state["momentum_buffer"])[0] if on else state["momentum_buffer"]
-            b = mu * b + r
-            d = r + mu * b if group["nesterov"] else b
+            b = stiefel_view(state["momentum_buffer"])[0] if on else state["momentum_buffer"]     # b_{t-1}
+            b = mu * b + r                                  # b_t = μ b_{t-1} + r_t
+            d = r + mu * b if group["nesterov"] else b      # d_t = r_t + μ b_t (nesterov), else b_t
         else:
-            d = r
+            d = r                                           # d_t = r_t
         if on:
-            Y = _restore(retract(X, _step_vector(self, p, label, lr, d, X), group["retraction"], check=False))
+            Z = _step_vector(self, p, label, lr, d, X)      # Z = -γ d_t
+            Y = _restore(retract(X, Z, group["retraction"], check=False))            # X_t = R_{X_{t-1}}(Z)
             if mu != 0:
-                b = project_tangent(Y, b, "euclidean", check=False)
+                b = project_tangent(Y, b, "euclidean", check=False)                  # b_t ← P_{X_t}(b_t)
                 state["momentum_buffer"] = from_stiefel_view(b, tr, p.shape).copy()
             new = _new_value(p, Y, tr)
         else:
-            new = p.data - lr * d
+            new = p.data - lr * d                           # θ_t = θ_{t-1} - γ d_t
             if mu != 0:
                 state["momentum_buffer"] = b
         return _checked(self, p, label, lr, new, state)
@@ -328,14 +330,14 @@ class RiemannianAdam(Optimizer):
     def _validate_group(self, group):
         who = self._name
         group["lr"] = check_real(who, "lr", group["lr"], 0.0)
-        group["betas"] = _check_betas(group["betas"], who)
+        group["betas"] = check_betas(group["betas"], who)
         group["eps"] = check_real(who, "eps", group["eps"], 0.0)
         group["retraction"] = check_choice(who, "retraction", group["retraction"], RETRACTIONS)
         group["metric"] = check_choice(who, "metric", group["metric"], METRICS)
         group["weight_decay"] = check_real(who, "weight_decay", group["weight_decay"], 0.0)
         group["stiefel"] = check_bool(who, "stiefel", group["stiefel"])
 
-    def _state_keys(self, group):
+    def _state_keys(self, group, p):
         return ("step", "exp_avg", "exp_avg_sq")
 
     def _stage(self, group, p, label):
@@ -349,24 +351,25 @@ class RiemannianAdam(Optimizer):
                 _check_feasible(self._name, X, p.shape, tr, self._where(label, p))
             state = {"step": 0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
         state = dict(state)
-        state["step"] = t = state["step"] + 1
-        d = G + wd * X if wd != 0 else G
-        r = project_tangent(X, d, group["metric"], check=False) if on else d
-        m = stiefel_view(state["exp_avg"])[0] if on else state["exp_avg"]
-        v = stiefel_view(state["exp_avg_sq"])[0] if on else state["exp_avg_sq"]
-        m = beta1 * m + (1.0 - beta1) * r
-        v = beta2 * v + (1.0 - beta2) * (r * r)          # component_inner(x, r) = r ⊙ r
-        bc1 = 1.0 - beta1 ** t
-        bc2 = 1.0 - beta2 ** t
-        D = (m / bc1) / (xp.sqrt(v / bc2) + eps)
+        state["step"] = t = state["step"] + 1               # t ← t + 1
+        d = G + wd * X if wd != 0 else G                    # G_t + λ X_{t-1}
+        r = project_tangent(X, d, group["metric"], check=False) if on else d     # r_t = π_X(G_t + λ X_{t-1})
+        m = stiefel_view(state["exp_avg"])[0] if on else state["exp_avg"]        # m_{t-1}
+        v = stiefel_view(state["exp_avg_sq"])[0] if on else state["exp_avg_sq"]  # v_{t-1}
+        m = beta1 * m + (1.0 - beta1) * r                   # m_t = β₁ m_{t-1} + (1-β₁) r_t
+        v = beta2 * v + (1.0 - beta2) * (r * r)             # v_t = β₂ v_{t-1} + (1-β₂) r_t ⊙ r_t
+        bc1 = 1.0 - beta1 ** t                              # 1 - β₁ᵗ
+        bc2 = 1.0 - beta2 ** t                              # 1 - β₂ᵗ
+        D = (m / bc1) / (xp.sqrt(v / bc2) + eps)            # D_t = m_t/(1-β₁ᵗ) / (√(v_t/(1-β₂ᵗ)) + ε)
         if on:
-            Y = _restore(retract(X, _step_vector(self, p, label, lr, D, X), group["retraction"], check=False))
-            m = project_tangent(Y, m, "euclidean", check=False)
+            Z = _step_vector(self, p, label, lr, D, X)      # Z = -γ D_t
+            Y = _restore(retract(X, Z, group["retraction"], check=False))            # X_t = R_{X_{t-1}}(Z)
+            m = project_tangent(Y, m, "euclidean", check=False)                      # m_t ← P_{X_t}(m_t)
             new = _new_value(p, Y, tr)
             state["exp_avg"] = from_stiefel_view(m, tr, p.shape).copy()
             state["exp_avg_sq"] = from_stiefel_view(v, tr, p.shape).copy()
         else:
-            new = p.data - lr * D
+            new = p.data - lr * D                           # θ_t = θ_{t-1} - γ D_t
             state["exp_avg"], state["exp_avg_sq"] = m, v
         return _checked(self, p, label, lr, new, state)
 
@@ -474,7 +477,7 @@ class CayleySGD(_CayleyBase):
         self._validate_common(group, self._name)
         group["momentum"] = check_real(self._name, "momentum", group["momentum"], 0.0)
 
-    def _state_keys(self, group):
+    def _state_keys(self, group, p):
         return ("momentum_buffer",)
 
     def _stage(self, group, p, label):
@@ -487,22 +490,23 @@ class CayleySGD(_CayleyBase):
             if state is None:
                 _check_feasible(self._name, X, p.shape, tr, self._where(label, p))
                 state = {"momentum_buffer": xp.zeros_like(p.data)}
-            M = beta * stiefel_view(state["momentum_buffer"])[0] - G
-            M = project_tangent(X, M, "euclidean", check=False)          # W X
-            Y = self._cayley_move(group, X, M)
+            M = beta * stiefel_view(state["momentum_buffer"])[0] - G            # M ← β M - G
+            M = project_tangent(X, M, "euclidean", check=False)                 # M ← W X = M - X sym(XᵀM)
+            Y = self._cayley_move(group, X, M)              # X ← Y^iterations, α = min(l, 1/(‖W‖₁ + ε))
             new = _new_value(p, Y, tr)
             state = dict(state, momentum_buffer=from_stiefel_view(M, tr, p.shape).copy())
         else:
-            d = p.grad + wd * p.data if wd != 0 else p.grad
+            d = p.grad + wd * p.data if wd != 0 else p.grad                     # d_t = g_t + λ θ_{t-1}
             if beta != 0:
                 if state is None:
-                    state = {"momentum_buffer": d.copy()}
+                    state = {"momentum_buffer": d.copy()}   # b_1 = d_1
                 else:
-                    state = dict(state, momentum_buffer=beta * state["momentum_buffer"] + d)
-                d = state["momentum_buffer"]
+                    b = beta * state["momentum_buffer"] + d                     # b_t = β b_{t-1} + d_t
+                    state = dict(state, momentum_buffer=b)
+                d = state["momentum_buffer"]                # d_t ← b_t
             elif state is None:
                 state = {"momentum_buffer": xp.zeros_like(p.data)}
-            new = p.data - lr * d
+            new = p.data - lr * d                           # θ_t = θ_{t-1} - l d_t
         return _checked(self, p, label, lr, new, state)
 
 
@@ -563,9 +567,9 @@ class CayleyAdam(_CayleyBase):
     def _validate_group(self, group):
         who = self._name
         self._validate_common(group, who)
-        group["betas"] = _check_betas(group["betas"], who)
+        group["betas"] = check_betas(group["betas"], who)
 
-    def _state_keys(self, group):
+    def _state_keys(self, group, p):
         return ("step", "exp_avg", "exp_avg_sq")
 
     def _stage(self, group, p, label):
@@ -580,26 +584,31 @@ class CayleyAdam(_CayleyBase):
                 _check_feasible(self._name, X, p.shape, tr, self._where(label, p))
             state = {"step": 0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
         state = dict(state)
-        state["step"] = t = state["step"] + 1
-        bc1 = 1.0 - beta1 ** t
-        bc2 = 1.0 - beta2 ** t
+        state["step"] = t = state["step"] + 1               # t ← t + 1
+        bc1 = 1.0 - beta1 ** t                              # 1 - β₁ᵗ
+        bc2 = 1.0 - beta2 ** t                              # 1 - β₂ᵗ
         if on:
             X, tr = stiefel_view(p.data)
             G = stiefel_view(p.grad)[0]
+            # m ← β₁ m + (1-β₁) G
             m = beta1 * stiefel_view(state["exp_avg"])[0] + (1.0 - beta1) * G
+            # v ← β₂ v + (1-β₂) ‖G‖_F²  (a scalar)
             v = beta2 * float(state["exp_avg_sq"].reshape(-1)[0]) + (1.0 - beta2) * float((G * G).sum())
             if not np.isfinite(v):                  # ‖G‖² overflows the dtype
                 self._non_finite_update(p, label, f"lr={lr:g}")
-            scale = float(np.sqrt(v / bc2 + eps))
-            m = project_tangent(X, m, "euclidean", check=False)           # = W X · sqrt(v̂+ε)(1-β₁ᵗ)
-            Z = (-1.0 / (bc1 * scale)) * m
-            Y = self._cayley_move(group, X, Z)
+            scale = float(np.sqrt(v / bc2 + eps))           # √(v̂ + ε), v̂ = v / (1-β₂ᵗ)
+            m = project_tangent(X, m, "euclidean", check=False)     # m ← π_X(m) = W X √(v̂+ε) (1-β₁ᵗ)
+            Z = (-1.0 / (bc1 * scale)) * m                  # Z = -π_X(m̂) / √(v̂ + ε) = -W X
+            Y = self._cayley_move(group, X, Z)              # X ← cayley_iterative(X, -W X, α)
             new = _new_value(p, Y, tr)
             state["exp_avg"] = from_stiefel_view(m, tr, p.shape).copy()
-            state["exp_avg_sq"] = xp.full(p.shape, v, dtype=p.dtype)
+            state["exp_avg_sq"] = xp.full(p.shape, v, dtype=p.dtype)            # v, broadcast to θ's shape
         else:
-            d = p.grad + wd * p.data if wd != 0 else p.grad
+            d = p.grad + wd * p.data if wd != 0 else p.grad                     # d_t = g_t + λ θ_{t-1}
+            # m_t = β₁ m_{t-1} + (1-β₁) d_t
             m = state["exp_avg"] = beta1 * state["exp_avg"] + (1.0 - beta1) * d
+            # v_t = β₂ v_{t-1} + (1-β₂) d_t²
             v = state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * (d * d)
+            # θ_t = θ_{t-1} - l/(1-β₁ᵗ) · m_t / (√(v_t/(1-β₂ᵗ)) + ε)
             new = p.data - (lr / bc1) * m / (xp.sqrt(v / bc2) + eps)
         return _checked(self, p, label, lr, new, state)

@@ -84,7 +84,7 @@ class SGD(Optimizer):
             raise ValueError(f"{who}: Nesterov momentum requires a momentum and zero dampening "
                              f"(nesterov=True, momentum={group['momentum']}, dampening={group['dampening']})")
 
-    def _state_keys(self, group):
+    def _state_keys(self, group, p):
         return ("momentum_buffer",)
 
     def _update(self, group, p, label):
@@ -101,63 +101,61 @@ class SGD(Optimizer):
         g = p.grad
         xp = get_array_module(p.data)
         w = p.data
-        s = self._scratch(p)
-        # d = sign*g + wd*w: materialized in s only when weight decay is on; otherwise d is
-        # (sign, g) and the sign goes into the scalars, so that .grad is never written.
+        s = self._scratch(p)                                # s: the shared scratch buffer
+        # d_t = ±g_t + λ θ_{t-1}: materialized in s only when weight decay is on; otherwise d_t is
+        # (dsign, g) and the sign goes into the scalars, so that .grad is never written.
         if wd != 0:
-            xp.multiply(w, wd, out=s)
+            xp.multiply(w, wd, out=s)                       # s = λ θ_{t-1}
             if sign > 0:
-                s += g
+                s += g                                      # d_t = g_t + λ θ_{t-1}
             else:
-                s -= g
+                s -= g                                      # d_t = -g_t + λ θ_{t-1}
             d, dsign = s, 1.0
         else:
-            d, dsign = g, sign
+            d, dsign = g, sign                              # d_t = ±g_t
         if mu != 0:
             state = self.state.get(p)
             if state is None:
                 state = self.state[p] = {"momentum_buffer": None}
             buf = state["momentum_buffer"]
-            if buf is None:
+            if buf is None:                                 # t = 1: no dampening
                 buf = xp.empty_like(w)
                 if dsign > 0:
-                    xp.copyto(buf, d)
+                    xp.copyto(buf, d)                       # b_1 = d_1
                 else:
-                    xp.negative(d, out=buf)
+                    xp.negative(d, out=buf)                 # b_1 = d_1 = -g_1
                 state["momentum_buffer"] = buf
             else:
-                buf *= mu
-                c = (1.0 - damp) * dsign
+                buf *= mu                                   # b = μ b_{t-1}
+                c = (1.0 - damp) * dsign                    # (1-τ), times d_t's sign when d is g
                 if d is s and c == 1.0:
-                    buf += s
+                    buf += s                                # b_t = μ b_{t-1} + d_t
                 elif d is s:
-                    s2 = self._scratch(p, 1) if nesterov else s
-                    xp.multiply(s, c, out=s2)
-                    buf += s2
+                    s2 = self._scratch(p, 1) if nesterov else s     # nesterov reads d_t in s below
+                    xp.multiply(s, c, out=s2)               # s2 = (1-τ) d_t
+                    buf += s2                               # b_t = μ b_{t-1} + (1-τ) d_t
                 else:
-                    xp.multiply(g, c, out=s)
-                    buf += s
+                    xp.multiply(g, c, out=s)                # s = (1-τ) d_t
+                    buf += s                                # b_t = μ b_{t-1} + (1-τ) d_t
             if nesterov:
-                # d + mu*buf
                 if d is s:
                     s2 = self._scratch(p, 1)
-                    xp.multiply(buf, mu, out=s2)
-                    s += s2
+                    xp.multiply(buf, mu, out=s2)            # s2 = μ b_t
+                    s += s2                                 # d_t ← d_t + μ b_t
                 else:
-                    xp.multiply(buf, mu, out=s)
+                    xp.multiply(buf, mu, out=s)             # s = μ b_t
                     if dsign > 0:
-                        s += g
+                        s += g                              # d_t ← g_t + μ b_t
                     else:
-                        s -= g
-                s *= lr
-                w -= s
+                        s -= g                              # d_t ← -g_t + μ b_t
+                s *= lr                                     # s = γ d_t
+                w -= s                                      # θ_t = θ_{t-1} - γ d_t
             else:
-                xp.multiply(buf, lr, out=s)
-                w -= s
+                xp.multiply(buf, lr, out=s)                 # s = γ d_t, d_t ← b_t
+                w -= s                                      # θ_t = θ_{t-1} - γ b_t
         elif d is s:
-            s *= lr
-            w -= s
+            s *= lr                                         # s = γ d_t
+            w -= s                                          # θ_t = θ_{t-1} - γ d_t
         else:
-            xp.multiply(g, lr * dsign, out=s)
-            w -= s
-
+            xp.multiply(g, lr * dsign, out=s)               # s = γ d_t = ±γ g_t
+            w -= s                                          # θ_t = θ_{t-1} - γ d_t

@@ -17,7 +17,8 @@ import zlib
 import numpy as np
 
 from .._checks import check_int
-from .reference import CompareReport, _patterns, cast_kwargs, error_row, reference, specs_matching, tolerance
+from .reference import (CompareReport, cast_kwargs, check_patterns, error_row, reference, specs_matching,
+                        tolerance)
 
 __all__ = ["RUNNERS", "check", "format_rows", "summary"]
 
@@ -122,7 +123,7 @@ def check(against, ops="*", dtypes=("float64",), rng=0):
     if not isinstance(against, (str, os.PathLike)):
         raise TypeError(f"{who}: against must be one of {sorted(RUNNERS)} or a fixture directory, got "
                         f"{type(against).__name__} {against!r}")
-    _patterns(ops, who, "ops")
+    check_patterns(ops, who, "ops")
     rng = check_int(who, "rng", rng, 0)
     if against not in RUNNERS:
         if not os.path.isdir(against):

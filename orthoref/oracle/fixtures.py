@@ -38,8 +38,9 @@ import numpy as np
 
 from .. import __version__
 from .._checks import check_bool, check_real
-from ..data import _loads_strict, _read_npz
-from .reference import CompareReport, _patterns, error_row, names, reference, specs_matching, tolerance
+from .._io import atomic_write, loads_strict, read_npz
+from .reference import (CompareReport, check_patterns, error_row, names, reference, specs_matching,
+                        tolerance)
 
 __all__ = ["SCHEMA", "export", "load_manifest", "load_fixture", "check_dir", "write_npz"]
 
@@ -73,21 +74,7 @@ def write_npz(path, arrays: dict) -> None:
             info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             zf.writestr(info, member.getvalue())
-    _atomic_write(path, buf.getvalue())
-
-
-def _atomic_write(path, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
 def _jsonable(v):
@@ -152,7 +139,7 @@ def export(directory, ops="*", dtypes=("float64", "float32"), progress=None) -> 
         raise ValueError(f"export: dtypes must be among {sorted(_DTYPES)}, got {list(dtypes)}")
     if progress is not None and not callable(progress):
         raise TypeError(f"export: progress must be a callable or None, got {type(progress).__name__}")
-    specs = specs_matching(_patterns(ops, "export", "ops"))
+    specs = specs_matching(check_patterns(ops, "export", "ops"))
     if not specs:
         raise ValueError(f"export: ops: no registered op matches {ops!r}")
     os.makedirs(directory, exist_ok=True)
@@ -171,8 +158,8 @@ def export(directory, ops="*", dtypes=("float64", "float32"), progress=None) -> 
         if progress:
             progress(spec.name, len(samples))
     manifest = {"schema": SCHEMA, "orthoref": __version__, "numpy": np.__version__, "fixtures": entries}
-    _atomic_write(os.path.join(directory, "manifest.json"),
-                  (json.dumps(manifest, indent=1, sort_keys=True, allow_nan=False) + "\n").encode())
+    text = json.dumps(manifest, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write(os.path.join(directory, "manifest.json"), lambda f: f.write(text.encode()))
     return manifest
 
 
@@ -250,7 +237,7 @@ def load_manifest(directory) -> dict:
     path = os.path.join(directory, "manifest.json")
     try:
         with open(path, "rb") as f:
-            manifest = _loads_strict(f.read())
+            manifest = loads_strict(f.read())
     except FileNotFoundError:
         raise ValueError(f"{directory}: no manifest.json (not a fixture directory)") from None
     except OSError as exc:
@@ -299,7 +286,8 @@ def load_fixture(directory, entry, verify_hash=True):
                          f"the check)")
     if verify_hash and hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise ValueError(f"{path}: sha256 differs from manifest.json (file changed or corrupt)")
-    arrays = _read_npz(io.BytesIO(data), path)
+    with read_npz(io.BytesIO(data), "orthoref fixture", name=path, error=ValueError) as npz:
+        arrays = npz.read_all()
     n_in, n_out = len(entry["inputs"]), len(entry["outputs"])
     inputs = tuple(_array(arrays, path, f"input_{k}") for k in range(n_in))
     for k, (x, meta) in enumerate(zip(inputs, entry["inputs"])):
@@ -340,7 +328,7 @@ def check_dir(directory, ops="*", dtypes=None, rtol=None, verify_hash=True):
     registered, whose file is missing, corrupt or differs from its sha256, or whose values or gradients
     disagree is a failed report, never skipped."""
     who = "check_dir"
-    pats = _patterns(ops, who, "ops")
+    pats = check_patterns(ops, who, "ops")
     if dtypes is not None and (isinstance(dtypes, str) or not isinstance(dtypes, (list, tuple, set))):
         raise TypeError(f"{who}: dtypes must be a list or tuple of dtype names or None, got {dtypes!r}")
     if rtol is not None:

@@ -39,7 +39,7 @@ def names() -> list:
     return [s.name for s in all_specs()]
 
 
-def _patterns(patterns, who="specs_matching", name="patterns"):
+def check_patterns(patterns, who="specs_matching", name="patterns"):
     """The shell patterns of ``patterns`` (a comma-separated string or a sequence of strings)."""
     items = patterns.split(",") if isinstance(patterns, str) else patterns
     if isinstance(patterns, (bytes, dict)) or not isinstance(items, (list, tuple)) \
@@ -51,7 +51,7 @@ def _patterns(patterns, who="specs_matching", name="patterns"):
 
 def specs_matching(patterns="*"):
     """Registered specs whose name matches any of the comma-separated shell patterns (``"nn.*,relu"``)."""
-    pats = _patterns(patterns)
+    pats = check_patterns(patterns)
     return [s for s in all_specs() if any(fnmatch.fnmatchcase(s.name, p) for p in pats)]
 
 

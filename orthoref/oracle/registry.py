@@ -26,8 +26,9 @@ __all__ = ["OpSpec", "Sample", "register", "get", "all_specs", "from_pair", "fro
            "from_map"]
 
 _REGISTRY: dict = {}
-# Modules whose import registers specs; ``all_specs`` imports them so the registry is always complete.
-_PROVIDERS = ("orthoref.ops", "orthoref.nn", "orthoref.regularizers", "orthoref.ortho")
+# The package whose import registers every spec (the samples, one module per family, with their twins);
+# ``all_specs`` imports it so the registry is always complete.
+_PROVIDERS = ("orthoref.oracle.samples",)
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Helpers shared by the ``ortho`` modules: exact power-of-two rescaling for the scale-invariant maps and the
-translation of LAPACK failures into ``ValueError`` naming the function and the argument.
+"""Helpers shared by the ``ortho`` modules (and ``regularizers``, ``init``, ``analysis``): exact power-of-two
+rescaling for the scale-invariant maps and the translation of LAPACK failures into ``ValueError`` naming the
+function and the argument.
 
 Scale: a map with ``f(cA) = f(A)`` for every ``c > 0`` (QR, Gram–Schmidt, polar, Björck, Newton–Schulz with
 ``eps = 0``, spectral normalization) must work at any representable scale of ``A``. When ``max|A|`` lies
@@ -9,6 +10,9 @@ exact (a power of two, no rounding, subnormal inputs included), so the result is
 the window nothing is rescaled, so values on ordinary inputs are bit-identical to the unscaled code. The
 VJP of a scale-invariant map scales as ``1/c``: it is computed on ``A·2^-e`` and multiplied by ``2^-e``
 (:func:`unscale`), and a gradient that overflows then raises ``NonFiniteError``.
+
+:func:`pow2_rescale` is the same exact rescaling with a window ``[2^lo, 2^hi]`` chosen by the caller
+(the penalties, ``init``, ``analysis``); :func:`float_ldexp` scales a Python float back.
 """
 from __future__ import annotations
 
@@ -74,6 +78,32 @@ def unscale_grad(who, xp, g, e, name="A"):
                         hint=f"it scales as 1/scale of {name}: use float64 or rescale {name} (and grad_out)")
 
 
+def pow2_rescale(xp, A, lo=-400, hi=400):
+    """``(A · 2**-e, e)`` with ``max |A · 2**-e|`` in ``[0.5, 1)`` when ``max |A|`` lies outside
+    ``[2**lo, 2**hi]``, else ``(A, 0)`` untouched (so results on ordinary inputs stay bit-identical).
+
+    Multiplying by a power of two is exact (no rounding; denormals scaled up are exact too), so a
+    scale-invariant quantity computed from the rescaled array is the quantity of ``A`` itself, at any
+    representable scale. A zero array and complex arrays (the complex-step mode) are returned as they are.
+    Costs two reductions (``max``, ``min``), no temporary.
+    """
+    if A.dtype.kind == "c" or A.size == 0:
+        return A, 0
+    amax = max_abs(xp, A)
+    if amax == 0.0 or math.ldexp(1.0, lo) <= amax <= math.ldexp(1.0, hi):
+        return A, 0
+    e = math.frexp(amax)[1]
+    return xp.ldexp(A, -e), e
+
+
+def float_ldexp(x, e):
+    """``x · 2**e`` as a Python float, ``±inf`` on overflow (``math.ldexp`` raises instead)."""
+    try:
+        return math.ldexp(float(x), e)
+    except OverflowError:
+        return math.copysign(math.inf, float(x))
+
+
 @contextlib.contextmanager
 def linalg_errors(who, what):
     """Turn NumPy/SciPy's ``LinAlgError`` raised inside the block into ``ValueError(f"{who}: {what}")``:
@@ -84,5 +114,5 @@ def linalg_errors(who, what):
         raise ValueError(f"{who}: {what}") from None
 
 
-__all__ = ["NonFiniteError", "ldexp", "linalg_errors", "max_abs", "rescaled", "scale_exponent",
-           "unscale_grad"]
+__all__ = ["NonFiniteError", "float_ldexp", "ldexp", "linalg_errors", "max_abs", "pow2_rescale", "rescaled",
+           "scale_exponent", "unscale_grad"]

@@ -28,9 +28,11 @@ _MAX_COND = 1e12
 _MAX_REPEAT = 1000
 
 
-def _methods():
+def methods():
+    """Name → ``f(A)`` of every orthogonalization the comparison times (polar, QR, Gram–Schmidt, Björck and
+    Newton–Schulz with each coefficient set), in table order; not in ``__all__``."""
     from . import bjorck, gram_schmidt, newton_schulz, polar, qr_orthogonalize, NS_COEFFICIENTS
-    methods = {
+    out = {
         "polar (SVD)": polar,
         "qr_orthogonalize": qr_orthogonalize,
         "gram_schmidt cgs": lambda A: gram_schmidt(A, method="cgs"),
@@ -39,12 +41,12 @@ def _methods():
         "bjorck (15 steps)": bjorck,
     }
     for name, table in NS_COEFFICIENTS.items():
-        methods[f"newton_schulz {name} (5 steps)"] = (
+        out[f"newton_schulz {name} (5 steps)"] = (
             lambda name: lambda A: newton_schulz(A, coefficients=name))(name)
         if len(table) > 5:
-            methods[f"newton_schulz {name} ({len(table)} steps)"] = (
+            out[f"newton_schulz {name} ({len(table)} steps)"] = (
                 lambda name: lambda A: newton_schulz(A, coefficients=name, steps=None))(name)
-    return methods
+    return out
 
 
 def _check_sample_args(who, n, dtype, rng, cond, max_cond=None):
@@ -88,7 +90,7 @@ def compare(n=256, dtype="float32", repeat=3, rng=0, cond=1e3):
     A = _sample_matrix(n, dtype, gen, cond)
     reference = polar(A.astype(np.float64))
     rows = []
-    for name, fn in _methods().items():
+    for name, fn in methods().items():
         try:
             times = []
             for _ in range(repeat):
@@ -158,3 +160,5 @@ def format_gram_schmidt_table(rows) -> str:
     for r in rows:
         lines.append(f"| {r['kappa']:.0e} | {r['cgs']:.1e} | {r['mgs']:.1e} | {r['cgs2']:.1e} | {r['qr']:.1e} |")
     return "\n".join(lines)
+
+

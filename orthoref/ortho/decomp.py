@@ -62,12 +62,13 @@ from ..backend import get_array_module, host_rng
 from .._checks import check_array, check_bool, check_choice, check_cotangent, check_finite, \
     check_float, check_int, check_real, check_result
 from ._common import ldexp, linalg_errors, rescaled, unscale_grad
-from ..oracle.registry import OpSpec, Sample, from_map, register
+from ._linalg import mT, sign_fix
+from .metrics import orthogonality_error_2
 
 __all__ = [
     "GRAM_SCHMIDT_METHODS", "gram_schmidt", "gram_schmidt_vjp", "gram_schmidt_table",
     "qr_orthogonalize", "qr_orthogonalize_vjp", "polar", "polar_vjp",
-    "householder_product", "householder_product_vjp", "orthogonality_error",
+    "householder_product", "householder_product_vjp",
 ]
 
 GRAM_SCHMIDT_METHODS = ("cgs", "mgs", "cgs2")
@@ -92,10 +93,6 @@ def _method(who, method):
 
 def _eps(dtype):
     return float(np.finfo(dtype).eps)
-
-
-def _T(a):
-    return a.swapaxes(-1, -2)
 
 
 def _where(batch_shape, flat_index):
@@ -140,24 +137,6 @@ def _thin_svd(xp, A, overwrite=False):
             return Vht.T, s, Ut.T
         return svd(A, full_matrices=False, lapack_driver="gesdd", check_finite=False, overwrite_a=overwrite)
     return xp.linalg.svd(A, full_matrices=False)
-
-
-def orthogonality_error(Q):
-    """``‖QᵀQ − I‖_2`` (spectral norm; the smaller Gram for wide ``Q``), computed in float64; the maximum
-    over a batch.
-
-    ``Q``: a finite float32/float64 array of at least 2 dimensions (``TypeError``/``ValueError``
-    otherwise); ``NonFiniteError`` when the error overflows float64 (``|Q|`` beyond about 1e154).
-    """
-    who = "orthogonality_error"
-    xp = check_array(who, Q, "Q")
-    Q = Q.astype(xp.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        G = _T(Q) @ Q if Q.shape[-2] >= Q.shape[-1] else Q @ _T(Q)
-        G = G - xp.eye(G.shape[-1])
-        check_result(who, G, "QᵀQ", hint="rescale Q")
-        with linalg_errors(who, "the SVD of QᵀQ − I did not converge (Q is too badly scaled)"):
-            return float(xp.linalg.norm(G, ord=2, axis=(-2, -1)).max())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -231,12 +210,7 @@ def orthonormal_qr(a, overwrite=False):
 
 def _qr_pos(xp, A):
     """``Q, R`` of a tall (batched) ``A`` with ``diag R >= 0`` (sign(0) = +1)."""
-    Q, R = _thin_qr(xp, A)
-    d = xp.diagonal(R, axis1=-2, axis2=-1)
-    s = xp.where(d < 0, -1.0, 1.0).astype(A.dtype)
-    Q = Q * s[..., None, :]
-    R = R * s[..., :, None]
-    return Q, R
+    return sign_fix(*_thin_qr(xp, A))
 
 
 def qr_orthogonalize(A):
@@ -278,7 +252,7 @@ def _qr_orthogonalize(xp, A):
     if A.ndim == 2:
         return orthonormal_qr(A)
     if A.shape[-2] < A.shape[-1]:
-        return _T(_qr_orthogonalize(xp, _T(A)))
+        return mT(_qr_orthogonalize(xp, mT(A)))
     return _qr_pos(xp, A)[0]
 
 
@@ -293,12 +267,12 @@ def _qr_backward(xp, Q, R, G, who):
         col = int(xp.argmax(bad.reshape(-1, bad.shape[-1])[flat]))
         raise ValueError(f"{who}: A is numerically rank deficient: |R[{col}, {col}]| <= n·eps·max|R_jj| "
                          f"at column {col}{_where(R.shape[:-2], flat)}; the derivative of Q is unbounded")
-    M = _T(Q) @ G
+    M = mT(Q) @ G
     X = xp.triu(M)
-    X = X + _T(xp.triu(M, 1))
+    X = X + mT(xp.triu(M, 1))
     B = G - Q @ X
     # Ā = B R⁻ᵀ  <=>  R Āᵀ = Bᵀ
-    return _T(_solve_triangular(xp, R, _T(B), lower=False)).astype(Q.dtype, copy=False)
+    return mT(_solve_triangular(xp, R, mT(B), lower=False)).astype(Q.dtype, copy=False)
 
 
 def qr_orthogonalize_vjp(A, grad_out):
@@ -321,7 +295,7 @@ def qr_orthogonalize_vjp(A, grad_out):
     _validate_grad(who, A, grad_out)
     A, e = rescaled(xp, A)
     if A.shape[-2] < A.shape[-1]:
-        return unscale_grad(who, xp, _T(_qr_vjp_tall(who, xp, _T(A), _T(grad_out))), e)
+        return unscale_grad(who, xp, mT(_qr_vjp_tall(who, xp, mT(A), mT(grad_out))), e)
     return unscale_grad(who, xp, _qr_vjp_tall(who, xp, A, grad_out), e)
 
 
@@ -338,10 +312,10 @@ def _gs_project(Q, R, V, j, method):
     """Orthogonalize the current column(s) ``V[..., :, j]`` against ``Q[..., :, :j]`` (CGS or CGS2)."""
     Qj = Q[..., :, :j]
     v = V[..., :, j]
-    r = (_T(Qj) @ v[..., None])[..., 0]
+    r = (mT(Qj) @ v[..., None])[..., 0]
     v = v - (Qj @ r[..., None])[..., 0]
     if method == "cgs2":
-        r2 = (_T(Qj) @ v[..., None])[..., 0]
+        r2 = (mT(Qj) @ v[..., None])[..., 0]
         v = v - (Qj @ r2[..., None])[..., 0]
         r = r + r2
     R[..., :j, j] = r
@@ -473,11 +447,11 @@ def gram_schmidt_table(n=200, k=50, kappas=(1e2, 1e4, 1e6, 1e8, 1e10, 1e12), rng
         row = {"kappa": float(kappa)}
         for m in GRAM_SCHMIDT_METHODS:
             try:
-                row[m] = orthogonality_error(gram_schmidt(A, method=m))
+                row[m] = orthogonality_error_2(gram_schmidt(A, method=m))
             except ValueError:
                 raise ValueError(f"{who}: kappas: κ = {kappa:g} makes A numerically rank deficient for "
                                  f"Gram–Schmidt ({m!r}) at n = {n} in float64; use κ below about 1/(n·eps)") from None
-        row["qr"] = orthogonality_error(qr_orthogonalize(A))
+        row["qr"] = orthogonality_error_2(qr_orthogonalize(A))
         rows.append(row)
     return rows
 
@@ -560,16 +534,16 @@ def polar_vjp(A, grad_out):
     _validate_grad(who, A, grad_out)
     A, e = rescaled(xp, A)
     if A.shape[-2] < A.shape[-1]:
-        return unscale_grad(who, xp, _T(_polar_vjp_tall(who, xp, _T(A), _T(grad_out))), e)
+        return unscale_grad(who, xp, mT(_polar_vjp_tall(who, xp, mT(A), mT(grad_out))), e)
     return unscale_grad(who, xp, _polar_vjp_tall(who, xp, A, grad_out), e)
 
 
 def _polar_vjp_tall(who, xp, A, G):
     U, s, Vh = _polar_svd(who, xp, A)
-    V = _T(Vh)
+    V = mT(Vh)
     GV = G @ V
-    X = _T(U) @ GV
-    S = (X - _T(X)) / (s[..., :, None] + s[..., None, :])
+    X = mT(U) @ GV
+    S = (X - mT(X)) / (s[..., :, None] + s[..., None, :])
     out = U @ (S @ Vh)
     if A.shape[-2] > A.shape[-1]:
         P = GV - U @ X                                          # (I − UUᵀ) Ḡ V
@@ -607,7 +581,7 @@ def _wy_factors(xp, Vu, tau):
     """``L = (I + diag(τ) N)⁻¹`` and ``R = (I + N diag(τ))⁻¹`` with ``N = striu(VᵀV)``, so that the
     compact-WY ``T`` (``H_1 ⋯ H_p = I − V T Vᵀ``) is ``T = L diag(τ) = diag(τ) R`` -- no division by τ."""
     p = tau.shape[-1]
-    N = xp.triu(_T(Vu) @ Vu, 1)
+    N = xp.triu(mT(Vu) @ Vu, 1)
     eye = xp.broadcast_to(xp.eye(p, dtype=Vu.dtype), N.shape)
     L = _solve_triangular(xp, eye + tau[..., :, None] * N, eye, lower=False, unit_diagonal=True)
     return N, L
@@ -661,7 +635,7 @@ def _householder_product(who, xp, V, tau):
     Vu = _unit_lower(xp, V, p)
     _, L = _wy_factors(xp, Vu, tau)
     T = L * tau[..., None, :]
-    Q = -(Vu @ (T @ _T(Vu[..., :k, :])))
+    Q = -(Vu @ (T @ mT(Vu[..., :k, :])))
     d = xp.arange(k)
     Q[..., d, d] += 1
     return Q
@@ -701,111 +675,13 @@ def _householder_product_vjp(xp, V, tau, G):
     eye = xp.broadcast_to(xp.eye(p, dtype=V.dtype), N.shape)
     Rm = _solve_triangular(xp, eye + N * tau[..., None, :], eye, lower=False, unit_diagonal=True)
     T = L * tau[..., None, :]
-    M = _T(Vu) @ (G @ V1)
-    Z = _T(T) @ M @ _T(T)
+    M = mT(Vu) @ (G @ V1)
+    Z = mT(T) @ M @ mT(T)
     Zu = xp.triu(Z, 1)
-    gV = -(G @ (V1 @ _T(T)))
-    gV[..., :k, :] -= _T(G) @ (Vu @ T)
-    gV += Vu @ (Zu + _T(Zu))
-    gtau = -(L * (M @ _T(Rm))).sum(axis=-2)
+    gV = -(G @ (V1 @ mT(T)))
+    gV[..., :k, :] -= mT(G) @ (Vu @ T)
+    gV += Vu @ (Zu + mT(Zu))
+    gtau = -(L * (M @ mT(Rm))).sum(axis=-2)
     grad_V = xp.zeros_like(V)
     grad_V[..., :, :p] = xp.tril(gV, -1)
     return grad_V, gtau.astype(V.dtype, copy=False)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Registry: finite differences in float64 and PyTorch twins.
-
-def _well_conditioned(rng, shape, dtype, lo=0.5, hi=2.0):
-    """``U diag(s) Vᵀ`` with singular values ``s`` in ``[lo, hi]`` and Haar ``U``, ``V`` (tall or wide)."""
-    *batch, n, k = shape
-    m = min(n, k)
-    out = np.empty(shape)
-    for idx in np.ndindex(*batch):
-        U = qr_orthogonalize(rng.standard_normal((n, m)))
-        W = qr_orthogonalize(rng.standard_normal((k, m)))
-        s = rng.uniform(lo, hi, m)
-        out[idx] = (U * s) @ W.T
-    return out.astype(dtype)
-
-
-def _gs_samples(rng, dtype):
-    out = []
-    for method in GRAM_SCHMIDT_METHODS:
-        out.append(Sample((_well_conditioned(rng, (6, 4), dtype),), {"method": method}, f"{method} 6x4"))
-    out.append(Sample((_well_conditioned(rng, (4, 4), dtype),), {"method": "mgs"}, "mgs square 4x4"))
-    out.append(Sample((_well_conditioned(rng, (2, 5, 3), dtype),), {"method": "cgs2"}, "cgs2 batched 2x5x3"))
-    return out
-
-
-def _qr_samples(rng, dtype):
-    return [Sample((_well_conditioned(rng, (4, 4), dtype),), {}, "square 4x4"),
-            Sample((_well_conditioned(rng, (7, 4), dtype),), {}, "tall 7x4"),
-            Sample((_well_conditioned(rng, (3, 6), dtype),), {}, "wide 3x6"),
-            Sample((_well_conditioned(rng, (2, 5, 3), dtype),), {}, "batched 2x5x3")]
-
-
-def _polar_samples(rng, dtype):
-    return [Sample((_well_conditioned(rng, (4, 4), dtype),), {}, "square 4x4"),
-            Sample((_well_conditioned(rng, (7, 4), dtype),), {}, "tall 7x4"),
-            Sample((_well_conditioned(rng, (3, 6), dtype),), {}, "wide 3x6"),
-            Sample((_well_conditioned(rng, (2, 5, 3), dtype),), {}, "batched 2x5x3")]
-
-
-def _householder_inputs(rng, shape, p=None, dtype=np.float64):
-    """``(V, tau)`` from ``geqrf`` of a well-conditioned matrix (orthogonal reflectors), plus noise so
-    that τ is not tied to ‖v‖ (the map is checked for any τ)."""
-    from scipy.linalg import lapack
-    *batch, n, k = shape
-    p = k if p is None else p
-    V = np.empty(shape)
-    tau = np.empty(tuple(batch) + (p,))
-    for idx in np.ndindex(*batch):
-        qr, t, _, _ = lapack.dgeqrf(_well_conditioned(rng, (n, k), np.float64))
-        V[idx] = qr
-        tau[idx] = t[:p] + rng.uniform(-0.2, 0.2, p)
-    return V.astype(dtype), tau.astype(dtype)
-
-
-def _householder_samples(rng, dtype):
-    return [Sample(_householder_inputs(rng, (6, 4), dtype=dtype), {}, "6x4"),
-            Sample(_householder_inputs(rng, (5, 5), dtype=dtype), {}, "square 5x5"),
-            Sample(_householder_inputs(rng, (6, 4), p=2, dtype=dtype), {}, "6x4 p=2"),
-            Sample(_householder_inputs(rng, (2, 5, 3), dtype=dtype), {}, "batched 2x5x3")]
-
-
-def _householder_apply(V, tau):
-    Q = householder_product(V, tau)
-    return (Q,), lambda cts: householder_product_vjp(V, tau, cts[0])
-
-
-def _torch_qr(A, **_):
-    import torch
-    wide = A.shape[-2] < A.shape[-1]
-    if wide:
-        A = A.transpose(-1, -2)
-    Q, R = torch.linalg.qr(A, mode="reduced")
-    d = torch.diagonal(R, dim1=-2, dim2=-1)
-    Q = Q * torch.where(d < 0, -1.0, 1.0).to(A.dtype).unsqueeze(-2)
-    return (Q.transpose(-1, -2) if wide else Q,)
-
-
-def _torch_polar(A):
-    import torch
-    U, _, Vh = torch.linalg.svd(A, full_matrices=False)
-    return (U @ Vh,)
-
-
-def _torch_householder(V, tau):
-    import torch
-    return (torch.linalg.householder_product(V, tau),)
-
-
-register(OpSpec("gram_schmidt", from_map(gram_schmidt, gram_schmidt_vjp), _gs_samples, torch=_torch_qr,
-                rtol=1e-8, doc="Gram–Schmidt (cgs, mgs, cgs2): Q of the QR with R_jj > 0", complex_step=True))
-register(OpSpec("qr_orthogonalize", from_map(qr_orthogonalize, qr_orthogonalize_vjp), _qr_samples,
-                torch=_torch_qr, rtol=1e-8, doc="Q of the thin QR with diag R >= 0 (wide: transposed)"))
-register(OpSpec("polar", from_map(polar, polar_vjp), _polar_samples, torch=_torch_polar, rtol=1e-8,
-                doc="polar factor U Vᵀ (msign), closed-form backward"))
-register(OpSpec("householder_product", _householder_apply, _householder_samples, torch=_torch_householder,
-                rtol=1e-8, doc="H_1 ⋯ H_p I[:, :k] (LAPACK orgqr), compact-WY backward"))

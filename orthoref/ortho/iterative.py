@@ -35,7 +35,7 @@ from ..backend import get_array_module, host_rng
 from .._checks import MAX_ITERATIONS, NonFiniteError, check_array, check_cotangent, check_finite, check_float, check_int, \
     check_real, check_result
 from ._common import ldexp, max_abs, scale_exponent, unscale_grad
-from ..oracle.registry import OpSpec, Sample, from_map, register
+from ._linalg import NS_COEFFICIENTS, mT, ns_schedule
 
 __all__ = [
     "NS_COEFFICIENTS", "newton_schulz", "newton_schulz_vjp", "ns_polynomial", "ns_worst_error",
@@ -43,44 +43,8 @@ __all__ = [
     "spectral_normalize", "spectral_normalize_vjp",
 ]
 
-# ---------------------------------------------------------------------------------------------------------
-# Coefficient registry.
-
-_PE_RAW = [  # Amsel, Persson, Musco & Gower 2025, "The Polar Express", arXiv:2505.16932, Algorithm 1
-    (8.28721201814563, -23.595886519098837, 17.300387312530933),
-    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
-    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
-    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
-    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
-    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
-    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
-    (1.875, -1.25, 0.375),
-]
-
-#: Newton–Schulz coefficient tables: name -> list of ``(a, b, c)`` rows, step ``t`` applies
-#: ``p_t(σ) = aσ + bσ³ + cσ⁵`` to the singular values. A one-row table is applied at every step; a table
-#: with ``m`` rows applies row ``t`` at step ``t`` and repeats its last row when ``steps > m``.
-#:
-#: - ``"cubic"``: the classical Newton–Schulz (Björck–Bowie) cubic ``(3/2, -1/2, 0)``; converges to the
-#:   polar factor for singular values in ``(0, √3)``.
-#: - ``"jordan"``: Keller Jordan's quintic of Muon (``zeropower_via_newtonschulz5``), ``(3.4445, -4.7750,
-#:   2.0315)`` every step; it does not converge, singular values land in a band around ``[0.7, 1.2]``.
-#: - ``"you"``: Jiacheng You's six-step table (integers in units of 1/1024).
-#: - ``"polar_express"``: the eight-row table of Amsel et al. 2025 (arXiv:2505.16932, Algorithm 1; code
-#:   https://github.com/NoahAmsel/PolarExpress), every row but the last divided by ``(1.01, 1.01³, 1.01⁵)``
-#:   (their safety factor), the input normalized by ``‖X‖_F · 1.01 + 1e-7`` (see :func:`newton_schulz`).
-NS_COEFFICIENTS = {
-    "cubic": [(1.5, -0.5, 0.0)],
-    "jordan": [(3.4445, -4.7750, 2.0315)],
-    "you": [(a / 1024, b / 1024, c / 1024) for a, b, c in [
-        (3955, -8306, 5008), (3735, -6681, 3463), (3799, -6499, 3211),
-        (4019, -6385, 2906), (2677, -3029, 1162), (2172, -1833, 682)]],
-    "polar_express": [(a / 1.01, b / 1.01 ** 3, c / 1.01 ** 5) for a, b, c in _PE_RAW[:-1]] + [_PE_RAW[-1]],
-}
-
-# Normalization X = A / (κ ‖A‖_F + eps): κ = 1.01 for the Polar Express (their code), 1 otherwise.
-_NORM_SCALE = {"polar_express": 1.01}
-_DEFAULT_STEPS = 5
+# The coefficient tables (NS_COEFFICIENTS, re-exported here) and their per-step schedule live in
+# ortho._linalg (nn.orthogonal validates them too).
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -105,46 +69,8 @@ def _overflow(who, Y, name="A"):
     return check_result(who, Y, hint=f"use float64, rescale {name} or use coefficients that do not diverge")
 
 
-def _table(who, coefficients):
-    """``(rows, κ)``: the coefficient rows as a list of float triples and the normalization scale."""
-    if isinstance(coefficients, str):
-        if coefficients not in NS_COEFFICIENTS:
-            raise ValueError(f"{who}: coefficients must be one of {sorted(NS_COEFFICIENTS)} or a table of "
-                             f"(a, b, c) rows, got {coefficients!r}")
-        return [tuple(map(float, r)) for r in NS_COEFFICIENTS[coefficients]], _NORM_SCALE.get(coefficients, 1.0)
-    try:
-        T = np.asarray(coefficients.get() if hasattr(coefficients, "get") else coefficients)
-    except Exception as exc:  # ragged lists
-        raise ValueError(f"{who}: coefficients must be a name or an (m, 3) table of (a, b, c) rows, "
-                         f"got {coefficients!r} ({exc})") from None
-    if T.ndim == 1 and T.shape == (3,):
-        T = T[None]
-    if T.ndim != 2 or T.shape[1] != 3 or T.shape[0] == 0 or T.dtype.kind not in "fiu":
-        raise ValueError(f"{who}: coefficients must be a name or a non-empty (m, 3) real table of (a, b, c) "
-                         f"rows, got shape {T.shape} and dtype {T.dtype}")
-    if not np.isfinite(T).all():
-        raise ValueError(f"{who}: coefficients must be finite, got NaN or Inf in the table")
-    if T.shape[0] > MAX_ITERATIONS:
-        raise ValueError(f"{who}: coefficients must have at most {MAX_ITERATIONS} rows, got {T.shape[0]}")
-    return [tuple(map(float, r)) for r in T.astype(np.float64)], 1.0
-
-
-def _schedule(who, coefficients, steps):
-    """The per-step rows: ``steps`` rows (None: the table's length, 5 for a one-row set); ``steps`` is an
-    int in ``[1, MAX_ITERATIONS]``."""
-    rows, kappa = _table(who, coefficients)
-    if steps is None:
-        steps = _DEFAULT_STEPS if len(rows) == 1 else len(rows)
-    steps = _check_steps(who, steps)
-    return [rows[min(t, len(rows) - 1)] for t in range(steps)], kappa
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The shared core: X ← aX + (b G + c G²) X, G = X Xᵀ, on the wide orientation.
-
-def _T(X):
-    return X.swapaxes(-1, -2)
-
 
 def _is_tall(A):
     return A.shape[-2] > A.shape[-1]
@@ -163,9 +89,9 @@ def _iterate(X, rows, store=None):
     for a, b, c in rows:
         if store is not None:
             store.append(X)
-        xp.matmul(X, _T(X), out=G)                     # G = X Xᵀ (syrk for 2-D NumPy inputs)
+        xp.matmul(X, mT(X), out=G)                     # G = X Xᵀ (syrk for 2-D NumPy inputs)
         if c != 0:
-            xp.matmul(G, _T(G), out=H)                 # G² = G Gᵀ (G symmetric: syrk again)
+            xp.matmul(G, mT(G), out=H)                 # G² = G Gᵀ (G symmetric: syrk again)
             H *= c
             G *= b
             H += G
@@ -191,15 +117,15 @@ def _iterate_vjp(Xs, rows, Ybar):
     ``X̄ = aȲ + BȲ + (bP + c(PG + GP)) X`` with ``P = B̄ + B̄ᵀ``, ``B̄ = Ȳ Xᵀ``.
     """
     for X, (a, b, c) in zip(reversed(Xs), reversed(rows)):
-        G = X @ _T(X)
-        Bbar = Ybar @ _T(X)
-        P = Bbar + _T(Bbar)
+        G = X @ mT(X)
+        Bbar = Ybar @ mT(X)
+        P = Bbar + mT(Bbar)
         if c != 0:
-            B = G @ _T(G)
+            B = G @ mT(G)
             B *= c
             B += b * G
             Q = P @ G
-            S = Q + _T(Q)
+            S = Q + mT(Q)
             S *= c
             S += b * P
         else:
@@ -252,11 +178,11 @@ def _normalized_vjp(xp, Aw, s, n, X0bar, kappa):
 
 def _wide(A):
     tall = _is_tall(A)
-    return (_T(A) if tall else A), tall
+    return (mT(A) if tall else A), tall
 
 
 def _unwide(xp, X, tall):
-    return xp.ascontiguousarray(_T(X)) if tall else X
+    return xp.ascontiguousarray(mT(X)) if tall else X
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -310,7 +236,7 @@ def newton_schulz(A, steps=5, coefficients="jordan", eps=1e-7):
     """
     who = "newton_schulz"
     xp = _check_array(who, A)
-    rows, kappa = _schedule(who, coefficients, steps)
+    rows, kappa = ns_schedule(who, coefficients, steps)
     eps = check_real(who, "eps", eps, 0.0)
     Aw, tall = _wide(A)
     X, _, _, _ = _normalized(xp, Aw, kappa, eps, _norm_exponent(xp, Aw, eps))
@@ -348,7 +274,7 @@ def newton_schulz_vjp(A, grad_out, steps=5, coefficients="jordan", eps=1e-7):
     who = "newton_schulz_vjp"
     xp = _check_array(who, A)
     gbar = _check_grad(who, A, grad_out)
-    rows, kappa = _schedule(who, coefficients, steps)
+    rows, kappa = ns_schedule(who, coefficients, steps)
     eps = check_real(who, "eps", eps, 0.0)
     return _unrolled_vjp(who, xp, A, gbar, rows, kappa, eps)
 
@@ -362,7 +288,7 @@ def _unrolled_vjp(who, xp, A, gbar, rows, kappa, eps):
         X0, s, n, Aw = _normalized(xp, Aw, kappa, eps, e)
         Xs = []
         _iterate(X0, rows, store=Xs)
-        Ybar = _T(gbar) if tall else gbar
+        Ybar = mT(gbar) if tall else gbar
         X0bar = _iterate_vjp(Xs, rows, Ybar)
         g = _normalized_vjp(xp, Aw, s, n, X0bar, kappa)
     return unscale_grad(who, xp, _unwide(xp, g, tall).astype(A.dtype, copy=False), e)
@@ -386,7 +312,7 @@ def ns_polynomial(coefficients="jordan", steps=None):
         dtype); ``TypeError`` for anything else (a list, an int/bool/complex array), ``ValueError`` for
         NaN/Inf, ``NonFiniteError`` when ``p(sigma)`` overflows (``|sigma|`` far outside ``[0, 1]``).
     """
-    return _polynomial(_schedule("ns_polynomial", coefficients, steps)[0])
+    return _polynomial(ns_schedule("ns_polynomial", coefficients, steps)[0])
 
 
 def _polynomial(rows):
@@ -431,7 +357,7 @@ def ns_worst_error(coefficients="jordan", lo=1e-3, steps=None):
     lo = check_real(who, "lo", lo, 0.0, lo_open=True)
     if lo >= 1:
         raise ValueError(f"{who}: lo must lie in (0, 1), got {lo!r}")
-    p = _polynomial(_schedule(who, coefficients, steps)[0])
+    p = _polynomial(ns_schedule(who, coefficients, steps)[0])
     try:
         return _worst_error(p, lo)
     except NonFiniteError:
@@ -572,7 +498,7 @@ def parseval_retraction_vjp(W, grad_out, beta=1e-3):
     beta = check_real(who, "beta", beta, 0.0)
     Ww, tall = _wide(W)
     with np.errstate(over="ignore", invalid="ignore"):
-        g = _iterate_vjp([Ww], [(1.0 + beta, -beta, 0.0)], _T(gbar) if tall else gbar)
+        g = _iterate_vjp([Ww], [(1.0 + beta, -beta, 0.0)], mT(gbar) if tall else gbar)
     if beta == 0.0 and not bool(xp.isfinite(g).all()):
         return xp.array(grad_out, copy=True)                   # the map is the identity
     return _overflow(who, _unwide(xp, g, tall).astype(W.dtype, copy=False), "W")
@@ -733,108 +659,3 @@ def spectral_normalize_vjp(W, grad_out, u=None, n_iter=1, eps=1e-12, rng=None):
         g -= (coef * xp.outer(u, v)).reshape(W.shape)
     return unscale_grad(who, xp, g.astype(W.dtype, copy=False), e, "W")
 
-
-# ---------------------------------------------------------------------------------------------------------
-# Registry entries: samples and PyTorch twins.
-
-def _ns_samples(rng, dtype):
-    def A(shape, scale=3.0):
-        return (scale * rng.standard_normal(shape)).astype(dtype)
-    user = [(2.0, -1.5, 0.5), (1.5, -0.5, 0.0)]
-    return [
-        Sample((A((3, 4)),), {"steps": 3, "coefficients": "jordan"}, "jordan wide"),
-        Sample((A((5, 3)),), {"steps": 3, "coefficients": "jordan"}, "jordan tall"),
-        Sample((A((4, 4)),), {"steps": 5, "coefficients": "cubic"}, "cubic square"),
-        Sample((A((3, 4)),), {"steps": 3, "coefficients": "you"}, "you wide"),
-        Sample((A((4, 3)),), {"steps": 3, "coefficients": "polar_express"}, "polar_express tall"),
-        Sample((A((3, 3)),), {"steps": 3, "coefficients": user}, "user table square"),
-        Sample((A((2, 3, 4)),), {"steps": 2, "coefficients": "jordan", "eps": 1e-3}, "jordan batched"),
-        Sample((A((2, 4, 3)),), {"steps": 3, "coefficients": "cubic"}, "cubic batched tall"),
-    ]
-
-
-def _bjorck_samples(rng, dtype):
-    def A(shape):
-        return rng.standard_normal(shape).astype(dtype)
-    return [Sample((A((3, 4)),), {"steps": 3}, "wide"),
-            Sample((A((5, 3)),), {"steps": 4, "beta": 0.3}, "tall beta=0.3"),
-            Sample((A((2, 3, 3)),), {"steps": 2}, "batched square")]
-
-
-def _parseval_samples(rng, dtype):
-    def A(shape):
-        return (0.7 * rng.standard_normal(shape)).astype(dtype)
-    return [Sample((A((4, 4)),), {}, "square default beta"),
-            Sample((A((3, 5)),), {"beta": 0.1}, "wide"),
-            Sample((A((5, 3)),), {"beta": 0.1}, "tall"),
-            Sample((A((2, 3, 4)),), {"beta": 0.2}, "batched")]
-
-
-def _spectral_samples(rng, dtype):
-    """``u`` is the exact top left singular vector of a matrix with a clear gap: there the power-iteration
-    map is stationary, so finite differences of the whole loop agree with the detached-``u, v`` gradient."""
-    out = []
-    for shape, n_iter, label in (((4, 6), 1, "wide"), ((5, 3), 2, "tall n_iter=2"),
-                                 ((3, 2, 2, 2), 1, "conv")):
-        for _ in range(200):
-            W = rng.standard_normal(shape)
-            U, s, _ = np.linalg.svd(W.reshape(shape[0], -1))
-            if s[1] < 0.7 * s[0]:
-                break
-        out.append(Sample((W.astype(dtype),), {"u": U[:, 0].copy(), "n_iter": n_iter}, label))
-    return out
-
-
-def _torch_ns_loop(A, rows, kappa, eps):
-    tall = A.shape[-2] > A.shape[-1]
-    X = A.mT if tall else A
-    if kappa is not None:
-        X = X / (X.norm(dim=(-2, -1), keepdim=True) * kappa + eps)
-    for a, b, c in rows:
-        G = X @ X.mT
-        B = b * G + c * G @ G
-        X = a * X + B @ X
-    return X.mT if tall else X
-
-
-def _torch_ns(A, steps=5, coefficients="jordan", eps=1e-7):
-    rows, kappa = _schedule("newton_schulz", coefficients, steps)
-    return (_torch_ns_loop(A, rows, kappa, eps),)
-
-
-def _torch_bjorck(A, steps=15, beta=0.5):
-    return (_torch_ns_loop(A, [(1 + beta, -beta, 0.0)] * steps, 1.0, 0.0),)
-
-
-def _torch_parseval(W, beta=1e-3):
-    return ((1 + beta) * W - beta * W @ W.mT @ W,)
-
-
-def _torch_spectral(W, u=None, n_iter=1, eps=1e-12, rng=None):
-    import torch
-    import torch.nn.functional as F
-    M = W.reshape(W.shape[0], -1)
-    with torch.no_grad():
-        uu = F.normalize(torch.as_tensor(np.asarray(u, dtype=np.float64), dtype=W.dtype), dim=0, eps=eps)
-        for _ in range(n_iter):
-            vv = F.normalize(torch.mv(M.T, uu), dim=0, eps=eps)
-            uu = F.normalize(torch.mv(M, vv), dim=0, eps=eps)
-    sigma = torch.vdot(uu.clone(), torch.mv(M, vv.clone()))
-    return (W / sigma,)
-
-
-def _spectral_map(W, **kw):
-    return spectral_normalize(W, **kw)[0]
-
-
-register(OpSpec("newton_schulz", from_map(newton_schulz, newton_schulz_vjp), _ns_samples, torch=_torch_ns,
-                rtol=1e-8, doc="Newton–Schulz polar approximation (Muon / You / Polar Express), unrolled",
-                complex_step=True))
-register(OpSpec("bjorck", from_map(bjorck, bjorck_vjp), _bjorck_samples, torch=_torch_bjorck, rtol=1e-8,
-                doc="Björck orthonormalization after ‖A‖_F scaling, unrolled", complex_step=True))
-register(OpSpec("parseval_retraction", from_map(parseval_retraction, parseval_retraction_vjp),
-                _parseval_samples, torch=_torch_parseval, rtol=1e-8,
-                doc="(1 + β)W − βWWᵀW, Cissé et al. 2017", complex_step=True))
-register(OpSpec("spectral_normalize", from_map(_spectral_map, spectral_normalize_vjp), _spectral_samples,
-                torch=_torch_spectral, rtol=1e-8,
-                doc="W / σ̂, power iteration from u (Miyato et al. 2018), u and v detached as PyTorch"))

@@ -5,10 +5,10 @@ import zlib
 import numpy as np
 import pytest
 
-from orthoref.nn.orthogonal import (
-    ORTHOGONAL_MAPS, OrthogonalConv2d, OrthogonalLinear, _haar, _sample_raw,
-)
+from orthoref.nn.orthogonal import ORTHOGONAL_MAPS, OrthogonalConv2d, OrthogonalLinear
 from orthoref.oracle import check_backward, check_layer
+from orthoref.oracle.samples.orthogonal import sample_raw
+from orthoref.ortho._linalg import haar
 from orthoref.oracle.conformance import compare_with_torch
 from orthoref.oracle.registry import get
 
@@ -27,7 +27,7 @@ def _gram_error(W):
 def _layer(map, out, inn, triv, rng=0, **kw):
     layer = OrthogonalLinear(inn, out, map=map, trivialization=triv, rng=rng, dtype=np.float64, **kw)
     gen = np.random.default_rng(zlib.crc32(f"{map}{out}{inn}{triv}".encode()))
-    layer.raw.data = _sample_raw(gen, out, inn, map, np.float64)   # off the Householder sign kinks
+    layer.raw.data = sample_raw(gen, out, inn, map, np.float64)   # off the Householder sign kinks
     return layer
 
 
@@ -70,7 +70,7 @@ def test_gradients(map, out, inn, triv):
 def test_gradients_conv(map):
     layer = OrthogonalConv2d(2, 3, 2, stride=1, padding=1, map=map, rng=0, dtype=np.float64,
                              **({"steps": 3} if map == "newton_schulz" else {}))
-    layer.raw.data = _sample_raw(np.random.default_rng(3), 3, 8, map, np.float64)
+    layer.raw.data = sample_raw(np.random.default_rng(3), 3, 8, map, np.float64)
     x = np.random.default_rng(4).standard_normal((2, 2, 3, 3))
     check_layer(layer, x, rtol=1e-8, n_directions=3, rng=0)
     assert layer.weight.shape == (3, 2, 2, 2)
@@ -133,7 +133,7 @@ def test_matches_torch_parametrizations_orthogonal(map, out, inn, triv):
 @pytest.mark.parametrize("triv", [True, False])
 def test_right_inverse_round_trip(map, out, inn, triv):
     n = max(out, inn)
-    Q = _haar(np.random.default_rng(11), n, np.float64)
+    Q = haar(np.random.default_rng(11), n, np.float64)
     W = Q[:out, :] if out <= inn else Q[:, :inn]                    # orthonormal rows / columns
     layer = OrthogonalLinear(inn, out, map=map, trivialization=triv, rng=0, dtype=np.float64)
     if not triv and map in ("matrix_exp", "cayley"):
@@ -151,7 +151,7 @@ def test_right_inverse_round_trip(map, out, inn, triv):
 
 def test_right_inverse_conv_kernel_shape():
     layer = OrthogonalConv2d(2, 3, (2, 2), map="cayley", rng=0, dtype=np.float64)
-    Q = _haar(np.random.default_rng(2), 8, np.float64)[:3]
+    Q = haar(np.random.default_rng(2), 8, np.float64)[:3]
     layer.right_inverse(Q.reshape(3, 2, 2, 2))
     np.testing.assert_allclose(layer.weight, Q.reshape(3, 2, 2, 2), atol=1e-12)
     layer.right_inverse(Q)                                           # the matrix form too
@@ -160,7 +160,7 @@ def test_right_inverse_conv_kernel_shape():
 
 def test_right_inverse_rejects_bad_matrices():
     layer = OrthogonalLinear(4, 3, map="householder", dtype=np.float64, rng=0)
-    Q = _haar(np.random.default_rng(0), 4, np.float64)[:3]
+    Q = haar(np.random.default_rng(0), 4, np.float64)[:3]
     with pytest.raises(ValueError, match="orthogonal"):
         layer.right_inverse(Q * 1.01)
     with pytest.raises(ValueError, match="shape"):
@@ -174,7 +174,7 @@ def test_right_inverse_rejects_bad_matrices():
 
 def test_state_dict_round_trip():
     a = OrthogonalLinear(5, 3, map="matrix_exp", rng=0, dtype=np.float64)
-    a.raw.data = _sample_raw(np.random.default_rng(1), 3, 5, "matrix_exp", np.float64)
+    a.raw.data = sample_raw(np.random.default_rng(1), 3, 5, "matrix_exp", np.float64)
     state = a.state_dict()
     assert set(state) == {"raw", "bias", "base"} and state["base"].shape == (5, 5)
     b = OrthogonalLinear(5, 3, map="matrix_exp", rng=9, dtype=np.float64)

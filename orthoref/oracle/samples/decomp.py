@@ -1,0 +1,87 @@
+"""Samples of valid inputs and registry entries: orthogonalization by decomposition (ortho.decomp).
+
+Finite differences in float64 and the PyTorch twins of :mod:`orthoref.oracle.torch_twins`."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...ortho.decomp import (GRAM_SCHMIDT_METHODS, gram_schmidt, gram_schmidt_vjp, householder_product,
+                             householder_product_vjp, polar, polar_vjp, qr_orthogonalize, qr_orthogonalize_vjp)
+from ..torch_twins import torch_householder_product, torch_polar, torch_qr_orthogonalize
+from ..registry import OpSpec, Sample, from_map
+
+
+def well_conditioned(rng, shape, dtype, lo=0.5, hi=2.0):
+    """``U diag(s) Vᵀ`` with singular values ``s`` in ``[lo, hi]`` and Haar ``U``, ``V`` (tall or wide)."""
+    *batch, n, k = shape
+    m = min(n, k)
+    out = np.empty(shape)
+    for idx in np.ndindex(*batch):
+        U = qr_orthogonalize(rng.standard_normal((n, m)))
+        W = qr_orthogonalize(rng.standard_normal((k, m)))
+        s = rng.uniform(lo, hi, m)
+        out[idx] = (U * s) @ W.T
+    return out.astype(dtype)
+
+
+def _gs_samples(rng, dtype):
+    out = []
+    for method in GRAM_SCHMIDT_METHODS:
+        out.append(Sample((well_conditioned(rng, (6, 4), dtype),), {"method": method}, f"{method} 6x4"))
+    out.append(Sample((well_conditioned(rng, (4, 4), dtype),), {"method": "mgs"}, "mgs square 4x4"))
+    out.append(Sample((well_conditioned(rng, (2, 5, 3), dtype),), {"method": "cgs2"}, "cgs2 batched 2x5x3"))
+    return out
+
+
+def _qr_samples(rng, dtype):
+    return [Sample((well_conditioned(rng, (4, 4), dtype),), {}, "square 4x4"),
+            Sample((well_conditioned(rng, (7, 4), dtype),), {}, "tall 7x4"),
+            Sample((well_conditioned(rng, (3, 6), dtype),), {}, "wide 3x6"),
+            Sample((well_conditioned(rng, (2, 5, 3), dtype),), {}, "batched 2x5x3")]
+
+
+def _polar_samples(rng, dtype):
+    return [Sample((well_conditioned(rng, (4, 4), dtype),), {}, "square 4x4"),
+            Sample((well_conditioned(rng, (7, 4), dtype),), {}, "tall 7x4"),
+            Sample((well_conditioned(rng, (3, 6), dtype),), {}, "wide 3x6"),
+            Sample((well_conditioned(rng, (2, 5, 3), dtype),), {}, "batched 2x5x3")]
+
+
+def householder_inputs(rng, shape, p=None, dtype=np.float64):
+    """``(V, tau)`` from ``geqrf`` of a well-conditioned matrix (orthogonal reflectors), plus noise so
+    that τ is not tied to ‖v‖ (the map is checked for any τ)."""
+    from scipy.linalg import lapack
+    *batch, n, k = shape
+    p = k if p is None else p
+    V = np.empty(shape)
+    tau = np.empty(tuple(batch) + (p,))
+    for idx in np.ndindex(*batch):
+        qr, t, _, _ = lapack.dgeqrf(well_conditioned(rng, (n, k), np.float64))
+        V[idx] = qr
+        tau[idx] = t[:p] + rng.uniform(-0.2, 0.2, p)
+    return V.astype(dtype), tau.astype(dtype)
+
+
+def _householder_samples(rng, dtype):
+    return [Sample(householder_inputs(rng, (6, 4), dtype=dtype), {}, "6x4"),
+            Sample(householder_inputs(rng, (5, 5), dtype=dtype), {}, "square 5x5"),
+            Sample(householder_inputs(rng, (6, 4), p=2, dtype=dtype), {}, "6x4 p=2"),
+            Sample(householder_inputs(rng, (2, 5, 3), dtype=dtype), {}, "batched 2x5x3")]
+
+
+def _householder_apply(V, tau):
+    Q = householder_product(V, tau)
+    return (Q,), lambda cts: householder_product_vjp(V, tau, cts[0])
+
+
+OPS = [
+    OpSpec("gram_schmidt", from_map(gram_schmidt, gram_schmidt_vjp), _gs_samples, torch=torch_qr_orthogonalize,
+           rtol=1e-8, doc="Gram–Schmidt (cgs, mgs, cgs2): Q of the QR with R_jj > 0", complex_step=True),
+    OpSpec("qr_orthogonalize", from_map(qr_orthogonalize, qr_orthogonalize_vjp), _qr_samples,
+           torch=torch_qr_orthogonalize, rtol=1e-8, doc="Q of the thin QR with diag R >= 0 (wide: transposed)"),
+    OpSpec("polar", from_map(polar, polar_vjp), _polar_samples, torch=torch_polar, rtol=1e-8,
+           doc="polar factor U Vᵀ (msign), closed-form backward"),
+    OpSpec("householder_product", _householder_apply, _householder_samples, torch=torch_householder_product,
+           rtol=1e-8, doc="H_1 ⋯ H_p I[:, :k] (LAPACK orgqr), compact-WY backward"),
+]
+LAYERS: list = []
