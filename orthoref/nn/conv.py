@@ -83,15 +83,21 @@ class Conv2d(Module):
         return dx
 
     def extra_repr(self):
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-             f"padding={self.padding!r}")
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+        return conv_repr(self)
+
+
+def conv_repr(layer):
+    """A convolution layer's ``extra_repr`` in PyTorch's words: channels, kernel, stride and padding, then
+    dilation, groups and ``bias=False`` where they differ from the defaults (also ``OrthogonalConv2d``'s)."""
+    s = (f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, stride={layer.stride}, "
+         f"padding={layer.padding!r}")
+    if getattr(layer, "dilation", (1, 1)) != (1, 1):
+        s += f", dilation={layer.dilation}"
+    if getattr(layer, "groups", 1) != 1:
+        s += f", groups={layer.groups}"
+    if layer.bias is None:
+        s += ", bias=False"
+    return s
 
 
 class _Pool(Module):

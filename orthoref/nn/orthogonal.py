@@ -57,6 +57,7 @@ from ..ortho.iterative import newton_schulz, newton_schulz_vjp
 from ..ortho.metrics import orthogonality_error_2
 from ..ortho.stiefel import cayley, cayley_vjp, expm_skew, expm_skew_vjp
 from .linear import kaiming_uniform_default
+from .conv import conv_repr
 from .module import Module, Parameter, check_input
 
 __all__ = ["OrthogonalLinear", "OrthogonalConv2d", "ORTHOGONAL_MAPS"]
@@ -438,9 +439,5 @@ class OrthogonalConv2d(_OrthogonalWeight):
         return dx
 
     def extra_repr(self):
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-             f"padding={self.padding!r}")
-        if self.bias is None:
-            s += ", bias=False"
-        return s + ", " + self._map_repr()
+        return conv_repr(self) + ", " + self._map_repr()
 
