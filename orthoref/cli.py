@@ -273,7 +273,11 @@ def _reg_help():
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from ._checks import FLOAT_DTYPES
+    from .backend import BACKENDS
+    from .studies import STUDIES
     from .train import OPTIMIZERS, STIEFEL_OPTIMIZERS
+    DTYPE_NAMES = [dt.name for dt in FLOAT_DTYPES]
 
     p = argparse.ArgumentParser(prog="orthoref", description=__doc__)
     p.add_argument("--version", action="version", version=f"orthoref {__version__}")
@@ -298,8 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help="total epochs, counting those of a resumed run (default 20)")
     t.add_argument("--batch-size", type=int, help="mini-batch size (default 64)")
     t.add_argument("--seed", type=int, help="seed of initialization and shuffling (default 0)")
-    t.add_argument("--dtype", choices=["float32", "float64"], help="precision (default float32)")
-    t.add_argument("--backend", choices=["numpy", "cupy"], help="array backend (default numpy)")
+    t.add_argument("--dtype", choices=DTYPE_NAMES, help="precision (default float32)")
+    t.add_argument("--backend", choices=BACKENDS, help="array backend (default numpy)")
     t.add_argument("--data", help="'digits' (bundled, default) or 'idx:DIR' with the four MNIST-format files")
     t.add_argument("--reg", action="append", metavar="NAME:WEIGHT",
                    help=f"orthogonality regularizer on every Linear/Conv weight, repeatable: {_reg_help()}; "
@@ -335,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     oc = osub.add_parser("check", help="compare every registered op with another framework or fixtures; "
                                        "exit 1 on any failure")
     oc.add_argument("--against", help="torch, jax, or a fixture directory (e.g. data/golden)")
-    oc.add_argument("--backend", choices=["numpy", "cupy"], help="cupy: orthoref on the GPU against NumPy "
+    oc.add_argument("--backend", choices=BACKENDS, help="cupy: orthoref on the GPU against NumPy "
                                                                  "float64")
     oc.add_argument("--ops", default="*", help="comma-separated glob patterns of op names (default: all)")
     oc.add_argument("--dtype", help="input dtypes, comma-separated (default float64; a fixture directory: "
@@ -346,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare-projections", help="time and accuracy of every orthogonalization method on "
                                                    "one input")
     c.add_argument("--n", type=int, default=256, help="matrix size n (n x n input)")
-    c.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    c.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
     c.add_argument("--cond", type=float, default=1e3, help="condition number of the input")
     c.add_argument("--repeat", type=int, default=3, help="timed repeats (median)")
     c.add_argument("--seed", type=int, default=0)
@@ -390,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "on the digits), projections (accuracy against time of every "
                                    "orthogonalization), compression (accuracy against kept rank), rnn (the "
                                    "adding problem). Writes NAME_*.png into --out and NAME.md into --md-dir.")
-    s.add_argument("name", choices=("depth", "regularizers", "projections", "compression", "rnn", "all"))
+    s.add_argument("name", choices=STUDIES + ("all",))
     s.add_argument("--out", required=True, help="directory for the PNG figures (created if needed)")
     s.add_argument("--md-dir", default=None,
                    help="directory for the markdown summaries NAME.md (default: --out); image links are "
