@@ -271,10 +271,12 @@ _ANGLE_LAYER = {"mlp": "2.weight", "cnn": "3.weight"}    # 256x512 (rows can be 
 
 def _reg_targets(model, spec):
     """The weights a ``--reg-skip last`` run regularizes: every weight matrix but the last; conv-only
-    penalties (kernel_slice, ocnn) act on the 4-D ones."""
-    ws = [(n, p) for n, p in model.named_parameters() if n.endswith("weight") and p.data.ndim >= 2][:-1]
-    if spec and spec.split(":")[0] in ("kernel_slice", "ocnn"):
-        ws = [(n, p) for n, p in ws if p.data.ndim == 4]
+    penalties (target "conv" in ``regularizers.PENALTIES``) act on the 4-D ones."""
+    from .train import Penalty, regularized_weights
+    ws = regularized_weights(model, ("last",))
+    if spec:
+        penalty = Penalty.parse(spec)
+        ws = [(n, p) for n, p in ws if penalty.acts_on(p.data)]
     return ws
 
 

@@ -25,6 +25,8 @@ Failure model of a run:
 from __future__ import annotations
 
 import csv
+import functools
+import inspect
 import io
 import json
 import math
@@ -33,6 +35,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -78,6 +81,45 @@ def parse_reg(spec):
     if not (math.isfinite(w) and w >= 0):
         raise ValueError(f"reg {spec!r}: the weight must be a finite number >= 0, got {w}")
     return name, w
+
+
+@dataclass(frozen=True)
+class Penalty:
+    """One ``--reg NAME:WEIGHT`` term: a function of :mod:`orthoref.regularizers`, its weight and its target.
+
+    ``target`` comes from ``regularizers.PENALTIES``: "weights" (every regularized weight), "conv" (the
+    4-D ones: convolution kernels) or "outputs" (the outputs of the layers holding them, through an output
+    hook of the ``Sequential``). A function that draws random numbers (SRIP's power-iteration start) gets
+    ``rng`` bound here, when the spec is parsed: every call draws from that one generator, in step order.
+
+    ``penalty(x) -> (value, grad)``: the weighted penalty and its gradient at a weight ``W`` (``fn(W,
+    weight=λ)``) or at a layer output ``Y`` (``λ · fn(Y)``, the hook of a Self-Orthogonality Module).
+    """
+    name: str           # the --reg short name ("so", "srip", "som", ...)
+    fn: Callable
+    weight: float
+    target: str         # "weights" | "conv" | "outputs"
+
+    @classmethod
+    def parse(cls, spec, rng=None):
+        """``"srip:1e-2"`` -> its Penalty, ``rng`` bound to a function that takes one; ValueError as
+        :func:`parse_reg`."""
+        name, weight = parse_reg(spec)
+        fn_name, target = REGULARIZERS[name]
+        fn = PENALTIES[fn_name][0]
+        if "rng" in inspect.signature(fn).parameters:
+            fn = functools.partial(fn, rng=rng)
+        return cls(name, fn, weight, target)
+
+    def acts_on(self, W):
+        """Whether this penalty regularizes the weight array ``W`` (a conv penalty: 4-D kernels only)."""
+        return self.target != "conv" or W.ndim == 4
+
+    def __call__(self, x):
+        if self.target == "outputs":
+            value, grad = self.fn(x)
+            return float(value) * self.weight, grad * self.weight
+        return self.fn(x, weight=self.weight)
 
 
 def init_names():
@@ -140,8 +182,8 @@ class TrainConfig:
         if not (self.data == "digits" or (self.data.startswith("idx:") and len(self.data) > 4)):
             bad("data", "'digits' or 'idx:DIR'")
         self.reg = _str_tuple(who, "reg", self.reg)
-        regs = [parse_reg(r) for r in self.reg]
-        if self.model != "cnn" and any(REGULARIZERS[n][1] == "conv" for n, _ in regs):
+        penalties = [Penalty.parse(r) for r in self.reg]
+        if self.model != "cnn" and any(pen.target == "conv" for pen in penalties):
             conv = " and ".join(n for n, (_, target) in REGULARIZERS.items() if target == "conv")
             bad("reg", f"regularizers for Linear weights with --model {self.model} ({conv} act on "
                        f"convolution kernels)")
@@ -241,59 +283,76 @@ def build_model(config, sample_shape, n_classes):
         return small_cnn(c, h, n_classes, **init)
 
 
+def regularized_weights(model, skip=()):
+    """``[(name, parameter)]`` of the weights (``*weight``, at least 2-D) the ``--reg`` terms act on: all
+    but those named in ``skip`` ("first" and "last" name the first and last one); ValueError for a name
+    that is no weight of ``model``."""
+    weights = [(n, p) for n, p in model.named_parameters() if n.endswith("weight") and p.data.ndim >= 2]
+    skip = set(skip)
+    names = [n for n, _ in weights]
+    unknown = skip - set(names) - {"first", "last"}
+    if unknown:
+        raise ValueError(f"reg_skip: {sorted(unknown)} name no weight of this model; weights: {names}")
+    if "first" in skip and names:
+        skip.add(names[0])
+    if "last" in skip and names:
+        skip.add(names[-1])
+    return [(n, p) for n, p in weights if n not in skip]
+
+
+def holding_layers(model, weights):
+    """``[(index, layer)]``: the layer of the ``Sequential`` ``model`` that holds each parameter of
+    ``weights`` (``[(name, parameter)]``), found by identity, in the order of ``weights``."""
+    layers = list(enumerate(model))
+    return [next((i, layer) for i, layer in layers if any(q is p for q in layer.parameters()))
+            for _, p in weights]
+
+
 class Regularization:
-    """The ``--reg`` terms of a model: weight penalties added to ``.grad`` after each backward, and
-    Self-Orthogonality hooks on Linear/Conv outputs (their gradient enters the backward pass there)."""
+    """The ``--reg`` terms of a model, one :class:`Penalty` each (SRIP's generator ``rng`` bound at parse
+    time, kept here for checkpoints), acting on ``targets`` (:func:`regularized_weights`).
+
+    Weight and conv penalties add their gradient to ``.grad`` in :meth:`apply`, after each backward; output
+    penalties are installed once, here, as output hooks on the layers holding the targets (their gradient
+    enters the backward pass there, their values are read back in :meth:`apply`). Several output penalties
+    on one layer share its hook, which adds their values and gradients."""
 
     def __init__(self, model, config, rng):
-        from . import regularizers as R
         self.rng = rng
-        weights = [(n, p) for n, p in model.named_parameters() if n.endswith("weight") and p.data.ndim >= 2]
-        skip = set(config.reg_skip)
-        names = [n for n, _ in weights]
-        unknown = skip - set(names) - {"first", "last"}
-        if unknown:
-            raise ValueError(f"reg_skip: {sorted(unknown)} name no weight of this model; weights: {names}")
-        if "first" in skip and names:
-            skip.add(names[0])
-        if "last" in skip and names:
-            skip.add(names[-1])
-        self.targets = [(n, p) for n, p in weights if n not in skip]
-        self.terms = []        # (name, function, weight, "weights" | "conv")
-        for name, w in (parse_reg(r) for r in config.reg):
-            fn_name, kind = REGULARIZERS[name]
-            fn = getattr(R, fn_name)
-            if kind == "outputs":
-                for n, _ in self.targets:
-                    index = int(n.split(".")[0])
-                    model.set_output_hook(index, self._scaled(fn, w))
-            else:
-                self.terms.append((name, fn, w, kind))
         self.model = model
-
-    @staticmethod
-    def _scaled(fn, w):
-        def hook(y):
-            value, grad = fn(y)
-            return float(value) * w, grad * w
-        return hook
+        self.targets = regularized_weights(model, config.reg_skip)
+        self.penalties = [Penalty.parse(spec, rng) for spec in config.reg]
+        self.terms = [(pen, [p for _, p in self.targets if pen.acts_on(p.data)])
+                      for pen in self.penalties if pen.target != "outputs"]
+        outputs = [pen for pen in self.penalties if pen.target == "outputs"]
+        self.hooked = {}        # layer index -> the output penalties hooked there
+        if outputs:
+            for index, _ in holding_layers(model, self.targets):
+                self.hooked[index] = outputs
+                model.set_output_hook(index, outputs[0] if len(outputs) == 1 else _summed(outputs))
 
     def apply(self):
-        """Add every weight penalty's gradient to ``.grad``; return the total penalty of this step."""
-        total = sum(self.model.hook_values().values()) if hasattr(self.model, "hook_values") else 0.0
-        for name, fn, w, kind in self.terms:
-            for _, p in self.targets:
-                if kind == "conv" and p.data.ndim != 4:
-                    continue
-                kwargs = {"rng": self.rng} if name == "srip" else {}
-                value, grad = fn(p.data, weight=w, **kwargs)
+        """Add every weight penalty's gradient to ``.grad``; return the total penalty of this step (the
+        output penalties of the last forward pass first, then the weight penalties in ``--reg`` order)."""
+        total = sum(self.model.hook_values().values()) if self.hooked else 0.0
+        for pen, params in self.terms:
+            for p in params:
+                value, grad = pen(p.data)
                 p.accumulate(grad)
                 total += float(value)
         return total
 
     @property
     def active(self):
-        return bool(self.terms) or bool(getattr(self.model, "_hooks", None))
+        return bool(self.terms) or bool(self.hooked)
+
+
+def _summed(penalties):
+    """One output hook for several output penalties: the sum of their values and of their gradients."""
+    def hook(y):
+        terms = [pen(y) for pen in penalties]
+        return sum(v for v, _ in terms), sum(g for _, g in terms)
+    return hook
 
 
 def _param_groups(model, config):

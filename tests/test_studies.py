@@ -128,3 +128,17 @@ def test_unknown_study_lists_the_names(tmp_path):
 def test_bad_seed(tmp_path):
     with pytest.raises(ValueError, match="seed"):
         studies.run("depth", str(tmp_path), seed=-1)
+
+
+def test_reg_targets_follow_the_penalty_table():
+    from orthoref.train import TrainConfig, build_model
+    cnn = build_model(TrainConfig(model="cnn").validate(), (1, 8, 8), 10)
+    weights = [n for n, p in cnn.named_parameters() if n.endswith("weight") and p.data.ndim >= 2]
+    assert [n for n, _ in studies._reg_targets(cnn, None)] == weights[:-1]
+    assert [n for n, _ in studies._reg_targets(cnn, "so:1e-1")] == weights[:-1]
+    conv = [n for n, p in cnn.named_parameters() if n in weights[:-1] and p.data.ndim == 4]
+    for spec in ("kernel_slice:10", "ocnn:1e-1"):
+        assert [n for n, _ in studies._reg_targets(cnn, spec)] == conv
+    mlp = build_model(TrainConfig(hidden=(8, 8)).validate(), (64,), 10)
+    assert [n for n, _ in studies._reg_targets(mlp, "som:1e-5")] == ["0.weight", "2.weight"]
+    assert studies._reg_targets(mlp, "ocnn:1e-1") == []

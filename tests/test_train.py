@@ -262,6 +262,60 @@ def test_som_gradient_reaches_the_weights(tmp_path):
     assert not np.array_equal(a["model"][0].weight.data, b["model"][0].weight.data)
 
 
+def test_penalty_table_and_srip_rng_bound_at_parse():
+    from orthoref import regularizers as R
+    assert {n: train.Penalty.parse(n).target for n in train.REGULARIZERS} == \
+        {short: target for _, short, target in R.PENALTIES.values()}
+    assert train.Penalty.parse("so:0.5").fn is R.soft_orthogonality
+    W = np.random.default_rng(0).standard_normal((8, 5))
+    pen = train.Penalty.parse("srip:1e-2", np.random.default_rng(7))
+    ref = np.random.default_rng(7)
+    for _ in range(2):                      # the same stream, draw after draw
+        value, grad = pen(W)
+        want_value, want_grad = R.srip(W, weight=1e-2, rng=ref)
+        assert value == want_value and np.array_equal(grad, want_grad)
+    Y = np.random.default_rng(1).standard_normal((6, 4))
+    som_value, som_grad = train.Penalty.parse("som:1e-3")(Y)
+    assert som_value == float(R.self_orthogonality(Y)[0]) * 1e-3
+    assert np.array_equal(som_grad, R.self_orthogonality(Y)[1] * 1e-3)
+    assert not train.Penalty.parse("ocnn:1").acts_on(W) and train.Penalty.parse("so:1").acts_on(W)
+
+
+def test_regularization_finds_layers_by_object_and_sums_every_term():
+    from orthoref import regularizers as R
+    cfg = _quiet(hidden=(12, 8), dtype="float64", reg=("so:1e-2", "som:1e-3", "srip:1e-2"),
+                 reg_skip=("first",)).validate()
+    model = train.build_model(cfg, (64,), 10)
+    reg = train.Regularization(model, cfg, np.random.default_rng(3))
+    assert [n for n, _ in reg.targets] == ["2.weight", "4.weight"]
+    assert [(i, layer) for i, layer in train.holding_layers(model, reg.targets)] == [(2, model[2]), (4, model[4])]
+    assert sorted(reg.hooked) == [2, 4] and reg.active
+    x = np.random.default_rng(4).standard_normal((5, 64))
+    model.zero_grad()
+    model.forward(x)
+    total = reg.apply()
+    h, outputs = x, 0.0
+    for i, layer in enumerate(model):
+        h = layer.forward(h)
+        if i in (2, 4):
+            outputs += float(R.self_orthogonality(h)[0]) * 1e-3
+    ref = np.random.default_rng(3)
+    want = outputs
+    for name, kw in (("soft_orthogonality", {}), ("srip", {"rng": ref})):
+        for _, p in reg.targets:
+            value, grad = getattr(R, name)(p.data, weight=1e-2, **kw)
+            want += float(value)
+    assert total == want
+    assert model[0].weight.grad is None and model[2].weight.grad is not None     # 0.weight skipped
+
+
+def test_regularization_without_terms_is_inactive():
+    cfg = _quiet(hidden=(8,), reg=("som:1e-3",), reg_skip=("first", "last")).validate()
+    model = train.build_model(cfg, (64,), 10)
+    reg = train.Regularization(model, cfg, None)
+    assert reg.targets == [] and not reg.hooked and not reg.active
+
+
 @pytest.mark.parametrize("args, message", [
     (["--reg", "nope:1"], "unknown regularizer"),
     (["--reg", "so:abc"], "must be a number"),
@@ -298,3 +352,22 @@ def test_cli_train_rnn_adding(tmp_path, capsys):
     assert cli.main(["train", "--task", "adding"]) == 2
     assert cli.main(["train", "--model", "rnn", "--task", "adding", "--hidden", "8"]) == 2
     assert cli.main(["train", "--model", "rnn", "--task", "adding", "--init", "bogus", "--steps", "1"]) == 2
+
+
+def test_two_output_penalties_on_one_layer_add_up():
+    """``--reg som:a --reg som:b`` acts as one penalty of weight a + b on every hooked layer (no silent drop)."""
+    from orthoref.models import mlp
+    from orthoref.regularizers import self_orthogonality
+    cfg = TrainConfig(reg=("som:1e-3", "som:2e-3"), hidden=(6,)).validate()
+    model = mlp((5, 6, 3), rng=0, dtype="float64")
+    reg = train.Regularization(model, cfg, np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((7, 5))
+    model.forward(x)
+    values = model.hook_values()
+    assert set(values) == set(reg.hooked) and len(values) == 2
+    h = x
+    for i, layer in enumerate(model):
+        h = layer.forward(h)
+        if i in values:
+            v, _ = self_orthogonality(h)
+            assert values[i] == pytest.approx(3e-3 * float(v), rel=1e-12)

@@ -13,27 +13,23 @@ import sys
 
 import numpy as np
 
-from orthoref import regularizers as R
 from orthoref.ortho.metrics import orthogonality_error_rms
-from orthoref.train import REGULARIZERS, Regularization, TrainConfig, fit, load_data
+from orthoref.train import Penalty, TrainConfig, fit, holding_layers, load_data, regularized_weights
 
 
 def penalty(name, model, targets, X):
     """The unweighted penalty ``name`` measures, summed over the target layers (on a data batch for SOM):
     what the regularizer itself drives down, whether or not that is ‖G − I‖."""
-    fn_name, kind = REGULARIZERS[name]
-    fn = getattr(R, fn_name)
-    if kind == "outputs":
-        wanted = {int(n.split(".")[0]) for n, _ in targets}
+    pen = Penalty.parse(f"{name}:1", rng=0)
+    if pen.target == "outputs":
+        wanted = [layer for _, layer in holding_layers(model, targets)]
         total, h = 0.0, X
-        for i, layer in enumerate(model):
+        for layer in model:
             h = layer.forward(h)
-            if i in wanted:
-                total += float(fn(h)[0])
+            if any(layer is w for w in wanted):
+                total += pen(h)[0]
         return total
-    kw = {"rng": 0} if name == "srip" else {}
-    return sum(float(fn(p.data, weight=1.0, **kw)[0]) for _, p in targets
-               if kind != "conv" or p.data.ndim == 4)
+    return sum(float(pen(p.data)[0]) for _, p in targets if pen.acts_on(p.data))
 
 # (model, --reg spec) rows, every regularized run with --reg-skip last (the 10-way classifier layer).
 ROWS = [
@@ -62,9 +58,9 @@ def main(argv=None):
         cfg = TrainConfig(model=model, epochs=args.epochs, seed=args.seed, progress=False,
                           reg=(spec,) if spec else (), reg_skip=skip, out=os.path.join(args.out, f"{model}-{spec or 'none'}"))
         res = fit(cfg, log=None, overwrite=True)
-        targets = Regularization(res["model"], res["config"], None).targets
-        if spec and spec.split(":")[0] in ("kernel_slice", "ocnn"):
-            targets = [(n, p) for n, p in targets if p.data.ndim == 4]
+        targets = regularized_weights(res["model"], res["config"].reg_skip)
+        if spec:
+            targets = [(n, p) for n, p in targets if Penalty.parse(spec).acts_on(p.data)]
         err = float(np.mean([orthogonality_error_rms(p.data) for _, p in targets]))
         X = load_data(res["config"])[2][:256]
         last = res["history"][-1]
