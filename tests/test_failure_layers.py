@@ -642,3 +642,39 @@ def test_sequential_hands_over_only_verified_gradients():
     g[0, 0] = np.inf
     with pytest.raises(NonFiniteError, match=r"ReLU.*grad_out must be finite"):
         relu.backward(g)
+
+
+class _NaNForward(nn.Module):
+    """A user's layer that breaks the failure model in forward: NaN out."""
+
+    def forward(self, x):
+        y = x.copy()
+        y[0, 0] = np.nan
+        return y
+
+
+class _NaNBackward(nn.Module):
+    """A user's layer that breaks the failure model in backward: identity forward, NaN gradient out."""
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_out, input_grad=True):
+        g = grad_out.copy()
+        g[0, 0] = np.nan
+        return g
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_sequential_trusts_only_its_own_layers(nested):
+    """Only the outputs of orthoref's own layers are handed over unchecked: a user's layer returning NaN
+    (directly or inside a nested Sequential) is caught by the next layer, forward and backward."""
+    wrap = (lambda layer: nn.Sequential(layer)) if nested else (lambda layer: layer)
+    x = np.abs(np.random.default_rng(0).standard_normal((5, 4))) + 1
+    model = nn.Sequential(nn.ReLU(), wrap(_NaNForward()), nn.ReLU())
+    with pytest.raises(NonFiniteError, match=r"relu: x must be finite"):
+        model.forward(x)
+    model = nn.Sequential(nn.ReLU(), wrap(_NaNBackward()))
+    model.forward(x)
+    with pytest.raises(NonFiniteError, match=r"ReLU.*grad_out must be finite"):
+        model.backward(np.ones((5, 4)))

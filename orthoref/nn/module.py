@@ -106,6 +106,15 @@ def check_input(layer: str, x, ndim, channels=None, channel_axis=1, dtype=None, 
                          f"got shape {tuple(x.shape)}")
 
 
+def _own_layer(layer) -> bool:
+    """``layer`` is an instance of one of orthoref's own layer classes (defined in ``orthoref.nn``), whose
+    ``forward`` and ``backward`` return finite arrays or raise; a user's ``Module`` subclass makes no such
+    promise, so what it returns is checked by the next layer as usual."""
+    if isinstance(layer, Sequential):
+        return all(_own_layer(inner) for inner in layer)
+    return type(layer).__module__.startswith("orthoref.nn.")
+
+
 class Module:
     """Base class of layers: ``forward``, ``backward``, parameters, buffers, train/eval, state dicts.
 
@@ -317,15 +326,23 @@ class Sequential(Module):
 
     def forward(self, x):
         self._hook_out = {}
-        for i, layer in enumerate(self._layers):
-            x = layer.forward(x)
-            if self.training and i in self._hooks:
-                out = self._hooks[i](x)
-                if not isinstance(out, tuple) or len(out) != 2:
-                    raise TypeError(f"Sequential: output hook {i} must return (value, grad), got "
-                                    f"{type(out).__name__}")
-                check_grad_meta(f"Sequential: output hook {i}", "grad", out[1], x.shape, x.dtype)
-                self._hook_out[i] = out
+        trusted = False                     # x is the finite output of one of orthoref's layers, unhooked
+        try:
+            for i, layer in enumerate(self._layers):
+                handoff.g = x if trusted else None
+                x = layer.forward(x)
+                handoff.g = None
+                trusted = _own_layer(layer)
+                if self.training and i in self._hooks:
+                    trusted = False
+                    out = self._hooks[i](x)
+                    if not isinstance(out, tuple) or len(out) != 2:
+                        raise TypeError(f"Sequential: output hook {i} must return (value, grad), got "
+                                        f"{type(out).__name__}")
+                    check_grad_meta(f"Sequential: output hook {i}", "grad", out[1], x.shape, x.dtype)
+                    self._hook_out[i] = out
+        finally:
+            handoff.g = None
         return x
 
     def backward(self, grad_out, input_grad: bool = True):
@@ -335,7 +352,7 @@ class Sequential(Module):
             for i in range(last, -1, -1):
                 if i in self._hook_out:
                     g = g + self._hook_out[i][1]
-                elif i < last:              # the previous layer's verified dx: not re-read for finiteness
+                elif i < last and _own_layer(self._layers[i + 1]):    # its verified dx: not re-read
                     handoff.g = g
                 g = self._layers[i].backward(g, input_grad=input_grad or i > 0)
                 handoff.g = None

@@ -24,7 +24,7 @@ import numpy as np
 from .._checks import NonFiniteError, all_finite, check_cotangent, check_finite, check_result
 from ..backend import get_array_module
 
-__all__ = ["MAX_ELEMENTS", "check_dy_finite", "check_grad_meta", "check_grads", "check_output", "check_same_dtype", "check_size",
+__all__ = ["MAX_ELEMENTS", "check_finite_handoff", "check_grad_meta", "check_grads", "check_output", "check_same_dtype", "check_size",
            "memory_checked", "verified"]
 
 _HINT = "use float64 or rescale the input"
@@ -51,22 +51,24 @@ def memory_checked(who, what):
         raise ValueError(f"{who}: {what} ask for more memory than is available (MemoryError)") from None
 
 
-#: The gradient that :meth:`orthoref.nn.Sequential.backward` is handing from one layer to the next: the
-#: ``dx`` a layer's backward just returned, which every layer returns finite or raises for. Its finiteness
-#: need not be read again by the receiving layer (its shape and dtype still are); only ``Sequential`` sets
-#: it, for the duration of one call, and no user code runs between the check and the hand-off. Per thread.
+#: The array :class:`orthoref.nn.Sequential` is handing from one of orthoref's own layers to the next: in
+#: ``forward`` the output the previous layer just returned, in ``backward`` the ``dx`` it just returned.
+#: orthoref's layers return finite arrays or raise (the failure model), so the receiving layer need not
+#: read the finiteness again (shape and dtype it still checks). Only ``Sequential`` sets it, for the
+#: duration of one call, only for the outputs of orthoref's own layer classes with no user hook between.
+#: Per thread.
 handoff = threading.local()
 
 
-def verified(g) -> bool:
-    """``g`` is the verified gradient being handed over by ``Sequential.backward`` (see :data:`handoff`)."""
-    return g is getattr(handoff, "g", None)
+def verified(a) -> bool:
+    """``a`` is the verified array being handed over by ``Sequential`` (see :data:`handoff`)."""
+    return a is getattr(handoff, "g", None)
 
 
-def check_dy_finite(who, name, dy, xp=None):
-    """``dy`` finite (one reduction), unless it is a verified hand-off (:func:`verified`)."""
-    if not verified(dy):
-        check_finite(who, name, dy, xp)
+def check_finite_handoff(who, name, a, xp=None):
+    """``a`` finite (one reduction), unless it is the verified hand-off (:func:`verified`)."""
+    if not verified(a):
+        check_finite(who, name, a, xp)
 
 
 def check_grad_meta(who, name, g, shape, dtype):

@@ -7,7 +7,7 @@ import numpy as np
 
 from .._checks import check_floats, check_ndim
 from ..backend import get_array_module
-from ._contract import check_dy_finite, check_grad_meta, check_grads, check_output, check_same_dtype
+from ._contract import check_finite_handoff, check_grad_meta, check_grads, check_output, check_same_dtype
 
 __all__ = ["linear_forward", "linear_backward"]
 
@@ -83,7 +83,7 @@ def linear_backward_as(dy, cache, need_dx, who, name):
     dy2 = dy.reshape(rows, dy.shape[-1])
     x2 = x.reshape(rows, x.shape[-1])
     xp = get_array_module(dy)
-    check_dy_finite(who, name, dy, xp)               # activation-sized: cheaper than reading it off dw
+    check_finite_handoff(who, name, dy, xp)               # activation-sized: cheaper than reading it off dw
     with np.errstate(invalid="ignore", over="ignore"):    # overflow: the NonFiniteError below
         dw = dy2.T @ x2
         db = dy2.sum(axis=0) if has_b else None

@@ -22,7 +22,7 @@ import numpy as np
 
 from .._checks import check_bool, check_finite, check_floats, check_int, check_ndim, check_result
 from ..backend import get_array_module
-from ._contract import check_dy_finite, check_grad_meta, check_grads
+from ._contract import check_finite_handoff, check_grad_meta, check_grads
 from ._window import Geometry, crop, pad, pool_geometry, tap
 
 __all__ = [
@@ -37,7 +37,7 @@ def _check_pool_input(x, who):
     check_ndim(who, "x", x, (3, 4))
     if x.shape[-1] * x.shape[-2] == 0:
         raise ValueError(f"{who}: x must not have an empty spatial extent, got shape {tuple(x.shape)}")
-    check_finite(who, "x", x)
+    check_finite_handoff(who, "x", x)
 
 
 def _taps(g: Geometry):
@@ -135,7 +135,7 @@ def max_pool2d_backward_as(dy, cache, who, name):
     g, xpad, y = cache
     check_grad_meta(who, name, dy, y.shape, y.dtype)
     if _disjoint(g):                   # each dx element is 0 or one dy element: check dy, the smaller one
-        check_dy_finite(who, name, dy)
+        check_finite_handoff(who, name, dy)
         return _max_pool2d_grad(dy, g, xpad, y)
     with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
         dx = _max_pool2d_grad(dy, g, xpad, y)
@@ -241,7 +241,7 @@ def avg_pool2d_backward_as(dy, cache, who, name):
     check_grad_meta(who, name, dy, x.shape[:-2] + (g.Ho, g.Wo), x.dtype)
     disjoint = _disjoint(g)
     if disjoint:                       # each dx element is 0 or dy / D (D >= 1): check dy, the smaller one
-        check_dy_finite(who, name, dy)
+        check_finite_handoff(who, name, dy)
     with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
         share = _in_layout_of(dy, x) / div
         dxpad = _zeros_like_padded(x, g)
@@ -314,7 +314,8 @@ def flatten_forward(x, start_dim=1, end_dim=-1):
 
     Returns ``y`` and the cache (the input's shape, the output's shape and the dtype).
     """
-    check_floats("flatten", ("x", x))
+    check_floats("flatten", ("x", x), finite=False)
+    check_finite_handoff("flatten", "x", x)
     start_dim = check_int("flatten", "start_dim", start_dim)
     end_dim = check_int("flatten", "end_dim", end_dim)
     s, e = flatten_dims(x.ndim, start_dim, end_dim)
@@ -332,5 +333,5 @@ def flatten_backward_as(dy, cache, who, name):
     """``flatten_backward`` with the caller's names in error messages (the layers)."""
     shape, out_shape, dtype = cache
     check_grad_meta(who, name, dy, out_shape, dtype)
-    check_dy_finite(who, name, dy)
+    check_finite_handoff(who, name, dy)
     return dy.reshape(shape)
