@@ -173,6 +173,20 @@ def _oracle_export(args) -> int:
     return 0
 
 
+def _oracle_record(args) -> int:
+    from .oracle.recording import record
+
+    try:
+        manifest = record(args.impl, args.out, ops=args.ops, dtypes=_dtypes(args.dtype), framework=args.framework)
+    except (ValueError, TypeError, ImportError, RuntimeError) as exc:
+        print(f"orthoref oracle record: {exc}", file=sys.stderr)
+        return 2
+    fixtures = manifest["fixtures"]
+    print(f"wrote {len(fixtures)} fixtures of {len({f['op'] for f in fixtures})} ops and "
+          f"{args.out}/manifest.json; check them with: orthoref oracle check --against {args.out}")
+    return 0
+
+
 def _oracle_check(args) -> int:
     import json
 
@@ -180,15 +194,15 @@ def _oracle_check(args) -> int:
 
     against = args.against or ("cupy" if args.backend == "cupy" else None)
     if against is None:
-        print("orthoref oracle check: give --against torch|jax|DIR or --backend cupy", file=sys.stderr)
+        print("orthoref oracle check: give --against torch|jax|DIR|MODULE:TABLE or --backend cupy", file=sys.stderr)
         return 2
     if args.backend == "cupy" and args.against not in (None, "cupy"):
         print("orthoref oracle check: --backend cupy compares CuPy with NumPy; drop --against", file=sys.stderr)
         return 2
     try:
         dtypes = _dtypes(args.dtype) if args.dtype else (None if against not in RUNNERS else ("float64",))
-        rows = list(check(against, ops=args.ops, dtypes=dtypes))
-    except (ValueError, ImportError, RuntimeError) as exc:
+        rows = list(check(against, ops=args.ops, dtypes=dtypes, framework=args.framework))
+    except (ValueError, TypeError, ImportError, RuntimeError) as exc:
         print(f"orthoref oracle check: {exc}", file=sys.stderr)
         return 2
     if not rows:
@@ -275,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from ._checks import FLOAT_DTYPES
     from .backend import BACKENDS
+    from .oracle.recording import FRAMEWORKS
     from .studies import STUDIES
     from .train import OPTIMIZERS, STIEFEL_OPTIMIZERS
     DTYPE_NAMES = [dt.name for dt in FLOAT_DTYPES]
@@ -336,14 +351,28 @@ def build_parser() -> argparse.ArgumentParser:
     oe.add_argument("--dtype", default="float64,float32", help="input dtypes, comma-separated "
                                                                "(default float64,float32)")
     oe.set_defaults(func=_oracle_export)
+    orc = osub.add_parser("record", help="run your functions (a dict {op name: fn} in MODULE:TABLE) on every "
+                                         "registered sample and write their outputs and gradients as fixtures")
+    orc.add_argument("--impl", required=True, help="MODULE:TABLE: a module (or a .py file) and its dict "
+                                                    "{op name: fn or (fn, vjp)}")
+    orc.add_argument("--out", required=True, help="new or empty output directory (written atomically)")
+    orc.add_argument("--ops", default="*", help="comma-separated glob patterns of the table's ops (default: all)")
+    orc.add_argument("--dtype", default="float64,float32", help="input dtypes, comma-separated "
+                                                                "(default float64,float32)")
+    orc.add_argument("--framework", choices=FRAMEWORKS, default="numpy",
+                     help="arrays the functions take, and autograd (numpy: the table gives (fn, vjp) pairs)")
+    orc.set_defaults(func=_oracle_record)
     oc = osub.add_parser("check", help="compare every registered op with another framework or fixtures; "
                                        "exit 1 on any failure")
-    oc.add_argument("--against", help="torch, jax, or a fixture directory (e.g. data/golden)")
+    oc.add_argument("--against", help="torch, jax, a fixture directory (e.g. data/golden) or MODULE:TABLE "
+                                      "(your functions, a dict {op name: fn})")
     oc.add_argument("--backend", choices=BACKENDS, help="cupy: orthoref on the GPU against NumPy "
                                                                  "float64")
     oc.add_argument("--ops", default="*", help="comma-separated glob patterns of op names (default: all)")
     oc.add_argument("--dtype", help="input dtypes, comma-separated (default float64; a fixture directory: "
                                     "all it holds)")
+    oc.add_argument("--framework", choices=FRAMEWORKS, help="with --against MODULE:TABLE: the arrays the "
+                                                            "functions take, and autograd (default numpy)")
     oc.add_argument("--json", default="", help="also write the rows to this JSON file")
     oc.set_defaults(func=_oracle_check)
 

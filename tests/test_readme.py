@@ -22,7 +22,7 @@ def test_ci_runs_the_readme_commands():
 def test_python_example_runs():
     """Every Python block but the fixture consumers (run by tests/test_oracle.py from a copy of data/golden,
     with torch or jax)."""
-    blocks = re.findall(r"(<!-- fixture-consumer-\w+ -->\s*)?```python\n(.*?)```", README, re.S)
+    blocks = re.findall(r"(<!-- (?:fixture-consumer|testing-example)-\w+ -->\s*)?```python\n(.*?)```", README, re.S)
     blocks = [code for marker, code in blocks if not marker]
     assert len(blocks) >= 2
     for code in blocks:

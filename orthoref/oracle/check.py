@@ -8,17 +8,24 @@ against the op's tolerance for that dtype (:func:`orthoref.oracle.reference.tole
   where it has not) and ``torch.autograd.grad``.
 - ``jax``: the twin in :mod:`orthoref.oracle.jax_twins` and ``jax.vjp`` (float64 enabled).
 - ``cupy``: orthoref itself on the GPU, against NumPy float64.
+- a table ``{op name: fn}`` of someone's functions (a dict, or ``"MODULE:TABLE"`` naming one):
+  :func:`orthoref.oracle.recording.table_runner`, in NumPy, PyTorch or JAX (``framework``); only the table's
+  ops are checked, and a name the registry does not know is a failure.
 """
 from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Mapping
 
 import numpy as np
 
 from .._checks import check_int
-from .reference import (CompareReport, cast_kwargs, check_patterns, error_row, reference, specs_matching,
-                        tolerance)
+from .fixtures import unknown_op
+from .registry import get
+from .recording import load_table, selected, table_runner
+from .reference import (CompareReport, cast_kwargs, check_patterns, error_budget, error_row, names, reference,
+                        specs_matching, tolerance)
 
 __all__ = ["RUNNERS", "check", "format_rows", "summary"]
 
@@ -101,54 +108,92 @@ def _compare_run(spec, index, sample, dtype, run):
         report.note = f"{sample.label}: the twin returns {len(t_out)} output(s), the op {len(ours)}"
         report.rows.append(error_row("outputs", np.zeros(1), np.full(1, np.inf), tol))
         return report
+    row = _verdict(spec, inputs, sample.kwargs, cots, dt, tol)
     for k, (o, t) in enumerate(zip(ours, t_out)):
-        report.rows.append(error_row(f"value[{k}]", o, t, tol))      # shapes must agree exactly
+        report.rows.append(row(f"value[{k}]", o, t))                # shapes must agree exactly
     for k, (g, t) in enumerate(zip(vjp(tuple(c.astype(np.float64) for c in cots)), t_grads)):
         if g is not None:
-            report.rows.append(error_row(f"grad[{k}]", g, np.zeros_like(g) if t is None else t, tol))
+            report.rows.append(row(f"grad[{k}]", g, np.zeros_like(g) if t is None else t))
     return report
 
 
-def check(against, ops="*", dtypes=("float64",), rng=0):
+def _verdict(spec, inputs, kwargs, cots, dt, tol):
+    """``row(what, ours, theirs)``: float64 against the op's fixed tolerance; float32 against the sample's
+    condition-aware budget (:func:`orthoref.oracle.reference.error_budget`, never below ``tol``)."""
+    if dt.itemsize >= 8:
+        return lambda what, o, t: error_row(what, o, t, tol)
+    return error_budget(spec, inputs, kwargs, cots).error_row
+
+
+def check(against, ops="*", dtypes=("float64",), rng=0, framework=None):
     """Yield ``(spec_name, sample_label, report_or_None)``; ``None`` where the framework has no twin.
 
-    ``against``: ``"torch"``, ``"jax"``, ``"cupy"`` or a fixture directory (see
-    :func:`orthoref.oracle.fixtures.check_dir`). The arguments, and a fixture directory's
-    ``manifest.json``, are checked when ``check`` is called, before anything is yielded: ``TypeError`` /
-    ``ValueError`` naming the argument (or the manifest file and field); the CLI reports them with exit
-    status 2. A fixture whose op is not registered, a missing or corrupt fixture file, a crash of either
-    framework: a failed row (exit status 1), never a skip.
+    ``against``: ``"torch"``, ``"jax"``, ``"cupy"``, a fixture directory (see
+    :func:`orthoref.oracle.fixtures.check_dir`), or a table of someone's functions: a dict ``{op name: fn}``
+    or ``"MODULE:TABLE"`` naming one (:mod:`orthoref.oracle.recording`), run in ``framework`` (``"numpy"``,
+    the default, ``"torch"`` or ``"jax"``; only for a table), in ``dtypes`` (``None``: both). The arguments,
+    and a fixture directory's ``manifest.json``, are checked when ``check`` is called, before anything is
+    yielded: ``TypeError`` / ``ValueError`` naming the argument (or the manifest file and field); the CLI
+    reports them with exit status 2. An op of a fixture or a table that is not registered (the note lists
+    close names), a missing or corrupt fixture file, a crash of either framework: a failed row (exit
+    status 1), never a skip.
     """
     who = "check"
-    if not isinstance(against, (str, os.PathLike)):
-        raise TypeError(f"{who}: against must be one of {sorted(RUNNERS)} or a fixture directory, got "
-                        f"{type(against).__name__} {against!r}")
+    if not isinstance(against, (str, os.PathLike, Mapping)):
+        raise TypeError(f"{who}: against must be one of {sorted(RUNNERS)}, a fixture directory or a table "
+                        f"(MODULE:TABLE), got {type(against).__name__} {against!r}")
     check_patterns(ops, who, "ops")
     rng = check_int(who, "rng", rng, 0)
-    if against not in RUNNERS:
+    table = isinstance(against, Mapping) or (against not in RUNNERS and not os.path.isdir(against)
+                                             and ":" in os.fspath(against))
+    if framework is not None and not table:
+        raise ValueError(f"{who}: framework is for a table of functions (MODULE:TABLE), not {against!r}")
+    if table:
+        table = against if isinstance(against, Mapping) else load_table(os.fspath(against))
+        run = table_runner(table, framework or "numpy")
+        chosen = selected(table, ops, who)
+        dtypes = ("float64", "float32") if dtypes is None else dtypes
+    elif against not in RUNNERS:
         if not os.path.isdir(against):
-            raise ValueError(f"{who}: against must be one of {sorted(RUNNERS)} or a fixture directory, got "
-                             f"{against!r}")
+            raise ValueError(f"{who}: against must be one of {sorted(RUNNERS)}, a fixture directory or a table "
+                             f"MODULE:TABLE, got {against!r}")
         from .fixtures import check_dir
         reports = check_dir(against, ops=ops, dtypes=dtypes)
         return ((rep.name, os.path.basename(rep.note.split(":")[0]).rsplit(".", 2)[0], rep) for rep in reports)
     if isinstance(dtypes, str) or not isinstance(dtypes, (list, tuple)) or not dtypes \
             or any(d not in ("float64", "float32") for d in dtypes):
         raise ValueError(f"{who}: dtypes must be a non-empty list of 'float64' and/or 'float32', got {dtypes!r}")
+    if table:
+        return _check_table(run, chosen, dtypes, rng)
     return _check_framework(RUNNERS[against](), ops, dtypes, rng)
+
+
+def _check_table(run, chosen, dtypes, rng):
+    registered = set(names())
+    for name in chosen:
+        if name in registered:
+            yield from _check_spec(get(name), run, dtypes, rng)
+        else:
+            rep = CompareReport(name, "-", note=f"table: {unknown_op(name)}")
+            rep.rows.append(error_row("unknown", np.zeros(1), np.full(1, np.inf), 1.0))
+            yield name, "-", rep
 
 
 def _check_framework(run, ops, dtypes, rng):
     for spec in specs_matching(ops):
-        samples = spec.sample(np.random.default_rng(zlib.crc32(spec.name.encode()) + rng), np.float64)
-        for index, sample in enumerate(samples):
-            for dtype in dtypes:
-                try:
-                    rep = _compare_run(spec, index, sample, dtype, run)
-                except Exception as exc:  # a crash in either framework is a failure row, never swallowed
-                    rep = CompareReport(spec.name, dtype, note=f"{sample.label}: {type(exc).__name__}: {exc}")
-                    rep.rows.append(error_row("error", np.zeros(1), np.full(1, np.inf), tolerance(spec, dtype)))
-                yield spec.name, sample.label, rep
+        yield from _check_spec(spec, run, dtypes, rng)
+
+
+def _check_spec(spec, run, dtypes, rng):
+    samples = spec.sample(np.random.default_rng(zlib.crc32(spec.name.encode()) + rng), np.float64)
+    for index, sample in enumerate(samples):
+        for dtype in dtypes:
+            try:
+                rep = _compare_run(spec, index, sample, dtype, run)
+            except Exception as exc:  # a crash in either framework is a failure row, never swallowed
+                rep = CompareReport(spec.name, dtype, note=f"{sample.label}: {type(exc).__name__}: {exc}")
+                rep.rows.append(error_row("error", np.zeros(1), np.full(1, np.inf), tolerance(spec, dtype)))
+            yield spec.name, sample.label, rep
 
 
 def _worst(rep, prefix):

@@ -1,28 +1,60 @@
 """Golden fixtures: every registered op's samples, with a fixed cotangent, the float64 outputs and gradients,
-written as plain ``.npz`` files plus a ``manifest.json`` — readable without orthoref.
+written as plain ``.npz`` files plus a ``manifest.json`` — readable (and writable) without orthoref.
+
+:func:`export` writes orthoref's own values; :func:`orthoref.oracle.recording.record` writes someone else's
+(``orthoref oracle record``) in exactly the same schema, and ``orthoref oracle check --against DIR`` checks
+either kind of directory the same way: every output and gradient of a file against the float64 reference
+recomputed on the file's inputs, keyword arguments and cotangents.
 
 Layout of a fixture directory::
 
     manifest.json
     <op name>/<sample index>-<label>.<dtype>.npz
 
-Each ``.npz`` holds ``input_<k>`` (the inputs, in the fixture's dtype; integer labels stay int64),
-``kwarg_<name>`` (array-valued keyword arguments such as a base point, kept in float64 — an
-implementation computing in float32 casts them, as it would hold them; the other keyword arguments are in
-the manifest), ``output_<k>`` (the float64 reference outputs for exactly those inputs), ``cotangent_<k>`` (a fixed random output cotangent,
-rounded to the fixture's dtype) and ``grad_<k>`` (the float64 vector-Jacobian product for input ``k``; absent
-for integer inputs). An implementation computing in the fixture's dtype passes when every output and
-gradient has ``max|theirs − ref| / max|ref| <= rtol`` (the manifest's ``rtol``).
+Each ``.npz`` (a zip of ``.npy`` files, no pickles) holds
 
-``manifest.json`` (schema 1): ``schema``, ``orthoref``, ``numpy``, ``fixtures``: a list of
-``{"file", "sha256", "op", "kind", "sample", "label", "dtype", "kwargs", "array_kwargs", "inputs": [{"name",
-"shape", "dtype", "differentiable"}], "outputs": [{"name", "shape"}], "rtol"}``. Nothing in either depends
-on the time or the machine's state, so exporting twice with the same NumPy and BLAS gives byte-identical files
-(another BLAS may differ in the last bit: the shipped set is checked to 1e-12, not bytes). Files of an
-earlier export that the new manifest does not list are left in place; export into an empty directory.
+``input_<k>``
+    the op's ``k``-th input, in the fixture's dtype (``float64`` or ``float32``); integer inputs (labels)
+    stay ``int64``.
+``kwarg_<name>``
+    array-valued keyword arguments (a base point, a power-iteration start), kept in ``float64`` — an
+    implementation computing in float32 casts them, as it would hold them. The other keyword arguments are
+    the manifest's ``kwargs`` (JSON numbers, strings, booleans, null, lists for tuples).
+``output_<k>``
+    the ``k``-th output: the float64 reference for exactly those inputs (``export``), or the recorded
+    implementation's output (any float dtype; ``record`` writes it as float64, losslessly).
+``cotangent_<k>``
+    the output cotangent of output ``k``: standard-normal draws of the output's shape from
+    ``numpy.random.default_rng(zlib.crc32(b"<op>/<sample index>/cotangent"))``, rounded to the fixture's
+    dtype; finite. Never ones, which hide transposed gradients.
+``grad_<k>``
+    the vector-Jacobian product for input ``k``, ``∑ cotangent ⊙ ∂output/∂input_k`` over the outputs, of
+    the input's shape; absent for integer inputs, required for every floating one.
+
+``manifest.json`` (schema 1): ``schema`` (1), ``orthoref``, ``numpy`` (version strings of the writer),
+``fixtures``: a list of ``{"file", "sha256", "op", "kind", "sample", "label", "dtype", "kwargs",
+"array_kwargs", "inputs": [{"name", "shape", "dtype", "differentiable"}], "outputs": [{"name", "shape"}],
+"rtol"}`` (``sha256``: of the file's bytes, lowercase hex; ``rtol``: the tolerance the file is checked
+against, :func:`orthoref.oracle.reference.tolerance`). A recorded manifest also has ``recorded``:
+``{"framework", "impl"}``. Every other key is ignored. A fixture passes when every output and gradient has
+``max|theirs − ref| / max|ref| <= rtol`` — for a float32 fixture, ``rtol`` raised to the sample's
+condition-aware budget where the problem cancels digits (:func:`orthoref.oracle.reference.error_budget`);
+a fixture of an op that this orthoref does not register fails.
+
+Writing a directory without Python (C++, Julia, Rust): run ``orthoref oracle export DIR`` (it holds the
+inputs, keyword arguments and cotangents of every sample, and a complete manifest), then for each file
+read ``input_*``, ``kwarg_*`` and ``cotangent_*``, evaluate your op and its VJP with those cotangents,
+write the same keys with your ``output_*`` and ``grad_*`` (any ``.npy`` writer, e.g. cnpy or NPZ.jl), and
+set the entry's ``sha256`` to the new file's (``sha256sum``). Nothing else changes.
+
+Nothing in either file depends on the time or the machine's state, so exporting twice with the same NumPy
+and BLAS gives byte-identical files (another BLAS may differ in the last bit: the shipped set is checked to
+1e-12, not bytes). Files of an earlier export that the new manifest does not list are left in place; export
+into an empty directory.
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import hashlib
 import io
@@ -39,10 +71,11 @@ import numpy as np
 from .. import __version__
 from .._checks import check_bool, check_real
 from .._io import atomic_write, loads_strict, read_npz
-from .reference import (CompareReport, check_patterns, error_row, names, reference, specs_matching,
-                        tolerance)
+from .reference import (CompareReport, check_patterns, error_budget, error_row, names, reference,
+                        specs_matching, tolerance)
 
-__all__ = ["SCHEMA", "export", "load_manifest", "load_fixture", "check_dir", "write_npz"]
+__all__ = ["SCHEMA", "export", "load_manifest", "load_fixture", "check_dir", "write_npz", "fixture",
+           "fixture_samples", "write_fixture", "write_manifest", "check_dtypes", "unknown_op"]
 
 SCHEMA = 1
 _DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -92,8 +125,16 @@ def _tuples(v):
     return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
-def _fixture(spec, index, sample, dtype):
-    """(arrays, manifest entry) of one sample in one dtype."""
+def fixture_samples(spec) -> list:
+    """The samples of ``spec`` that fixtures hold: drawn with a generator seeded by the op's name
+    (``zlib.crc32(name)``), so they are the same on every run."""
+    return spec.sample(np.random.default_rng(_seed(spec.name)), np.float64)
+
+
+def fixture(spec, index, sample, dtype):
+    """``(arrays, entry)`` of sample ``index`` of ``spec`` in ``dtype`` (``"float64"`` / ``"float32"``): the
+    ``.npz`` arrays with the reference outputs and gradients, and the manifest entry without its
+    ``sha256`` (see the module docstring)."""
     dt = np.dtype(_DTYPES[dtype])
     inputs = tuple(x.astype(dt) if x.dtype.kind == "f" else x for x in sample.inputs)
     array_kwargs = {k: v for k, v in sample.kwargs.items() if isinstance(v, np.ndarray)}
@@ -125,18 +166,51 @@ def _fixture(spec, index, sample, dtype):
     return arrays, entry
 
 
+def check_dtypes(who, dtypes) -> tuple:
+    """``dtypes`` as a tuple of fixture dtype names; ``TypeError`` / ``ValueError`` naming ``who``."""
+    if isinstance(dtypes, str) or not isinstance(dtypes, (list, tuple)):
+        raise TypeError(f"{who}: dtypes must be a list or tuple of dtype names, got {type(dtypes).__name__} "
+                        f"{dtypes!r}")
+    bad = [d for d in dtypes if not isinstance(d, str) or d not in _DTYPES]
+    if bad or not dtypes:
+        raise ValueError(f"{who}: dtypes must be among {sorted(_DTYPES)}, got {list(dtypes)}")
+    return tuple(dtypes)
+
+
+def unknown_op(name) -> str:
+    """The message for an op name the registry does not know, with the close registered names."""
+    close = difflib.get_close_matches(name, names(), n=5, cutoff=0.5)
+    hint = f"; close names: {', '.join(close)}" if close else ""
+    return f"op {name!r} is not registered in this orthoref{hint} (orthoref.oracle.names() lists them)"
+
+
+def write_fixture(directory, arrays, entry) -> dict:
+    """Write ``arrays`` to ``directory/entry["file"]`` (:func:`write_npz`, its folder created) and return
+    ``entry`` with the file's ``sha256``."""
+    path = os.path.join(directory, entry["file"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_npz(path, arrays)
+    with open(path, "rb") as f:
+        return dict(entry, sha256=hashlib.sha256(f.read()).hexdigest())
+
+
+def write_manifest(directory, entries, **extra) -> dict:
+    """Write and return ``directory/manifest.json`` (schema :data:`SCHEMA`) listing ``entries``; ``extra``
+    top-level keys (``recorded``) are added."""
+    manifest = {"schema": SCHEMA, "orthoref": __version__, "numpy": np.__version__, "fixtures": list(entries),
+                **extra}
+    text = json.dumps(manifest, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write(os.path.join(directory, "manifest.json"), lambda f: f.write(text.encode()))
+    return manifest
+
+
 def export(directory, ops="*", dtypes=("float64", "float32"), progress=None) -> dict:
     """Write the fixtures of every registered op matching ``ops`` (comma-separated shell patterns) in each
     of ``dtypes`` to ``directory``; return the manifest. Samples are drawn with a generator seeded by the op's
     name, so the files are the same on every run."""
     if not isinstance(directory, (str, os.PathLike)):
         raise TypeError(f"export: directory must be a str or os.PathLike, got {type(directory).__name__}")
-    if isinstance(dtypes, str) or not isinstance(dtypes, (list, tuple)):
-        raise TypeError(f"export: dtypes must be a list or tuple of dtype names, got {type(dtypes).__name__} "
-                        f"{dtypes!r}")
-    bad = [d for d in dtypes if not isinstance(d, str) or d not in _DTYPES]
-    if bad or not dtypes:
-        raise ValueError(f"export: dtypes must be among {sorted(_DTYPES)}, got {list(dtypes)}")
+    dtypes = check_dtypes("export", dtypes)
     if progress is not None and not callable(progress):
         raise TypeError(f"export: progress must be a callable or None, got {type(progress).__name__}")
     specs = specs_matching(check_patterns(ops, "export", "ops"))
@@ -145,22 +219,14 @@ def export(directory, ops="*", dtypes=("float64", "float32"), progress=None) -> 
     os.makedirs(directory, exist_ok=True)
     entries = []
     for spec in specs:
-        samples = spec.sample(np.random.default_rng(_seed(spec.name)), np.float64)
+        samples = fixture_samples(spec)
         os.makedirs(os.path.join(directory, spec.name), exist_ok=True)
         for index, sample in enumerate(samples):
             for dtype in dtypes:
-                arrays, entry = _fixture(spec, index, sample, dtype)
-                path = os.path.join(directory, entry["file"])
-                write_npz(path, arrays)
-                with open(path, "rb") as f:
-                    entry["sha256"] = hashlib.sha256(f.read()).hexdigest()
-                entries.append(entry)
+                entries.append(write_fixture(directory, *fixture(spec, index, sample, dtype)))
         if progress:
             progress(spec.name, len(samples))
-    manifest = {"schema": SCHEMA, "orthoref": __version__, "numpy": np.__version__, "fixtures": entries}
-    text = json.dumps(manifest, indent=1, sort_keys=True, allow_nan=False) + "\n"
-    atomic_write(os.path.join(directory, "manifest.json"), lambda f: f.write(text.encode()))
-    return manifest
+    return write_manifest(directory, entries)
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -345,8 +411,7 @@ def _check_entries(directory, manifest, pats, registered, dtypes, rtol, verify_h
             continue
         tol = float(entry["rtol"] if rtol is None else rtol)
         if entry["op"] not in registered:
-            yield _failure(entry, tol, f"op {entry['op']!r} is not registered in this orthoref "
-                                       f"(orthoref.oracle.names())")
+            yield _failure(entry, tol, unknown_op(entry["op"]))
             continue
         try:
             inputs, kwargs, outputs, cots, grads = load_fixture(directory, entry, verify_hash)
@@ -355,19 +420,23 @@ def _check_entries(directory, manifest, pats, registered, dtypes, rtol, verify_h
             report = CompareReport(entry["op"], entry["dtype"], note=entry["file"])
             if len(outputs) != len(ours):
                 raise ValueError(f"the fixture has {len(outputs)} output(s), the op {len(ours)}")
+            budget = (error_budget(entry["op"], inputs, kwargs, cots)
+                      if rtol is None and np.dtype(entry["dtype"]).itemsize < 8 else None)
             for k, (o, t) in enumerate(zip(ours, outputs)):
-                report.rows.append(_row(f"value[{k}]", o, t, tol))
+                report.rows.append(_row(f"value[{k}]", o, t, tol, budget))
             for k, (g, t) in enumerate(zip(vjp(tuple(c.astype(np.float64) for c in cots)), grads)):
                 if g is not None and t is None:
                     raise ValueError(f"grad_{k} is missing (input {k} is differentiable)")
                 if g is not None:
-                    report.rows.append(_row(f"grad[{k}]", g, t, tol))
+                    report.rows.append(_row(f"grad[{k}]", g, t, tol, budget))
         except (ValueError, TypeError, OSError, zipfile.BadZipFile) as exc:
             report = _failure(entry, tol, str(exc))
         yield report
 
 
-def _row(what, ours, theirs, tol):
+def _row(what, ours, theirs, tol, budget=None):
+    """The verdict of one array: against the manifest's ``tol``, or for a float32 fixture against the
+    sample's condition-aware budget (never below ``tol``; :func:`orthoref.oracle.reference.error_budget`)."""
     if np.shape(ours) != np.shape(theirs):
         raise ValueError(f"{what}: fixture shape {np.shape(theirs)}, reference shape {np.shape(ours)}")
-    return error_row(what, ours, theirs, tol)
+    return error_row(what, ours, theirs, tol) if budget is None else budget.error_row(what, ours, theirs)
