@@ -187,6 +187,11 @@ def _oracle_record(args) -> int:
     return 0
 
 
+def _oracle_twin_train(args) -> int:
+    from .oracle.twin_train import main
+    return main(args)
+
+
 def _oracle_check(args) -> int:
     import json
 
@@ -362,6 +367,24 @@ def build_parser() -> argparse.ArgumentParser:
     orc.add_argument("--framework", choices=FRAMEWORKS, default="numpy",
                      help="arrays the functions take, and autograd (numpy: the table gives (fn, vjp) pairs)")
     orc.set_defaults(func=_oracle_record)
+    ot = osub.add_parser("twin-train", help="train one model in orthoref and in PyTorch (float64, same weights "
+                                            "and batches); per-step relative difference; exit 1 above --tol")
+    ot.add_argument("--against", required=True, choices=("torch",))
+    ot.add_argument("--model", choices=("mlp", "cnn", "rnn"), default="mlp")
+    ot.add_argument("--optimizer", choices=("sgd", "adam", "muon"), default="adam")
+    ot.add_argument("--reg", nargs="*", default=[], metavar="NAME:WEIGHT",
+                    help="orthogonality penalties, e.g. so:1e-2 srip:1e-3")
+    ot.add_argument("--steps", type=int, default=100)
+    ot.add_argument("--seed", type=int, default=0)
+    ot.add_argument("--batch-size", type=int, default=64)
+    ot.add_argument("--lr", type=float, default=None, help="default: sgd 0.05, adam 1e-3, muon 0.02")
+    ot.add_argument("--muon", choices=("formula", "torch"), default="formula",
+                    help="torch: torch.optim.Muon (bfloat16 Newton-Schulz) instead of orthoref's formula in torch")
+    ot.add_argument("--threads", type=int, default=1)
+    ot.add_argument("--tol", type=float, default=1e-9)
+    ot.add_argument("--json", default="", help="write the per-step series and max_rel_diff here")
+    ot.add_argument("--plot", default="", help="save a figure of the error against the step here")
+    ot.set_defaults(func=_oracle_twin_train)
     oc = osub.add_parser("check", help="compare every registered op with another framework or fixtures; "
                                        "exit 1 on any failure")
     oc.add_argument("--against", help="torch, jax, a fixture directory (e.g. data/golden) or MODULE:TABLE "
