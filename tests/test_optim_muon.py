@@ -21,12 +21,15 @@ STEPS = 5
 
 
 # -- the reference: the public formulas in torch, float64 instead of bfloat16 --------------------------------
-def zeropower_via_newtonschulz5(G, steps, abc=(3.4445, -4.7750, 2.0315)):
+def zeropower_via_newtonschulz5(G, steps, abc=(3.4445, -4.7750, 2.0315), normalize="add_eps"):
     a, b, c = abc
     X = G.clone()                                  # public: G.bfloat16()
     if G.size(-2) > G.size(-1):
         X = X.mT
-    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    if normalize == "add_eps":
+        X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    else:                                          # torch.optim.Muon: X.div_(X.norm().clamp(min=eps))
+        X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-7)
     for _ in range(steps):
         A = X @ X.mT
         B = b * A + c * A @ A
@@ -47,7 +50,7 @@ def muon_update(grad, momentum, beta, ns_steps, nesterov, orth, scale):
     if update.ndim == 4:
         update = update.view(len(update), -1)
     update = orth(update, ns_steps)
-    if scale == "jordan":
+    if scale in ("jordan", "jordan_last_axes"):    # "jordan" only for SHAPES (see above)
         update *= max(1, grad.size(-2) / grad.size(-1)) ** 0.5
     else:  # Moonlight's 0.2 * sqrt(max(A, B)), on the matrix view
         update *= 0.2 * max(update.shape) ** 0.5
@@ -64,13 +67,13 @@ def adam_update(grad, buf1, buf2, step, betas, eps):
 
 def reference(init, grads, lr=0.02, momentum=0.95, nesterov=True, ns_steps=5, coefficients="jordan",
               weight_decay=0.0, scale="jordan", adam_lr=3e-4, adam_betas=(0.9, 0.95), adam_eps=1e-10,
-              adam_weight_decay=0.0):
+              adam_weight_decay=0.0, normalize="add_eps"):
     if coefficients == "svd":
         def orth(u, k):
             return svd_polar(u)
     else:
         def orth(u, k):
-            return zeropower_via_newtonschulz5(u, k, NS_COEFFICIENTS[coefficients][0])
+            return zeropower_via_newtonschulz5(u, k, NS_COEFFICIENTS[coefficients][0], normalize)
     ps = [torch.tensor(x) for x in init]
     state = [{} for _ in ps]
     for gs in grads:
@@ -118,7 +121,9 @@ CONFIGS = [dict(nesterov=n, weight_decay=wd, scale=sc, adam_weight_decay=awd)
 CONFIGS += [dict(lr=0.05, momentum=0.0, nesterov=False, ns_steps=3, adam_lr=1e-2, adam_betas=(0.5, 0.8),
                  adam_eps=1e-3),
             dict(coefficients="svd", weight_decay=0.05),
-            dict(coefficients="svd", nesterov=False, scale="moonlight")]
+            dict(coefficients="svd", nesterov=False, scale="moonlight"),
+            dict(normalize="clamp"), dict(normalize="clamp", nesterov=False, scale="jordan_last_axes"),
+            dict(scale="jordan_last_axes", weight_decay=0.1)]
 
 
 @pytest.mark.parametrize("kw", CONFIGS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
@@ -128,6 +133,49 @@ def test_matches_public_muon(kw):
     want = reference(init, grads, **kw)
     for p, w in zip(params, want):
         np.testing.assert_allclose(p.data, w, rtol=1e-12, atol=1e-14)
+
+
+def test_jordan_last_axes_is_the_public_conv_scale():
+    """A non-square kernel: the public code scales a (6, 2, 3, 2) conv update by √max(1, 3/2) (its last two
+    axes), "jordan" by √max(1, 6/12) = 1 (the matrix view); "jordan_last_axes" is the public rule."""
+    rng = np.random.default_rng(3)
+    init = [rng.standard_normal((6, 2, 3, 2))]
+    grads = [[rng.standard_normal((6, 2, 3, 2))] for _ in range(4)]
+    params, _ = _run(dict(scale="jordan_last_axes"), init, grads)
+    want = reference(init, grads, scale="jordan_last_axes")
+    np.testing.assert_allclose(params[0].data, want[0], rtol=1e-12, atol=1e-14)
+    jordan, _ = _run(dict(scale="jordan"), init, grads)
+    steps_last = params[0].data - init[0]
+    steps_view = jordan[0].data - init[0]
+    np.testing.assert_allclose(steps_last, 1.5 ** 0.5 * steps_view, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("coefficients", ["jordan", "polar_express"])
+def test_normalize_clamp_vs_add_eps(coefficients):
+    """X₀ = u / max(κ‖u‖, ε) ("clamp") and u / (κ‖u‖ + ε) ("add_eps"): below ε the clamp divides by ε
+    exactly (the first step of a tiny gradient from zero momentum with one NS step and the (1, 0, 0)
+    table is then γ·(1-β)·g/ε); above it the two differ by the relative ε/(κ‖u‖)."""
+    g = np.full((2, 3), 1e-9)                      # wide: the "jordan" scale is 1
+    out = {}
+    for mode in ("add_eps", "clamp"):
+        p = Parameter(np.zeros((2, 3)))
+        p.grad = g.copy()
+        Muon([p], lr=1.0, momentum=0.5, nesterov=False, ns_steps=1, coefficients=[[1.0, 0.0, 0.0]],
+             normalize=mode).step()
+        out[mode] = p.data
+    np.testing.assert_allclose(out["clamp"], -0.5 * g / 1e-7, rtol=1e-12)
+    norm = np.sqrt(6) * 0.5e-9
+    np.testing.assert_allclose(out["add_eps"], -0.5 * g / (norm + 1e-7), rtol=1e-12)
+    # above ε: "clamp" is scale-invariant
+    rng = np.random.default_rng(4)
+    g = rng.standard_normal((5, 3))
+    res = []
+    for s in (1.0, 1e-3):
+        p = Parameter(np.zeros((5, 3)))
+        p.grad = s * g
+        Muon([p], lr=0.1, coefficients=coefficients, normalize="clamp").step()
+        res.append(p.data)
+    np.testing.assert_allclose(res[0], res[1], rtol=1e-13, atol=1e-15)
 
 
 def test_svd_mode_is_the_polar_factor():
@@ -269,6 +317,8 @@ def test_load_state_dict_rejects_wrong_kind():
     (dict(coefficients=[[1.0, 2.0]]), ValueError, "coefficients"),
     (dict(weight_decay=-0.1), ValueError, "weight_decay"),
     (dict(scale="kimi"), ValueError, "scale"),
+    (dict(normalize="add"), ValueError, "normalize"),
+    (dict(normalize=None), ValueError, "normalize"),
     (dict(adam_lr=float("nan")), ValueError, "adam_lr"),
     (dict(adam_betas=(0.9,)), ValueError, "adam_betas"),
     (dict(adam_betas=(0.9, 1.0)), ValueError, "adam_betas\\[1\\]"),

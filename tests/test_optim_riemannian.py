@@ -1,6 +1,7 @@
 """Riemannian optimizers on the Stiefel manifold (RiemannianSGD/Adam, CayleySGD/Adam) and OGD:
-feasibility over 1000 steps, equality with the defining formulas (an independent NumPy transcription of
-geoopt's RiemannianAdam), descent on the Rayleigh-quotient problem, non-Stiefel parameters, untouched
+feasibility over 1000 steps, equality with the defining formulas (independent NumPy transcriptions of
+geoopt's RiemannianSGD/RiemannianAdam on EuclideanStiefel and CanonicalStiefel; geoopt itself in
+tests/test_claims.py), descent on the Rayleigh-quotient problem, non-Stiefel parameters, untouched
 gradients, state dicts; OGD's projection, basis and memory cap."""
 import numpy as np
 import pytest
@@ -32,6 +33,10 @@ def _make(name, params, retraction="qr"):
                              retraction=retraction)
     if name == "radam":
         return RiemannianAdam(params, lr=0.01, retraction=retraction)
+    if name == "radam_elementwise":
+        return RiemannianAdam(params, lr=0.01, retraction=retraction, second_moment="elementwise")
+    if name == "radam_canonical":
+        return RiemannianAdam(params, lr=0.01, retraction=retraction, metric="canonical")
     if name == "cayley_sgd":
         return CayleySGD(params, lr=0.2)
     if name == "cayley_adam":
@@ -39,8 +44,10 @@ def _make(name, params, retraction="qr"):
     raise KeyError(name)
 
 
-CASES = [(n, r) for n in ("rsgd", "radam") for r in RETRACTIONS] + \
-        [("rsgd_nesterov_canonical", "cayley"), ("rsgd_nesterov_canonical", "exp"),
+CASES = [(n, r) for n in ("rsgd", "radam") for r in RETRACTIONS + ("cayley_rotate",)] + \
+        [("radam_elementwise", "qr"), ("radam_elementwise", "cayley"), ("radam_canonical", "cayley_rotate"),
+         ("rsgd_nesterov_canonical", "cayley"), ("rsgd_nesterov_canonical", "exp"),
+         ("rsgd_nesterov_canonical", "cayley_rotate"),
          ("cayley_sgd", None), ("cayley_adam", None)]
 
 
@@ -113,6 +120,9 @@ def _top_subspace_error(A, W, k):
     lambda ps: RiemannianSGD(ps, lr=0.05, momentum=0.5),
     lambda ps: RiemannianSGD(ps, lr=0.05, retraction="cayley", metric="canonical"),
     lambda ps: RiemannianAdam(ps, lr=0.02),
+    lambda ps: RiemannianAdam(ps, lr=0.02, second_moment="elementwise"),
+    lambda ps: RiemannianSGD(ps, lr=0.05, momentum=0.5, metric="canonical", retraction="cayley_rotate"),
+    lambda ps: RiemannianAdam(ps, lr=0.02, metric="canonical", retraction="cayley_rotate"),
 ])
 def test_descent_to_top_eigenvectors(opt_fn):
     A, W = _rayleigh()
@@ -142,9 +152,11 @@ def test_cayley_decreases_objective(cls, lr):
     assert orthogonality_error_fro(p.data) < 1e-10
 
 
-def _geoopt_radam_reference(X, grads, lr, betas, eps):
-    """geoopt's RiemannianAdam on EuclideanStiefel, transcribed from geoopt/optim/radam.py with NumPy
-    (projx omitted; proju = x - x sym(xᵀu); retr = QR with sign fix; transp = proju at the new point)."""
+def _geoopt_radam_reference(X, grads, lr, betas, eps, second_moment="matrix"):
+    """geoopt 0.5.1's RiemannianAdam on EuclideanStiefel, transcribed from geoopt/optim/radam.py with NumPy
+    (proju = x - x sym(xᵀu); retr = QR with sign fix; transp = proju at the new point; component_inner =
+    inner(keepdim=True) = Σ g², one scalar per matrix). ``second_moment="elementwise"``: g ⊙ g instead,
+    orthoref's earlier default (not geoopt's)."""
     def proju(x, u):
         s = x.T @ u
         return u - x @ (0.5 * (s + s.T))
@@ -159,7 +171,7 @@ def _geoopt_radam_reference(X, grads, lr, betas, eps):
     for t, g in enumerate(grads, 1):
         g = proju(X, g)
         m = betas[0] * m + (1 - betas[0]) * g
-        v = betas[1] * v + (1 - betas[1]) * g * g
+        v = betas[1] * v + (1 - betas[1]) * (np.sum(g * g) if second_moment == "matrix" else g * g)
         denom = np.sqrt(v / (1 - betas[1] ** t)) + eps
         direction = m / (1 - betas[0] ** t) / denom
         Xn = retr(X, -lr * direction)
@@ -169,17 +181,81 @@ def _geoopt_radam_reference(X, grads, lr, betas, eps):
     return out
 
 
-def test_riemannian_adam_matches_geoopt_transcription():
+@pytest.mark.parametrize("second_moment", ["matrix", "elementwise"])
+def test_riemannian_adam_matches_geoopt_transcription(second_moment):
     rng = np.random.default_rng(5)
     W = init.orthogonal((9, 4), rng=rng, dtype=np.float64)
     grads = [rng.standard_normal(W.shape) for _ in range(6)]
-    ref = _geoopt_radam_reference(W.copy(), grads, 0.05, (0.9, 0.99), 1e-8)
+    ref = _geoopt_radam_reference(W.copy(), grads, 0.05, (0.9, 0.99), 1e-8, second_moment)
     p = Parameter(W.copy())
-    opt = RiemannianAdam([p], lr=0.05, betas=(0.9, 0.99))
+    opt = RiemannianAdam([p], lr=0.05, betas=(0.9, 0.99), second_moment=second_moment)
     for g, r in zip(grads, ref):
         p.grad = g
         opt.step()
         np.testing.assert_allclose(p.data, r, rtol=0, atol=1e-12)
+
+
+def test_riemannian_adam_default_second_moment_is_matrix():
+    """The default is geoopt's: one second-moment scalar per matrix, a tangent step; the two settings
+    differ after one step."""
+    rng = np.random.default_rng(12)
+    W = init.orthogonal((9, 4), rng=rng, dtype=np.float64)
+    g = rng.standard_normal(W.shape)
+    out = {}
+    for sm in (None, "matrix", "elementwise"):
+        p = Parameter(W.copy())
+        opt = RiemannianAdam([p], lr=0.05) if sm is None else RiemannianAdam([p], lr=0.05, second_moment=sm)
+        p.grad = g
+        opt.step()
+        out[sm] = p.data
+        v = opt.state[p]["exp_avg_sq"]
+        if sm != "elementwise":
+            np.testing.assert_array_equal(v, np.full_like(v, v.flat[0]))
+    np.testing.assert_array_equal(out[None], out["matrix"])
+    assert np.abs(out["matrix"] - out["elementwise"]).max() > 1e-3
+    with pytest.raises(ValueError, match="second_moment"):
+        RiemannianAdam([Parameter(W.copy())], second_moment="diagonal")
+
+
+def _cayley_rotate_reference(x, u, v):
+    """geoopt's CanonicalStiefel._transp_follow_one, literally: an n x n solve."""
+    a = u @ x.T - x @ u.T
+    n = x.shape[0]
+    return np.linalg.solve(np.eye(n) - 0.5 * a, x + 0.5 * a @ x), \
+        np.linalg.solve(np.eye(n) - 0.5 * a, v + 0.5 * a @ v)
+
+
+def test_canonical_stiefel_transcriptions():
+    """RiemannianSGD (momentum) and RiemannianAdam with metric="canonical", retraction="cayley_rotate"
+    against NumPy transcriptions of geoopt's CanonicalStiefel (egrad2rgrad = G - X GᵀX, retr_transp =
+    the Cayley rotation of A = u xᵀ - x uᵀ, inner = Σ u² - ½ Σ (xᵀu)²)."""
+    rng = np.random.default_rng(13)
+    W = init.orthogonal((8, 3), rng=rng, dtype=np.float64)
+    grads = [rng.standard_normal(W.shape) for _ in range(6)]
+    # SGD with momentum
+    p, X, buf = Parameter(W.copy()), W.copy(), None
+    opt = RiemannianSGD([p], lr=0.1, momentum=0.9, metric="canonical", retraction="cayley_rotate")
+    for g in grads:
+        p.grad = g
+        opt.step()
+        r = g - X @ g.T @ X
+        buf = g.copy() if buf is None else buf
+        buf = 0.9 * buf + r
+        X, buf = _cayley_rotate_reference(X, -0.1 * buf, buf)
+        np.testing.assert_allclose(p.data, X, rtol=0, atol=1e-12)
+    # Adam
+    p, X = Parameter(W.copy()), W.copy()
+    m, v = np.zeros_like(W), 0.0
+    opt = RiemannianAdam([p], lr=0.05, betas=(0.9, 0.99), metric="canonical", retraction="cayley_rotate")
+    for t, g in enumerate(grads, 1):
+        p.grad = g
+        opt.step()
+        r = g - X @ g.T @ X
+        m = 0.9 * m + 0.1 * r
+        v = 0.99 * v + 0.01 * (np.sum(r * r) - 0.5 * np.sum((X.T @ r) ** 2))
+        d = m / (1 - 0.9 ** t) / (np.sqrt(v / (1 - 0.99 ** t)) + 1e-8)
+        X, m = _cayley_rotate_reference(X, -0.05 * d, m)
+        np.testing.assert_allclose(p.data, X, rtol=0, atol=1e-12)
 
 
 def test_riemannian_sgd_momentum_matches_geoopt_transcription():
@@ -226,7 +302,8 @@ def test_non_stiefel_params_get_plain_update():
         o.step()
 
 
-@pytest.mark.parametrize("name", ["rsgd", "radam", "cayley_sgd", "cayley_adam"])
+@pytest.mark.parametrize("name", ["rsgd", "radam", "radam_elementwise", "radam_canonical", "cayley_sgd",
+                                  "cayley_adam"])
 def test_grad_untouched_and_state_dict_round_trip(name):
     params = _stiefel_params(seed=8)
     twin = [Parameter(p.data.copy()) for p in params]

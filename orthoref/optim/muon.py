@@ -12,7 +12,10 @@ from .optimizer import Optimizer, check_betas
 
 __all__ = ["Muon"]
 
-_SCALES = ("jordan", "moonlight")
+_SCALES = ("jordan", "jordan_last_axes", "moonlight")
+_NORMALIZE = ("add_eps", "clamp")
+_NS_EPS = 1e-7                                          # ε of the normalization (Muon's and torch's 1e-7)
+_KAPPA = {"polar_express": 1.01}                        # κ of newton_schulz (1 for the other tables)
 _MATRIX_KEYS = ("momentum_buffer",)
 _AUX_KEYS = ("step", "exp_avg", "exp_avg_sq")
 
@@ -38,6 +41,18 @@ def _msign_svd(M):
         return (U[:, :r] @ Vh[:r]).astype(M.dtype, copy=False)
 
 
+def _ns_eps(xp, M, coefficients, normalize):
+    """The ``eps`` handed to :func:`~orthoref.ortho.newton_schulz` (which divides by ``κ‖M‖_F + eps``):
+    ``1e-7`` for ``"add_eps"``; ``max(1e-7 - κ‖M‖_F, 0)`` for ``"clamp"``, so that the divisor is
+    ``max(κ‖M‖_F, 1e-7)``."""
+    if normalize == "add_eps":
+        return _NS_EPS
+    kappa = _KAPPA.get(coefficients, 1.0) if isinstance(coefficients, str) else 1.0
+    with np.errstate(over="ignore"):
+        n = kappa * float(xp.sqrt(xp.sum(M * M)))      # overflow -> inf -> eps 0 (newton_schulz rescales)
+    return max(_NS_EPS - n, 0.0)
+
+
 class Muon(Optimizer):
     r"""Muon (Keller Jordan et al., 2024, ``github.com/KellerJordan/Muon``): SGD-momentum whose update
     is replaced by its orthogonal polar factor, approximated by a Newton–Schulz iteration, plus the
@@ -55,14 +70,29 @@ class Muon(Optimizer):
         O_t &= \mathrm{NS}_k(u_t) \approx U V^\top \ (u_t = U \Sigma V^\top), \qquad
             O_t = U V^\top \ \text{exactly when } \texttt{coefficients="svd"} \\
         W_t &= (1 - \gamma\lambda)\, W_{t-1} - \gamma\, s\, O_t, \qquad
-            s = \sqrt{\max(1, \mathrm{rows}/\mathrm{cols})} \ \text{("jordan")}
+            s = \sqrt{\max(1, \mathrm{rows}/\mathrm{cols})} \ \text{("jordan")},
+            \ \sqrt{\max(1, n_{-2}/n_{-1})} \ \text{("jordan\_last\_axes")}
             \ \text{or}\ 0.2 \sqrt{\max(\mathrm{rows}, \mathrm{cols})} \ \text{("moonlight")}
 
     with :math:`\mathrm{NS}_k` = :func:`~orthoref.ortho.newton_schulz` (``steps=ns_steps``,
-    ``coefficients``, ``eps=1e-7``: ``X_0 = u / (‖u‖_F + 10^{-7})`` then ``k`` quintic steps on the wide
-    orientation — the public ``zeropower_via_newtonschulz5``, in the parameter's dtype instead of
-    bfloat16). ``"moonlight"`` is the RMS-matching scale of Liu et al. 2025 (Moonlight,
-    arXiv:2502.16982), whose update RMS is about 0.2, AdamW's.
+    ``coefficients``, ``ε = 10^{-7}``, then ``k`` quintic steps on the wide orientation, in the
+    parameter's dtype instead of bfloat16) started from
+
+    .. math::
+
+        X_0 = \frac{u}{\kappa\|u\|_F + \epsilon} \ \text{(normalize="add\_eps", the default)}
+        \qquad\text{or}\qquad X_0 = \frac{u}{\max(\kappa\|u\|_F,\ \epsilon)} \ \text{("clamp")}
+
+    (:math:`\kappa = 1.01` for ``"polar_express"``, 1 otherwise). ``"add_eps"`` is KellerJordan/Muon's
+    ``zeropower_via_newtonschulz5`` (``X / (X.norm() + 1e-7)``); ``"clamp"`` is ``torch.optim.Muon``'s
+    (``X.div_(X.norm().clamp(min=eps))``, ``eps=1e-7``). The two :math:`X_0` differ by a relative
+    :math:`\epsilon/(\kappa\|u\|_F)` (both are 0 for a zero momentum). ``"moonlight"`` is the
+    RMS-matching scale of Liu et al. 2025 (Moonlight, arXiv:2502.16982), whose update RMS is about 0.2,
+    AdamW's; it is ``torch.optim.Muon``'s ``adjust_lr_fn="match_rms_adamw"``. ``"jordan"`` uses the matrix
+    view, ``"jordan_last_axes"`` the parameter's own last two axes :math:`n_{-2} \times n_{-1}`
+    (KellerJordan/Muon's ``max(1, grad.size(-2) / grad.size(-1))**0.5`` of the unreshaped gradient:
+    ``kh / kw`` for a conv weight); the two are the same for a matrix, where they are also
+    ``torch.optim.Muon``'s default ``adjust_lr_fn="original"``.
 
     **Other parameters** (``ndim < 2``), the public ``adam_update`` of ``MuonWithAuxAdam`` with
     :math:`\gamma_a` (``adam_lr``), :math:`(\beta_1, \beta_2)` (``adam_betas``), :math:`\epsilon`
@@ -97,7 +127,9 @@ class Muon(Optimizer):
     weight_decay : float, default 0
         :math:`\lambda \ge 0`, decoupled, multiplied by ``lr`` (not by the scale :math:`s`), as both
         public codes do.
-    scale : {"jordan", "moonlight"}, default "jordan"
+    scale : {"jordan", "jordan_last_axes", "moonlight"}, default "jordan"
+    normalize : {"add_eps", "clamp"}, default "add_eps"
+        How :math:`X_0` guards against a zero momentum (above); ignored with ``coefficients="svd"``.
     adam_lr : float, default 3e-4
     adam_betas : (float, float), default (0.9, 0.95)
     adam_eps : float, default 1e-10
@@ -125,8 +157,9 @@ class Muon(Optimizer):
     * Parameters whose ``.grad`` is ``None`` are skipped (the public step fills in zeros).
     * The ``"jordan"`` scale uses the matrix view ``rows × cols``. The public code takes
       ``grad.size(-2) / grad.size(-1)`` of the *unreshaped* gradient, i.e. ``kh / kw`` of a 4-D conv
-      weight (1 for square kernels); ours, ``√max(1, out / (in·kh·kw))``, is also 1 when
-      ``out <= in·kh·kw`` — the same factor for square kernels in that case, not in general.
+      weight (1 for square kernels): ``scale="jordan_last_axes"``. ``"jordan"``'s
+      ``√max(1, out / (in·kh·kw))`` is also 1 when ``out <= in·kh·kw`` — the same factor for square
+      kernels in that case, not in general.
     * One optimizer with per-kind dispatch instead of ``use_muon`` groups; ``ndim > 2`` weights other
       than 4-D are also flattened to ``(out, -1)`` (the public code would batch them over leading axes).
     """
@@ -135,10 +168,11 @@ class Muon(Optimizer):
 
     def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, ns_steps=5, coefficients="jordan",
                  weight_decay=0.0, scale="jordan", adam_lr=3e-4, adam_betas=(0.9, 0.95), adam_eps=1e-10,
-                 adam_weight_decay=0.0):
+                 adam_weight_decay=0.0, *, normalize="add_eps"):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
                         coefficients=coefficients, weight_decay=weight_decay, scale=scale, adam_lr=adam_lr,
-                        adam_betas=adam_betas, adam_eps=adam_eps, adam_weight_decay=adam_weight_decay)
+                        adam_betas=adam_betas, adam_eps=adam_eps, adam_weight_decay=adam_weight_decay,
+                        normalize=normalize)
         checked = dict(defaults)
         self._validate_group(checked)
         super().__init__(params, checked)
@@ -157,6 +191,7 @@ class Muon(Optimizer):
         group["adam_betas"] = check_betas(group["adam_betas"], who, "adam_betas")
         group["adam_eps"] = check_real(who, "adam_eps", group["adam_eps"], 0.0)
         group["adam_weight_decay"] = check_real(who, "adam_weight_decay", group["adam_weight_decay"], 0.0)
+        group["normalize"] = check_choice(who, "normalize", group["normalize"], _NORMALIZE)
 
     @staticmethod
     def _check_coefficients(who, c, steps):
@@ -222,9 +257,12 @@ class Muon(Optimizer):
         if isinstance(c, str) and c == "svd":
             O = _msign_svd(M)                               # O_t = U Vᵀ    (u_t = U Σ Vᵀ)
         else:
-            O = newton_schulz(M, steps=group["ns_steps"], coefficients=c)      # O_t = NS_k(u_t)
+            O = newton_schulz(M, steps=group["ns_steps"], coefficients=c,
+                              eps=_ns_eps(xp, M, c, group["normalize"]))          # O_t = NS_k(u_t)
         if group["scale"] == "jordan":
             sc = max(1.0, rows / cols) ** 0.5               # sc = √max(1, rows/cols)
+        elif group["scale"] == "jordan_last_axes":
+            sc = max(1.0, w.shape[-2] / w.shape[-1]) ** 0.5  # sc = √max(1, n₋₂/n₋₁)
         else:
             sc = 0.2 * float(max(rows, cols)) ** 0.5        # sc = 0.2 √max(rows, cols)
         wn = self._spare(p, "_data")                        # W_t: a spare array

@@ -1,5 +1,19 @@
 r"""Riemannian optimizers on the Stiefel manifold: ``RiemannianSGD`` and ``RiemannianAdam`` (geoopt's
-update formulas), ``CayleySGD`` and ``CayleyAdam`` (Li, Fuxin & Todorovic, ICLR 2020).
+update formulas, on either of geoopt's Stiefel manifolds), ``CayleySGD`` and ``CayleyAdam`` (Li, Fuxin &
+Todorovic, ICLR 2020).
+
+Which geoopt manifold
+---------------------
+geoopt 0.5.1 has two Stiefel manifolds, and ``geoopt.Stiefel()`` is the *canonical* one:
+
+- ``geoopt.Stiefel()`` = ``geoopt.Stiefel(canonical=True)`` = ``CanonicalStiefel``: ``metric="canonical"``,
+  ``retraction="cayley_rotate"`` (its Cayley rotation ``Q = (I - A/2)^{-1}(I + A/2)``,
+  ``A = Z Xᵀ - X Zᵀ``, which also carries the momentum);
+- ``geoopt.Stiefel(canonical=False)`` = ``EuclideanStiefel``: ``metric="euclidean"``, ``retraction="qr"``
+  (the defaults here; momentum carried by projection).
+
+``RiemannianAdam`` needs ``second_moment="matrix"`` (its default) for either. Both are tested against
+geoopt itself (``tests/test_claims.py``, float64, 1e-12 relative).
 
 Which parameters live on the manifold
 -------------------------------------
@@ -37,7 +51,7 @@ Failure model
 -------------
 Hyper-parameters are checked by name (finite; ``lr``, ``momentum``, ``weight_decay`` >= 0; ``betas`` in
 ``[0, 1)``; ``eps`` >= 0 and ``epsilon`` > 0; ``0 <= iterations <=`` :data:`~orthoref._checks.MAX_ITERATIONS`;
-``metric``/``retraction`` one of their names; ``stiefel`` a bool). :meth:`step` checks every ``.grad``
+``metric``/``retraction``/``second_moment`` one of their names; ``stiefel`` a bool). :meth:`step` checks every ``.grad``
 (exact shape and dtype, finite) and computes the new value and state of every parameter before writing
 any, checking them finite: whatever it raises (a bad ``.grad``, a read-only or infeasible parameter, an
 update that overflows the dtype: ``NonFiniteError``), nothing has changed.
@@ -150,6 +164,61 @@ def _restore(Y, tol=None):
     return Y
 
 
+# ``retraction="cayley_rotate"``: geoopt's ``CanonicalStiefel`` retraction, which also carries the momentum.
+_ROTATE = "cayley_rotate"
+_RETRACTIONS = RETRACTIONS + (_ROTATE,)
+_SECOND_MOMENTS = ("matrix", "elementwise")
+
+
+def _cayley_rotation(X, Z, V=None):
+    r"""``(Q X, Q V)``: the Cayley rotation of geoopt's ``CanonicalStiefel.retr_transp``,
+
+    .. math:: Q = (I - A/2)^{-1}(I + A/2), \qquad A = Z X^\top - X Z^\top \quad (n \times n,\ \text{skew}),
+
+    applied to the point ``X`` (``n x p``) and to the carried vector ``V`` (``n x p``, or ``None``).
+    Computed in low rank: with ``U = [Z, X]``, ``B = [X, -Z]`` (so ``A = U Bᵀ``) and ``K = I - ½ BᵀU``
+    (``2p x 2p``), ``Q = I + U K^{-1} Bᵀ`` (Woodbury), i.e. ``Q W = W + U K^{-1}(Bᵀ W)``: ``O(n p²)``
+    instead of geoopt's ``n x n`` solve (the same matrix; the two agree to rounding).
+
+    Unlike :func:`~orthoref.ortho.stiefel.retract` ``"cayley"`` (``A = P Z Xᵀ - X Zᵀ P``, so ``A X = Z``),
+    here ``A X = Z - X ZᵀX``: for tangent ``Z`` the curve leaves ``X`` along ``Z + X XᵀZ``, geoopt's
+    convention, reproduced as is. ``Q`` is orthogonal, so ``V`` is rotated, not projected (a non-tangent
+    ``V`` stays non-tangent).
+    """
+    xp = get_array_module(X)
+    p = X.shape[-1]
+    U = xp.concatenate([Z, X], axis=-1)                 # U = [Z, X]
+    B = xp.concatenate([X, -Z], axis=-1)                # B = [X, -Z],  A = U Bᵀ
+    K = xp.eye(2 * p, dtype=X.dtype) - 0.5 * (B.T @ U)  # K = I - ½ BᵀU
+    W = X if V is None else xp.concatenate([X, V], axis=-1)
+    QW = W + U @ xp.linalg.solve(K, B.T @ W)            # Q W = W + U K⁻¹ (Bᵀ W)
+    return (QW, None) if V is None else (QW[:, :p], QW[:, p:])
+
+
+def _move(X, Z, retraction, V=None):
+    """``(X_t, V_t)``: the retraction of ``X`` along ``Z`` (with the drift guard) and the vector ``V``
+    carried to it: rotated with the point for ``"cayley_rotate"``, else projected onto the new tangent
+    space (geoopt's ``EuclideanStiefel.transp = proju``). ``V = None``: nothing carried."""
+    if retraction == _ROTATE:
+        Y, V = _cayley_rotation(X, Z, V)
+        return _restore(Y), V
+    Y = _restore(retract(X, Z, retraction, check=False))
+    if V is not None:
+        V = project_tangent(Y, V, "euclidean", check=False)
+    return Y, V
+
+
+def _sq_norm(X, r, metric):
+    """``<r, r>_X`` as a 0-d array of ``r``'s dtype: ``Σ r²`` (``"euclidean"``) or the canonical
+    ``Σ r² - ½ Σ (Xᵀr)²`` (geoopt's ``inner`` of ``EuclideanStiefel`` / ``CanonicalStiefel``)."""
+    xp = get_array_module(r)
+    s = (r * r).sum()
+    if metric == "canonical":
+        XtR = X.T @ r
+        s = s - 0.5 * (XtR * XtR).sum()
+    return xp.asarray(s, dtype=r.dtype)
+
+
 def _one_norm(A):
     """The matrix 1-norm ``max_j Σ_i |A_ij|`` (``matrix_norm_one`` of Li et al.'s code)."""
     xp = get_array_module(A)
@@ -160,8 +229,10 @@ def _one_norm(A):
 # geoopt's RiemannianSGD / RiemannianAdam.
 
 class RiemannianSGD(Optimizer):
-    r"""Riemannian SGD with momentum on the Stiefel manifold: geoopt's ``RiemannianSGD`` on
-    ``geoopt.Stiefel`` (``EuclideanStiefel``; ``geoopt/optim/rsgd.py``), with the retraction chosen.
+    r"""Riemannian SGD with momentum on the Stiefel manifold: geoopt's ``RiemannianSGD``
+    (``geoopt/optim/rsgd.py``) with the metric and retraction chosen. The defaults are geoopt's
+    ``EuclideanStiefel`` (``geoopt.Stiefel(canonical=False)``); ``metric="canonical",
+    retraction="cayley_rotate"`` is ``CanonicalStiefel``, i.e. ``geoopt.Stiefel()`` (module docstring).
 
     For a Stiefel parameter with tall view :math:`X` (see the module docstring), Euclidean gradient
     :math:`G` (viewed the same way), learning rate :math:`\gamma`, momentum :math:`\mu`, weight decay
@@ -173,7 +244,7 @@ class RiemannianSGD(Optimizer):
         b_t &= \mu\, b_{t-1} + r_t, \qquad b_0 = G_1 \text{ (geoopt's initialization, see Notes)} \\
         d_t &= r_t + \mu\, b_t \ \text{(nesterov)}, \qquad d_t = b_t \ \text{(otherwise)} \\
         X_t &= R_{X_{t-1}}(-\gamma\, d_t) \qquad (R = \text{retract(method=retraction)}) \\
-        b_t &\leftarrow P_{X_t}(b_t) \qquad \text{(vector transport by Euclidean projection)}
+        b_t &\leftarrow T(b_t) \qquad \text{(vector transport, see } \texttt{retraction} \text{)}
 
     and with :math:`\mu = 0`: :math:`X_t = R_{X_{t-1}}(-\gamma\, \pi_X(G_t + \lambda X_{t-1}))`. Other
     parameters take the same formulas with :math:`\pi`, :math:`R` and :math:`P` the identity (geoopt's
@@ -193,8 +264,14 @@ class RiemannianSGD(Optimizer):
     metric : ``"euclidean"`` or ``"canonical"``
         How the Riemannian gradient is formed: ``"euclidean"`` is geoopt's ``EuclideanStiefel.egrad2rgrad``
         (``G - X sym(XᵀG)``), ``"canonical"`` is ``CanonicalStiefel.egrad2rgrad`` (``G - X GᵀX``).
-    retraction : ``"qr"``, ``"polar"``, ``"cayley"`` or ``"exp"``
-        geoopt's ``Stiefel`` retracts by ``"qr"`` (the default here).
+    retraction : ``"qr"``, ``"polar"``, ``"cayley"``, ``"exp"`` or ``"cayley_rotate"``
+        The first four are :func:`~orthoref.ortho.stiefel.retract`'s, with the momentum transported by
+        the Euclidean projection onto the new tangent space, :math:`T = P_{X_t}` (``EuclideanStiefel``'s
+        ``retr``/``transp``: ``"qr"``, the default). ``"cayley_rotate"`` is ``CanonicalStiefel``'s
+        ``retr_transp``: :math:`X_t = Q X_{t-1}`, :math:`T(b) = Q b` with :math:`Q = (I - A/2)^{-1}(I + A/2)`,
+        :math:`A = Z X^\top - X Z^\top`, :math:`Z = -\gamma d_t`. This :math:`A` is not ``"cayley"``'s
+        (:math:`A X = Z - X Z^\top X`, i.e. :math:`Z + X X^\top Z` for tangent :math:`Z`: geoopt's
+        convention, reproduced as is).
 
     Notes
     -----
@@ -202,14 +279,15 @@ class RiemannianSGD(Optimizer):
       and projection) and then applies ``b = μ b + r`` on the same step, so the first buffer is
       :math:`\mu G_1 + r_1` -- not tangent, and :math:`(1+\mu) G_1` for a Euclidean parameter (PyTorch's
       SGD starts with :math:`b_1 = G_1`). This is reproduced, for equivalence with geoopt; the first
-      retraction absorbs the normal part and the transport removes it from the buffer.
-    * geoopt's ``retr_transp`` transports by projecting onto the new tangent space (``EuclideanStiefel.transp
-      = proju``); the same Euclidean projection is used for both metrics.
+      retraction absorbs the normal part and the projection transport removes it from the buffer.
+    * The transport belongs to the retraction, as in geoopt: projection (``EuclideanStiefel.transp =
+      proju``) for ``"qr"``, ``"polar"``, ``"cayley"``, ``"exp"``, whatever the metric; the rotation
+      :math:`Q` for ``"cayley_rotate"`` (which keeps the first, non-tangent buffer non-tangent, as geoopt).
     * geoopt's ``stabilize`` option (periodic re-projection) and ``dampening`` are not provided. Instead
       a drift guard: after the retraction, if ``‖XᵀX - I‖_F`` exceeds 1e-12 (float64; 1e-6 otherwise)
-      the point is replaced by its QR factor. ``"qr"`` and ``"polar"`` never trigger it; ``"cayley"`` and
-      ``"exp"`` (which map a point to a point without re-orthonormalizing, so rounding errors
-      accumulate) do, rarely, mostly in float32. Tested over 1000 steps: ``‖XᵀX - I‖ <= 1e-10``
+      the point is replaced by its QR factor. ``"qr"`` and ``"polar"`` never trigger it; ``"cayley"``,
+      ``"cayley_rotate"`` and ``"exp"`` (which map a point to a point without re-orthonormalizing, so
+      rounding errors accumulate) do, rarely, mostly in float32. Tested over 1000 steps: ``‖XᵀX - I‖ <= 1e-10``
       (float64), ``<= 1e-5`` (float32).
 
     State per parameter: ``"momentum_buffer"`` (parameter-shaped; only when ``momentum != 0``).
@@ -232,7 +310,7 @@ class RiemannianSGD(Optimizer):
         group["nesterov"] = check_bool(who, "nesterov", group["nesterov"])
         group["weight_decay"] = check_real(who, "weight_decay", group["weight_decay"], 0.0)
         group["metric"] = check_choice(who, "metric", group["metric"], METRICS)
-        group["retraction"] = check_choice(who, "retraction", group["retraction"], RETRACTIONS)
+        group["retraction"] = check_choice(who, "retraction", group["retraction"], _RETRACTIONS)
         group["stiefel"] = check_bool(who, "stiefel", group["stiefel"])
         if group["nesterov"] and group["momentum"] <= 0:
             raise ValueError(f"{who}: Nesterov momentum requires a momentum > 0 (nesterov=True, "
@@ -262,9 +340,8 @@ class RiemannianSGD(Optimizer):
             d = r                                           # d_t = r_t
         if on:
             Z = _step_vector(self, p, label, lr, d, X)      # Z = -γ d_t
-            Y = _restore(retract(X, Z, group["retraction"], check=False))            # X_t = R_{X_{t-1}}(Z)
+            Y, b = _move(X, Z, group["retraction"], b if mu != 0 else None)      # X_t = R_{X_{t-1}}(Z), b_t ← T(b_t)
             if mu != 0:
-                b = project_tangent(Y, b, "euclidean", check=False)                  # b_t ← P_{X_t}(b_t)
                 state["momentum_buffer"] = from_stiefel_view(b, tr, p.shape).copy()
             new = _new_value(p, Y, tr)
         else:
@@ -276,7 +353,10 @@ class RiemannianSGD(Optimizer):
 
 class RiemannianAdam(Optimizer):
     r"""Riemannian Adam on the Stiefel manifold: geoopt's ``RiemannianAdam`` (``geoopt/optim/radam.py``;
-    Bécigneul & Ganea, ICLR 2019) on ``geoopt.Stiefel``, with the retraction chosen.
+    Bécigneul & Ganea, ICLR 2019) with the metric, retraction and second moment chosen. The defaults are
+    geoopt's on ``EuclideanStiefel`` (``geoopt.Stiefel(canonical=False)``); ``metric="canonical",
+    retraction="cayley_rotate"`` is geoopt's on ``CanonicalStiefel``, i.e. ``geoopt.Stiefel()`` (module
+    docstring).
 
     For a Stiefel parameter with tall view :math:`X`, Euclidean gradient :math:`G`, step
     :math:`t = 1, 2, \dots`:
@@ -285,17 +365,23 @@ class RiemannianAdam(Optimizer):
 
         r_t &= \pi_X(G_t + \lambda X_{t-1}) \\
         m_t &= \beta_1 m_{t-1} + (1-\beta_1)\, r_t \\
-        v_t &= \beta_2 v_{t-1} + (1-\beta_2)\, r_t \odot r_t \\
+        v_t &= \beta_2 v_{t-1} + (1-\beta_2)\, \langle r_t, r_t \rangle_{X_{t-1}} \ \text{(a scalar; "matrix")}
+            \quad\text{or}\quad \beta_2 v_{t-1} + (1-\beta_2)\, r_t \odot r_t \ \text{("elementwise")} \\
         D_t &= \frac{m_t / (1-\beta_1^t)}{\sqrt{v_t / (1-\beta_2^t)} + \epsilon} \\
-        X_t &= R_{X_{t-1}}(-\gamma D_t), \qquad m_t \leftarrow P_{X_t}(m_t)
+        X_t &= R_{X_{t-1}}(-\gamma D_t), \qquad m_t \leftarrow T(m_t)
 
-    :math:`v` uses geoopt's ``manifold.component_inner(x, r)``, which for the Stiefel manifold (a manifold
-    of matrices, no product structure) is the elementwise square :math:`r \odot r`, so the second moment
-    is elementwise as in Adam and :math:`D_t` is *not* tangent; the retraction takes it as given (``"qr"``,
-    ``"polar"``: the factor of :math:`X + Z`; ``"cayley"``, ``"exp"``: along its tangent projection).
-    :math:`m` is transported by projection onto the new tangent space (geoopt's ``retr_transp``);
-    :math:`v` is not transported. Other parameters: the same formulas with identity projection,
-    retraction and transport -- exactly PyTorch's Adam.
+    geoopt forms :math:`v` with ``manifold.component_inner(x, r)``, which on both Stiefel manifolds is
+    ``inner(x, r, keepdim=True)``: the metric's inner product of the whole matrix, one scalar per matrix
+    (:math:`\sum r^2` for ``"euclidean"``, :math:`\sum r^2 - \tfrac12 \sum (X^\top r)^2` for
+    ``"canonical"``), broadcast over the parameter-shaped ``exp_avg_sq``. So with ``"matrix"`` (the
+    default) :math:`D_t` is a positive multiple of :math:`m_t` and stays tangent. ``"elementwise"``
+    (the default of earlier orthoref versions; not geoopt's) divides entry by entry as Adam
+    does; :math:`D_t` is then *not* tangent and the retraction takes it as given (``"qr"``, ``"polar"``:
+    the factor of :math:`X + Z`; ``"cayley"``, ``"exp"``: along its tangent projection). The transport
+    :math:`T` of :math:`m` is the retraction's (see :class:`RiemannianSGD`: projection, or the rotation of
+    ``"cayley_rotate"``); :math:`v` is not transported. Other parameters: the same formulas with identity
+    projection, retraction and transport and the elementwise :math:`v` for both settings (geoopt's
+    ``Euclidean`` manifold has ``ndim = 0``: its ``component_inner`` is ``r ⊙ r``) -- exactly PyTorch's Adam.
 
     Parameters
     ----------
@@ -304,26 +390,31 @@ class RiemannianAdam(Optimizer):
     betas : (float, float), default (0.9, 0.999)
     eps : float, default 1e-8
         Added after the bias-corrected square root (PyTorch's and geoopt's placement).
-    retraction : ``"qr"`` (default, geoopt's), ``"polar"``, ``"cayley"``, ``"exp"``
-    metric : ``"euclidean"`` (default, geoopt's ``Stiefel``) or ``"canonical"``
+    retraction : ``"qr"`` (default, ``EuclideanStiefel``'s), ``"polar"``, ``"cayley"``, ``"exp"``, or
+        ``"cayley_rotate"`` (``CanonicalStiefel``'s; see :class:`RiemannianSGD`)
+    metric : ``"euclidean"`` (default, ``EuclideanStiefel``'s) or ``"canonical"`` (``CanonicalStiefel``'s)
+        The Riemannian gradient and, with ``second_moment="matrix"``, the inner product of :math:`v`.
     weight_decay : float, default 0
         L2, added to the Euclidean gradient before the projection (geoopt).
+    second_moment : ``"matrix"`` (default, geoopt's) or ``"elementwise"``, keyword-only
 
     Notes
     -----
-    geoopt also calls ``manifold.projx(point)`` (an SVD) at the start of every step; it is left out here
-    (the parameter is not altered before the step); the same drift guard as :class:`RiemannianSGD` (QR
-    restoration past 1e-12 in float64, 1e-6 otherwise) follows the retraction.
-    ``amsgrad`` and ``stabilize`` are not provided. State per parameter: ``"step"``, ``"exp_avg"``,
-    ``"exp_avg_sq"`` (parameter-shaped).
+    geoopt 0.5.1 does not alter the point before a step; only its ``stabilize`` option (every
+    ``stabilize`` steps: ``projx``, an SVD, and ``proju`` of the buffer) does, and it is not provided here
+    (geoopt's unreleased master also calls ``projx`` at the start of every step). Instead the same drift
+    guard as :class:`RiemannianSGD` (QR restoration past 1e-12 in float64, 1e-6 otherwise) follows the
+    retraction. ``amsgrad`` is not provided. State per parameter: ``"step"``, ``"exp_avg"``,
+    ``"exp_avg_sq"`` (parameter-shaped; with ``"matrix"`` every entry of ``exp_avg_sq`` of a Stiefel
+    parameter holds the same scalar, as geoopt's).
     """
 
     _name = "RiemannianAdam"
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, retraction="qr", metric="euclidean",
-                 weight_decay=0.0, *, stiefel=True):
+                 weight_decay=0.0, *, stiefel=True, second_moment="matrix"):
         defaults = dict(lr=lr, betas=betas, eps=eps, retraction=retraction, metric=metric,
-                        weight_decay=weight_decay, stiefel=stiefel)
+                        weight_decay=weight_decay, stiefel=stiefel, second_moment=second_moment)
         self._validate_group(dict(defaults))
         super().__init__(params, defaults)
 
@@ -332,10 +423,11 @@ class RiemannianAdam(Optimizer):
         group["lr"] = check_real(who, "lr", group["lr"], 0.0)
         group["betas"] = check_betas(group["betas"], who)
         group["eps"] = check_real(who, "eps", group["eps"], 0.0)
-        group["retraction"] = check_choice(who, "retraction", group["retraction"], RETRACTIONS)
+        group["retraction"] = check_choice(who, "retraction", group["retraction"], _RETRACTIONS)
         group["metric"] = check_choice(who, "metric", group["metric"], METRICS)
         group["weight_decay"] = check_real(who, "weight_decay", group["weight_decay"], 0.0)
         group["stiefel"] = check_bool(who, "stiefel", group["stiefel"])
+        group["second_moment"] = check_choice(who, "second_moment", group["second_moment"], _SECOND_MOMENTS)
 
     def _state_keys(self, group, p):
         return ("step", "exp_avg", "exp_avg_sq")
@@ -357,14 +449,16 @@ class RiemannianAdam(Optimizer):
         m = stiefel_view(state["exp_avg"])[0] if on else state["exp_avg"]        # m_{t-1}
         v = stiefel_view(state["exp_avg_sq"])[0] if on else state["exp_avg_sq"]  # v_{t-1}
         m = beta1 * m + (1.0 - beta1) * r                   # m_t = β₁ m_{t-1} + (1-β₁) r_t
-        v = beta2 * v + (1.0 - beta2) * (r * r)             # v_t = β₂ v_{t-1} + (1-β₂) r_t ⊙ r_t
+        if on and group["second_moment"] == "matrix":
+            v = beta2 * v + (1.0 - beta2) * _sq_norm(X, r, group["metric"]) # v_t = β₂ v_{t-1} + (1-β₂)‖r_t‖²_X
+        else:
+            v = beta2 * v + (1.0 - beta2) * (r * r)         # v_t = β₂ v_{t-1} + (1-β₂) r_t ⊙ r_t
         bc1 = 1.0 - beta1 ** t                              # 1 - β₁ᵗ
         bc2 = 1.0 - beta2 ** t                              # 1 - β₂ᵗ
         D = (m / bc1) / (xp.sqrt(v / bc2) + eps)            # D_t = m_t/(1-β₁ᵗ) / (√(v_t/(1-β₂ᵗ)) + ε)
         if on:
             Z = _step_vector(self, p, label, lr, D, X)      # Z = -γ D_t
-            Y = _restore(retract(X, Z, group["retraction"], check=False))            # X_t = R_{X_{t-1}}(Z)
-            m = project_tangent(Y, m, "euclidean", check=False)                      # m_t ← P_{X_t}(m_t)
+            Y, m = _move(X, Z, group["retraction"], m)      # X_t = R_{X_{t-1}}(Z), m_t ← T(m_t)
             new = _new_value(p, Y, tr)
             state["exp_avg"] = from_stiefel_view(m, tr, p.shape).copy()
             state["exp_avg_sq"] = from_stiefel_view(v, tr, p.shape).copy()
