@@ -31,7 +31,8 @@ import numpy as np
 from .oracle.reference import FLOAT32_RTOL, cast_kwargs, compare, names, reference, tolerance
 from .oracle.registry import get
 
-__all__ = ["FRAMEWORKS", "SAMPLES", "Case", "Row", "Report", "cases", "check", "assert_conforms", "is_stress"]
+__all__ = ["FRAMEWORKS", "SAMPLES", "Case", "Row", "Report", "cases", "check", "assert_conforms", "is_stress",
+           "StepRow", "OptimizerReport", "check_optimizer", "OPTIMIZER_RTOL"]
 
 #: The frameworks :func:`check` converts the inputs to.
 FRAMEWORKS = ("numpy", "torch", "jax", "cupy")
@@ -616,3 +617,253 @@ def assert_conforms(name, fn, **options) -> Report:
     if not report.passed:
         raise AssertionError("\n" + str(report))
     return report
+
+
+
+# ---------------------------------------------------------------------------------------------------------
+# optimizers
+
+#: The per-step error budget of :func:`check_optimizer`: step ``t``'s tolerance is ``t`` times this.
+#: float64: two correct implementations of one update differ by the order of their floating-point
+#: operations, a few ulps (2.2e-16) of the parameter per step (orthoref's Adam and PyTorch's: <= 4 ulps),
+#: and the updates are Lipschitz with constant about 1 in the parameter at the learning rates used, so the
+#: differences add up: <= ~1e-15·t. 1e-12·t leaves three orders of magnitude for Newton–Schulz, QR and
+#: Cayley solves, while a wrong formula (a missing bias correction, a momentum one step late, a factor)
+#: moves the iterate by 1e-4 relative or more within two steps. float32: the user's arithmetic in float32
+#: against the float64 reference on the same (rounded) inputs; orthoref's own float32 optimizers (all nine,
+#: lr=1e-2) and torch.optim's SGD/Adam/AdamW stay below 6e-8·t on the default problem (float32's eps is
+#: 1.2e-7, half an ulp of rounding per step); the budget is about 80× that.
+OPTIMIZER_RTOL = {"float64": 1e-12, "float32": 5e-6}
+
+
+@dataclass
+class StepRow:
+    """The verdict on one step of :func:`check_optimizer`: ``error`` is the largest over the parameters of
+    ``max|theirs − ref| / max|ref|`` after step ``step`` (``errors``: one per parameter); ``rtol`` the
+    tolerance of that step; ``message`` the exception text when the user's step raised or returned
+    something of the wrong structure."""
+    step: int
+    dtype: str
+    error: Optional[float]
+    errors: list
+    rtol: float
+    why: str
+    passed: bool
+    message: str = ""
+
+
+@dataclass
+class OptimizerReport(Report):
+    """The rows of :func:`check_optimizer` (one per dtype and step); ``str()`` prints the table."""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "framework": self.framework, "passed": self.passed,
+                "rows": [{"step": r.step, "dtype": r.dtype, "error": r.error, "errors": list(r.errors),
+                          "rtol": r.rtol, "tolerance": r.why, "passed": r.passed, "message": r.message}
+                         for r in self.rows]}
+
+    def __str__(self) -> str:
+        verdict = "PASS" if self.passed else f"FAIL ({len(self.failed)} of {len(self.rows)} rows)"
+        fmt = (lambda e: "-" if e is None else f"{e:.1e}")
+        lines = [f"orthoref.testing.check_optimizer({self.name!r}, framework={self.framework!r}): {verdict}",
+                 f"  {'step':>4} {'dtype':<8} {'max rel err':>11} {'per parameter':<30} {'rtol':>7}  "
+                 f"{'tolerance':<22} result"]
+        for r in self.rows:
+            per = " ".join(fmt(e) for e in r.errors) or "-"
+            lines.append(f"  {r.step:>4} {r.dtype:<8} {fmt(r.error):>11} {per[:30]:<30} {r.rtol:>7.0e}  "
+                         f"{r.why:<22} {'pass' if r.passed else 'FAIL'}")
+            if r.message:
+                lines.append(f"      {r.message}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def default_optimizer_problem(name, steps=10, seed=0):
+    """The seeded problem of :func:`check_optimizer`: ``(param0, grads, stiefel)``.
+
+    ``param0`` = ``[W (4, 6) Gaussian / 2, b (5,) Gaussian, Q (6, 3) with orthonormal columns]`` (float64),
+    ``grads`` = ``steps`` lists of standard Gaussians of those shapes, all from
+    ``numpy.random.default_rng(seed)``; ``stiefel`` = ``[False, False, True]`` for the Stiefel optimizers
+    (only ``Q`` on the manifold), ``None`` for the others.
+    """
+    from .oracle.trajectories import STIEFEL_OPTIMIZERS, optimizer_name, orthogonal_factor
+    name = optimizer_name(name, "check_optimizer")
+    gen = np.random.default_rng(seed)
+    param0 = [0.5 * gen.standard_normal((4, 6)), gen.standard_normal(5), orthogonal_factor(gen.standard_normal((6, 3)))]
+    grads = [[gen.standard_normal(p.shape) for p in param0] for _ in range(steps)]
+    return param0, grads, ([False, False, True] if name in STIEFEL_OPTIMIZERS else None)
+
+
+def _host(x):
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    elif not isinstance(x, np.ndarray) and hasattr(x, "get"):          # CuPy
+        x = x.get()
+    return np.array(x, dtype=np.float64, copy=True)
+
+
+def _torch_stepper(who, opt_cls, hyper):
+    """``step_fn(params, grads, state)`` of a ``torch.optim`` optimizer class (or a factory
+    ``make(tensors) -> optimizer``): built on the first call on copies of ``params``."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError(f"{who}: framework='torch' needs torch installed ({exc})") from exc
+    if not callable(opt_cls):
+        raise TypeError(f"{who}: with framework='torch', step_fn must be a torch.optim.Optimizer class or a "
+                        f"callable make(tensors) -> optimizer, got {type(opt_cls).__name__}")
+    is_class = isinstance(opt_cls, type) and issubclass(opt_cls, torch.optim.Optimizer)
+
+    def step_fn(params, grads, state):
+        if state is None:
+            tensors = [torch.from_numpy(np.array(p, copy=True)) for p in params]
+            opt = opt_cls(tensors, **hyper) if is_class else opt_cls(tensors)
+            state = (tensors, opt)
+        tensors, opt = state
+        for t, g in zip(tensors, grads):
+            t.grad = torch.from_numpy(np.array(g, copy=True))
+        opt.step()
+        return [t.detach().numpy().copy() for t in tensors], state
+    return step_fn
+
+
+def check_optimizer(name, step_fn, *, param0=None, grads=None, steps=10, dtypes=_DTYPES, rtol=None,
+                    framework="numpy", seed=0, **hyper) -> OptimizerReport:
+    r"""Run *your* optimizer step on a seeded problem and compare every iterate with orthoref's float64
+    reference trajectory (:func:`orthoref.oracle.trajectories.optimizer_trajectory`).
+
+    The convention of ``step_fn`` (``framework="numpy"``)::
+
+        params, state = step_fn(params, grads, state)
+
+    ``params``: the list of the current parameters (NumPy arrays of the dtype checked, fresh copies: update
+    them in place or return new ones), ``grads``: the list of their gradients at this step (same shapes and
+    dtype), ``state``: ``None`` on the first call, afterwards whatever the previous call returned (your
+    moments, step count, ...). It returns the list of the new parameters (arrays of any framework with
+    ``__array__``, or torch tensors) and the new state. The hyper-parameters are yours to bind (a closure);
+    ``**hyper`` goes to orthoref's optimizer.
+
+    ``framework="torch"``: ``step_fn`` is a ``torch.optim.Optimizer`` class, built as
+    ``step_fn(tensors, **hyper)`` on torch tensors of the dtype (or a callable ``make(tensors) ->
+    optimizer``); each step sets every tensor's ``.grad`` and calls ``.step()``.
+
+    Parameters
+    ----------
+    name : str or class
+        The orthoref optimizer whose trajectory is the reference: ``"SGD"``, ``"Adam"``, ``"AdamW"``,
+        ``"Muon"``, ``"RiemannianSGD"``, ``"RiemannianAdam"``, ``"CayleySGD"``, ``"CayleyAdam"``, ``"OGD"``.
+    step_fn : callable or torch.optim.Optimizer class
+    param0, grads : optional
+        The problem (as :func:`~orthoref.oracle.trajectories.optimizer_trajectory` takes them; a callable
+        ``grads(t, params)`` is evaluated along the float64 reference trajectory and your optimizer is fed
+        the same gradients). Default (:func:`default_optimizer_problem`): ``[W (4, 6), b (5,), Q (6, 3)
+        orthonormal columns]`` and ``steps`` Gaussian gradients from ``seed``; for the Stiefel optimizers
+        ``stiefel=[False, False, True]`` unless ``hyper`` sets it (only ``Q`` lives on the manifold).
+    steps : int
+        The number of steps (with ``grads`` given: ``len(grads)``, unless ``grads`` is callable).
+    dtypes : sequence of {"float64", "float32"}
+        Your optimizer runs on ``param0`` and ``grads`` rounded to each dtype; the reference runs in
+        float64 on the same rounded values.
+    rtol : float or dict, optional
+        The per-step budget: step ``t`` passes when its error is ``<= t · rtol``. Default
+        :data:`OPTIMIZER_RTOL` (float64 1e-12, float32 5e-6; the reasoning is there); a dict per dtype.
+    framework : {"numpy", "torch"}
+    seed : int
+    **hyper
+        orthoref's optimizer's hyper-parameters (``lr=...``), and the torch class's.
+
+    Returns
+    -------
+    OptimizerReport
+        One row per dtype and step ``1..k``. Your step raising, or returning the wrong number, shapes or
+        NaN, fails that row (message kept) and ends that dtype.
+
+    Raises
+    ------
+    TypeError / ValueError
+        What ``optimizer_trajectory`` refuses, a ``step_fn`` that is not callable, a framework, dtype or
+        ``rtol`` outside the lists.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from orthoref.testing import check_optimizer
+    >>> check_optimizer("Adam", torch.optim.Adam, framework="torch", lr=1e-2, dtypes=("float64",)).passed
+    True
+    """
+    from .oracle.trajectories import optimizer_name, optimizer_trajectory
+    who = "check_optimizer"
+    name = optimizer_name(name, who)
+    dtypes = _check_dtypes(who, dtypes)
+    if framework not in ("numpy", "torch"):
+        raise ValueError(f"{who}: framework must be 'numpy' or 'torch', got {framework!r}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"{who}: steps must be an integer >= 1, got {steps!r}")
+    budgets = dict(OPTIMIZER_RTOL)
+    if isinstance(rtol, dict):
+        budgets.update(rtol)
+    elif rtol is not None:
+        budgets = {d: rtol for d in _DTYPES}
+    for d in dtypes:
+        r = budgets.get(d)
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 or not np.isfinite(r):
+            raise ValueError(f"{who}: rtol must be a positive finite float (or a dict dtype -> float), got {rtol!r}")
+    hyper = dict(hyper)
+    if param0 is None:
+        d_param0, d_grads, stiefel = default_optimizer_problem(name, steps, seed)
+        param0 = d_param0
+        grads = d_grads if grads is None else grads
+        if stiefel is not None:
+            hyper.setdefault("stiefel", stiefel)
+    elif grads is None:
+        raise ValueError(f"{who}: with param0 given, give grads too (a sequence, or a callable grads(t, params))")
+    ref_hyper = {k: v for k, v in hyper.items()}
+    if framework == "torch":
+        step_fn = _torch_stepper(who, step_fn, {k: v for k, v in hyper.items() if k != "stiefel"})
+    elif not callable(step_fn):
+        raise TypeError(f"{who}: step_fn must be callable step_fn(params, grads, state) -> (params, state), got "
+                        f"{type(step_fn).__name__}")
+    single = not isinstance(param0, (list, tuple))
+    if callable(grads):                  # the gradients along the float64 reference, fed to both
+        fed = []
+
+        def record(t, params):
+            fed.append(grads(t, params))
+            return fed[-1]
+        optimizer_trajectory(name, param0, record, steps=steps, **ref_hyper)
+        grads = fed
+    report = OptimizerReport(name, framework)
+    for dtype in dtypes:
+        dt = np.dtype(dtype)
+        p0 = [np.asarray(_host(p), dtype=dt) for p in ([param0] if single else param0)]
+        gs = [[np.asarray(_host(g), dtype=dt) for g in ([gt] if single else gt)] for gt in grads]
+        ref = optimizer_trajectory(name, [p.astype(np.float64) for p in p0],
+                                   [[g.astype(np.float64) for g in gt] for gt in gs], **ref_hyper)
+        report.rows += _optimizer_rows(step_fn, p0, gs, ref, dtype, budgets[dtype], rtol is None)
+    return report
+
+
+def _optimizer_rows(step_fn, p0, gs, ref, dtype, budget, default):
+    why = f"{dtype}: t·{budget:.0e}" + ("" if default else " (given)")
+    params, state, rows = [p.copy() for p in p0], None, []
+    for t, g in enumerate(gs, start=1):
+        tol = t * budget
+        try:
+            params, state = step_fn(params, [a.copy() for a in g], state)
+            if not isinstance(params, (list, tuple)) or len(params) != len(p0):
+                raise ValueError(f"step_fn must return (params, state) with params a list of {len(p0)} arrays")
+            ours = [_host(p) for p in params]
+            for i, (a, r) in enumerate(zip(ours, ref[t])):
+                if a.shape != r.shape:
+                    raise ValueError(f"parameter {i} came back with shape {a.shape}, expected {r.shape}")
+            params = [np.asarray(a, dtype=dtype) for a in ours]
+        except Exception as exc:         # the user's step failing is a failed row, never a crash of the check
+            rows.append(StepRow(t, dtype, None, [], tol, why, False, f"step_fn raised {type(exc).__name__}: {exc}"))
+            break
+        errors = [float(np.max(np.abs(a - r)) / max(float(np.max(np.abs(r))), np.finfo(float).tiny))
+                  if r.size else 0.0 for a, r in zip(ours, ref[t])]
+        errors = [e if np.isfinite(e) else float("inf") for e in errors]
+        worst = max(errors)
+        rows.append(StepRow(t, dtype, worst, errors, tol, why, worst <= tol))
+    return rows

@@ -5,3 +5,4 @@ from .gradcheck import GradCheckReport, GradientCheckError, check_backward, chec
 from .reference import CompareReport, compare, names, reference, tolerance  # noqa: F401
 from .recording import record  # noqa: F401
 from .registry import OpSpec, Sample, all_specs, get, register  # noqa: F401
+from .trajectories import optimizer_trajectory, orthogonal_factor  # noqa: F401
