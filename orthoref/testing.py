@@ -19,7 +19,6 @@ sample; the pytest plugin :mod:`orthoref.pytest_plugin` builds on it.
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 import re
 import zlib
@@ -28,8 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from .oracle.reference import FLOAT32_RTOL, cast_kwargs, compare, names, reference, tolerance
-from .oracle.registry import get
+from .oracle.reference import FLOAT32_RTOL, cast_kwargs, compare, lookup_spec, reference, tolerance
 
 __all__ = ["FRAMEWORKS", "SAMPLES", "Case", "Row", "Report", "cases", "check", "assert_conforms", "is_stress",
            "StepRow", "OptimizerReport", "check_optimizer", "OPTIMIZER_RTOL"]
@@ -110,19 +108,6 @@ class Case:
         return report
 
 
-def _spec(name, who):
-    """The registered spec of ``name``; ``ValueError`` listing close names when there is none."""
-    if not isinstance(name, str):
-        raise TypeError(f"{who}: name must be a registered op name (a str), got {type(name).__name__} {name!r}")
-    try:
-        return get(name)
-    except KeyError:
-        close = difflib.get_close_matches(name, names(), n=5, cutoff=0.5)
-        hint = f"; close names: {', '.join(close)}" if close else ""
-        raise ValueError(f"{who}: no registered op named {name!r}{hint}; orthoref.oracle.names() lists the "
-                         f"{len(names())} registered ops") from None
-
-
 def _check_dtypes(who, dtypes):
     items = (dtypes,) if isinstance(dtypes, (str, type, np.dtype)) else dtypes
     try:
@@ -166,7 +151,7 @@ def cases(name, dtypes=_DTYPES, samples="all", seed=0) -> list:
 
 
 def _select(who, name, dtypes, samples, seed):
-    spec = _spec(name, who)
+    spec = lookup_spec(name, who)
     dtypes = _check_dtypes(who, dtypes)
     if samples not in SAMPLES:
         raise ValueError(f"{who}: samples must be one of {', '.join(SAMPLES)}, got {samples!r}")
@@ -501,7 +486,7 @@ def _failed_row(spec, case, error):
 
 
 def _run(name, selected, fn, framework, grad, vjp, kwargs_map, who="check"):
-    spec = _spec(name, who)
+    spec = lookup_spec(name, who)
     if not callable(fn):
         raise TypeError(f"{who}: fn must be callable, got {type(fn).__name__}")
     if vjp is not None and not callable(vjp):

@@ -240,7 +240,8 @@ def test_wrong_shape_exception_and_nan_are_failed_rows_not_crashes(kernels):
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(ValueError, match=r"check: no registered op named 'soft_orthogonalty'; close names: "
+    with pytest.raises(ValueError, match=r"check: no registered op named 'soft_orthogonalty' \(argument name\); "
+                                         r"close names: "
                                          r"soft_orthogonality"):
         testing.check("soft_orthogonalty", _np_so, grad=False)
     with pytest.raises(ValueError, match="no stress samples registered for soft_orthogonality"):

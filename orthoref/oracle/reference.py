@@ -135,7 +135,7 @@ def _float64_inputs(who, spec, inputs):
     return tuple(out)
 
 
-def _lookup(name, who="reference"):
+def lookup_spec(name, who="reference"):
     """The spec of the registered op ``name``; ``ValueError`` listing close names when there is none."""
     if not isinstance(name, str):
         raise TypeError(f"{who}: name must be a registered op name (a str), got {type(name).__name__} {name!r}")
@@ -213,7 +213,7 @@ def reference(name, *inputs, **kwargs):
     TypeError
         ``name`` not a str, an input that is not a real numeric array (complex, bool, object, ragged).
     """
-    spec = _lookup(name)
+    spec = lookup_spec(name)
     args = _float64_inputs("reference", spec, inputs)
     outputs, vjp = _apply("reference", spec, args, kwargs)
     outputs = tuple(np.asarray(to_host(y)) for y in outputs)
@@ -399,7 +399,7 @@ def error_budget(name, inputs, kwargs=None, cotangents=None, *, dtype=None, draw
         floating. Messages start with ``error_budget:``.
     """
     who = "error_budget"
-    spec = name if hasattr(name, "apply") and hasattr(name, "torch_rtol") else _lookup(name, who)
+    spec = name if hasattr(name, "apply") and hasattr(name, "torch_rtol") else lookup_spec(name, who)
     hosts = [to_host(x, f"{who}: {spec.name}: input {k}") for k, x in enumerate(_as_tuple(inputs))]
     if dtype is None:
         floats = [a.dtype for a in hosts if a.dtype.kind == "f"]
@@ -488,7 +488,7 @@ def compare(name, inputs, their_value, their_grads=None, cotangent=None, rtol=No
         finite number > 0. Messages start with ``compare:`` and name the argument.
     """
     who = "compare"
-    spec = _lookup(name, who)
+    spec = lookup_spec(name, who)
     inputs = _as_tuple(inputs)
     hosts = [to_host(x, f"{who}: {name}: input {k}") for k, x in enumerate(inputs)]
     floats = [a.dtype for a in hosts if a.dtype.kind == "f"]

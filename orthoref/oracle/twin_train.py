@@ -42,7 +42,6 @@ differently agree more closely. At a smaller learning rate the same configuratio
 """
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -50,6 +49,7 @@ import numpy as np
 from .._checks import check_choice, check_int, check_real
 from .._io import atomic_write, strict_json
 from ..regularizers import PENALTIES
+from ..train import parse_reg as train_parse_reg
 from .torch_twins import TORCH_TWINS, torch_newton_schulz
 
 __all__ = ["MODELS", "OPTIMIZERS", "DEFAULT_LR", "twin_train", "ulp_divergence", "torch_muon_step", "format_result", "run",
@@ -67,17 +67,15 @@ _REGS = {short: (name, target) for name, (_, short, target) in PENALTIES.items()
 
 
 def parse_reg(spec):
-    """``"so:1e-2"`` -> ``("soft_orthogonality", 1e-2, target)``; ``ValueError`` naming the problem."""
-    short, sep, weight = str(spec).partition(":")
-    if short not in _REGS:
-        raise ValueError(f"twin_train: reg {spec!r}: unknown or unsupported regularizer {short!r}; choose "
-                         f"from {sorted(_REGS)}")
+    """``"so:1e-2"`` -> ``("soft_orthogonality", 1e-2, target)``: ``orthoref train``'s ``--reg`` syntax
+    (:func:`orthoref.train.parse_reg`); ``ValueError`` naming the problem, or an output penalty (SOM)."""
     try:
-        w = float(weight) if sep else 1.0
-    except ValueError:
-        raise ValueError(f"twin_train: reg {spec!r}: the weight after ':' must be a number") from None
-    if not (math.isfinite(w) and w >= 0):
-        raise ValueError(f"twin_train: reg {spec!r}: the weight must be a finite number >= 0, got {w}")
+        short, w = train_parse_reg(spec)
+    except ValueError as exc:
+        raise ValueError(f"twin_train: {exc}") from None
+    if short not in _REGS:
+        raise ValueError(f"twin_train: reg {spec!r}: {short!r} acts on layer outputs, which the PyTorch twin does "
+                         f"not model; choose from {sorted(_REGS)}")
     return _REGS[short][0], w, _REGS[short][1]
 
 
