@@ -290,6 +290,12 @@ def _reg_help():
     return ", ".join(f"{short}{note[target]}" for short, (_, target) in REGULARIZERS.items())
 
 
+def _subparser(sub, name, help, **kw):
+    """``sub.add_parser`` whose ``--help`` opens with a description (the one-line ``help`` unless given)."""
+    kw.setdefault("description", help[0].upper() + help[1:] + ("" if help.endswith(".") else "."))
+    return sub.add_parser(name, help=help, **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from ._checks import FLOAT_DTYPES
@@ -303,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"orthoref {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a model (default: MLP on the bundled digits)",
+    t = _subparser(sub, "train", help="train a model (default: MLP on the bundled digits)",
                        description="Train a model; every epoch writes checkpoint.npz, metrics.csv and "
                                    "metrics.json to --out (atomically). Defaults train the MLP 64-512-256-10 "
                                    "on the bundled UCI digits with Adam.")
@@ -327,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="'digits' (bundled, default) or 'idx:DIR' with the four MNIST-format files")
     t.add_argument("--reg", action="append", metavar="NAME:WEIGHT",
                    help=f"orthogonality regularizer on every Linear/Conv weight, repeatable: {_reg_help()}; "
-                        f"e.g. --reg so:1e-3 --reg srip:1e-2")
+                        f"e.g. --reg so:1e-3 --reg srip:1e-2 (a NAME without :WEIGHT means weight 1.0, usually "
+                        f"far too strong)")
     t.add_argument("--reg-skip", metavar="NAMES",
                    help="comma-separated weights the regularizers leave alone: first, last, or names like "
                         "0.weight")
@@ -338,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
-    v = sub.add_parser("verify", help="gradient-check every registered op, layer and loss in float64 and "
+    v = _subparser(sub, "verify", help="gradient-check every registered op, layer and loss in float64 and "
                                       "compare with PyTorch autograd where installed")
     v.add_argument("--ops", default="*", help="comma-separated glob patterns of op names (default: all)")
     v.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
@@ -346,17 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0, help="seed of samples, cotangents and directions")
     v.set_defaults(func=_verify)
 
-    o = sub.add_parser("oracle", help="golden fixtures and conformance of every registered op with "
+    o = _subparser(sub, "oracle", help="golden fixtures and conformance of every registered op with "
                                       "PyTorch, JAX, CuPy or someone else's fixtures")
     osub = o.add_subparsers(dest="oracle_command", required=True)
-    oe = osub.add_parser("export", help="write .npz fixtures (inputs, kwargs, outputs, cotangent, gradients) "
+    oe = _subparser(osub, "export", help="write .npz fixtures (inputs, kwargs, outputs, cotangent, gradients) "
                                         "and manifest.json for every registered op")
     oe.add_argument("dir", help="output directory")
     oe.add_argument("--ops", default="*", help="comma-separated glob patterns of op names (default: all)")
     oe.add_argument("--dtype", default="float64,float32", help="input dtypes, comma-separated "
                                                                "(default float64,float32)")
     oe.set_defaults(func=_oracle_export)
-    orc = osub.add_parser("record", help="run your functions (a dict {op name: fn} in MODULE:TABLE) on every "
+    orc = _subparser(osub, "record", help="run your functions (a dict {op name: fn} in MODULE:TABLE) on every "
                                          "registered sample and write their outputs and gradients as fixtures")
     orc.add_argument("--impl", required=True, help="MODULE:TABLE: a module (or a .py file) and its dict "
                                                     "{op name: fn or (fn, vjp)}")
@@ -367,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     orc.add_argument("--framework", choices=FRAMEWORKS, default="numpy",
                      help="arrays the functions take, and autograd (numpy: the table gives (fn, vjp) pairs)")
     orc.set_defaults(func=_oracle_record)
-    ot = osub.add_parser("twin-train", help="train one model in orthoref and in PyTorch (float64, same weights "
+    ot = _subparser(osub, "twin-train", help="train one model in orthoref and in PyTorch (float64, same weights "
                                             "and batches); per-step relative difference; exit 1 above --tol")
     ot.add_argument("--against", required=True, choices=("torch",))
     ot.add_argument("--model", choices=("mlp", "cnn", "rnn"), default="mlp")
@@ -385,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     ot.add_argument("--json", default="", help="write the per-step series and max_rel_diff here")
     ot.add_argument("--plot", default="", help="save a figure of the error against the step here")
     ot.set_defaults(func=_oracle_twin_train)
-    oc = osub.add_parser("check", help="compare every registered op with another framework or fixtures; "
+    oc = _subparser(osub, "check", help="compare every registered op with another framework or fixtures; "
                                        "exit 1 on any failure")
     oc.add_argument("--against", help="torch, jax, a fixture directory (e.g. data/golden) or MODULE:TABLE "
                                       "(your functions, a dict {op name: fn})")
@@ -399,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     oc.add_argument("--json", default="", help="also write the rows to this JSON file")
     oc.set_defaults(func=_oracle_check)
 
-    c = sub.add_parser("compare-projections", help="time and accuracy of every orthogonalization method on "
+    c = _subparser(sub, "compare-projections", help="time and accuracy of every orthogonalization method on "
                                                    "one input")
     c.add_argument("--n", type=int, default=256, help="matrix size n (n x n input)")
     c.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
@@ -410,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print ‖QᵀQ − I‖ of CGS, MGS, CGS2 and QR against the condition number")
     c.set_defaults(func=_compare_projections)
 
-    a = sub.add_parser("analyze", help="spectra, ranks, orthogonality, filter angles and Jacobian spectrum of "
+    a = _subparser(sub, "analyze", help="spectra, ranks, orthogonality, filter angles and Jacobian spectrum of "
                                        "a checkpoint's weights",
                        description="Analyse a checkpoint of orthoref train: writes layers.md and layers.json "
                                    "(per weight: σ_max, σ_min, condition number, stable and effective rank, "
@@ -423,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test examples for the input-output Jacobian spectrum (default 64; 0 skips it)")
     a.set_defaults(func=_analyze)
 
-    z = sub.add_parser("compress", help="low-rank (truncated SVD) compression of a checkpoint's Linear and "
+    z = _subparser(sub, "compress", help="low-rank (truncated SVD) compression of a checkpoint's Linear and "
                                         "Conv2d layers",
                        description="Replace each Linear by two thin ones and each Conv2d by a kh×kw conv to r "
                                    "channels and a 1×1 conv, from the truncated SVD of W.reshape(out, -1); a "
@@ -439,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "checkpoint)")
     z.set_defaults(func=_compress)
 
-    s = sub.add_parser("study", help="run a study (depth, regularizers, projections, compression, rnn or all) "
+    s = _subparser(sub, "study", help="run a study (depth, regularizers, projections, compression, rnn or all) "
                                      "and write its figures and markdown summary",
                        description="Seeded studies, each under 10 minutes on 2 cores: depth (gradients and "
                                    "Jacobian spectra at initialization), regularizers (orthogonality penalties "
@@ -455,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     s.set_defaults(func=_study)
 
-    b = sub.add_parser("bench", help="time train steps and orthogonality ops against PyTorch CPU in one "
+    b = _subparser(sub, "bench", help="time train steps and orthogonality ops against PyTorch CPU in one "
                                      "process, with the fraction of the measured GEMM peak")
     b.add_argument("--vs", default="torch", help="the framework to compare with (torch)")
     b.add_argument("--cases", default="", help="comma-separated cases (default: all but the slow "
@@ -482,11 +489,32 @@ def _error_text(exc) -> str:
     return " ".join((str(exc) or type(exc).__name__).split())       # one line
 
 
+#: Options and arguments that name files or folders (``--data idx:DIR`` too): ``~`` and ``$VARS`` are expanded,
+#: as a shell would, also where the shell does not (after ``idx:``, inside quotes, from a script).
+_PATH_ARGS = ("out", "resume", "dir", "checkpoint", "json", "plot", "md_dir", "impl", "against")
+
+
+def _expand(path):
+    return os.path.expanduser(os.path.expandvars(path))
+
+
+def _expand_paths(args):
+    """``args`` with ``~`` and environment variables expanded in every path option."""
+    for key in _PATH_ARGS:
+        value = getattr(args, key, None)
+        if isinstance(value, str) and value:
+            setattr(args, key, _expand(value))
+    data = getattr(args, "data", None)
+    if isinstance(data, str) and data.startswith("idx:"):
+        args.data = "idx:" + _expand(data[len("idx:"):])
+    return args
+
+
 def main(argv=None) -> int:
     """Run the command; every ``TypeError``/``ValueError``/``OSError``/``ImportError`` becomes one line on
     stderr and exit status 2 (set ``ORTHOREF_TRACEBACK=1`` to see the traceback instead), SIGINT/SIGTERM
     exit status 128 + the signal; ``train``'s divergence exits 3."""
-    args = build_parser().parse_args(argv)
+    args = _expand_paths(build_parser().parse_args(argv))
     name = f"orthoref {args.command}" + (f" {args.oracle_command}" if args.command == "oracle" else "")
     try:
         return args.func(args)

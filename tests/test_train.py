@@ -371,3 +371,20 @@ def test_two_output_penalties_on_one_layer_add_up():
         if i in values:
             v, _ = self_orthogonality(h)
             assert values[i] == pytest.approx(3e-3 * float(v), rel=1e-12)
+
+
+def test_readme_idx_command_as_printed_expands_home(tmp_path, monkeypatch, capsys):
+    """The README's ``orthoref train --data idx:~/mnist --model cnn`` works as printed: the shell does not
+    expand ``~`` after ``idx:``, so the CLI does (and ``$VARS`` and ``~`` in every path option)."""
+    import re
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    line = re.search(r"^orthoref (train --data idx:~/mnist[^#\n]*?)\s*#", readme, re.M).group(1).split()
+    home = tmp_path / "home"
+    home.mkdir()
+    _write_idx_dir(home / "mnist", n_train=40, n_test=20)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("RUNS", str(tmp_path / "runs"))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(line + ["--epochs", "1", "--no-progress", "--out", "$RUNS/first"]) == 0
+    assert (tmp_path / "runs" / "first" / "checkpoint.npz").exists()
+    assert cli.main(["train", "--resume", "~/../runs/first/checkpoint.npz", "--epochs", "2", "--no-progress"]) == 0
