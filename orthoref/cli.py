@@ -40,7 +40,9 @@ def _verify(args) -> int:
         if row["error"]:
             print(f"    {row['error']}")
     print("-" * len(header))
-    torch_note = "with PyTorch conformance" if use_torch else "PyTorch not installed: finite differences only"
+    torch_note = ("with PyTorch conformance" if use_torch else
+                  "PyTorch conformance skipped (--no-torch): finite differences only" if args.no_torch else
+                  "PyTorch not installed: finite differences only")
     print(f"{total - failures} passed, {failures} failed ({torch_note}; tolerances: finite differences "
           f"per op, complex step (real-analytic ops) 1e-12, PyTorch 1e-10 relative)")
     return 1 if failures else 0
@@ -66,14 +68,30 @@ def _train_rnn(args) -> int:
     return 0
 
 
+def _shown(path):
+    """``path`` as the user would type it: relative to the current folder when it lies inside it."""
+    rel = os.path.relpath(os.path.abspath(path))
+    return rel if not rel.startswith(os.pardir) else os.path.abspath(path)
+
+
 def _train(args) -> int:
     from . import train
 
     if args.model == "rnn" or args.task:
-        if args.model != "rnn" or args.task != "adding":
-            print("orthoref train: sequence tasks need --model rnn --task adding", file=sys.stderr)
+        if args.model != "rnn":
+            print(f"orthoref train: --task {args.task} trains a recurrent network: add --model rnn",
+                  file=sys.stderr)
+            return 2
+        if args.task != "adding":
+            print("orthoref train: --model rnn needs a sequence task: add --task adding (the adding problem)",
+                  file=sys.stderr)
             return 2
         return _train_rnn(args)
+    sequence_only = [k for k in ("T", "steps") if getattr(args, k, None) is not None]
+    if sequence_only:
+        print(f"orthoref train: {', '.join('--' + k for k in sequence_only)} is for --model rnn --task adding; "
+              f"--model {args.model or 'mlp'} trains for --epochs", file=sys.stderr)
+        return 2
 
     given = {k: getattr(args, k) for k in ("model", "hidden", "init", "optimizer", "lr", "epochs",
                                            "batch_size", "seed", "dtype", "backend", "data", "out", "reg")
@@ -97,19 +115,23 @@ def _train(args) -> int:
                 return 2
             config = train.TrainConfig(epochs=given.get("epochs"), out=given.get("out"),
                                        progress=not args.no_progress)
+            until = f" to epoch {config.epochs}" if config.epochs is not None else ""
+            print(f"orthoref train: resuming {_shown(args.resume)}{until} (its configuration)")
             result = train.fit(config, resume=args.resume, overwrite=args.overwrite)
         else:
             config = train.TrainConfig(progress=not args.no_progress, **given)
             print(f"orthoref train: {config.model} on {config.data}, {config.optimizer}, "
-                  f"{config.epochs} epochs, {config.dtype}, backend {config.backend}")
+                  f"{config.epochs} epoch{'' if config.epochs == 1 else 's'}, {config.dtype}, "
+                  f"backend {config.backend}")
             result = train.fit(config, overwrite=args.overwrite)
     except train.DivergenceError as exc:
         print(f"orthoref train: diverged: {exc}", file=sys.stderr)
         return 3
     last = result["history"][-1] if result["history"] else None
     if last:
-        print(f"done: test accuracy {last['test_acc']:.4f} after {last['epoch']} epochs; "
-              f"checkpoint and metrics in {result['config'].out}")
+        print(f"done: test accuracy {last['test_acc']:.4f} after {last['epoch']} "
+              f"epoch{'' if last['epoch'] == 1 else 's'}; "
+              f"checkpoint and metrics in {_shown(result['config'].out)}")
     return 0
 
 

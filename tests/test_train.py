@@ -388,3 +388,21 @@ def test_readme_idx_command_as_printed_expands_home(tmp_path, monkeypatch, capsy
     assert cli.main(line + ["--epochs", "1", "--no-progress", "--out", "$RUNS/first"]) == 0
     assert (tmp_path / "runs" / "first" / "checkpoint.npz").exists()
     assert cli.main(["train", "--resume", "~/../runs/first/checkpoint.npz", "--epochs", "2", "--no-progress"]) == 0
+
+
+def test_cli_train_messages(tmp_path, monkeypatch, capsys):
+    """Options the chosen model cannot use are refused by name (no silent ignore, no circular hint); one
+    epoch is "1 epoch"; a resumed run says what it resumes, with the path as typed."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--steps", "5"]) == 2
+    assert "--steps is for --model rnn --task adding; --model mlp trains for --epochs" in capsys.readouterr().err
+    assert cli.main(["train", "--model", "rnn"]) == 2
+    assert "--model rnn needs a sequence task: add --task adding" in capsys.readouterr().err
+    assert cli.main(["train", "--task", "adding"]) == 2
+    assert "--task adding trains a recurrent network: add --model rnn" in capsys.readouterr().err
+    assert cli.main(["train", "--epochs", "1", "--hidden", "8", "--no-progress", "--out", "r"]) == 0
+    out = capsys.readouterr().out
+    assert ", 1 epoch, " in out and "after 1 epoch; checkpoint and metrics in r" in out
+    assert cli.main(["train", "--resume", "r/checkpoint.npz", "--epochs", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("orthoref train: resuming r/checkpoint.npz to epoch 2") and "after 2 epochs" in out
