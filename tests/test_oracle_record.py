@@ -242,3 +242,10 @@ def test_cli_oracle_record_then_check(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "not an empty directory" in err and "has no 'NOPE'" in err and "framework is for a table" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_check_against_torch_without_torch_gives_the_install_hint(monkeypatch):
+    """As for JAX: a missing PyTorch is named with the command that installs it."""
+    monkeypatch.setitem(sys.modules, "torch", None)              # import torch -> ImportError
+    with pytest.raises(ImportError, match=r"--against torch needs PyTorch \(pip install -e '\.\[torch\]'"):
+        list(check("torch", ops="relu"))

@@ -31,7 +31,11 @@ __all__ = ["RUNNERS", "check", "format_rows", "summary"]
 
 
 def _torch_runner():
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("--against torch needs PyTorch (pip install -e '.[torch]': the CPU build "
+                          "torch==2.13.0)") from None
 
     def run(spec, inputs, kwargs, cotangents):
         if spec.torch is None:
