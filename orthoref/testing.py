@@ -150,6 +150,16 @@ def cases(name, dtypes=_DTYPES, samples="all", seed=0) -> list:
     return _select("cases", name, dtypes, samples, seed)
 
 
+def _drawn(spec, name, samples, seed):
+    """The op's registered samples, then (unless ``samples="standard"``) its stress samples
+    (``spec.stress``, drawn from a generator of their own so the standard ones never change)."""
+    drawn = spec.sample(np.random.default_rng(zlib.crc32(name.encode()) + seed), np.float64)
+    stress = getattr(spec, "stress", None)
+    if samples != "standard" and stress is not None:
+        drawn = list(drawn) + list(stress(np.random.default_rng(zlib.crc32(name.encode()) + seed), np.float64))
+    return drawn
+
+
 def _select(who, name, dtypes, samples, seed):
     spec = lookup_spec(name, who)
     dtypes = _check_dtypes(who, dtypes)
@@ -157,7 +167,7 @@ def _select(who, name, dtypes, samples, seed):
         raise ValueError(f"{who}: samples must be one of {', '.join(SAMPLES)}, got {samples!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"{who}: seed must be an integer >= 0, got {seed!r}")
-    drawn = spec.sample(np.random.default_rng(zlib.crc32(name.encode()) + int(seed)), np.float64)
+    drawn = _drawn(spec, name, samples, int(seed))
     out = []
     for index, sample in enumerate(drawn):
         stress = is_stress(sample)

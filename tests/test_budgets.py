@@ -2,7 +2,8 @@
 planted bugs caught.
 
 (a) Every op's PyTorch twin run in float32 (plain torch autograd of the formula) passes ``compare`` on every
-    registered sample, and the Gram-based regularizers on near-orthogonal weights, ‖G − I‖_F/√k from 1e-1
+    registered sample and every stress sample (``OpSpec.stress``), and the Gram-based regularizers on
+    near-orthogonal weights, ‖G − I‖_F/√k from 1e-1
     down to 1e-4 — where the old fixed rtol 1e-5 raised false alarms.
 (b) Realistic mutants of the twins (factor 2, missing transpose, wrong Gram side, a dropped VJP term, a sign
     error, eps in the wrong place, off-by-one padding, ...), three or more for each of 24 ops, run over every
@@ -99,6 +100,35 @@ def test_no_false_alarm_float32_twins_on_every_registered_sample():
             if not rep.passed:
                 failed.append(f"{sample.label}\n{rep}")
     assert not failed, "\n".join(failed)
+
+
+def _stress_samples(name):
+    stress = get(name).stress
+    return [] if stress is None else stress(np.random.default_rng(zlib.crc32(name.encode())), np.float64)
+
+
+# A correct float32 twin whose own gradient is not finite: torch.linalg.svd's backward forms 1/(σ_i² − σ_j²)
+# in float32, which underflows (1e-30) or overflows (1e30) — a finding about the twin, not about the budget
+# (orthoref's own float32 polar, which the budget runs, stays finite there).
+TWIN_BREAKS_IN_FLOAT32 = {("polar", "stress: scale 1e-30"), ("polar", "stress: scale 1e+30")}
+
+
+def test_no_false_alarm_float32_twins_on_every_stress_sample():
+    failed, broke, checked = [], set(), 0
+    for spec in all_specs():
+        if spec.torch is None:
+            continue
+        for i, sample in enumerate(_stress_samples(spec.name)):
+            rep = _verdict(spec.name, spec.torch, sample, "float32", 1000 + i)
+            checked += 1
+            if (spec.name, sample.label) in TWIN_BREAKS_IN_FLOAT32:
+                if not rep.passed and not np.isfinite(rep.max_rel):
+                    broke.add((spec.name, sample.label))
+                continue
+            if not rep.passed:
+                failed.append(f"{spec.name} {sample.label}\n{rep}")
+    assert checked >= 100 and not failed, "\n".join(failed)
+    assert broke == TWIN_BREAKS_IN_FLOAT32      # still a finding: drop an entry once the twin is fixed
 
 
 def test_no_false_alarm_near_orthogonal_weights_where_the_fixed_rtol_fails():

@@ -13,6 +13,11 @@ An entry is an :class:`OpSpec`:
 ``torch(*tensors, **kwargs) -> outputs``
     the same computation in PyTorch, for the conformance tests (``None`` when PyTorch has no equivalent
     or the op is random).
+``stress(rng, dtype) -> list[Sample]`` (optional)
+    the *stress* samples, labelled ``"stress: ..."``: near-orthogonal weights, ill-conditioned inputs,
+    extreme scales and shapes, batches of one — where kernels go wrong. Kept apart from ``sample`` (which
+    feeds the gradient checks, ``orthoref verify``, ``oracle check`` and the golden fixtures); selected by
+    ``orthoref.testing`` (``samples="stress"`` or ``"all"``) and checked by ``tests/test_stress_samples.py``.
 """
 from __future__ import annotations
 
@@ -55,6 +60,7 @@ class OpSpec:
     rtol32: Optional[float] = None  # tolerance for a float32 implementation (None: oracle.FLOAT32_RTOL)
     complex_step: bool = False      # real-analytic on its sample domain: complex-step checked
     doc: str = ""
+    stress: Optional[Callable] = None   # stress(rng, dtype) -> list[Sample], labels "stress: ..."
 
 
 def register(spec: OpSpec) -> OpSpec:

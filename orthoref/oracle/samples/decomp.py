@@ -74,12 +74,45 @@ def _householder_apply(V, tau):
     return (Q,), lambda cts: householder_product_vjp(V, tau, cts[0])
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Stress samples (OpSpec.stress): ill-conditioned, tiny and huge, tall and wide.
+
+def ill_conditioned(rng, shape, kappa, dtype, scale=1.0):
+    """``scale · U diag(s) Vᵀ`` with singular values ``s`` log-spaced from 1 down to ``1/kappa`` (Haar ``U``,
+    ``V``): condition number ``kappa``, no repeated singular value."""
+    n, k = shape
+    m = min(n, k)
+    U = np.linalg.qr(rng.standard_normal((n, m)))[0]
+    V = np.linalg.qr(rng.standard_normal((k, m)))[0]
+    return (scale * (U * np.logspace(0.0, -np.log10(kappa), m)) @ V.T).astype(dtype)
+
+
+def _decomp_stress(shapes, kwargs=None):
+    """κ 1e3 and 1e6 on ``shapes[0]``, the scales 1e-30 and 1e30 (float32 holds both; the maps are
+    scale-invariant), and a tall and a wide extreme among ``shapes``."""
+    def samples(rng, dtype):
+        kw = dict(kwargs or {})
+        main, *extremes = shapes
+        out = [Sample((ill_conditioned(rng, main, kappa, dtype),), kw, f"stress: kappa {kappa:g}")
+               for kappa in (1e3, 1e6)]
+        out += [Sample(((scale * well_conditioned(rng, main, np.float64)).astype(dtype),), kw,
+                       f"stress: scale {scale:g}") for scale in (1e-30, 1e30)]
+        out += [Sample((well_conditioned(rng, shape, dtype),), kw, f"stress: aspect {shape[0]}x{shape[1]}")
+                for shape in extremes]
+        return out
+    return samples
+
+
 OPS = [
     OpSpec("gram_schmidt", from_map(gram_schmidt, gram_schmidt_vjp), _gs_samples, torch=torch_qr_orthogonalize,
+           stress=_decomp_stress([(6, 4), (64, 2)], {"method": "cgs2"}),
            rtol=1e-8, doc="Gram–Schmidt (cgs, mgs, cgs2): Q of the QR with R_jj > 0", complex_step=True),
     OpSpec("qr_orthogonalize", from_map(qr_orthogonalize, qr_orthogonalize_vjp), _qr_samples,
-           torch=torch_qr_orthogonalize, rtol=1e-8, doc="Q of the thin QR with diag R >= 0 (wide: transposed)"),
-    OpSpec("polar", from_map(polar, polar_vjp), _polar_samples, torch=torch_polar, rtol=1e-8,
+           torch=torch_qr_orthogonalize, stress=_decomp_stress([(6, 4), (64, 2), (2, 64)]),
+           rtol=1e-8, doc="Q of the thin QR with diag R >= 0 (wide: transposed)"),
+    OpSpec("polar", from_map(polar, polar_vjp), _polar_samples, torch=torch_polar,
+           stress=_decomp_stress([(5, 5), (64, 2), (2, 64)]),
+           rtol=1e-8,
            doc="polar factor U Vᵀ (msign), closed-form backward"),
     OpSpec("householder_product", _householder_apply, _householder_samples, torch=torch_householder_product,
            rtol=1e-8, doc="H_1 ⋯ H_p I[:, :k] (LAPACK orgqr), compact-WY backward"),

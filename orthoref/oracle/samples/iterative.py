@@ -10,6 +10,7 @@ from ...ortho.iterative import (bjorck, bjorck_vjp, newton_schulz, newton_schulz
 from ..torch_twins import (torch_bjorck, torch_newton_schulz, torch_parseval_retraction,
                                   torch_spectral_normalize)
 from ..registry import OpSpec, Sample, from_map
+from .decomp import ill_conditioned, well_conditioned
 
 
 def _ns_samples(rng, dtype):
@@ -64,11 +65,29 @@ def _spectral_map(W, **kw):
     return spectral_normalize(W, **kw)[0]
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Stress samples (OpSpec.stress): ill-conditioned, tall and wide.
+
+def _iterative_stress(kwargs):
+    """κ 1e3 and 1e6 (the small singular values are far from converged: the unrolled map is still smooth),
+    and a tall and a wide extreme."""
+    def samples(rng, dtype):
+        out = [Sample((ill_conditioned(rng, (5, 4), kappa, dtype, scale=3.0),), dict(kwargs),
+                      f"stress: kappa {kappa:g}") for kappa in (1e3, 1e6)]
+        out += [Sample((well_conditioned(rng, shape, dtype),), dict(kwargs), f"stress: aspect {shape[0]}x{shape[1]}")
+                for shape in ((64, 2), (2, 64))]
+        return out
+    return samples
+
+
 OPS = [
     OpSpec("newton_schulz", from_map(newton_schulz, newton_schulz_vjp), _ns_samples, torch=torch_newton_schulz,
+           stress=_iterative_stress({"steps": 5, "coefficients": "jordan"}),
            rtol=1e-8, doc="Newton–Schulz polar approximation (Muon / You / Polar Express), unrolled",
            complex_step=True),
-    OpSpec("bjorck", from_map(bjorck, bjorck_vjp), _bjorck_samples, torch=torch_bjorck, rtol=1e-8,
+    OpSpec("bjorck", from_map(bjorck, bjorck_vjp), _bjorck_samples, torch=torch_bjorck,
+           stress=_iterative_stress({"steps": 3}),
+           rtol=1e-8,
            doc="Björck orthonormalization after ‖A‖_F scaling, unrolled", complex_step=True),
     OpSpec("parseval_retraction", from_map(parseval_retraction, parseval_retraction_vjp),
            _parseval_samples, torch=torch_parseval_retraction, rtol=1e-8,

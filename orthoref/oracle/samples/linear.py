@@ -17,6 +17,16 @@ def _samples(rng, dtype):
     ]
 
 
+def _stress(rng, dtype):
+    """Batches of one (2-D and 3-D)."""
+    return [
+        Sample((rng.standard_normal((1, 7)).astype(dtype), rng.standard_normal((4, 7)).astype(dtype),
+                rng.standard_normal(4).astype(dtype)), label="stress: batch of one"),
+        Sample((rng.standard_normal((1, 1, 6)).astype(dtype), rng.standard_normal((5, 6)).astype(dtype),
+                rng.standard_normal(5).astype(dtype)), label="stress: 3-D batch of one"),
+    ]
+
+
 def _samples_nobias(rng, dtype):
     return [Sample((rng.standard_normal((6, 3)).astype(dtype), rng.standard_normal((8, 3)).astype(dtype)))]
 
@@ -33,12 +43,12 @@ def _build_linear(w, b, **kw):
 
 
 OPS = [
-    OpSpec("linear", from_pair(linear_forward, linear_backward), _samples, torch=torch_linear,
+    OpSpec("linear", from_pair(linear_forward, linear_backward), _samples, torch=torch_linear, stress=_stress,
            doc="y = x W^T + b", complex_step=True),
     OpSpec("linear_nobias", from_pair(linear_forward, _backward_nobias), _samples_nobias, torch=torch_linear,
            doc="y = x W^T", complex_step=True),
 ]
 
 LAYERS = [
-    OpSpec("nn.Linear", from_layer(_build_linear), _samples, torch=torch_linear, kind="layer"),
+    OpSpec("nn.Linear", from_layer(_build_linear), _samples, torch=torch_linear, kind="layer", stress=_stress),
 ]

@@ -172,24 +172,76 @@ def _ocnn_samples(rng, dtype):
             Sample((K((2, 2, 2, 3)),), {"stride": (1, 2)}, "2x3 stride (1, 2)")]
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Stress samples (OpSpec.stress): near-orthogonal weights and extreme aspect ratios.
+
+STRESS_LEVELS = (1e-1, 1e-2, 1e-3, 1e-4)     # ‖G − I‖_F/√k of the near-orthogonal weights
+
+
+def near_orthogonal(rng, shape, level, dtype):
+    """A weight whose matrix ``M`` (out × rest) is ``U diag(s) Vᵀ`` (Haar ``U``, ``V``) with
+    ``s² = 1 + level·√k z/‖z‖``: the Gram matrix of the short side, ``G = U diag(s²) Uᵀ``, has
+    ``‖G − I‖_F/√k = level`` exactly (before rounding to ``dtype``), with distinct eigenvalues spread over
+    its whole range (no ties of ``|G − I|``'s maximum or of its spectrum)."""
+    n, m = shape[0], int(np.prod(shape[1:]))
+    k = min(n, m)
+    U = np.linalg.qr(rng.standard_normal((n, k)))[0]
+    V = np.linalg.qr(rng.standard_normal((m, k)))[0]
+    z = np.linspace(-1.0, 1.0, k) + rng.uniform(-0.1, 0.1, k) / k
+    s = np.sqrt(1 + level * np.sqrt(k) * z / np.linalg.norm(z))
+    return ((U * s) @ V.T).reshape(shape).astype(dtype)
+
+
+_STRESS_SHAPES = [((4, 6), "wide"), ((6, 4), "tall")]
+_EXTREME = [((2, 64), "2x64", 1e-2), ((64, 2), "64x2", 1e-3)]
+
+
+def _stress_weights(rng, dtype):
+    """``(W, label)``: every level on a wide and a tall weight, then the extreme aspect ratios."""
+    out = [(near_orthogonal(rng, shape, level, dtype), f"stress: near-orthogonal {level:g} {label}")
+           for shape, label in _STRESS_SHAPES for level in STRESS_LEVELS]
+    out += [(near_orthogonal(rng, shape, level, dtype), f"stress: aspect {label} near-orthogonal {level:g}")
+            for shape, label, level in _EXTREME]
+    return out
+
+
+def _stress(rng, dtype):
+    return [Sample((W,), {"weight": 0.7}, label) for W, label in _stress_weights(rng, dtype)]
+
+
+def _srip_stress(method):
+    def samples(rng, dtype):
+        out = []
+        for W, label in _stress_weights(rng, dtype):
+            k = min(W.shape[0], int(np.prod(W.shape[1:])))
+            v0 = rng.uniform(0.5, 1.0, size=k)
+            out.append(Sample((W,), {"v0": v0, "n_iter": 2, "method": method, "weight": 0.7}, label))
+        return out
+    return samples
+
+
 OPS = [
     OpSpec("soft_orthogonality", from_loss(soft_orthogonality), _so_samples, torch=torch_soft_orthogonality,
-           kind="loss", rtol=1e-8, doc="λ‖G − I‖²_F, Bansal et al. 2018 (SO)", complex_step=True),
+           kind="loss", rtol=1e-8, stress=_stress, doc="λ‖G − I‖²_F, Bansal et al. 2018 (SO)",
+           complex_step=True),
     OpSpec("double_soft_orthogonality", from_loss(double_soft_orthogonality), _plain_samples,
-           torch=torch_double_soft_orthogonality, kind="loss", rtol=1e-8, doc="λ(‖MᵀM − I‖² + ‖MMᵀ − I‖²) (DSO)",
+           torch=torch_double_soft_orthogonality, kind="loss", rtol=1e-8, stress=_stress,
+           doc="λ(‖MᵀM − I‖² + ‖MMᵀ − I‖²) (DSO)",
            complex_step=True),
     OpSpec("mutual_coherence", from_loss(mutual_coherence), _mc_samples, torch=torch_mutual_coherence,
-           kind="loss", rtol=1e-8, doc="λ max |G − I| (MC), subgradient at the arg-max"),
+           kind="loss", rtol=1e-8, stress=_stress, doc="λ max |G − I| (MC), subgradient at the arg-max"),
     OpSpec("srip", from_loss(srip), _srip_samples("power"), torch=torch_srip, kind="loss",
            rtol=1e-8,
-           doc="λ‖N v‖², unrolled power iteration of the VITA-Group code (SRIP)", complex_step=True),
+           stress=_srip_stress("power"), doc="λ‖N v‖², unrolled power iteration of the VITA-Group code (SRIP)",
+           complex_step=True),
     OpSpec("srip_exact", from_loss(srip), _srip_samples("exact"), torch=torch_srip, kind="loss",
-           rtol=1e-8, doc="λ σ_max(G − I)² from eigh (SRIP, exact)"),
+           rtol=1e-8, stress=_srip_stress("exact"), doc="λ σ_max(G − I)² from eigh (SRIP, exact)"),
     OpSpec("off_diagonal", from_loss(off_diagonal), _plain_samples, torch=torch_off_diagonal,
            kind="loss", rtol=1e-8,
-           doc="λ‖MMᵀ ⊙ (1 − I)‖², BigGAN (exact gradient, 2x BigGAN's)", complex_step=True),
+           stress=_stress, doc="λ‖MMᵀ ⊙ (1 − I)‖², BigGAN (exact gradient, 2x BigGAN's)",
+           complex_step=True),
     OpSpec("l1_orthogonality", from_loss(l1_orthogonality), _l1_samples, torch=torch_l1_orthogonality,
-           kind="loss", rtol=1e-8, doc="λ Σ|G − I|, Brock et al. 2017"),
+           kind="loss", rtol=1e-8, stress=_stress, doc="λ Σ|G − I|, Brock et al. 2017"),
     OpSpec("kernel_slice_orthogonality", from_loss(kernel_slice_orthogonality), _kernel_slice_samples,
            torch=torch_kernel_slice_orthogonality, kind="loss", rtol=1e-8,
            doc="β Σ_{n,c} ‖W[n,c] W[n,c]ᵀ ⊙ (1 − I)‖², per kernel slice", complex_step=True),
@@ -198,6 +250,6 @@ OPS = [
     OpSpec("conv_orthogonality", from_loss(conv_orthogonality), _ocnn_samples, torch=torch_conv_orthogonality,
            kind="loss", rtol=1e-8, doc="‖conv2d(K, K) − T‖², OCNN (Wang et al. 2020)", complex_step=True),
     OpSpec("spectral_penalty", from_loss(spectral_penalty), _spectral_samples, torch=torch_spectral_penalty,
-           kind="loss", rtol=1e-8, doc="(λ/2) σ_max(M)², Yoshida & Miyato 2017"),
+           kind="loss", rtol=1e-8, stress=_stress, doc="(λ/2) σ_max(M)², Yoshida & Miyato 2017"),
 ]
 LAYERS: list = []

@@ -1,0 +1,91 @@
+"""The stress samples (``OpSpec.stress``: near-orthogonal weights, ill-conditioned inputs, extreme scales and
+shapes, batches of one), kept out of ``spec.sample`` so the golden fixtures and the registry never change.
+
+For every op with stress samples: the float64 VJP agrees with the PyTorch twin to the op's ``torch_rtol``;
+float64 finite differences agree where the sample is smooth at the step used — the step shrinks with the
+sample's gap (``‖G − I‖_F/√k`` for the max/abs/eigen regularizers, ``σ_min`` for the decompositions), and
+κ = 1e6 is left to the twin (a step under ``σ_min = 1e-6`` leaves rounding noise above rtol 1e-8).
+The float32 no-false-alarm loop over them is in tests/test_budgets.py."""
+import zlib
+
+import numpy as np
+import pytest
+
+from orthoref import testing
+from orthoref.oracle import check_backward
+from orthoref.oracle.registry import all_specs
+
+STRESSED = [s for s in all_specs() if s.stress is not None]
+# ops whose derivative jumps at a tie of |G − I|'s entries or of the spectrum: the step scales with the gap
+GAP_OPS = {"mutual_coherence", "l1_orthogonality", "srip", "srip_exact", "spectral_penalty"}
+DECOMP_OPS = {"gram_schmidt", "qr_orthogonalize", "polar", "newton_schulz", "bjorck"}
+
+
+def stress_samples(spec):
+    return spec.stress(np.random.default_rng(zlib.crc32(spec.name.encode())), np.float64)
+
+
+CASES = [pytest.param(spec, s, id=f"{spec.name}-{s.label}") for spec in STRESSED for s in stress_samples(spec)]
+
+
+def _matrix(x):
+    return x.reshape(x.shape[0], -1)
+
+
+def fd_step(spec, sample):
+    """The finite-difference step for ``sample``, or ``None`` where finite differences cannot resolve it."""
+    M = _matrix(sample.inputs[0])
+    if spec.name in GAP_OPS:
+        k = min(M.shape)
+        G = M @ M.T if M.shape[0] <= M.shape[1] else M.T @ M
+        return 1e-4 * np.linalg.norm(G - np.eye(k)) / np.sqrt(k)
+    if spec.name in DECOMP_OPS:
+        s = np.linalg.svd(M, compute_uv=False)
+        return None if s[0] / s[-1] > 1e4 else 1e-3 * s[-1]
+    return 1e-3
+
+
+def test_every_stress_sample_is_labelled_and_float64():
+    assert {s.name for s in STRESSED} >= {"soft_orthogonality", "mutual_coherence", "srip", "polar", "bjorck"}
+    for spec in STRESSED:
+        for sample in stress_samples(spec):
+            assert sample.label.startswith("stress: ") and testing.is_stress(sample), (spec.name, sample.label)
+            assert all(x.dtype in (np.float64, np.int64) for x in sample.inputs)
+
+
+def test_stress_samples_stay_out_of_the_registered_samples():
+    for spec in STRESSED:
+        assert not any(testing.is_stress(s) for s in spec.sample(np.random.default_rng(0), np.float64))
+        n = len(stress_samples(spec))
+        assert len(testing.cases(spec.name, dtypes=("float64",), samples="stress")) == n
+        std = testing.cases(spec.name, dtypes=("float64",), samples="standard")
+        assert len(testing.cases(spec.name, dtypes=("float64",))) == len(std) + n
+
+
+@pytest.mark.parametrize("level", [1e-1, 1e-2, 1e-3, 1e-4])
+def test_near_orthogonal_level_is_exact(level):
+    from orthoref.oracle.samples.regularizers import near_orthogonal
+    for shape in ((4, 6), (6, 4), (2, 64)):
+        M = near_orthogonal(np.random.default_rng(0), shape, level, np.float64)
+        k = min(shape)
+        G = M @ M.T if shape[0] <= shape[1] else M.T @ M
+        assert np.linalg.norm(G - np.eye(k)) / np.sqrt(k) == pytest.approx(level, rel=1e-6)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("spec,sample", CASES)
+def test_stress_torch_conformance_float64(spec, sample):
+    pytest.importorskip("torch")
+    from orthoref.oracle.conformance import compare_with_torch
+    cmp = compare_with_torch(spec, sample, rng=3)
+    assert cmp.output_error <= spec.torch_rtol, f"{spec.name}: output rel. error {cmp.output_error:.3e}"
+    assert cmp.grad_error <= spec.torch_rtol, f"{spec.name}: gradient rel. error {cmp.grad_error:.3e}"
+
+
+@pytest.mark.parametrize("spec,sample", CASES)
+def test_stress_gradient_finite_differences(spec, sample):
+    eps = fd_step(spec, sample)
+    if eps is None:
+        pytest.skip("κ 1e6: finite differences are rounding-limited; checked against the PyTorch twin")
+    check_backward(lambda *a: spec.apply(*a, **sample.kwargs), sample.inputs, rtol=spec.rtol, eps=eps,
+                   n_directions=4, rng=1)
