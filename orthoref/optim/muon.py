@@ -173,9 +173,7 @@ class Muon(Optimizer):
                         coefficients=coefficients, weight_decay=weight_decay, scale=scale, adam_lr=adam_lr,
                         adam_betas=adam_betas, adam_eps=adam_eps, adam_weight_decay=adam_weight_decay,
                         normalize=normalize)
-        checked = dict(defaults)
-        self._validate_group(checked)
-        super().__init__(params, checked)
+        super().__init__(params, defaults)
 
     # -- hyper-parameters --------------------------------------------------------------------------------
     def _validate_group(self, group):

@@ -66,7 +66,6 @@ class OGD(Optimizer):
         self.memory = check_int("OGD", "memory", memory, 0)
         self.drop_tol = check_real("OGD", "drop_tol", drop_tol, 0.0, 1.0, hi_open=True)
         defaults = dict(lr=lr)
-        self._validate_group(dict(defaults))
         super().__init__(params, defaults)
         p0 = self.param_groups[0]["params"][0].data
         self._xp = get_array_module(p0)

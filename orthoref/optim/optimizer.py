@@ -111,6 +111,7 @@ class Optimizer:
 
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
+        self._validate_group(self.defaults)     # the hyper-parameters first (normalized): named before params
         self.param_groups: list[dict] = []
         self.state: dict = {}
         self._scratch_bufs: dict = {}

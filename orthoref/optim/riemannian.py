@@ -300,7 +300,6 @@ class RiemannianSGD(Optimizer):
                  retraction="qr", *, stiefel=True):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, metric=metric,
                         retraction=retraction, stiefel=stiefel)
-        self._validate_group(dict(defaults))
         super().__init__(params, defaults)
 
     def _validate_group(self, group):
@@ -415,7 +414,6 @@ class RiemannianAdam(Optimizer):
                  weight_decay=0.0, *, stiefel=True, second_moment="matrix"):
         defaults = dict(lr=lr, betas=betas, eps=eps, retraction=retraction, metric=metric,
                         weight_decay=weight_decay, stiefel=stiefel, second_moment=second_moment)
-        self._validate_group(dict(defaults))
         super().__init__(params, defaults)
 
     def _validate_group(self, group):
@@ -564,7 +562,6 @@ class CayleySGD(_CayleyBase):
                  stiefel=True, restore_tol=None):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, iterations=iterations,
                         epsilon=epsilon, stiefel=stiefel, restore_tol=restore_tol)
-        self._validate_group(dict(defaults))
         super().__init__(params, defaults)
 
     def _validate_group(self, group):
@@ -655,7 +652,6 @@ class CayleyAdam(_CayleyBase):
                  stiefel=True, restore_tol=None):
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, iterations=iterations, epsilon=epsilon,
                         stiefel=stiefel, restore_tol=restore_tol)
-        self._validate_group(dict(defaults))
         super().__init__(params, defaults)
 
     def _validate_group(self, group):
