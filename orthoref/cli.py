@@ -151,6 +151,11 @@ def _compare_projections(args) -> int:
     return 0
 
 
+def _info(args) -> int:
+    from .info import main
+    return main(args)
+
+
 def _bench(args) -> int:
     from . import bench
 
@@ -484,6 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     s.set_defaults(func=_study)
 
+    i = _subparser(sub, "info", help="versions, CPU, BLAS libraries and their threads, backends and data: what a "
+                                     "bug report or a benchmark needs")
+    i.add_argument("--json", action="store_true", help="print it as JSON")
+    i.set_defaults(func=_info)
     b = _subparser(sub, "bench", help="time train steps and orthogonality ops against PyTorch CPU in one "
                                      "process, with the fraction of the measured GEMM peak")
     b.add_argument("--vs", default="torch", help="the framework to compare with (torch)")
