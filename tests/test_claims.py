@@ -21,6 +21,18 @@ from orthoref.optim import SGD, Adam, AdamW, Muon, RiemannianAdam, RiemannianSGD
 RTOL = 1e-12
 
 
+
+def _step_both(opt, topt, ours, theirs, shapes, rng, steps):
+    """``steps`` steps of orthoref's ``opt`` and the library's ``topt`` on the same random gradients."""
+    import torch
+    for _ in range(steps):
+        for p, t, s in zip(ours, theirs, shapes):
+            g = rng.standard_normal(s)
+            p.grad, t.grad = g, torch.tensor(g.copy())
+        opt.step()
+        topt.step()
+
+
 def _version(dist):
     try:
         return metadata.version(dist)
@@ -74,12 +86,7 @@ def test_sgd_adam_adamw_match_torch_optim(kind, kw):
     theirs = [torch.tensor(a.copy(), requires_grad=True) for a in x0]
     opt = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}[kind](ours, **kw)
     topt = getattr(torch.optim, kind)(theirs, **kw)
-    for _ in range(10):
-        for p, t, s in zip(ours, theirs, shapes):
-            g = rng.standard_normal(s)
-            p.grad, t.grad = g, torch.tensor(g.copy())
-        opt.step()
-        topt.step()
+    _step_both(opt, topt, ours, theirs, shapes, rng, 10)
     for p, t in zip(ours, theirs):
         _assert_close(p.data, t.detach().numpy(), f"{kind} vs torch {torch.__version__}")
 
@@ -160,12 +167,7 @@ def test_muon_matches_keller_jordan_single_device_aux_adam(wd, awd, monkeypatch)
     ours = [Parameter(a.copy()) for a in x0]
     opt = Muon(ours, lr=0.03, momentum=0.9, weight_decay=wd, adam_lr=1e-2, adam_betas=(0.8, 0.95),
                adam_weight_decay=awd)
-    for _ in range(6):
-        for p, t, s in zip(ours, theirs, shapes):
-            g = rng.standard_normal(s)
-            p.grad, t.grad = g, torch.tensor(g.copy())
-        opt.step()
-        topt.step()
+    _step_both(opt, topt, ours, theirs, shapes, rng, 6)
     for p, t in zip(ours, theirs):
         _assert_close(p.data, t.detach().numpy(), f"Muon vs muon-optimizer {MUON}")
 

@@ -68,6 +68,18 @@ def specs_matching(patterns="*"):
     return [s for s in all_specs() if any(fnmatch.fnmatchcase(s.name, p) for p in pats)]
 
 
+def floating_dtype(who, dtype):
+    """``dtype`` as a NumPy floating dtype (any precision: a verdict may concern float16 too); ``TypeError``
+    naming ``who`` otherwise."""
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"{who}: dtype must be a numpy floating dtype, got {dtype!r}") from None
+    if dt.kind != "f":
+        raise TypeError(f"{who}: dtype must be a floating dtype, got {dt}")
+    return dt
+
+
 def tolerance(spec, dtype) -> float:
     """The relative tolerance an implementation computing in ``dtype`` must meet against the reference:
     the op's conformance tolerance (``torch_rtol``, 1e-10 unless the op documents more) for float64, its
@@ -75,12 +87,7 @@ def tolerance(spec, dtype) -> float:
     if not hasattr(spec, "torch_rtol"):
         raise TypeError(f"tolerance: spec must be a registered OpSpec (orthoref.oracle.registry.get(name)), got "
                         f"{type(spec).__name__}")
-    try:
-        dtype = np.dtype(dtype)
-    except (TypeError, ValueError):
-        raise TypeError(f"tolerance: dtype must be a numpy dtype, got {dtype!r}") from None
-    if dtype.kind != "f":
-        raise TypeError(f"tolerance: dtype must be a floating dtype, got {dtype}")
+    dtype = floating_dtype("tolerance", dtype)
     if dtype == np.float64:
         return spec.torch_rtol
     return getattr(spec, "rtol32", None) or FLOAT32_RTOL
@@ -404,12 +411,7 @@ def error_budget(name, inputs, kwargs=None, cotangents=None, *, dtype=None, draw
     if dtype is None:
         floats = [a.dtype for a in hosts if a.dtype.kind == "f"]
         dtype = np.result_type(*floats) if floats else np.dtype(np.float64)
-    try:
-        dtype = np.dtype(dtype)
-    except (TypeError, ValueError):
-        raise TypeError(f"{who}: dtype must be a numpy floating dtype, got {dtype!r}") from None
-    if dtype.kind != "f":
-        raise TypeError(f"{who}: dtype must be a floating dtype, got {dtype}")
+    dtype = floating_dtype(who, dtype)
     draws = check_int(who, "draws", draws, 0)
     kwargs = cast_kwargs(kwargs or {}, np.float64)
     args = _float64_inputs(who, spec, hosts)
