@@ -21,7 +21,6 @@ from orthoref.optim import SGD, Adam, AdamW, Muon, RiemannianAdam, RiemannianSGD
 RTOL = 1e-12
 
 
-
 def _step_both(opt, topt, ours, theirs, shapes, rng, steps):
     """``steps`` steps of orthoref's ``opt`` and the library's ``topt`` on the same random gradients."""
     import torch
