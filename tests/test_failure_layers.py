@@ -644,6 +644,51 @@ def test_sequential_hands_over_only_verified_gradients():
         relu.backward(g)
 
 
+def test_sequential_hands_on_upper_bounds_of_the_squared_norms(monkeypatch):
+    """The bounds on Σ x² and Σ dy² that Sequential hands to a Linear layer's weight-gradient bound are upper
+    bounds of the true sums (measured here in float64), and they do arrive: a hidden layer measures neither."""
+    from orthoref.ops import linear as L
+    seen = []
+    real = L._below_overflow
+
+    def spy(xp, dy2, x2, dy_sq=None, x_sq=None):
+        seen.append((dy2.copy(), x2.copy(), dy_sq, x_sq))
+        return real(xp, dy2, x2, dy_sq, x_sq)
+
+    monkeypatch.setattr(L, "_below_overflow", spy)
+    rng = np.random.default_rng(0)
+    for dt, positive in ((F32, False), (F64, False), (F32, True)):    # positive: ReLU passes all, bounds tight
+        seen.clear()
+        model = nn.Sequential(nn.Linear(40, 64, rng=0, dtype=dt), nn.ReLU(), nn.Linear(64, 48, rng=1, dtype=dt),
+                              nn.ReLU(), nn.Linear(48, 3, rng=2, dtype=dt))
+        x = rng.standard_normal((16, 40)).astype(dt)
+        if positive:
+            for p in model.parameters():
+                p.data[...] = np.abs(p.data)
+            x = np.abs(x)
+        y = model.forward(x)
+        model.backward(rng.standard_normal(y.shape).astype(dt))
+        assert len(seen) == 2                        # the last layer's small dw is checked itself
+        for dy2, x2, dy_sq, x_sq in seen:
+            for bound, a in ((dy_sq, dy2), (x_sq, x2)):
+                if bound is not None:
+                    assert bound >= np.sum(a.astype(np.float64) ** 2) * (1 - 1e-5)
+        assert seen[0][2] is not None and seen[0][3] is not None     # the middle layer: both handed on
+        assert seen[1][2] is not None and seen[1][3] is None         # the first: dy handed on, x the user's
+
+
+def test_sequential_weight_gradient_overflow_is_caught_with_handed_bounds():
+    """A weight gradient that overflows in a hidden Linear layer of a Sequential raises, although its dy and
+    x are finite and came as hand-offs; the failing layer accumulates nothing."""
+    w1, w2 = np.full((1, 1), 1e-10, F32), np.full((1, 1), 1e11, F32)
+    model = nn.Sequential(nn.Linear(1, 1, bias=False, dtype=F32), nn.ReLU(), nn.Linear(1, 1, bias=False, dtype=F32))
+    model[0].weight.data[...], model[2].weight.data[...] = w1, w2
+    y = model.forward(np.full((1, 1), 1e19, F32))                # y1 = 1e9, y = 1e20: finite
+    with _raises(NonFiniteError, "Linear.backward", "overflows"):
+        model.backward(np.full(y.shape, 1e19, F32))              # dx2 = 1e30, dw1 = 1e49
+    assert model[0].weight.grad is None                            # the failing layer accumulated nothing
+
+
 class _NaNForward(nn.Module):
     """A user's layer that breaks the failure model in forward: NaN out."""
 
@@ -665,10 +710,31 @@ class _NaNBackward(nn.Module):
         return g
 
 
-@pytest.mark.parametrize("nested", [False, True])
+class _NaNSequential(nn.Sequential):
+    """A user's subclass of Sequential (of orthoref's own layers) that breaks the failure model itself."""
+
+    def forward(self, x):
+        return _NaNForward().forward(super().forward(x))
+
+    def backward(self, grad_out, input_grad=True):
+        return _NaNBackward().backward(super().backward(grad_out, input_grad))
+
+
+@pytest.mark.parametrize("nested", [False, True, "subclass"])
 def test_sequential_trusts_only_its_own_layers(nested):
     """Only the outputs of orthoref's own layers are handed over unchecked: a user's layer returning NaN
-    (directly or inside a nested Sequential) is caught by the next layer, forward and backward."""
+    (directly, inside a nested Sequential, or a user's subclass of Sequential holding only orthoref's
+    layers) is caught by the next layer, forward and backward."""
+    if nested == "subclass":
+        x = np.abs(np.random.default_rng(0).standard_normal((5, 4))) + 1
+        model = nn.Sequential(nn.ReLU(), _NaNSequential(nn.ReLU()), nn.ReLU())
+        with pytest.raises(NonFiniteError, match=r"relu: x must be finite"):
+            model.forward(x)
+        model = nn.Sequential(nn.ReLU(), _NaNSequential(nn.ReLU()))
+        model.forward(x)
+        with pytest.raises(NonFiniteError, match=r"ReLU.*grad_out must be finite"):
+            model.backward(np.ones((5, 4)))
+        return
     wrap = (lambda layer: nn.Sequential(layer)) if nested else (lambda layer: layer)
     x = np.abs(np.random.default_rng(0).standard_normal((5, 4))) + 1
     model = nn.Sequential(nn.ReLU(), wrap(_NaNForward()), nn.ReLU())

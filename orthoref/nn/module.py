@@ -20,7 +20,7 @@ import numpy as np
 from .._checks import (FLOAT_DTYPES, NonFiniteError, all_finite, check_bool, check_finite, check_float,  # noqa: F401
                        check_int, float_dtype)
 from ..backend import get_array_module, to_numpy
-from ..ops._contract import handoff, check_grad_meta
+from ..ops._contract import check_grad_meta, handoff, noted_sq
 
 __all__ = ["Parameter", "Module", "Sequential", "check_input", "BackwardBeforeForwardError"]
 
@@ -106,11 +106,17 @@ def check_input(layer: str, x, ndim, channels=None, channel_axis=1, dtype=None, 
                          f"got shape {tuple(x.shape)}")
 
 
+def _end_pass(was_active):
+    """Clear the hand-off after a ``Sequential`` pass (see :data:`orthoref.ops._contract.handoff`)."""
+    handoff.g = handoff.sq = handoff.noted = None
+    handoff.active = was_active
+
+
 def _own_layer(layer) -> bool:
     """``layer`` is an instance of one of orthoref's own layer classes (defined in ``orthoref.nn``), whose
     ``forward`` and ``backward`` return finite arrays or raise; a user's ``Module`` subclass makes no such
-    promise, so what it returns is checked by the next layer as usual."""
-    if isinstance(layer, Sequential):
+    promise, so what it returns is checked by the next layer as usual (a subclass of ``Sequential`` too)."""
+    if type(layer) is Sequential:
         return all(_own_layer(inner) for inner in layer)
     return type(layer).__module__.startswith("orthoref.nn.")
 
@@ -327,12 +333,16 @@ class Sequential(Module):
     def forward(self, x):
         self._hook_out = {}
         trusted = False                     # x is the finite output of one of orthoref's layers, unhooked
+        sq = None                           # with trusted: a bound on Σ x² noted by that layer, or None
+        was_active = getattr(handoff, "active", False)
+        handoff.active = True
         try:
             for i, layer in enumerate(self._layers):
-                handoff.g = x if trusted else None
+                handoff.g, handoff.sq = (x, sq) if trusted else (None, None)
+                handoff.noted = None
                 x = layer.forward(x)
                 handoff.g = None
-                trusted = _own_layer(layer)
+                trusted, sq = _own_layer(layer), noted_sq(x)
                 if self.training and i in self._hooks:
                     trusted = False
                     out = self._hooks[i](x)
@@ -342,20 +352,26 @@ class Sequential(Module):
                     check_grad_meta(f"Sequential: output hook {i}", "grad", out[1], x.shape, x.dtype)
                     self._hook_out[i] = out
         finally:
-            handoff.g = None
+            _end_pass(was_active)
         return x
 
     def backward(self, grad_out, input_grad: bool = True):
         g = grad_out
         last = len(self._layers) - 1
+        sq = None                           # a bound on Σ g² noted by the layer that returned g, or None
+        was_active = getattr(handoff, "active", False)
+        handoff.active = True
         try:
             for i in range(last, -1, -1):
+                handoff.g = handoff.sq = None
                 if i in self._hook_out:
                     g = g + self._hook_out[i][1]
                 elif i < last and _own_layer(self._layers[i + 1]):    # its verified dx: not re-read
-                    handoff.g = g
+                    handoff.g, handoff.sq = g, sq
+                handoff.noted = None
                 g = self._layers[i].backward(g, input_grad=input_grad or i > 0)
                 handoff.g = None
+                sq = noted_sq(g)
         finally:
-            handoff.g = None
+            _end_pass(was_active)
         return g

@@ -21,11 +21,11 @@ import math
 
 import numpy as np
 
-from .._checks import NonFiniteError, all_finite, check_cotangent, check_finite, check_result
+from .._checks import NonFiniteError, all_finite, check_cotangent, check_finite, check_result, finite_sum_squares
 from ..backend import get_array_module
 
-__all__ = ["MAX_ELEMENTS", "check_finite_handoff", "check_grad_meta", "check_grads", "check_output", "check_same_dtype", "check_size",
-           "memory_checked", "verified"]
+__all__ = ["MAX_ELEMENTS", "check_finite_handoff", "check_grad_meta", "check_grads", "check_output",
+           "check_same_dtype", "check_size", "finite_handoff_sq", "handoff_sq", "memory_checked", "note_sq", "noted_sq", "verified"]
 
 _HINT = "use float64 or rescale the input"
 
@@ -51,12 +51,19 @@ def memory_checked(who, what):
         raise ValueError(f"{who}: {what} ask for more memory than is available (MemoryError)") from None
 
 
-#: The array :class:`orthoref.nn.Sequential` is handing from one of orthoref's own layers to the next: in
-#: ``forward`` the output the previous layer just returned, in ``backward`` the ``dx`` it just returned.
-#: orthoref's layers return finite arrays or raise (the failure model), so the receiving layer need not
-#: read the finiteness again (shape and dtype it still checks). Only ``Sequential`` sets it, for the
+#: The hand-off of :class:`orthoref.nn.Sequential` from one of orthoref's own layers to the next (per thread).
+#:
+#: ``g``: in ``forward`` the output the previous layer just returned, in ``backward`` the ``dx`` it just
+#: returned. orthoref's layers return finite arrays or raise (the failure model), so the receiving layer need
+#: not read the finiteness again (shape and dtype it still checks). Only ``Sequential`` sets it, for the
 #: duration of one call, only for the outputs of orthoref's own layer classes with no user hook between.
-#: Per thread.
+#:
+#: ``sq``: with ``g``, an upper bound on ``Σ g²`` (``None``: none known), what a ``Linear`` layer needs to
+#: bound its weight gradient without reading its operands (:func:`orthoref.ops.linear._below_overflow`).
+#: A layer's op *notes* the bound of the array it returns (:func:`note_sq`: a GEMM's output is measured by
+#: its finiteness check anyway, ``ReLU`` passes its input's bound on, as ``|max(x, 0)| <= |x|``) and
+#: ``Sequential`` hands it on with the array. ``active``: a ``Sequential`` pass is running (outside one,
+#: nothing is noted, so that no array is kept alive by this object).
 handoff = threading.local()
 
 
@@ -71,24 +78,61 @@ def check_finite_handoff(who, name, a, xp=None):
         check_finite(who, name, a, xp)
 
 
+def finite_handoff_sq(who, name, a, xp=None):
+    """:func:`check_finite_handoff` that returns a bound on ``Σ a²``: the hand-off's (``None`` when it came
+    without one), else the sum measured by the finiteness check (``math.inf`` when not measured)."""
+    if verified(a):
+        return getattr(handoff, "sq", None)
+    sq = finite_sum_squares(get_array_module(a) if xp is None else xp, a)
+    if sq is None:
+        check_finite(who, name, a, xp)                  # raises, naming it
+    return sq
+
+
+def handoff_sq(a):
+    """The bound on ``Σ a²`` handed over with ``a`` (:data:`handoff`), ``None`` when ``a`` is not the
+    hand-off or no bound came with it."""
+    return getattr(handoff, "sq", None) if a is getattr(handoff, "g", None) else None
+
+
+def note_sq(a, sq):
+    """Within a ``Sequential`` pass, record ``Σ a² <= sq`` for ``a``, an array the caller returns *unchanged*
+    (``sq`` ``None``: nothing known); :func:`noted_sq` gives the bound back for that same array object only.
+    One slot per thread: the last note wins."""
+    if getattr(handoff, "active", False):
+        handoff.noted = (a, sq)
+
+
+def noted_sq(a):
+    """The bound last noted for ``a`` (:func:`note_sq`), ``None`` when the last note was for another array."""
+    noted = getattr(handoff, "noted", None)
+    return noted[1] if noted is not None and noted[0] is a else None
+
+
 def check_grad_meta(who, name, g, shape, dtype):
     """``g`` is a float array of exactly ``shape`` and ``dtype`` (the forward output's); finiteness is left
     to :func:`check_grads` (:func:`orthoref._checks.check_cotangent` with ``finite=False``)."""
     check_cotangent(who, name, g, shape, dtype, finite=False)
 
 
-def check_grads(who, name, g, *grads, covered=True):
+def check_grads(who, name, g, *grads, covered=True, note=False):
     """``g`` finite and every gradient in ``grads`` (``None`` skipped) finite.
 
     ``covered``: at least one of ``grads`` depends on every element of ``g``, so that their finiteness
     implies ``g``'s (one reduction per gradient, none over ``g``); otherwise ``g`` is checked directly.
     ``NonFiniteError`` naming ``g`` when it holds NaN/Inf, else naming the overflow. Several incoming
-    gradients: ``name`` and ``g`` tuples (``None`` entries skipped)."""
+    gradients: ``name`` and ``g`` tuples (``None`` entries skipped). ``note``: the caller returns the last
+    of ``grads`` unchanged, and its measured ``Σ r²`` is noted for the next layer (:func:`note_sq`)."""
     if covered and type(name) is str and type(g) is np.ndarray:     # the common case, without allocations
+        last = sq = None
         for r in grads:
-            if r is not None and not all_finite(np, r):
-                break
+            if r is not None:
+                last, sq = r, finite_sum_squares(np, r)
+                if sq is None:
+                    break
         else:
+            if note and last is not None:
+                note_sq(last, sq)
             return
     pairs = list(zip(name, g)) if isinstance(name, tuple) else [(name, g)]
     pairs = [(n, a) for n, a in pairs if a is not None]
@@ -106,13 +150,18 @@ def check_grads(who, name, g, *grads, covered=True):
                              f"{name} is finite; {_HINT}")
 
 
-def check_output(who, y, *named, what="the output"):
+def check_output(who, y, *named, what="the output", note=False):
     """Finiteness of the inputs ``named`` (``(name, array)`` pairs, ``None`` skipped) read off ``y``, which
     depends on every element of each; a non-finite ``y`` from finite inputs raises ``NonFiniteError`` (an
-    overflow). Returns ``y``."""
+    overflow). Returns ``y``. ``note``: the caller returns ``y`` unchanged, and its measured ``Σ y²`` is
+    noted for the next layer (:func:`note_sq`)."""
     xp = get_array_module(y)
-    if y.size and all_finite(xp, y):
-        return y
+    if y.size:
+        sq = finite_sum_squares(xp, y)
+        if sq is not None:
+            if note:
+                note_sq(y, sq)
+            return y
     for name, a in named:
         if a is not None:
             check_finite(who, name, a, xp)

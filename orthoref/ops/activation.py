@@ -19,7 +19,8 @@ import numpy as np
 
 from .._checks import all_finite as _all_finite, check_bool, check_choice, check_finite, check_floats, check_real
 from ..backend import erf, get_array_module, host_rng
-from ._contract import check_finite_handoff, check_grad_meta, check_grads, check_output, verified
+from ._contract import (check_finite_handoff, check_grad_meta, check_grads, check_output, handoff_sq, note_sq,
+                        verified)
 
 __all__ = [
     "relu_forward", "relu_backward",
@@ -60,10 +61,12 @@ def _elementwise_backward(who, name, dy, shape, dtype, grad, unit=False):
     ``unit``: every factor is 0 or 1 (ReLU), so a verified ``dy`` needs no check at all."""
     check_grad_meta(who, name, dy, shape, dtype)
     if unit and verified(dy):                   # finite dy times 0 or 1: nothing to check or silence
-        return grad(dy)
+        dx = grad(dy)
+        note_sq(dx, handoff_sq(dy))             # Σ dx² <= Σ dy²
+        return dx
     with np.errstate(invalid="ignore", over="ignore"):      # NaN/Inf/overflow: the ValueError below
         dx = grad(dy)
-    check_grads(who, name, dy, dx)
+    check_grads(who, name, dy, dx, note=True)      # its measured Σ dx² for the next layer
     return dx
 
 
@@ -99,6 +102,7 @@ def relu_forward(x):
     mask = x > 0
     y = xp.zeros_like(x)
     xp.maximum(x, y, out=y)
+    note_sq(y, handoff_sq(x))                   # Σ y² <= Σ x²
     return y, (mask, x.dtype)
 
 

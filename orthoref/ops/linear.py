@@ -7,7 +7,8 @@ import numpy as np
 
 from .._checks import check_floats, check_ndim
 from ..backend import get_array_module
-from ._contract import check_finite_handoff, check_grad_meta, check_grads, check_output, check_same_dtype
+from ._contract import (check_grad_meta, check_grads, check_output, check_same_dtype, finite_handoff_sq,
+                        handoff_sq)
 
 __all__ = ["linear_forward", "linear_backward"]
 
@@ -44,8 +45,8 @@ def linear_forward_as(x, w, b, who):
         y = x @ w.T
         if b is not None:
             y += b
-    check_output(who, y, ("x", x), ("w (weight)", w), ("b (bias)", b))
-    return y, (x, w, b is not None)
+    check_output(who, y, ("x", x), ("w (weight)", w), ("b (bias)", b), note=True)
+    return y, (x, w, b is not None, handoff_sq(x))        # handoff_sq: a bound on Σx² from Sequential
 
 
 def _check_linear(x, w, b, who="linear"):
@@ -77,33 +78,37 @@ def linear_backward(dy, cache, need_dx=True):
 def linear_backward_as(dy, cache, need_dx, who, name):
     """``linear_backward`` with the caller's names in error messages (the layers: ``"Linear.backward"``,
     ``"grad_out"``)."""
-    x, w, has_b = cache
+    x, w, has_b, x_sq = cache
     check_grad_meta(who, name, dy, x.shape[:-1] + (w.shape[0],), x.dtype)
     rows = math.prod(dy.shape[:-1])                  # not -1: an empty axis makes -1 ambiguous
     dy2 = dy.reshape(rows, dy.shape[-1])
     x2 = x.reshape(rows, x.shape[-1])
     xp = get_array_module(dy)
-    check_finite_handoff(who, name, dy, xp)               # activation-sized: cheaper than reading it off dw
+    dy_sq = finite_handoff_sq(who, name, dy, xp)          # activation-sized: cheaper than reading it off dw
     with np.errstate(invalid="ignore", over="ignore"):    # overflow: the NonFiniteError below
         dw = dy2.T @ x2
         db = dy2.sum(axis=0) if has_b else None
         dx = (dy @ w) if need_dx else None
-    if dw.size <= dy2.size + x2.size or not _below_overflow(xp, dy2, x2):
+    if dw.size <= dy2.size + x2.size or not _below_overflow(xp, dy2, x2, dy_sq, x_sq):
         check_grads(who, name, dy, dw, db)           # else |dw_ij|, |db_i| <= ‖dy‖_F ‖x‖_F (Cauchy–Schwarz)
     if dx is not None:
-        check_grads(who, name, dy, dx)
+        check_grads(who, name, dy, dx, note=True)
     return dx, dw, db
 
 
-def _below_overflow(xp, dy2, x2):
-    """``‖dy‖_F · max(‖x‖_F, 1)`` is below the dtype's maximum (BLAS dots, activation-sized): then
-    ``dw = dyᵀx`` and ``db = Σ_n dy_n`` cannot overflow, and need no reduction of their own."""
+def _below_overflow(xp, dy2, x2, dy_sq=None, x_sq=None):
+    """``‖dy‖_F · max(‖x‖_F, 1)`` is below the dtype's maximum: then ``dw = dyᵀx`` and ``db = Σ_n dy_n``
+    cannot overflow, and need no reduction of their own. ``dy_sq``, ``x_sq``: upper bounds on ``Σ dy²`` and
+    ``Σ x²`` already known (measured by a finiteness check, or handed on by ``Sequential``); a missing or
+    infinite one is measured (BLAS dots, activation-sized)."""
     big = _QUARTER_MAX.get(dy2.dtype)
     if big is None:                                 # complex step: check the gradients themselves
         return False
-    ndy = float(xp.vdot(dy2, dy2)) if dy2.size else 0.0     # BLAS dots: no FP warnings to silence
-    nx = float(xp.vdot(x2, x2)) if x2.size else 0.0
-    return math.sqrt(ndy) * max(math.sqrt(nx), 1.0) < big
+    if dy_sq is None or dy_sq == math.inf:
+        dy_sq = float(xp.vdot(dy2, dy2)) if dy2.size else 0.0     # BLAS dots: no FP warnings to silence
+    if x_sq is None or x_sq == math.inf:
+        x_sq = float(xp.vdot(x2, x2)) if x2.size else 0.0
+    return math.sqrt(dy_sq) * max(math.sqrt(x_sq), 1.0) < big
 
 
 _QUARTER_MAX = {np.dtype(t): float(np.finfo(t).max) / 4 for t in (np.float32, np.float64)}

@@ -40,8 +40,9 @@ def _check_cross_entropy(logits, labels):
     if tuple(labels.shape) != (N,):
         raise ValueError(f"cross_entropy: labels must have shape ({N},) for logits of shape ({N}, {C}), "
                          f"got shape {tuple(labels.shape)}")
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= C:
+    as_unsigned = labels.astype(f"u{labels.dtype.itemsize}", copy=False)    # negative labels wrap to >= C
+    if int(as_unsigned.max()) >= C:
+        lo, hi = int(labels.min()), int(labels.max())
         raise ValueError(f"cross_entropy: labels must lie in [0, {C - 1}] (C = {C} classes), "
                          f"got values in [{lo}, {hi}]")
     check_finite("cross_entropy", "logits", logits)

@@ -78,7 +78,7 @@ class Adam(Optimizer):
     read-only parameter before anything is written (nothing has changed: one reduction per gradient); a
     step that overflows the dtype from finite gradients (:math:`d^2` or ``lr`` far too large, or 0/0 with
     ``eps = 0``), ``NonFiniteError`` naming the parameter, raised by the first ufunc that overflows (NumPy's
-    floating-point flags, no reduction; see :meth:`Optimizer._in_place_checked`): that parameter, its state
+    floating-point flags, no reduction; see :meth:`Optimizer._update_in_place`): that parameter, its state
     and the parameters before it in group order have been (partly) updated -- restore them from a
     ``state_dict``/checkpoint.
     """
@@ -106,12 +106,10 @@ class Adam(Optimizer):
         keys = ("step", "exp_avg", "exp_avg_sq")
         return keys + ("max_exp_avg_sq",) if group["amsgrad"] else keys
 
-    def _update(self, group, p, label):
-        eps = float(group["eps"])
-        hint = ("lr", float(group["lr"]), ", or eps=0 divides 0 by 0" if eps == 0 else "")
-        self._in_place_checked(lambda: self._adam(group, p), p, label, hint)
+    def _hint(self, group):
+        return ("lr", float(group["lr"]), ", or eps=0 divides 0 by 0" if float(group["eps"]) == 0 else "")
 
-    def _adam(self, group, p):
+    def _update(self, group, p):
         """The in-place step of ``p`` (the formula in the class docstring)."""
         lr = float(group["lr"])
         beta1, beta2 = (float(b) for b in group["betas"])

@@ -94,14 +94,14 @@ class Optimizer:
       the new value and state of every parameter before writing any, so nothing has changed;
     * SGD, Adam and AdamW update in place, to keep their step at its own passes over memory (one
       reduction per gradient for the checks, no copy); an overflow of the step stops it at the first
-      ufunc that overflows (NumPy's floating-point flags: :meth:`_in_place_checked`), so the named
+      ufunc that overflows (NumPy's floating-point flags: :meth:`_update_in_place`), so the named
       parameter, its state and the parameters before it in group order have been (partly) updated (the
       message says so; restore them from a ``state_dict``).
 
     Subclasses set ``defaults`` and implement ``_validate_group`` (hyper-parameter checks through
     ``orthoref._checks``), ``_state_keys(group, p)`` (the state keys of parameter ``p`` of ``group``, for
     ``load_state_dict``) and either ``_stage`` (the new value and state of one parameter, computed without
-    writing either) or ``_update`` (in place, through :meth:`_in_place_checked`).
+    writing either) or ``_update`` (in place, run by :meth:`_update_in_place`).
     A subclass that implements the older ``_step_group`` instead is still run, group by group, after the
     ``.grad`` checks (its overflow is then its own business).
     """
@@ -215,16 +215,14 @@ class Optimizer:
             raise TypeError(f"{self._who}.step: closure must be callable or None, got {type(closure).__name__}")
         loss = closure() if closure is not None else None
         work = self._checked_work()
-        if type(self)._stage is Optimizer._stage and type(self)._update is Optimizer._update:
+        if type(self)._update is not Optimizer._update:
+            self._update_in_place(work)
+            return loss
+        if type(self)._stage is Optimizer._stage:
             for group in self.param_groups:                   # a subclass of the older kind
                 self._step_group(group)
             return loss
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):    # checked, not warned
-            if type(self)._update is not Optimizer._update:
-                with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
-                    for group, p, label in work:
-                        self._update(group, p, label)
-                return loss
             staged = [(p, self._stage(group, p, label)) for group, p, label in work]
         for p, (new_data, new_state) in staged:
             self._commit(p, new_data, new_state)
@@ -279,12 +277,15 @@ class Optimizer:
         parameter has been staged."""
         raise NotImplementedError
 
-    def _update(self, group: dict, p, label: str) -> None:
+    def _update(self, group: dict, p) -> None:
         """The step of one parameter, in place (SGD, Adam: no staging of the parameter, so that the step
-        costs its own passes and two reductions). It checks the new value with :meth:`_check_update`
-        (``written=True``) *after* writing it: an overflow then raises with this parameter (and the ones
-        before it) already updated, which the optimizer's docstring says."""
+        costs its own passes and no reduction); run by :meth:`_update_in_place`, which reports an overflow
+        *after* the parameter (and the ones before it) has been written, as the optimizer's docstring says."""
         raise NotImplementedError
+
+    def _hint(self, group: dict):
+        """What an overflow message of :meth:`_update_in_place` suggests lowering: ``(name, value[, suffix])``."""
+        return ("lr", float(group["lr"]))
 
     def _step_group(self, group: dict) -> None:
         raise NotImplementedError
@@ -304,21 +305,22 @@ class Optimizer:
             if not all_finite(xp, a):
                 self._non_finite_update(p, label, hint, written)
 
-    def _in_place_checked(self, update, p, label, hint) -> None:
-        """Run ``update()``, the in-place step of ``p`` (SGD, Adam), so that an overflow cannot pass
-        silently. NumPy reads the FPU's status flags after every ufunc anyway: with ``errstate`` set to
-        raise, a step that overflows the dtype (or computes 0/0, ``eps = 0``) stops at the first such
-        ufunc, at no cost on the good path -- no reduction over the new value. The gradients were checked
-        finite before anything was written, so no NaN/Inf enters the update quietly. Other array modules
-        (CuPy) have no such flags: one reduction over the new value. Either way the parameter and its
+    def _update_in_place(self, work) -> None:
+        """:meth:`_update` of every parameter of ``work`` (``[(group, p, label)]``, checked), in order, so that
+        an overflow cannot pass silently. NumPy reads the FPU's status flags after every ufunc anyway: with
+        ``errstate`` set to raise, a step that overflows the dtype (or computes 0/0, ``eps = 0``) stops at the
+        first such ufunc, at no cost on the good path -- no reduction over the new value. The gradients were
+        checked finite before anything was written, so no NaN/Inf enters the update quietly. Other array
+        modules (CuPy) have no such flags: one reduction over the new value. Either way the parameter and its
         state are already (partly) written when this raises, which the message says."""
-        xp = get_array_module(p.data)
-        try:
-            update()                    # step() set errstate to raise around the loop of updates
-        except FloatingPointError:
-            self._non_finite_update(p, label, hint, written=True)
-        if xp is not np:
-            self._check_update(p, label, hint, p.data, written=True)
+        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+            for group, p, label in work:
+                try:
+                    self._update(group, p)
+                except FloatingPointError:
+                    self._non_finite_update(p, label, self._hint(group), written=True)
+                if type(p.data) is not np.ndarray:
+                    self._check_update(p, label, self._hint(group), p.data, written=True)
 
     def _non_finite_update(self, p, label, hint, written=False):
         who = self._who

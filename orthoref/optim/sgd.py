@@ -59,8 +59,8 @@ class SGD(Optimizer):
     before anything is written (nothing has changed); an update that overflows the dtype from finite
     gradients (``lr`` far too large), ``NonFiniteError`` naming the parameter, raised *after* its in-place
     update: that parameter, its momentum buffer and the parameters before it in group order have been
-    updated (restore them from a ``state_dict``/checkpoint). The checks cost two reductions per parameter
-    (its ``.grad`` before, its new value after), no copy.
+    updated (restore them from a ``state_dict``/checkpoint). The checks cost one reduction per parameter
+    (its ``.grad``, before anything is written) and none after (NumPy's floating-point flags), no copy.
     """
 
     _NULLABLE_STATE = ("momentum_buffer",)
@@ -86,10 +86,7 @@ class SGD(Optimizer):
     def _state_keys(self, group, p):
         return ("momentum_buffer",)
 
-    def _update(self, group, p, label):
-        self._in_place_checked(lambda: self._sgd(group, p), p, label, ("lr", float(group["lr"])))
-
-    def _sgd(self, group, p):
+    def _update(self, group, p):
         """The in-place step of ``p`` (the formula in the class docstring)."""
         lr = float(group["lr"])
         mu = float(group["momentum"])
