@@ -67,9 +67,9 @@ def finite_sum_squares(xp, a):
     0.3.30). NumPy arrays that are not contiguous and other array modules: the element-wise test, and
     ``math.inf`` (an upper bound that says nothing) for a finite array.
     """
-    if xp is np and a.dtype.kind == "f" and (a.flags.c_contiguous or a.flags.f_contiguous):
+    if xp is np and a.dtype.kind == "f" and a.flags.forc:      # C- or Fortran-contiguous
         flat = a.ravel(order="K")                     # a view: no copy for either memory order
-        s = float(np.vdot(flat, flat))
+        s = float(np.vdot(flat, flat))                # not flat.dot(flat): that one warns on overflow
         if math.isfinite(s):
             return s
         return math.inf if bool(np.isfinite(a).all()) else None

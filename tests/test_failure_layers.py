@@ -651,9 +651,9 @@ def test_sequential_hands_on_upper_bounds_of_the_squared_norms(monkeypatch):
     seen = []
     real = L._below_overflow
 
-    def spy(xp, dy2, x2, dy_sq=None, x_sq=None):
+    def spy(xp, dy2, x2, dy_sq=None, x_sq=None, has_b=True):
         seen.append((dy2.copy(), x2.copy(), dy_sq, x_sq))
-        return real(xp, dy2, x2, dy_sq, x_sq)
+        return real(xp, dy2, x2, dy_sq, x_sq, has_b)
 
     monkeypatch.setattr(L, "_below_overflow", spy)
     rng = np.random.default_rng(0)
@@ -668,13 +668,14 @@ def test_sequential_hands_on_upper_bounds_of_the_squared_norms(monkeypatch):
             x = np.abs(x)
         y = model.forward(x)
         model.backward(rng.standard_normal(y.shape).astype(dt))
-        assert len(seen) == 2                        # the last layer's small dw is checked itself
+        assert len(seen) == 3
         for dy2, x2, dy_sq, x_sq in seen:
             for bound, a in ((dy_sq, dy2), (x_sq, x2)):
                 if bound is not None:
                     assert bound >= np.sum(a.astype(np.float64) ** 2) * (1 - 1e-5)
-        assert seen[0][2] is not None and seen[0][3] is not None     # the middle layer: both handed on
-        assert seen[1][2] is not None and seen[1][3] is None         # the first: dy handed on, x the user's
+        assert seen[0][2] is not None and seen[0][3] is not None     # the last: dy measured, x handed on
+        assert seen[1][2] is not None and seen[1][3] is not None     # the middle layer: both handed on
+        assert seen[2][2] is not None and seen[2][3] is None         # the first: dy handed on, x the user's
 
 
 def test_sequential_weight_gradient_overflow_is_caught_with_handed_bounds():

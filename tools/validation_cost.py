@@ -11,8 +11,10 @@ two are timed in alternating blocks A B B A A B ... under one thread limit, each
 between runs): both sides see the same CPU frequency, cache and neighbour load within a few hundred
 milliseconds. Where a model's arrays land in memory moves one instance's step time by up to 5 % (two
 instances of the *same* code differed by 5.5 % on an AMD EPYC), so each side is built ``--instances``
-times and the rounds take the instances in turn. Reported: the median and the minimum time per step of each side with their relative
-difference, and the median of the per-round ratios (each round's two blocks ran next to each other).
+times and the rounds take the instances in turn. Reported: the median and the minimum time per step of each
+side with their relative difference, the median of the per-round ratios (each round's two blocks ran next to
+each other), and the mean over instance pairs of the ratio of their minima (the least disturbed block of each
+instance: neighbour load only adds time, and each instance pair keeps its own memory placement).
 """
 from __future__ import annotations
 
@@ -97,6 +99,10 @@ def main(argv=None):
                           f"validation cost {(a / b - 1) * 100:+.2f} %")
                 paired = statistics.median(x / y for x, y in zip(times["after"], times["before"]))
                 print(f"{case:16s} median of the per-round ratios after/before: {(paired - 1) * 100:+.2f} %")
+                n = args.instances                  # round i timed instance i % n of each side
+                per_instance = [min(times["after"][i::n]) / min(times["before"][i::n]) for i in range(n)]
+                print(f"{case:16s} per-instance minima, mean of the {n} ratios after/before: "
+                      f"{(statistics.mean(per_instance) - 1) * 100:+.2f} %")
 
 
 if __name__ == "__main__":

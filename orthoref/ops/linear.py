@@ -89,26 +89,33 @@ def linear_backward_as(dy, cache, need_dx, who, name):
         dw = dy2.T @ x2
         db = dy2.sum(axis=0) if has_b else None
         dx = (dy @ w) if need_dx else None
-    if dw.size <= dy2.size + x2.size or not _below_overflow(xp, dy2, x2, dy_sq, x_sq):
-        check_grads(who, name, dy, dw, db)           # else |dw_ij|, |db_i| <= ‖dy‖_F ‖x‖_F (Cauchy–Schwarz)
+    to_read = (0 if _known(dy_sq) else dy2.size) + (0 if _known(x_sq) else x2.size)    # what the bound reads
+    if to_read >= dw.size + (rows if has_b else 0) or not _below_overflow(xp, dy2, x2, dy_sq, x_sq, has_b):
+        check_grads(who, name, dy, dw, db)
     if dx is not None:
         check_grads(who, name, dy, dx, note=True)
     return dx, dw, db
 
 
-def _below_overflow(xp, dy2, x2, dy_sq=None, x_sq=None):
-    """``‖dy‖_F · max(‖x‖_F, 1)`` is below the dtype's maximum: then ``dw = dyᵀx`` and ``db = Σ_n dy_n``
-    cannot overflow, and need no reduction of their own. ``dy_sq``, ``x_sq``: upper bounds on ``Σ dy²`` and
+def _known(sq):
+    return sq is not None and sq != math.inf
+
+
+def _below_overflow(xp, dy2, x2, dy_sq=None, x_sq=None, has_b=True):
+    """``dw = dyᵀx`` and ``db = Σ_n dy_n`` cannot overflow, and need no reduction of their own, when
+    ``‖dy‖_F · max(‖x‖_F, √N)`` (``N`` rows) is below a quarter of the dtype's maximum (Cauchy–Schwarz:
+    ``|dw_ij| <= ‖dy_{:i}‖ ‖x_{:j}‖``, ``|db_i| <= √N ‖dy_{:i}‖``, and so every partial sum of the GEMM and
+    of the sum; the quarter leaves room for rounding). ``dy_sq``, ``x_sq``: upper bounds on ``Σ dy²`` and
     ``Σ x²`` already known (measured by a finiteness check, or handed on by ``Sequential``); a missing or
     infinite one is measured (BLAS dots, activation-sized)."""
     big = _QUARTER_MAX.get(dy2.dtype)
     if big is None:                                 # complex step: check the gradients themselves
         return False
-    if dy_sq is None or dy_sq == math.inf:
+    if not _known(dy_sq):
         dy_sq = float(xp.vdot(dy2, dy2)) if dy2.size else 0.0     # BLAS dots: no FP warnings to silence
-    if x_sq is None or x_sq == math.inf:
+    if not _known(x_sq):
         x_sq = float(xp.vdot(x2, x2)) if x2.size else 0.0
-    return math.sqrt(dy_sq) * max(math.sqrt(x_sq), 1.0) < big
+    return math.sqrt(dy_sq) * max(math.sqrt(x_sq), math.sqrt(dy2.shape[0]) if has_b else 0.0) < big
 
 
 _QUARTER_MAX = {np.dtype(t): float(np.finfo(t).max) / 4 for t in (np.float32, np.float64)}
