@@ -508,7 +508,7 @@ def test_fixture_of_an_unknown_op_is_a_failure_not_a_skip(fixdir, capsys):
     _write_manifest(fixdir, _set("op", "no_such_op")(_manifest(fixdir)))
     reports = list(check_dir(fixdir))
     bad = [r for r in reports if not r.passed]
-    assert len(bad) == 1 and "'no_such_op' is not registered" in bad[0].note
+    assert len(bad) == 1 and "no registered op named 'no_such_op'" in bad[0].note
     assert len(reports) == len(_manifest(fixdir)["fixtures"])
     code, out, err = _cli_check(fixdir, capsys)
     assert code == 1 and "FAIL" in out and "no_such_op" in out and "Traceback" not in err

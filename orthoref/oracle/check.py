@@ -21,11 +21,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from .._checks import check_int
-from .fixtures import unknown_op
 from .registry import get
 from .recording import load_table, selected, table_runner
 from .reference import (CompareReport, cast_kwargs, check_patterns, error_budget, error_row, names, reference,
-                        specs_matching, tolerance)
+                        specs_matching, tolerance, unknown_op)
 
 __all__ = ["RUNNERS", "check", "format_rows", "summary"]
 

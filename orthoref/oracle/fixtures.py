@@ -54,7 +54,6 @@ into an empty directory.
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import hashlib
 import io
@@ -72,10 +71,10 @@ from .. import __version__
 from .._checks import check_bool, check_real
 from .._io import atomic_write, loads_strict, read_npz
 from .reference import (CompareReport, check_patterns, error_budget, error_row, names, reference,
-                        specs_matching, tolerance)
+                        specs_matching, tolerance, unknown_op)
 
 __all__ = ["SCHEMA", "export", "load_manifest", "load_fixture", "check_dir", "write_npz", "fixture",
-           "fixture_samples", "write_fixture", "write_manifest", "check_dtypes", "unknown_op"]
+           "fixture_samples", "write_fixture", "write_manifest", "check_dtypes"]
 
 SCHEMA = 1
 _DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -175,13 +174,6 @@ def check_dtypes(who, dtypes) -> tuple:
     if bad or not dtypes:
         raise ValueError(f"{who}: dtypes must be among {sorted(_DTYPES)}, got {list(dtypes)}")
     return tuple(dtypes)
-
-
-def unknown_op(name) -> str:
-    """The message for an op name the registry does not know, with the close registered names."""
-    close = difflib.get_close_matches(name, names(), n=5, cutoff=0.5)
-    hint = f"; close names: {', '.join(close)}" if close else ""
-    return f"op {name!r} is not registered in this orthoref{hint} (orthoref.oracle.names() lists them)"
 
 
 def write_fixture(directory, arrays, entry) -> dict:

@@ -27,8 +27,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .fixtures import check_dtypes, fixture, fixture_samples, unknown_op, write_fixture, write_manifest
-from .reference import cast_kwargs, check_patterns, names, to_host
+from .fixtures import check_dtypes, fixture, fixture_samples, write_fixture, write_manifest
+from .reference import cast_kwargs, check_patterns, names, to_host, unknown_op
 from .registry import get
 
 __all__ = ["FRAMEWORKS", "load_table", "check_table", "table_runner", "selected", "record"]

@@ -149,10 +149,16 @@ def lookup_spec(name, who="reference"):
     try:
         return get(name)
     except KeyError:
-        close = difflib.get_close_matches(name, names(), n=5, cutoff=0.5)
-        hint = f"; close names: {', '.join(close)}" if close else ""
-        raise ValueError(f"{who}: no registered op named {name!r} (argument name){hint}; "
-                         f"orthoref.oracle.names() lists the {len(names())} registered ops") from None
+        raise ValueError(f"{who}: {unknown_op(name, 'argument name')}") from None
+
+
+def unknown_op(name, where=None) -> str:
+    """The one wording for an op name the registry does not know, with the close registered names
+    (``where``: what held the name, e.g. ``"argument name"``, shown in parentheses)."""
+    close = difflib.get_close_matches(name, names(), n=5, cutoff=0.5)
+    hint = f"; close names: {', '.join(close)}" if close else ""
+    where = f" ({where})" if where else ""
+    return f"no registered op named {name!r}{where}{hint}; orthoref.oracle.names() lists the {len(names())} registered ops"
 
 
 def _apply(who, spec, args, kwargs):
