@@ -21,7 +21,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ASV_DIR = ROOT / "asv_benchmarks"
-RUN = "TrainStep.time_mlp_step|TrainStep.peakmem_mlp_step|NewtonSchulzCoefficients|bench_init\.Init\.time_init"
+RUN = r"TrainStep.time_mlp_step|TrainStep.peakmem_mlp_step|NewtonSchulzCoefficients|bench_init\.Init\.time_init"
 
 
 def _checker():

@@ -558,3 +558,106 @@ def test_ogd_flat_grad_checks_shapes():
     params[0].grad = np.ones((1, 1))
     with pytest.raises(ValueError, match=r"OGD: params\[0\]\.grad must have shape \(6, 4\)"):
         opt.flat_grad()
+
+
+# --------------------------------------------------------------------------------------------------------
+# step() need not re-read a gradient one of orthoref's layers proved finite -- unless it may have changed
+
+def _layer_grads(kind, dtype=np.float64, seed=0):
+    """A layer after one forward/backward: its parameters hold gradients its backward proved finite."""
+    from orthoref import nn
+    rng = np.random.default_rng(seed)
+    if kind == "Linear":
+        layer, x = nn.Linear(5, 3, rng=rng, dtype=dtype), rng.standard_normal((4, 5)).astype(dtype)
+    else:
+        layer, x = nn.Conv2d(2, 3, 3, padding=1, rng=rng, dtype=dtype), rng.standard_normal((2, 2, 5, 5)).astype(dtype)
+    y = layer.forward(x)
+    layer.backward(np.ones_like(y))
+    return layer
+
+
+def _count_reads(monkeypatch):
+    """How often ``step()`` reads a gradient's finiteness (``all_finite`` in the optimizer module)."""
+    import orthoref.optim.optimizer as O
+    calls = []
+    real = O.all_finite
+    monkeypatch.setattr(O, "all_finite", lambda xp, a: calls.append(a) or real(xp, a))
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["Linear", "Conv2d"])
+def test_a_gradient_from_a_layer_is_not_read_again_but_one_touched_since_is(kind, monkeypatch):
+    calls = _count_reads(monkeypatch)
+    layer = _layer_grads(kind)
+    opt = optim.Adam(layer.parameters(), lr=1e-2)
+    opt.step()
+    assert calls == []                              # proved finite by the layer's backward, untouched since
+    layer2 = _layer_grads(kind, seed=1)             # the same again, then one .grad is read by the user:
+    opt = optim.Adam(layer2.parameters(), lr=1e-2)
+    layer2.weight.grad                              # reading .grad may change it: the step reads it
+    opt.step()
+    assert len(calls) == 1 and calls[0] is layer2.weight._grad
+
+
+MUTATIONS = [
+    ("in place through .grad", lambda p: p.grad.__setitem__((0,) * p.grad.ndim, np.nan)),
+    ("assigned", lambda p: setattr(p, "grad", np.full(p.shape, np.nan))),
+    ("through a shallow copy", lambda p: copy.copy(p).grad.__setitem__((0,) * p.data.ndim, np.inf)),
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("kind", ["Linear", "Conv2d"])
+@pytest.mark.parametrize("how,mutate", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_a_layer_gradient_changed_to_nan_after_backward_is_caught(name, kind, how, mutate):
+    layer = _layer_grads(kind)
+    params = layer.parameters()
+    if name in ("RiemannianSGD", "RiemannianAdam", "CayleySGD", "CayleyAdam"):
+        params = [params[1]]                        # a bias vector: a (n, 1) point of the sphere is not needed
+    opt = getattr(optim, name)(params, **CTORS[name])
+    before = [p.data.copy() for p in params]
+    mutate(params[-1])
+    with pytest.raises(NonFiniteError, match=r"\.grad must be finite"):
+        opt.step()
+    for a, p in zip(before, params):
+        np.testing.assert_array_equal(a, p.data)
+
+
+@pytest.mark.parametrize("kind", ["Linear", "Conv2d"])
+def test_a_reference_kept_across_a_second_backward_is_still_read(kind):
+    layer = _layer_grads(kind)
+    kept = layer.weight.grad                        # the user keeps the array ...
+    x = layer._cache[0] if kind == "Linear" else layer._cache.x
+    layer.backward(np.ones_like(layer.forward(x)))  # ... the next backward adds into it ...
+    kept[...] = np.nan                              # ... and changes it later
+    opt = optim.SGD(layer.parameters(), lr=0.1)
+    before = layer.weight.data.copy()
+    with pytest.raises(NonFiniteError, match=r"params\[0\]\.grad must be finite"):
+        opt.step()
+    np.testing.assert_array_equal(before, layer.weight.data)
+
+
+def test_two_backward_passes_whose_sum_overflows_are_caught_and_change_nothing():
+    from orthoref import nn
+    layer = nn.Linear(2, 1, rng=0, dtype=np.float32)
+    layer.weight.data[...] = 1.0
+    x = np.full((1, 2), 1.5e19, np.float32)          # dw = dy x: 2.25e38 each pass, finite; their sum is not
+    for _ in range(2):
+        y = layer.forward(x)
+        layer.backward(np.full_like(y, 1.5e19))
+    opt = optim.SGD(layer.parameters(), lr=1e-3)
+    before = layer.weight.data.copy()
+    with pytest.raises(NonFiniteError, match=r"params\[0\]\.grad must be finite"):
+        opt.step()
+    np.testing.assert_array_equal(before, layer.weight.data)
+
+
+def test_accumulated_finite_layer_gradients_stay_unread(monkeypatch):
+    calls = _count_reads(monkeypatch)
+    from orthoref import nn
+    layer = nn.Linear(5, 3, rng=0, dtype=np.float64)
+    x = np.random.default_rng(1).standard_normal((4, 5))
+    for _ in range(3):                              # gradient accumulation over micro-batches
+        layer.backward(np.ones_like(layer.forward(x)))
+    optim.SGD(layer.parameters(), lr=0.1).step()
+    assert calls == []

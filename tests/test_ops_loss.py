@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from orthoref import nn
+from orthoref._checks import NonFiniteError
 from orthoref.ops.loss import cross_entropy, mse
 
 
@@ -45,6 +46,20 @@ def test_cross_entropy_extreme_logits(dt):
     # each row of the gradient is (softmax - onehot) / N: sums to zero, -1/N + p at the label
     np.testing.assert_allclose(grad.sum(axis=1), 0.0, atol=10 * np.finfo(dt).eps)
     np.testing.assert_allclose(grad[2], [0.0625, 0.0625, 0.0625 - 0.25, 0.0625], rtol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_cross_entropy_a_sum_of_finite_losses_that_overflows_is_an_error(reduction):
+    # each loss is 3.3e38, finite in float32; 128 of them sum to Inf (it was returned, with NumPy's warning)
+    logits = np.tile(np.array([[1.7e38, -1.6e38]], np.float32), (128, 1))
+    labels = np.ones(128, np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(NonFiniteError, match=r"cross_entropy: the loss overflows float32"):
+            cross_entropy(logits, labels, reduction=reduction)
+        losses, grad = cross_entropy(logits, labels, reduction="none")     # each one is finite
+    assert np.all(np.isfinite(losses)) and np.all(np.isfinite(grad))
+    np.testing.assert_allclose(losses.astype(np.float64), 1.7e38 + 1.6e38, rtol=1e-6)
 
 
 def test_cross_entropy_reductions_and_gradient_against_longdouble():

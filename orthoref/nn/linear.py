@@ -110,9 +110,9 @@ class Linear(Module):
         """Gradient w.r.t. the input (None unless ``input_grad``); accumulates ``weight.grad``/``bias.grad``.
         ``grad_out``: exactly the last output's shape and dtype, finite; nothing accumulates on error."""
         dx, dw, db = linear_backward_as(grad_out, self._cached(), input_grad, self._who(), "grad_out")
-        self.weight.accumulate(dw)
+        self.weight._accumulate_verified(dw)
         if self.bias is not None:
-            self.bias.accumulate(db)
+            self.bias._accumulate_verified(db)
         return dx
 
     def extra_repr(self):

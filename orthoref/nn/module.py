@@ -36,7 +36,7 @@ class Parameter:
     ``data`` must be a float32 or float64 array (``TypeError`` otherwise: a bool, int, complex, object
     array or a list cannot be trained), ``name`` None or a str."""
 
-    __slots__ = ("data", "grad", "name")
+    __slots__ = ("data", "_grad", "_grad_finite", "name")
 
     def __init__(self, data, name: str | None = None):
         check_float("Parameter", "data", data)
@@ -46,6 +46,25 @@ class Parameter:
         self.data = data
         self.grad = None
         self.name = name
+
+    # Design note (what the optimizer need not read again). An optimizer's step() reads every .grad to
+    # prove it finite before writing anything (the failure model); in a train step that pass over every
+    # gradient costs more than all other checks together. A gradient that one of orthoref's own layers put
+    # here (:meth:`_accumulate_verified`: a fresh array its backward proved finite) that nobody has touched
+    # since is still finite, so ``_grad_finite`` says so and the step skips the read. "Nobody has touched":
+    # the array never left this object -- reading ``.grad`` (the only way to reach it, and to change it in
+    # place) or assigning it clears the mark, as does a shallow copy sharing it.
+
+    @property
+    def grad(self):
+        """``None`` or the accumulated gradient, an array like ``.data``."""
+        self._grad_finite = False                 # the caller may change it in place: read it at step()
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad_finite = False
+        self._grad = value
 
     @property
     def shape(self):
@@ -58,12 +77,38 @@ class Parameter:
     def accumulate(self, g) -> None:
         """``grad += g`` (``grad = g`` on the first call; ``g`` must be a fresh array the caller gives up).
         A ``.grad`` set by hand to another shape or dtype is a ``ValueError``/``TypeError``, not broadcast."""
-        if self.grad is None:
+        if self._grad is None:
             self.grad = g
         else:
             check_grad_meta(f"Parameter{'' if self.name is None else ' ' + repr(self.name)}.accumulate",
-                            ".grad", self.grad, g.shape, g.dtype)
+                            ".grad", self._grad, g.shape, g.dtype)
             self.grad += g
+
+    def _accumulate_verified(self, g) -> None:
+        """:meth:`accumulate` for orthoref's own layers: ``g`` is a fresh array their backward proved finite
+        (it raises otherwise), so ``.grad`` stays marked finite (see the design note above) -- unless adding
+        ``g`` to a ``.grad`` so marked overflows, which NumPy's floating-point flags report at no cost."""
+        grad = self._grad
+        if grad is None:
+            self._grad, self._grad_finite = g, type(g) is np.ndarray
+            return
+        if not (self._grad_finite and type(g) is np.ndarray):
+            self.accumulate(g)                    # clears the mark
+            return
+        check_grad_meta(f"Parameter{'' if self.name is None else ' ' + repr(self.name)}.accumulate",
+                        ".grad", grad, g.shape, g.dtype)
+        try:
+            with np.errstate(over="raise"):       # finite + finite: finite, or an overflow flagged
+                grad += g
+        except FloatingPointError:
+            self._grad_finite = False             # holds Inf now: step() reads it and says so
+
+    def __copy__(self):
+        """A shallow copy shares ``.grad``: neither may keep it marked finite."""
+        new = Parameter.__new__(type(self))
+        new.data, new._grad, new.name = self.data, self._grad, self.name
+        self._grad_finite = new._grad_finite = False
+        return new
 
     def __repr__(self):
         return f"Parameter(shape={tuple(self.shape)}, dtype={self.dtype})"

@@ -155,7 +155,7 @@ def check_output(who, y, *named, what="the output", note=False):
     depends on every element of each; a non-finite ``y`` from finite inputs raises ``NonFiniteError`` (an
     overflow). Returns ``y``. ``note``: the caller returns ``y`` unchanged, and its measured ``Σ y²`` is
     noted for the next layer (:func:`note_sq`)."""
-    xp = get_array_module(y)
+    xp = np if type(y) is np.ndarray else get_array_module(y)
     if y.size:
         sq = finite_sum_squares(xp, y)
         if sq is not None:

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .._checks import check_floats, check_ndim
+from .._checks import FLOAT_DTYPES, check_floats, check_ndim
 from ..backend import get_array_module
 from ._contract import (check_grad_meta, check_grads, check_output, check_same_dtype, finite_handoff_sq,
                         handoff_sq)
@@ -50,6 +50,10 @@ def linear_forward_as(x, w, b, who):
 
 
 def _check_linear(x, w, b, who="linear"):
+    if (type(x) is np.ndarray and type(w) is np.ndarray and x.dtype is w.dtype and x.dtype in FLOAT_DTYPES
+            and w.ndim == 2 and x.ndim >= 1 and x.shape[-1] == w.shape[1]
+            and (b is None or (type(b) is np.ndarray and b.dtype is w.dtype and b.shape == w.shape[:1]))):
+        return                                      # the common case, without a call
     check_floats(who, ("x", x), ("w (weight)", w), ("b (bias)", b), finite=False)
     check_same_dtype(who, ("x", x), ("w (weight)", w), ("b (bias)", b))
     check_ndim(who, "w (weight)", w, (2,))

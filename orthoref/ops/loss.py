@@ -8,9 +8,11 @@ the prediction's shape and dtype. Both are exported as ``orthoref.nn.cross_entro
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .._checks import check_choice, check_finite, check_float, check_result
+from .._checks import NonFiniteError, check_choice, check_finite, check_float, check_result, finite_sum_squares
 from ..backend import get_array_module
 
 __all__ = ["cross_entropy", "mse", "REDUCTIONS"]
@@ -45,7 +47,6 @@ def _check_cross_entropy(logits, labels):
         lo, hi = int(labels.min()), int(labels.max())
         raise ValueError(f"cross_entropy: labels must lie in [0, {C - 1}] (C = {C} classes), "
                          f"got values in [{lo}, {hi}]")
-    check_finite("cross_entropy", "logits", logits)
 
 
 def cross_entropy(logits, labels, reduction="mean"):
@@ -85,24 +86,33 @@ def cross_entropy(logits, labels, reduction="mean"):
     xp = get_array_module(logits)
     N = logits.shape[0]
     rows = xp.arange(N)
-    with np.errstate(over="ignore"):          # max - min beyond the dtype's range: the ValueError below
+    with np.errstate(over="ignore", invalid="ignore"):    # Inf - Inf, max - min beyond the dtype: below
         z = logits - logits.max(axis=1, keepdims=True)
+    if finite_sum_squares(xp, z) is None:     # z is finite exactly when the logits are and nothing overflows
+        check_finite("cross_entropy", "logits", logits)
+        check_result("cross_entropy", z, "logits - max(logits)", _HINT)
     picked = z[rows, labels]
-    e = xp.exp(z, out=z)
+    e = xp.exp(z, out=z)                      # z <= 0 and max z = 0: 1 <= Σ e <= C, every ℓ_n finite
     s = e.sum(axis=1, keepdims=True)
     losses = xp.log(s[:, 0])
     losses -= picked
-    check_result("cross_entropy", losses, "the loss", _HINT)       # (N,): one short reduction
+    if reduction == "none":
+        e /= s
+        e[rows, labels] -= 1
+        return losses, e
+    with np.errstate(over="ignore"):
+        total = losses.sum()                  # N losses near the dtype's maximum: Inf, the ValueError below
+    if not math.isfinite(abs(total)):          # abs: complex in the complex-step check
+        raise NonFiniteError(f"cross_entropy: the loss overflows {np.dtype(total.dtype).name} (NaN or Inf); "
+                             f"{_HINT}")
     if reduction == "mean":
         s *= N
-        e /= s                                    # softmax / N
+        e /= s                                # softmax / N
         e[rows, labels] -= 1 / N
-        return xp.asarray(losses.sum() / N), e    # sum / N, as PyTorch's mean reduction
+        return xp.asarray(total / N), e       # sum / N, as PyTorch's mean reduction
     e /= s
     e[rows, labels] -= 1
-    if reduction == "sum":
-        return xp.asarray(losses.sum()), e
-    return losses, e
+    return xp.asarray(total), e
 
 
 def mse(pred, target, reduction="mean"):

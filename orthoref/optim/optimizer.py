@@ -242,18 +242,21 @@ class Optimizer:
         """``[(group, p, (gi, i))]`` of the parameters with a gradient, after checking every one of them
         (data, writeability, ``.grad``); raises before anything is written. The common case (NumPy arrays
         of one float dtype and shape, writeable) costs a few attribute reads per parameter and, with
-        ``finite``, one reduction per gradient; the messages are formatted on the error path only."""
+        ``finite``, one reduction per gradient not already known finite (``Parameter._grad_finite``: put
+        there by orthoref's own layer and not touched since); the messages are formatted on the error
+        path only."""
         work = []
         for gi, group in enumerate(self.param_groups):
             for i, p in enumerate(group["params"]):
-                g = p.grad
+                g = p._grad                       # not .grad: that would clear _grad_finite
                 if g is None:
                     continue
                 d = p.data
                 if not (type(d) is np.ndarray and type(g) is np.ndarray and d.dtype in _FLOATS
                         and g.dtype is d.dtype and g.shape == d.shape and d.flags.writeable):
                     self._check_param(gi, i, p)
-                if finite and not all_finite(np if type(g) is np.ndarray else get_array_module(g), g):
+                if (finite and not p._grad_finite
+                        and not all_finite(np if type(g) is np.ndarray else get_array_module(g), g)):
                     check_finite(self._who, f"{self._label(gi, i, p)}.grad", g)      # names it
                 work.append((group, p, (gi, i)))
         return work
