@@ -790,9 +790,9 @@ def _check_grads(model, loss, epoch, step):
     if not math.isfinite(loss):
         raise DivergenceError(f"loss is {loss} at epoch {epoch}, step {step}")
     for name, p in model.named_parameters():
-        if p.grad is not None:
-            if not _all_finite(p.grad):
-                raise DivergenceError(f"gradient of {name!r} has NaN/Inf at epoch {epoch}, step {step}")
+        g = p._grad                         # not .grad, which would clear the mark the step() reads
+        if g is not None and not p._grad_finite and not _all_finite(g):     # marked: proved finite
+            raise DivergenceError(f"gradient of {name!r} has NaN/Inf at epoch {epoch}, step {step}")
 
 
 def _check_params(model, epoch):

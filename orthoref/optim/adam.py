@@ -109,15 +109,14 @@ class Adam(Optimizer):
     def _hint(self, group):
         return ("lr", float(group["lr"]), ", or eps=0 divides 0 by 0" if float(group["eps"]) == 0 else "")
 
-    def _update(self, group, p):
+    def _hyper(self, group):
+        beta1, beta2 = group["betas"]
+        return (float(group["lr"]), float(beta1), float(beta2), float(group["eps"]), float(group["weight_decay"]),
+                bool(group["amsgrad"]), bool(group["decoupled_weight_decay"]), -1.0 if group["maximize"] else 1.0)
+
+    def _update(self, hyper, p):
         """The in-place step of ``p`` (the formula in the class docstring)."""
-        lr = float(group["lr"])
-        beta1, beta2 = (float(b) for b in group["betas"])
-        eps = float(group["eps"])
-        wd = float(group["weight_decay"])
-        amsgrad = bool(group["amsgrad"])
-        decoupled = bool(group["decoupled_weight_decay"])
-        sign = -1.0 if group["maximize"] else 1.0
+        lr, beta1, beta2, eps, wd, amsgrad, decoupled, sign = hyper
         g = p.grad
         w = p.data
         xp = get_array_module(w)

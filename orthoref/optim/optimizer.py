@@ -280,11 +280,16 @@ class Optimizer:
         parameter has been staged."""
         raise NotImplementedError
 
-    def _update(self, group: dict, p) -> None:
+    def _update(self, hyper, p) -> None:
         """The step of one parameter, in place (SGD, Adam: no staging of the parameter, so that the step
-        costs its own passes and no reduction); run by :meth:`_update_in_place`, which reports an overflow
-        *after* the parameter (and the ones before it) has been written, as the optimizer's docstring says."""
+        costs its own passes and no reduction), with ``hyper`` = :meth:`_hyper` of its group; run by
+        :meth:`_update_in_place`, which reports an overflow *after* the parameter (and the ones before it)
+        has been written, as the optimizer's docstring says."""
         raise NotImplementedError
+
+    def _hyper(self, group: dict):
+        """What :meth:`_update` reads of ``group`` (Python floats and bools), read once per group and step."""
+        return group
 
     def _hint(self, group: dict):
         """What an overflow message of :meth:`_update_in_place` suggests lowering: ``(name, value[, suffix])``."""
@@ -316,10 +321,14 @@ class Optimizer:
         checked finite before anything was written, so no NaN/Inf enters the update quietly. Other array
         modules (CuPy) have no such flags: one reduction over the new value. Either way the parameter and its
         state are already (partly) written when this raises, which the message says."""
+        hypers = {}
         with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
             for group, p, label in work:
+                hyper = hypers.get(id(group))
+                if hyper is None:
+                    hyper = hypers[id(group)] = self._hyper(group)
                 try:
-                    self._update(group, p)
+                    self._update(hyper, p)
                 except FloatingPointError:
                     self._non_finite_update(p, label, self._hint(group), written=True)
                 if type(p.data) is not np.ndarray:

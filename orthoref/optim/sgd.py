@@ -86,14 +86,13 @@ class SGD(Optimizer):
     def _state_keys(self, group, p):
         return ("momentum_buffer",)
 
-    def _update(self, group, p):
+    def _hyper(self, group):
+        return (float(group["lr"]), float(group["momentum"]), float(group["dampening"]),
+                float(group["weight_decay"]), bool(group["nesterov"]), -1.0 if group["maximize"] else 1.0)
+
+    def _update(self, hyper, p):
         """The in-place step of ``p`` (the formula in the class docstring)."""
-        lr = float(group["lr"])
-        mu = float(group["momentum"])
-        damp = float(group["dampening"])
-        wd = float(group["weight_decay"])
-        nesterov = bool(group["nesterov"])
-        sign = -1.0 if group["maximize"] else 1.0
+        lr, mu, damp, wd, nesterov, sign = hyper
         g = p.grad
         xp = get_array_module(p.data)
         w = p.data
