@@ -592,3 +592,15 @@ def test_gram_schmidt_table_arguments():
     _raises(TypeError, "gram_schmidt_table", "n", O.gram_schmidt_table, 2.5, 2)
     _raises(ValueError, "gram_schmidt_table", "rng", O.gram_schmidt_table, 20, 5, rng=-1)
     assert len(O.gram_schmidt_table(20, 5, kappas=(10.0,))) == 1
+
+
+@pytest.mark.parametrize("name,shape", [("polar_vjp", (6, 4)), ("polar_vjp", (4, 6)), ("qr_orthogonalize_vjp", (6, 4)),
+                                        ("qr_orthogonalize_vjp", (4, 6)), ("gram_schmidt_vjp", (6, 4))])
+def test_a_grad_out_near_the_float_maximum_is_a_clean_error_without_numpy_warnings(name, shape):
+    import warnings
+    A = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    g = np.full(shape, np.finfo(np.float32).max / 2, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                # a NumPy RuntimeWarning is NumPy's wording leaking
+        with pytest.raises(NonFiniteError, match=f"{name}: the gradient overflows float32"):
+            getattr(O, name)(A, g)

@@ -294,9 +294,10 @@ def qr_orthogonalize_vjp(A, grad_out):
     xp = _validate(who, A)
     _validate_grad(who, A, grad_out)
     A, e = rescaled(xp, A)
-    if A.shape[-2] < A.shape[-1]:
-        return unscale_grad(who, xp, mT(_qr_vjp_tall(who, xp, mT(A), mT(grad_out))), e)
-    return unscale_grad(who, xp, _qr_vjp_tall(who, xp, A, grad_out), e)
+    with np.errstate(over="ignore", invalid="ignore"):     # a grad_out near the float maximum: unscale_grad
+        if A.shape[-2] < A.shape[-1]:
+            return unscale_grad(who, xp, mT(_qr_vjp_tall(who, xp, mT(A), mT(grad_out))), e)
+        return unscale_grad(who, xp, _qr_vjp_tall(who, xp, A, grad_out), e)
 
 
 def _qr_vjp_tall(who, xp, A, G):
@@ -417,7 +418,8 @@ def gram_schmidt_vjp(A, grad_out, method="mgs"):
         raise ValueError(f"{who}: A must be tall (n >= k), got shape {tuple(A.shape)}")
     _validate_grad(who, A, grad_out)
     A, e = rescaled(xp, A)
-    return unscale_grad(who, xp, _qr_vjp_tall(who, xp, A, grad_out), e)
+    with np.errstate(over="ignore", invalid="ignore"):     # a grad_out near the float maximum: unscale_grad
+        return unscale_grad(who, xp, _qr_vjp_tall(who, xp, A, grad_out), e)
 
 
 def gram_schmidt_table(n=200, k=50, kappas=(1e2, 1e4, 1e6, 1e8, 1e10, 1e12), rng=0):
@@ -533,9 +535,10 @@ def polar_vjp(A, grad_out):
     xp = _validate(who, A)
     _validate_grad(who, A, grad_out)
     A, e = rescaled(xp, A)
-    if A.shape[-2] < A.shape[-1]:
-        return unscale_grad(who, xp, mT(_polar_vjp_tall(who, xp, mT(A), mT(grad_out))), e)
-    return unscale_grad(who, xp, _polar_vjp_tall(who, xp, A, grad_out), e)
+    with np.errstate(over="ignore", invalid="ignore"):     # a grad_out near the float maximum: unscale_grad
+        if A.shape[-2] < A.shape[-1]:
+            return unscale_grad(who, xp, mT(_polar_vjp_tall(who, xp, mT(A), mT(grad_out))), e)
+        return unscale_grad(who, xp, _polar_vjp_tall(who, xp, A, grad_out), e)
 
 
 def _polar_vjp_tall(who, xp, A, G):
