@@ -80,9 +80,11 @@ class Parameter:
         if self._grad is None:
             self.grad = g
         else:
-            check_grad_meta(f"Parameter{'' if self.name is None else ' ' + repr(self.name)}.accumulate",
-                            ".grad", self._grad, g.shape, g.dtype)
+            check_grad_meta(self._accumulate_who(), ".grad", self._grad, g.shape, g.dtype)
             self.grad += g
+
+    def _accumulate_who(self):
+        return f"Parameter{'' if self.name is None else ' ' + repr(self.name)}.accumulate"
 
     def _accumulate_verified(self, g) -> None:
         """:meth:`accumulate` for orthoref's own layers: ``g`` is a fresh array their backward proved finite
@@ -95,8 +97,7 @@ class Parameter:
         if not (self._grad_finite and type(g) is np.ndarray):
             self.accumulate(g)                    # clears the mark
             return
-        check_grad_meta(f"Parameter{'' if self.name is None else ' ' + repr(self.name)}.accumulate",
-                        ".grad", grad, g.shape, g.dtype)
+        check_grad_meta(self._accumulate_who(), ".grad", grad, g.shape, g.dtype)
         try:
             with np.errstate(over="raise"):       # finite + finite: finite, or an overflow flagged
                 grad += g
