@@ -66,6 +66,34 @@ def _layer_samples(rng, dtype):
     return [Sample((x, w_ih, w_hh, b_ih, b_hh), label="T4 N3 I2 H3")]
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Stress samples (OpSpec.stress): a batch of one, a long sequence through an orthogonal recurrent weight (the
+# gradient travels back 50 steps), a hidden size of one.
+
+def _orthogonal(rng, n):
+    Q, R = np.linalg.qr(rng.standard_normal((n, n)))
+    return Q * np.sign(np.diag(R))
+
+
+def _stress_arrays(rng, dtype):
+    """``(arrays, label)`` in the op's order ``x, h0, w_ih, w_hh, b_ih, b_hh``."""
+    out = [(draw(rng, np.float64, T=4, N=1, I=3, H=3), "stress: batch of one")]
+    arrays = draw(rng, np.float64, T=50, N=2, I=2, H=4)
+    arrays[3] = _orthogonal(rng, 4)
+    out.append((arrays, "stress: 50 steps, orthogonal w_hh"))
+    out.append((draw(rng, np.float64, T=6, N=2, I=3, H=1), "stress: hidden size 1"))
+    return [([a.astype(dtype) for a in arrays], label) for arrays, label in out]
+
+
+def _stress_tanh(rng, dtype):
+    return [Sample(tuple(arrays), {"nonlinearity": "tanh"}, label) for arrays, label in _stress_arrays(rng, dtype)]
+
+
+def _layer_stress(rng, dtype):
+    return [Sample((x, w_ih, w_hh, b_ih, b_hh), label=label)
+            for (x, _, w_ih, w_hh, b_ih, b_hh), label in _stress_arrays(rng, dtype)]
+
+
 def _build_rnn(w_ih, w_hh, b_ih, b_hh, **kw):
     check_ndim("nn.RNN", "weight_ih_l0", w_ih, (2,))
     layer = RNN(w_ih.shape[1], w_ih.shape[0], dtype=w_ih.dtype, rng=0, **kw)
@@ -76,12 +104,13 @@ def _build_rnn(w_ih, w_hh, b_ih, b_hh, **kw):
 
 OPS = [
     OpSpec("rnn", from_pair(rnn_forward, _rnn_vjp, n_out=2), _samples_tanh, torch=torch_rnn,
-           doc="Elman RNN, tanh: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)", complex_step=True),
+           stress=_stress_tanh, complex_step=True,
+           doc="Elman RNN, tanh: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)"),
     OpSpec("rnn_relu", from_pair(rnn_forward, _rnn_vjp, n_out=2), _samples_relu, torch=torch_rnn,
            doc="Elman RNN, relu: h_t = relu(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)", complex_step=True),
 ]
 
 LAYERS = [
-    OpSpec("nn.RNN", from_layer(_build_rnn), _layer_samples, torch=torch_nn_rnn, kind="layer",
+    OpSpec("nn.RNN", from_layer(_build_rnn), _layer_samples, torch=torch_nn_rnn, kind="layer", stress=_layer_stress,
            doc="Elman RNN layer (tanh), output of every step"),
 ]
