@@ -481,7 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "orthogonalization), compression (accuracy against kept rank), rnn (the "
                                    "adding problem). Writes NAME_*.png into --out and NAME.md into --md-dir.")
     s.add_argument("name", choices=STUDIES + ("all",))
-    s.add_argument("--out", required=True, help="directory for the PNG figures (created if needed)")
+    s.add_argument("--out", default=os.path.join("runs", "studies"),
+                   help="directory for the PNG figures, created if needed (default: runs/studies, beside the "
+                        "training runs; the README's figures are regenerated on purpose with --out docs/figures "
+                        "--md-dir docs/studies)")
     s.add_argument("--md-dir", default=None,
                    help="directory for the markdown summaries NAME.md (default: --out); image links are "
                         "relative to it")

@@ -142,3 +142,12 @@ def test_reg_targets_follow_the_penalty_table():
     mlp = build_model(TrainConfig(hidden=(8, 8)).validate(), (64,), 10)
     assert [n for n, _ in studies._reg_targets(mlp, "som:1e-5")] == ["0.weight", "2.weight"]
     assert studies._reg_targets(mlp, "ocnn:1e-1") == []
+
+
+def test_cli_study_writes_outside_the_committed_docs_by_default(tmp_path, monkeypatch):
+    from orthoref.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "depth", "--quick"]) == 0
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert written and all(p.startswith("runs/studies/") for p in written), written
+    assert "runs/studies/depth.md" in written
