@@ -311,10 +311,13 @@ def _lr_help():
 
 
 def _reg_help():
-    """``so, dso, ..., kernel_slice (CNN), som (on layer outputs)`` from ``train.REGULARIZERS``."""
-    from .train import REGULARIZERS
+    """``so [gram], dso, ..., kernel_slice (CNN), som (on layer outputs) [lam1, ...]`` from
+    ``train.REGULARIZERS`` and the keys of :func:`orthoref.train.reg_options`."""
+    from .train import REGULARIZERS, reg_options
     note = {"weights": "", "conv": " (CNN)", "outputs": " (on layer outputs)"}
-    return ", ".join(f"{short}{note[target]}" for short, (_, target) in REGULARIZERS.items())
+    keys = {short: reg_options(short) for short in REGULARIZERS}
+    return ", ".join(f"{short}{note[target]}" + (f" [{', '.join(keys[short])}]" if keys[short] else "")
+                     for short, (_, target) in REGULARIZERS.items())
 
 
 def _subparser(sub, name, help, **kw):
@@ -358,10 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", choices=DTYPE_NAMES, help="precision (default float32)")
     t.add_argument("--backend", choices=BACKENDS, help="array backend (default numpy)")
     t.add_argument("--data", help="'digits' (bundled, default) or 'idx:DIR' with the four MNIST-format files")
-    t.add_argument("--reg", action="append", metavar="NAME:WEIGHT",
-                   help=f"orthogonality regularizer on every Linear/Conv weight, repeatable: {_reg_help()}; "
-                        f"e.g. --reg so:1e-3 --reg srip:1e-2 (a NAME without :WEIGHT means weight 1.0, usually "
-                        f"far too strong)")
+    t.add_argument("--reg", action="append", metavar="NAME:WEIGHT[,KEY=VALUE...]",
+                   help=f"orthogonality regularizer on every Linear/Conv weight, repeatable: {_reg_help()} "
+                        f"(the [keys] are the function's keyword arguments); e.g. --reg so:1e-3 --reg "
+                        f"srip:1e-2,method=exact --reg so:1e-2,gram=cols (a NAME without :WEIGHT means weight "
+                        f"1.0, usually far too strong)")
     t.add_argument("--reg-skip", metavar="NAMES",
                    help="comma-separated weights the regularizers leave alone: first, last, or names like "
                         "0.weight")

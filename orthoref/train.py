@@ -70,8 +70,15 @@ REGULARIZERS = {short: (name, target) for name, (_, short, target) in PENALTIES.
 
 
 def parse_reg(spec):
-    """``"so:1e-4"`` -> ``("so", 1e-4)``; raises ValueError naming the problem."""
-    name, sep, weight = str(spec).partition(":")
+    """``"so:1e-4"`` -> ``("so", 1e-4, {})``; ``"so:1e-2,gram=cols"`` -> ``("so", 1e-2, {"gram": "cols"})``.
+
+    ``NAME[:WEIGHT][,KEY=VALUE]...``: the weight defaults to 1.0; each ``KEY`` must be a keyword argument of
+    the regularizer's function (:data:`orthoref.regularizers.PENALTIES`) other than its input, ``weight``,
+    ``rng`` and arrays; a ``VALUE`` reads as a bool (``true``/``false``), ``none``, an int, a float or else
+    a string, and is checked by calling the function once on a small input. ``ValueError`` naming the
+    problem (an unknown name or key, a bad weight, a value the function refuses, a repeated key)."""
+    head, *items = str(spec).split(",")
+    name, sep, weight = head.partition(":")
     if name not in REGULARIZERS:
         raise ValueError(f"reg {spec!r}: unknown regularizer {name!r}; choose from {sorted(REGULARIZERS)}")
     try:
@@ -80,12 +87,60 @@ def parse_reg(spec):
         raise ValueError(f"reg {spec!r}: the weight after ':' must be a number, got {weight!r}") from None
     if not (math.isfinite(w) and w >= 0):
         raise ValueError(f"reg {spec!r}: the weight must be a finite number >= 0, got {w}")
-    return name, w
+    keys = reg_options(name)
+    options = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or key not in keys:
+            raise ValueError(f"reg {spec!r}: {item!r} is not KEY=VALUE with KEY one of {list(keys) or 'none'} "
+                             f"(the keyword arguments of {REGULARIZERS[name][0]})")
+        if key in options:
+            raise ValueError(f"reg {spec!r}: {key} is given twice")
+        options[key] = _option_value(text.strip())
+    if options:
+        _probe(spec, name, options)
+    return name, w, options
+
+
+def reg_options(name):
+    """The ``KEY=VALUE`` keys ``--reg NAME`` accepts: the keyword arguments of its function, less its input,
+    ``weight``, ``rng`` (bound by the run) and array arguments (``v0``)."""
+    fn = PENALTIES[REGULARIZERS[name][0]][0]
+    params = list(inspect.signature(fn).parameters.values())[1:]
+    return tuple(p.name for p in params if p.name not in ("weight", "rng", "v0"))
+
+
+def _option_value(text):
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _probe(spec, name, options):
+    """Call ``name``'s function once with ``options`` on a small input of its target: the function's own
+    checks (a ``gram`` that is not rows/cols/auto, a negative ``n_iter``) fail here, at parse time."""
+    fn_name, target = REGULARIZERS[name]
+    fn = PENALTIES[fn_name][0]
+    x = np.random.default_rng(0).standard_normal((4, 2, 3, 3) if target == "conv" else (4, 6))
+    extra = {"rng": np.random.default_rng(0)} if "rng" in inspect.signature(fn).parameters else {}
+    try:
+        fn(x, **options, **extra)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"reg {spec!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
 class Penalty:
-    """One ``--reg NAME:WEIGHT`` term: a function of :mod:`orthoref.regularizers`, its weight and its target.
+    """One ``--reg NAME:WEIGHT[,KEY=VALUE...]`` term: a function of :mod:`orthoref.regularizers`, its weight and its target.
 
     ``target`` comes from ``regularizers.PENALTIES``: "weights" (every regularized weight), "conv" (the
     4-D ones: convolution kernels) or "outputs" (the outputs of the layers holding them, through an output
@@ -102,14 +157,14 @@ class Penalty:
 
     @classmethod
     def parse(cls, spec, rng=None):
-        """``"srip:1e-2"`` -> its Penalty, ``rng`` bound to a function that takes one; ValueError as
-        :func:`parse_reg`."""
-        name, weight = parse_reg(spec)
+        """``"srip:1e-2"`` (or ``"so:1e-2,gram=cols"``) -> its Penalty, the options and ``rng`` (to a function
+        that takes one) bound; ValueError as :func:`parse_reg`."""
+        name, weight, options = parse_reg(spec)
         fn_name, target = REGULARIZERS[name]
         fn = PENALTIES[fn_name][0]
         if "rng" in inspect.signature(fn).parameters:
-            fn = functools.partial(fn, rng=rng)
-        return cls(name, fn, weight, target)
+            options = dict(options, rng=rng)
+        return cls(name, functools.partial(fn, **options) if options else fn, weight, target)
 
     def acts_on(self, W):
         """Whether this penalty regularizes the weight array ``W`` (a conv penalty: 4-D kernels only)."""

@@ -322,6 +322,12 @@ def test_regularization_without_terms_is_inactive():
     (["--reg", "so:-1"], ">= 0"),
     (["--reg", "ocnn:1e-2"], "convolution kernels"),
     (["--reg", "so:1e-3", "--reg-skip", "9.weight"], "name no weight"),
+    (["--reg", "so:1e-2,gram=diag"], "gram must be one of"),
+    (["--reg", "so:1e-2,foo=1"], "KEY one of ['gram']"),
+    (["--reg", "so:1e-2,gram"], "is not KEY=VALUE"),
+    (["--reg", "so:1e-2,gram=cols,gram=rows"], "gram is given twice"),
+    (["--reg", "srip:1e-2,n_iter=0"], "n_iter must be an int >= 1"),
+    (["--reg", "dso:1e-2,gram=rows"], "KEY one of none"),
 ])
 def test_cli_reg_bad_options(tmp_path, capsys, args, message):
     assert cli.main(["train", "--out", str(tmp_path / "r"), "--no-progress", "--epochs", "1"] + args) == 2
@@ -406,3 +412,34 @@ def test_cli_train_messages(tmp_path, monkeypatch, capsys):
     assert cli.main(["train", "--resume", "r/checkpoint.npz", "--epochs", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("orthoref train: resuming r/checkpoint.npz to epoch 2") and "after 2 epochs" in out
+
+
+def test_reg_keyword_options_reach_the_function_and_the_run(tmp_path):
+    from orthoref import regularizers as R
+    assert train.parse_reg("so:1e-2,gram=cols") == ("so", 1e-2, {"gram": "cols"})
+    assert train.parse_reg("ocnn:1,stride=2,padding=none,squared=false") == \
+        ("ocnn", 1.0, {"stride": 2, "padding": None, "squared": False})
+    assert train.reg_options("srip") == ("n_iter", "method", "gram") and train.reg_options("dso") == ()
+    W = np.random.default_rng(0).standard_normal((8, 5))
+    for spec, kw in (("so:1e-2,gram=cols", {"gram": "cols"}), ("mc:0.5,gram=rows", {"gram": "rows"})):
+        name, weight, _ = train.parse_reg(spec)
+        fn = R.PENALTIES[train.REGULARIZERS[name][0]][0]
+        value, grad = train.Penalty.parse(spec)(W)
+        want_value, want_grad = fn(W, weight=weight, **kw)
+        assert value == want_value and np.array_equal(grad, want_grad)
+    # the Gram side changes the penalty on a non-square weight: the option is not ignored
+    assert train.Penalty.parse("so:1,gram=cols")(W)[0] != train.Penalty.parse("so:1,gram=rows")(W)[0]
+    pen = train.Penalty.parse("srip:1e-2,method=exact")
+    assert pen(W)[0] == R.srip(W, weight=1e-2, method="exact")[0]
+    # a run keeps the spec as given, and resumes with it
+    out = tmp_path / "r"
+    assert cli.main(["train", "--hidden", "16", "--epochs", "1", "--no-progress", "--out", str(out),
+                     "--reg", "so:1e-2,gram=cols"]) == 0
+    res = fit(TrainConfig(epochs=2, progress=False), resume=str(out / "checkpoint.npz"), log=None)
+    assert res["config"].reg == ("so:1e-2,gram=cols",)
+
+
+def test_twin_train_refuses_reg_options():
+    from orthoref.oracle import twin_train
+    with pytest.raises(ValueError, match="takes NAME:WEIGHT only"):
+        twin_train.parse_reg("so:1e-2,gram=cols")

@@ -70,9 +70,12 @@ def parse_reg(spec):
     """``"so:1e-2"`` -> ``("soft_orthogonality", 1e-2, target)``: ``orthoref train``'s ``--reg`` syntax
     (:func:`orthoref.train.parse_reg`); ``ValueError`` naming the problem, or an output penalty (SOM)."""
     try:
-        short, w = train_parse_reg(spec)
+        short, w, options = train_parse_reg(spec)
     except ValueError as exc:
         raise ValueError(f"twin_train: {exc}") from None
+    if options:
+        raise ValueError(f"twin_train: reg {spec!r}: the PyTorch twin takes NAME:WEIGHT only (each penalty at its "
+                         f"defaults), got the options {sorted(options)}")
     if short not in _REGS:
         raise ValueError(f"twin_train: reg {spec!r}: {short!r} acts on layer outputs, which the PyTorch twin does "
                          f"not model; choose from {sorted(_REGS)}")
