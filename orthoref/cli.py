@@ -58,6 +58,10 @@ def _train_rnn(args) -> int:
         print(f"orthoref train: --model rnn takes --task, --T, --steps, --init, --lr, --optimizer, --seed, "
               f"--out (got {', '.join('--' + k.replace('_', '-') for k in extra)})", file=sys.stderr)
         return 2
+    if args.optimizer is not None and "," in args.optimizer:
+        print(f"orthoref train: --model rnn takes --optimizer adam or sgd, without options (got "
+              f"{args.optimizer!r})", file=sys.stderr)
+        return 2
     kw = {k: getattr(args, k) for k in ("init", "lr", "optimizer", "seed", "steps", "out")
           if getattr(args, k, None) is not None}
     res = fit_adding(T=args.T if args.T is not None else 100, overwrite=args.overwrite, **kw)
@@ -98,6 +102,10 @@ def _train(args) -> int:
              if getattr(args, k) is not None}
     if args.reg_skip is not None:
         given["reg_skip"] = tuple(s for s in args.reg_skip.split(",") if s.strip())
+    if "optimizer" in given:                             # NAME[,KEY=VALUE...]
+        given["optimizer"], *options = given["optimizer"].split(",")
+        if options:
+            given["optimizer_options"] = tuple(options)
     if "hidden" in given:
         try:
             given["hidden"] = tuple(int(h) for h in given["hidden"].split(",") if h.strip())
@@ -107,7 +115,7 @@ def _train(args) -> int:
             return 2
     try:
         if args.resume:
-            fixed = sorted(set(given) - {"epochs", "out"})
+            fixed = sorted({"optimizer" if k == "optimizer_options" else k for k in given} - {"epochs", "out"})
             if fixed:
                 print(f"orthoref train: --resume takes the configuration from the checkpoint; only --epochs "
                       f"and --out may be given (got {', '.join('--' + k.replace('_', '-') for k in fixed)})",
@@ -120,7 +128,8 @@ def _train(args) -> int:
             result = train.fit(config, resume=args.resume, overwrite=args.overwrite)
         else:
             config = train.TrainConfig(progress=not args.no_progress, **given)
-            print(f"orthoref train: {config.model} on {config.data}, {config.optimizer}, "
+            optimizer = ",".join((config.optimizer,) + tuple(config.optimizer_options))
+            print(f"orthoref train: {config.model} on {config.data}, {optimizer}, "
                   f"{config.epochs} epoch{'' if config.epochs == 1 else 's'}, {config.dtype}, "
                   f"backend {config.backend}")
             result = train.fit(config, overwrite=args.overwrite)
@@ -310,6 +319,12 @@ def _lr_help():
     return ", ".join(f"{lr:g} {'/'.join(names)}" for lr, names in by_lr.items())
 
 
+def _optimizer_help():
+    """``sgd [momentum, ...], adam [...], ...`` from ``train.OPTIMIZERS`` and :func:`train.optimizer_options`."""
+    from .train import OPTIMIZERS, optimizer_options
+    return ", ".join(f"{name} [{', '.join(optimizer_options(name))}]" for name in OPTIMIZERS)
+
+
 def _reg_help():
     """``so [gram], dso, ..., kernel_slice (CNN), som (on layer outputs) [lam1, ...]`` from
     ``train.REGULARIZERS`` and the keys of :func:`orthoref.train.reg_options`."""
@@ -351,9 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", help="MLP hidden widths, comma-separated (default 512,256)")
     t.add_argument("--init", help=f"weight initializer: orthogonal (default), default (PyTorch's), or any of "
                                   f"orthoref.init.INITIALIZERS: {', '.join(_inits_help())}")
-    t.add_argument("--optimizer", choices=list(OPTIMIZERS),
-                   help=f"optimizer (default adam); {', '.join(STIEFEL_OPTIMIZERS)} keep every weight matrix "
-                        f"orthogonal (Stiefel manifold), muon orthogonalizes the momentum")
+    t.add_argument("--optimizer", metavar="NAME[,KEY=VALUE...]",
+                   help=f"optimizer: {_optimizer_help()} (default adam; the [keys] are its keyword arguments, "
+                        f"e.g. --optimizer muon,scale=moonlight or sgd,momentum=0.9,nesterov=true); "
+                        f"{', '.join(STIEFEL_OPTIMIZERS)} keep every weight matrix orthogonal (Stiefel "
+                        f"manifold), muon orthogonalizes the momentum")
     t.add_argument("--lr", type=float, help=f"learning rate (default: {_lr_help()})")
     t.add_argument("--epochs", type=int, help="total epochs, counting those of a resumed run (default 20)")
     t.add_argument("--batch-size", type=int, help="mini-batch size (default 64)")

@@ -87,17 +87,7 @@ def parse_reg(spec):
         raise ValueError(f"reg {spec!r}: the weight after ':' must be a number, got {weight!r}") from None
     if not (math.isfinite(w) and w >= 0):
         raise ValueError(f"reg {spec!r}: the weight must be a finite number >= 0, got {w}")
-    keys = reg_options(name)
-    options = {}
-    for item in items:
-        key, eq, text = item.partition("=")
-        key = key.strip()
-        if not eq or key not in keys:
-            raise ValueError(f"reg {spec!r}: {item!r} is not KEY=VALUE with KEY one of {list(keys) or 'none'} "
-                             f"(the keyword arguments of {REGULARIZERS[name][0]})")
-        if key in options:
-            raise ValueError(f"reg {spec!r}: {key} is given twice")
-        options[key] = _option_value(text.strip())
+    options = _keyword_options(f"reg {spec!r}", items, reg_options(name), REGULARIZERS[name][0])
     if options:
         _probe(spec, name, options)
     return name, w, options
@@ -109,6 +99,45 @@ def reg_options(name):
     fn = PENALTIES[REGULARIZERS[name][0]][0]
     params = list(inspect.signature(fn).parameters.values())[1:]
     return tuple(p.name for p in params if p.name not in ("weight", "rng", "v0"))
+
+
+def optimizer_options(name):
+    """The ``KEY=VALUE`` keys ``--optimizer NAME,...`` accepts: the optimizer's keyword arguments, less
+    ``params``, ``lr`` (``--lr``), ``stiefel`` (set by the run), ``maximize`` and the tuples (``betas``)."""
+    params = list(inspect.signature(OPTIMIZERS[name]).parameters.values())[1:]
+    return tuple(p.name for p in params if p.name not in ("lr", "stiefel", "maximize")
+                 and not isinstance(p.default, tuple))
+
+
+def optimizer_kwargs(name, items, who="optimizer_kwargs"):
+    """``("scale=moonlight", "ns_steps=6")`` -> ``{"scale": "moonlight", "ns_steps": 6}`` for optimizer
+    ``name`` (a key of :data:`OPTIMIZERS`), checked against :func:`optimizer_options` and by building the
+    optimizer once on a small parameter; ``ValueError`` naming ``who`` and the problem."""
+    options = _keyword_options(f"{who}: optimizer {name!r}", items, optimizer_options(name),
+                               OPTIMIZERS[name].__name__)
+    if options:
+        from .nn.module import Parameter
+        try:
+            OPTIMIZERS[name]([Parameter(np.eye(3, 2))], lr=1e-3, **options)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{who}: optimizer {name!r}: {exc}") from None
+    return options
+
+
+def _keyword_options(where, items, keys, owner):
+    """``{key: value}`` of the ``"KEY=VALUE"`` strings ``items``, each ``KEY`` one of ``keys`` (the keyword
+    arguments of ``owner``), once; values as :func:`_option_value` reads them."""
+    options = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or key not in keys:
+            raise ValueError(f"{where}: {item!r} is not KEY=VALUE with KEY one of {list(keys) or 'none'} "
+                             f"(the keyword arguments of {owner})")
+        if key in options:
+            raise ValueError(f"{where}: {key} is given twice")
+        options[key] = _option_value(text.strip())
+    return options
 
 
 def _option_value(text):
@@ -203,6 +232,7 @@ class TrainConfig:
     data: str = "digits"
     reg: tuple = ()             # ("so:1e-4", "srip:1e-2", ...)
     reg_skip: tuple = ()        # weight names ("0.weight") or "first" / "last"
+    optimizer_options: tuple = ()   # ("scale=moonlight", ...): the optimizer's keyword arguments
     out: str = None             # None: a new directory runs/YYYYmmdd-HHMMSS
     progress: bool = True
 
@@ -219,6 +249,8 @@ class TrainConfig:
             bad("init", f"an initializer for Linear weights with --model {self.model} ({self.init} is for "
                         f"convolution kernels)")
         self.optimizer = check_choice(who, "optimizer", self.optimizer, tuple(sorted(OPTIMIZERS)))
+        self.optimizer_options = _str_tuple(who, "optimizer_options", self.optimizer_options)
+        optimizer_kwargs(self.optimizer, self.optimizer_options, who)
         if self.lr is None:
             self.lr = DEFAULT_LR[self.optimizer]
         if self.optimizer in STIEFEL_OPTIMIZERS and self.init not in ("orthogonal", "orthogonal_svd",
@@ -255,7 +287,7 @@ class TrainConfig:
 
     def to_json(self):
         d = asdict(self)
-        for k in ("hidden", "reg", "reg_skip"):
+        for k in ("hidden", "reg", "reg_skip", "optimizer_options"):
             d[k] = list(d[k])
         return d
 
@@ -269,18 +301,22 @@ class TrainConfig:
                                   f"{type(d).__name__}")
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(names), key=str)
-        missing = [n for n in names if n not in d]
+        missing = [n for n in names if n not in d and n not in _ADDED_FIELDS]
         if unknown:
             raise CheckpointError(f"{where}: unknown field(s) {unknown}")
         if missing:
             raise CheckpointError(f"{where}: missing field(s) {missing}")
-        if isinstance(d["hidden"], str) or isinstance(d["reg"], str) or isinstance(d["reg_skip"], str):
-            field = next(k for k in ("hidden", "reg", "reg_skip") if isinstance(d[k], str))
-            raise CheckpointError(f"{where}: {field} must be a list, got the string {d[field]!r}")
+        listed = [k for k in ("hidden", "reg", "reg_skip", "optimizer_options") if isinstance(d.get(k), str)]
+        if listed:
+            raise CheckpointError(f"{where}: {listed[0]} must be a list, got the string {d[listed[0]]!r}")
         try:
             return cls(**d).validate(who=where)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(str(exc)) from None
+
+
+#: Fields added after checkpoints were first written: an older checkpoint without them takes the default.
+_ADDED_FIELDS = ("optimizer_options",)
 
 
 def _int_tuple(who, name, value):
@@ -1009,7 +1045,8 @@ def _fit_claimed(config, resume, loaded, log, state):
     X_tr, y_tr, X_te, y_te = load_data(config)
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
     model = build_model(config, X_tr.shape[1:], n_classes)
-    optimizer = OPTIMIZERS[config.optimizer](_param_groups(model, config), lr=config.lr)
+    optimizer = OPTIMIZERS[config.optimizer](_param_groups(model, config), lr=config.lr,
+                                             **optimizer_kwargs(config.optimizer, config.optimizer_options))
     rng = np.random.default_rng(config.seed + 1)
     reg = Regularization(model, config, np.random.default_rng(config.seed + 2))
     history, start = [], 1

@@ -443,3 +443,38 @@ def test_twin_train_refuses_reg_options():
     from orthoref.oracle import twin_train
     with pytest.raises(ValueError, match="takes NAME:WEIGHT only"):
         twin_train.parse_reg("so:1e-2,gram=cols")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--optimizer", "muon,scale=wrong"], "scale must be one of"),
+    (["--optimizer", "adam,betas=0.9"], "KEY one of ['eps', 'weight_decay', 'amsgrad', 'decoupled_weight_decay']"),
+    (["--optimizer", "sgd,lr=0.1"], "is not KEY=VALUE"),
+    (["--optimizer", "sgd,momentum=-1"], "momentum"),
+    (["--optimizer", "nope"], "optimizer must be one of"),
+    (["--optimizer", "sgd,nesterov=true"], "nesterov"),             # Nesterov needs momentum > 0
+    (["--model", "rnn", "--task", "adding", "--optimizer", "adam,eps=1e-6"], "without options"),
+])
+def test_cli_optimizer_bad_options(tmp_path, capsys, args, message):
+    epochs = [] if "rnn" in args else ["--epochs", "1"]
+    assert cli.main(["train", "--out", str(tmp_path / "r"), "--no-progress"] + epochs + args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_optimizer_keyword_options_reach_the_optimizer_and_survive_resume(tmp_path, capsys):
+    assert train.optimizer_kwargs("muon", ("scale=moonlight", "ns_steps=6")) == {"scale": "moonlight", "ns_steps": 6}
+    assert "betas" not in train.optimizer_options("adam") and "lr" not in train.optimizer_options("sgd")
+    runs = {}
+    for name, opt in (("plain", "sgd"), ("momentum", "sgd,momentum=0.9,nesterov=true")):
+        out = tmp_path / name
+        assert cli.main(["train", "--hidden", "16", "--epochs", "1", "--no-progress", "--dtype", "float64",
+                         "--optimizer", opt, "--out", str(out)]) == 0
+        runs[name] = out
+    assert "sgd,momentum=0.9,nesterov=true" in capsys.readouterr().out
+    w = {k: np.load(v / "checkpoint.npz")["model/0.weight"] for k, v in runs.items()}
+    assert not np.array_equal(w["plain"], w["momentum"])            # the options changed the update
+    res = fit(TrainConfig(epochs=2, progress=False), resume=str(runs["momentum"] / "checkpoint.npz"), log=None)
+    assert res["config"].optimizer_options == ("momentum=0.9", "nesterov=true")
+    # a checkpoint written before the field existed still loads, with no options
+    d = TrainConfig(hidden=(16,)).validate().to_json()
+    del d["optimizer_options"]
+    assert TrainConfig.from_json(d).optimizer_options == ()
