@@ -31,7 +31,9 @@ import time
 import numpy as np
 
 from . import __version__
+from ._checks import check_bool
 from .backend import asarray, get_array_module, host_rng, to_numpy, using
+from ._progress import Progress
 from .models import mlp, small_cnn
 from .nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, cross_entropy
 from .optim import Adam
@@ -538,14 +540,16 @@ def _time(fn, number):
 
 
 def run(cases=None, threads=None, repeat=30, number=10, warmup=5, vs_torch=True, rng=0, gemm_n=2048,
-        command=None):
+        command=None, progress=False):
     """Time each case (default: all but the ``slow`` ones); return a JSON-ready dict: machine information,
     the GEMM peak, and per case medians (seconds per call), ratio, target, GFLOP/s and fraction of peak.
+    ``progress``: a bar on a terminal (stderr), one step per case (:mod:`orthoref._progress`).
 
     A case's ``budget`` caps ``repeat``, ``number`` and ``warmup``. The GEMM peak is the best of
     ``min(3, repeat)`` rounds of ``gemm_n``-sized products."""
     threads = int(threads or os.cpu_count() or 1)
     names = list(cases or [n for n, c in CASES.items() if not c.get("slow")])
+    progress = check_bool("bench.run", "progress", progress)
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -554,11 +558,12 @@ def run(cases=None, threads=None, repeat=30, number=10, warmup=5, vs_torch=True,
     if command:
         out["command"] = command
     out.update({"repeat": repeat, "number": number, "warmup": warmup, "gemm_n": gemm_n, "results": {}})
-    with same_threads(threads):
+    with same_threads(threads), Progress(len(names) + 1, "orthoref bench", progress, unit="case") as bar:
         rates = gemm_rates(gemm_n, rounds=min(3, repeat), vs_torch=vs_torch)
         out["gemm_gflops"] = rates
         peak = {dt: max(r[dt] for r in rates.values()) for dt in rates["numpy"]}
         out["gemm_peak_gflops"] = peak
+        bar.update(done="GEMM peak")
         for name in names:
             case = CASES[name]
             ours, theirs, about = make_case(name, rng)
@@ -593,6 +598,7 @@ def run(cases=None, threads=None, repeat=30, number=10, warmup=5, vs_torch=True,
                 row["fraction_of_peak"]["torch"] = flops / row["torch_s"] / peak_flops
                 row["target_met"] = None if row["target"] is None else bool(row["ratio"] <= row["target"])
             out["results"][name] = row
+            bar.update(done=name)
     return out
 
 

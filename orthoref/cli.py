@@ -11,6 +11,8 @@ import fnmatch
 import os
 import sys
 
+from ._progress import Progress, progress
+
 __all__ = ["main"]
 
 
@@ -150,7 +152,8 @@ def _compare_projections(args) -> int:
     if args.n < 2:
         print(f"orthoref compare-projections: --n must be >= 2, got {args.n}", file=sys.stderr)
         return 2
-    rows = compare(args.n, args.dtype, repeat=args.repeat, rng=args.seed, cond=args.cond)
+    rows = compare(args.n, args.dtype, repeat=args.repeat, rng=args.seed, cond=args.cond,
+                   progress=not args.no_progress)
     print(format_table(rows, args.n, args.dtype, args.cond))
     if args.gram_schmidt_table:
         from .ortho import gram_schmidt_table
@@ -179,7 +182,8 @@ def _bench(args) -> int:
     command = ("orthoref bench --vs torch" + (f" --cases {args.cases}" if args.cases else "")
                + (f" --threads {args.threads}" if args.threads else "")
                + f" --repeat {args.repeat} --number {args.number}")
-    res = bench.run(cases, threads=args.threads, repeat=args.repeat, number=args.number, command=command)
+    res = bench.run(cases, threads=args.threads, repeat=args.repeat, number=args.number, command=command,
+                    progress=not args.no_progress)
     print(bench.format_results(res))
     if args.json:
         bench.write_json(res, args.json)
@@ -199,7 +203,9 @@ def _oracle_export(args) -> int:
     from .oracle.fixtures import export
 
     try:
-        manifest = export(args.dir, ops=args.ops, dtypes=_dtypes(args.dtype))
+        with Progress(None, "oracle export", not args.no_progress, unit="op") as bar:
+            manifest = export(args.dir, ops=args.ops, dtypes=_dtypes(args.dtype),
+                              progress=lambda op, n_samples: bar.update(op=op))
     except ValueError as exc:
         print(f"orthoref oracle export: {exc}", file=sys.stderr)
         return 2
@@ -242,7 +248,8 @@ def _oracle_check(args) -> int:
         return 2
     try:
         dtypes = _dtypes(args.dtype) if args.dtype else (None if against not in RUNNERS else ("float64",))
-        rows = list(check(against, ops=args.ops, dtypes=dtypes, framework=args.framework))
+        rows = list(progress(check(against, ops=args.ops, dtypes=dtypes, framework=args.framework),
+                             desc="oracle check", enabled=not args.no_progress, unit="sample"))
     except (ValueError, TypeError, ImportError, RuntimeError) as exc:
         print(f"orthoref oracle check: {exc}", file=sys.stderr)
         return 2
@@ -410,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     oe.add_argument("--ops", default="*", help="comma-separated glob patterns of op names (default: all)")
     oe.add_argument("--dtype", default="float64,float32", help="input dtypes, comma-separated "
                                                                "(default float64,float32)")
+    oe.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr "
+                    "is a terminal)")
     oe.set_defaults(func=_oracle_export)
     orc = _subparser(osub, "record", help="run your functions (a dict {op name: fn} in MODULE:TABLE) on every "
                                          "registered sample and write their outputs and gradients as fixtures")
@@ -452,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     oc.add_argument("--framework", choices=FRAMEWORKS, help="with --against MODULE:TABLE: the arrays the "
                                                             "functions take, and autograd (default numpy)")
     oc.add_argument("--json", default="", help="also write the rows to this JSON file")
+    oc.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr "
+                    "is a terminal)")
     oc.set_defaults(func=_oracle_check)
 
     c = _subparser(sub, "compare-projections", help="time and accuracy of every orthogonalization method on "
@@ -463,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--gram-schmidt-table", action="store_true",
                    help="also print ‖QᵀQ − I‖ of CGS, MGS, CGS2 and QR against the condition number")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr "
+                    "is a terminal)")
     c.set_defaults(func=_compare_projections)
 
     a = _subparser(sub, "analyze", help="spectra, ranks, orthogonality, filter angles and Jacobian spectrum of "
@@ -527,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=int, default=30, help="timed rounds (median reported)")
     b.add_argument("--number", type=int, default=10, help="steps per round")
     b.add_argument("--json", default="", help="also write the results to this JSON file")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr "
+                    "is a terminal)")
     b.set_defaults(func=_bench)
     return p
 

@@ -43,6 +43,7 @@ import numpy as np
 from ._checks import MAX_ITERATIONS, NonFiniteError, all_finite, check_bool, check_choice, check_int, check_real
 from ._io import (CheckpointError, RunDirBusy, RunInterrupted, atomic_write, claim_run_dir, interruptible,
                   new_run_dir, read_npz, signal_name, strict_json)
+from ._progress import Progress
 from .backend import asarray, get_array_module, to_numpy, using
 from .data import load_digits, load_idx_dir
 from .models import mlp, mlp_shapes, small_cnn, small_cnn_shapes
@@ -808,40 +809,6 @@ def _restore(path, model, optimizer, rng, reg_rng=None, loaded=None):
 # ---------------------------------------------------------------------------------------------------------
 # The loop
 
-class _Progress:
-    """tqdm when installed, else a one-line text bar on stderr; silent when disabled or not a TTY-ish."""
-
-    def __init__(self, total, desc, enabled):
-        self.enabled, self.total, self.desc, self.n = enabled, total, desc, 0
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm import tqdm
-                self.bar = tqdm(total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
-            except ImportError:
-                pass
-
-    def update(self, loss, acc):
-        self.n += 1
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}", refresh=False)
-            self.bar.update(1)
-        elif self.n == self.total or self.n % max(1, self.total // 20) == 0:
-            filled = int(30 * self.n / self.total)
-            sys.stderr.write(f"\r{self.desc} [{'#' * filled}{'.' * (30 - filled)}] {self.n}/{self.total} "
-                             f"loss {loss:.4f} acc {acc:.3f}")
-            sys.stderr.flush()
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-        elif self.enabled:
-            sys.stderr.write("\r" + " " * 100 + "\r")
-            sys.stderr.flush()
-
-
 def _all_finite(a) -> bool:
     return all_finite(get_array_module(a), a)
 
@@ -1061,7 +1028,7 @@ def _fit_claimed(config, resume, loaded, log, state):
         state["epoch"] = epoch
         t0 = time.perf_counter()
         order = rng.permutation(n)
-        bar = _Progress(steps, f"epoch {epoch}/{config.epochs}", config.progress)
+        bar = Progress(steps, f"epoch {epoch}/{config.epochs}", config.progress, unit="batch")
         loss_sum, reg_sum, correct, seen = 0.0, 0.0, 0, 0
         where = f"at epoch {epoch}"
         try:
@@ -1083,7 +1050,7 @@ def _fit_claimed(config, resume, loaded, log, state):
                 loss_sum += loss * len(idx)
                 correct += int((to_numpy(logits).argmax(axis=1) == y_tr[idx]).sum())
                 seen += len(idx)
-                bar.update(loss_sum / seen, correct / seen)
+                bar.update(loss=loss_sum / seen, acc=correct / seen)
             where = f"after epoch {epoch}"
             _check_params(model, epoch)
             record = {"epoch": epoch, "loss": loss_sum / seen, "train_acc": correct / seen,

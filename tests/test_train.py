@@ -196,14 +196,21 @@ def test_cli_train_bad_options(tmp_path, capsys, args, message):
 
 @pytest.mark.parametrize("have_tqdm", [True, False])
 def test_progress_bar_with_and_without_tqdm(tmp_path, capsys, monkeypatch, have_tqdm):
+    import io
     import sys
     if not have_tqdm:
         monkeypatch.setitem(sys.modules, "tqdm", None)
     else:
         pytest.importorskip("tqdm")
-    fit(TrainConfig(hidden=(8,), epochs=1, out=str(tmp_path), progress=True), log=None)
-    err = capsys.readouterr().err
-    assert "epoch 1/1" in err
+    fit(TrainConfig(hidden=(8,), epochs=1, out=str(tmp_path / "a"), progress=True), log=None)
+    assert capsys.readouterr().err == ""                # stderr is not a terminal here: no bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    fit(TrainConfig(hidden=(8,), epochs=1, out=str(tmp_path / "b"), progress=True), log=None)
+    assert "epoch 1/1" in sys.stderr.getvalue()
 
 
 def test_cli_train_cupy_missing_says_how_to_install(tmp_path, capsys):

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..backend import host_rng
-from .._checks import check_int, check_real, float_dtype
+from .._checks import check_bool, check_int, check_real, float_dtype
+from .._progress import progress as progress_bar
 
 __all__ = ["compare", "format_table", "format_gram_schmidt_table", "sample_matrix"]
 
@@ -74,10 +75,10 @@ def _sample_matrix(n, dtype, gen, cond):
     return ((u * s) @ v.T).astype(dtype)
 
 
-def compare(n=256, dtype="float32", repeat=3, rng=0, cond=1e3):
+def compare(n=256, dtype="float32", repeat=3, rng=0, cond=1e3, progress=False):
     """One row per method: ``{"method", "seconds", "orthogonality", "to_polar", "note"}`` (errors in
     float64; a method that raises ``ValueError``, e.g. Gram–Schmidt declaring rank deficiency, gets
-    ``None`` and the reason in ``note``).
+    ``None`` and the reason in ``note``). ``progress``: a bar on a terminal (stderr), one step per method.
 
     ``n`` an int in ``[2, 4096]``, ``dtype`` float32 or float64, ``repeat`` an int in ``[1, 1000]``, ``rng``
     None, an int >= 0 or a Generator, ``cond`` a finite number in ``[1, 1e12]``; ``TypeError``/
@@ -87,10 +88,11 @@ def compare(n=256, dtype="float32", repeat=3, rng=0, cond=1e3):
     who = "compare"
     n, dtype, gen, cond = _check_sample_args(who, n, dtype, rng, cond, _MAX_COND)
     repeat = check_int(who, "repeat", repeat, 1, _MAX_REPEAT)
+    progress = check_bool(who, "progress", progress)
     A = _sample_matrix(n, dtype, gen, cond)
     reference = polar(A.astype(np.float64))
     rows = []
-    for name, fn in methods().items():
+    for name, fn in progress_bar(methods().items(), desc="compare-projections", enabled=progress, unit="method"):
         try:
             times = []
             for _ in range(repeat):
