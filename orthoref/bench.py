@@ -594,6 +594,8 @@ def run(cases=None, threads=None, repeat=30, number=10, warmup=5, vs_torch=True,
                 row["torch_min_s"] = min(t_theirs)
                 row["ratio"] = row["orthoref_s"] / row["torch_s"]
                 row["ratio_min"] = row["orthoref_min_s"] / row["torch_min_s"]
+                per_round = sorted(a / b for a, b in zip(t_ours, t_theirs))      # round i of each side's block
+                row["ratio_spread"] = [per_round[0], statistics.median(per_round), per_round[-1]]
                 row["gflops"]["torch"] = flops / row["torch_s"] / 1e9
                 row["fraction_of_peak"]["torch"] = flops / row["torch_s"] / peak_flops
                 row["target_met"] = None if row["target"] is None else bool(row["ratio"] <= row["target"])
@@ -602,9 +604,13 @@ def run(cases=None, threads=None, repeat=30, number=10, warmup=5, vs_torch=True,
     return out
 
 
+#: ``format_results`` warns when a case's largest per-round ratio exceeds its smallest by this factor.
+SPREAD_WARNING = 1.5
+
+
 def format_results(res) -> str:
-    blas = ", ".join(f"{b['internal_api']} {b['version']} ({b['library']})" for b in res.get("blas", [])
-                     if b.get("user_api") == "blas") or "unknown"
+    blas = ", ".join(f"{b['internal_api']} {b['version']} {b.get('architecture') or ''} ({b['library']})"
+                     .replace("  ", " ") for b in res.get("blas", []) if b.get("user_api") == "blas") or "unknown"
     tblas = res.get("torch_blas") or {}
     peak = res["gemm_peak_gflops"]
     lines = [f"orthoref {res['orthoref']} vs torch {res.get('torch', '(not installed)')}, {res['date']}",
@@ -617,13 +623,18 @@ def format_results(res) -> str:
              (f"median of rounds x calls after warm-ups, blocks A B A B (at most {res['repeat']} rounds x "
              f"{res['number']} calls, fewer for long cases)")]
     width = max([4] + [len(n) for n in res["results"]])
-    head = (f"{'case':<{width}} {'orthoref ms':>12} {'torch ms':>10} {'ratio':>6} {'target':>7} {'met':>4} "
-            f"{'%peak ours':>11} {'%peak torch':>12}")
+    head = (f"{'case':<{width}} {'orthoref ms':>12} {'torch ms':>10} {'ratio':>6} {'min–max':>11} {'target':>7} "
+            f"{'met':>4} {'%peak ours':>11} {'%peak torch':>12}")
     lines += [head, "-" * len(head)]
     met = total = 0
+    noisy = []
     for name, r in res["results"].items():
         torch_ms = f"{r['torch_s'] * 1e3:10.2f}" if "torch_s" in r else f"{'-':>10}"
         ratio = f"{r['ratio']:6.2f}" if "ratio" in r else f"{'-':>6}"
+        lo_hi = r.get("ratio_spread")
+        spread = f"{lo_hi[0]:5.2f}–{lo_hi[2]:<5.2f}" if lo_hi else f"{'-':>11}"
+        if lo_hi and lo_hi[2] > SPREAD_WARNING * lo_hi[0]:
+            noisy.append(f"{name} ({lo_hi[0]:.2f} to {lo_hi[2]:.2f})")
         target = f"{'<= ' + format(r['target'], 'g'):>7}" if r.get("target") is not None else f"{'-':>7}"
         ok = r.get("target_met")
         if ok is not None:
@@ -633,10 +644,14 @@ def format_results(res) -> str:
         frac = r["fraction_of_peak"]
         p_ours = f"{100 * frac['orthoref']:10.1f}%"
         p_torch = f"{100 * frac['torch']:11.1f}%" if "torch" in frac else f"{'-':>12}"
-        lines.append(f"{name:<{width}} {r['orthoref_s'] * 1e3:12.2f} {torch_ms} {ratio} {target} {ok} "
+        lines.append(f"{name:<{width}} {r['orthoref_s'] * 1e3:12.2f} {torch_ms} {ratio} {spread} {target} {ok} "
                      f"{p_ours} {p_torch}")
     if total:
         lines.append(f"targets met: {met} of {total}")
+    if noisy:
+        lines.append(f"warning: the per-round ratio varied by more than {SPREAD_WARNING:g}x for {', '.join(noisy)}: "
+                     f"the machine's speed changed during the run (other load?); rerun on a quiet machine or with "
+                     f"a larger --repeat before trusting a verdict")
     return "\n".join(lines)
 
 

@@ -64,8 +64,27 @@ def test_bench_runs_and_writes_json(tmp_path, capsys, monkeypatch):
             assert row["ratio"] == pytest.approx(row["orthoref_s"] / row["torch_s"])
             assert row["fraction_of_peak"]["torch"] == pytest.approx(row["flops"] / row["torch_s"] / 1e9 / peak)
             assert row["target_met"] == (None if row["target"] is None else row["ratio"] <= row["target"])
+            lo, mid, hi = row["ratio_spread"]
+            assert lo <= mid <= hi
     out = capsys.readouterr().out
-    assert "ratio" in out and "%peak ours" in out and "GEMM peak" in out
+    assert "ratio" in out and "%peak ours" in out and "GEMM peak" in out and "min–max" in out
+
+
+def test_bench_reports_the_spread_and_warns_when_it_is_large():
+    row = {"about": "", "dtype": "float32", "orthoref_s": 2e-3, "torch_s": 1e-3, "ratio": 2.0, "target": 1.0,
+           "target_met": False, "fraction_of_peak": {"orthoref": 0.1, "torch": 0.2}}
+    res = {"orthoref": "0", "torch": "2.13.0", "date": "today", "cpu": "AMD EPYC", "cpu_count": 2, "threads": 2,
+           "threads_enforced": True, "platform": "linux", "gemm_n": 64, "repeat": 4, "number": 1,
+           "gemm_peak_gflops": {"float32": 100.0},
+           "blas": [{"user_api": "blas", "internal_api": "openblas", "version": "0.3.30",
+                     "architecture": "SkylakeX", "library": "libscipy_openblas"}],
+           "results": {"steady": dict(row, ratio_spread=[1.9, 2.0, 2.1]),
+                       "noisy": dict(row, ratio_spread=[0.44, 1.0, 1.33])}}
+    text = bench.format_results(res)
+    assert "openblas 0.3.30 SkylakeX" in text and "AMD EPYC" in text          # the CPU and BLAS kernel
+    assert " 0.44–1.33" in text and " 1.90–2.10" in text
+    warning = [line for line in text.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "noisy (0.44 to 1.33)" in warning[0] and "steady" not in warning[0]
 
 
 def test_bench_without_torch_side():
