@@ -22,6 +22,7 @@ __all__ = [
     "host_rng", "cupy_available", "on_host", "erf",
 ]
 
+#: The array backends :func:`set_backend` accepts.
 BACKENDS = ("numpy", "cupy")
 _CUPY_HINT = ("CuPy is not installed (or cannot be imported). Install the extra that matches your CUDA, "
               "e.g. `pip install 'orthoref[gpu]'` (cupy-cuda12x) or `pip install cupy-cuda11x`")

@@ -329,10 +329,10 @@ def _build_cnn(rng):
     return small_cnn(rng=rng)
 
 
-# ``make``: factory (rng, backend) -> (orthoref closure, PyTorch closure or None). ``flops``: zero-argument
-# callable, the case's nominal FLOP count; ``flops_formula``: how. ``target``: the goal for the ratio
-# orthoref / PyTorch (None: no goal). ``budget``: caps on (repeat, number, warmup) for cases whose call
-# takes tens of milliseconds or more. ``slow``: not run by default (``--cases all`` or by name).
+#: ``make``: factory (rng, backend) -> (orthoref closure, PyTorch closure or None). ``flops``: zero-argument
+#: callable, the case's nominal FLOP count; ``flops_formula``: how. ``target``: the goal for the ratio
+#: orthoref / PyTorch (None: no goal). ``budget``: caps on (repeat, number, warmup) for cases whose call
+#: takes tens of milliseconds or more. ``slow``: not run by default (``--cases all`` or by name).
 CASES = {
     "mlp_train_step": {
         "make": _train_case(_build_mlp, (784,), 128), "dtype": "float32", "target": 1.0,
@@ -609,6 +609,10 @@ SPREAD_WARNING = 1.5
 
 
 def format_results(res) -> str:
+    """The table ``orthoref bench`` prints for a result of :func:`run`: the machine (CPU, threads, each BLAS
+    and its kernel, the GEMM peak), then per case both times, the ratio and its per-round spread, the
+    target and the fraction of peak; a warning line for cases whose per-round ratio varied by more than
+    :data:`SPREAD_WARNING`."""
     blas = ", ".join(f"{b['internal_api']} {b['version']} {b.get('architecture') or ''} ({b['library']})"
                      .replace("  ", " ") for b in res.get("blas", []) if b.get("user_api") == "blas") or "unknown"
     tblas = res.get("torch_blas") or {}

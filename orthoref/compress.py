@@ -71,6 +71,7 @@ __all__ = [
     "save_compressed",
 ]
 
+#: The ``format`` tag of a compressed checkpoint (``compressed.npz``), checked when it is loaded.
 COMPRESSED_FORMAT = "orthoref-compressed/1"
 
 

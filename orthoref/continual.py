@@ -34,6 +34,7 @@ __all__ = [
     "permuted_digits",
 ]
 
+#: The optimizers the continual-learning table compares.
 METHODS = ("sgd", "ogd")
 
 

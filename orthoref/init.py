@@ -32,18 +32,18 @@ finite and of the requested dtype. Every message names the function and the argu
 
 References
 ----------
-.. [Saxe2014] A. M. Saxe, J. L. McClelland, S. Ganguli, "Exact solutions to the nonlinear dynamics of
-   learning in deep linear neural networks", ICLR 2014.
-.. [Mezzadri2007] F. Mezzadri, "How to generate random matrices from the classical compact groups",
-   Notices of the AMS 54 (2007).
-.. [Xiao2018] L. Xiao, Y. Bahri, J. Sohl-Dickstein, S. Schoenholz, J. Pennington, "Dynamical isometry
-   and a mean field theory of CNNs: how to train 10,000-layer vanilla convolutional neural networks",
-   ICML 2018.
-.. [Glorot2010] X. Glorot, Y. Bengio, "Understanding the difficulty of training deep feedforward neural
-   networks", AISTATS 2010.
-.. [He2015] K. He, X. Zhang, S. Ren, J. Sun, "Delving deep into rectifiers", ICCV 2015.
-.. [LeCun1998] Y. LeCun, L. Bottou, G. Orr, K.-R. Müller, "Efficient BackProp", 1998.
-.. [Mishkin2015] D. Mishkin, J. Matas, "All you need is a good init", ICLR 2016 (arXiv:1511.06422).
+- [Saxe2014] A. M. Saxe, J. L. McClelland, S. Ganguli, "Exact solutions to the nonlinear dynamics of
+  learning in deep linear neural networks", ICLR 2014.
+- [Mezzadri2007] F. Mezzadri, "How to generate random matrices from the classical compact groups",
+  Notices of the AMS 54 (2007).
+- [Xiao2018] L. Xiao, Y. Bahri, J. Sohl-Dickstein, S. Schoenholz, J. Pennington, "Dynamical isometry
+  and a mean field theory of CNNs: how to train 10,000-layer vanilla convolutional neural networks",
+  ICML 2018.
+- [Glorot2010] X. Glorot, Y. Bengio, "Understanding the difficulty of training deep feedforward neural
+  networks", AISTATS 2010.
+- [He2015] K. He, X. Zhang, S. Ren, J. Sun, "Delving deep into rectifiers", ICCV 2015.
+- [LeCun1998] Y. LeCun, L. Bottou, G. Orr, K.-R. Müller, "Efficient BackProp", 1998.
+- [Mishkin2015] D. Mishkin, J. Matas, "All you need is a good init", ICLR 2016 (arXiv:1511.06422).
 """
 from __future__ import annotations
 

@@ -10,20 +10,22 @@ a model that has learned the task goes well below it; the usual "solved" thresho
 
 ``init`` (the recurrent weight ``W_hh``; ``W_ih``, biases and the head keep PyTorch's default init):
 
-================  ======================================================================================
-``"normal"``      ``W_hh ~ N(0, 1/hidden)`` (spectral radius ≈ 1, not norm preserving), tanh
-``"orthogonal"``  ``W_hh`` Haar orthogonal (:func:`orthoref.init.orthogonal`), tanh
-``"identity"``    ``W_hh = I`` with **relu**: the IRNN of Le, Jaitly & Hinton (2015)
-``"parametrized"`` orthogonal constraint (Riemannian Adam on W_hh): ``W_hh`` starts Haar orthogonal and
-                  stays on the orthogonal group, each step projects the Euclidean gradient onto the
-                  tangent space and retracts (QR); all other parameters get the plain (Euclidean) Adam
-                  update of the same optimizer (``RiemannianAdam`` with two parameter groups,
-                  ``stiefel=True`` for ``W_hh`` and ``stiefel=False`` for the rest); tanh.
-                  (``optimizer="sgd"`` uses ``RiemannianSGD`` the same way.)
-``"expm"``         orthogonal parametrization: ``W_hh = base · expm(A)``, ``A`` skew from the strict lower
-                  triangle of an unconstrained parameter trained by Adam/SGD through ``expm_skew_vjp``
-                  (PyTorch's ``orthogonal`` parametrization, matrix_exp map, trivialization); tanh.
-================  ======================================================================================
+``"normal"``
+    ``W_hh ~ N(0, 1/hidden)`` (spectral radius ≈ 1, not norm preserving), tanh.
+``"orthogonal"``
+    ``W_hh`` Haar orthogonal (:func:`orthoref.init.orthogonal`), tanh.
+``"identity"``
+    ``W_hh = I`` with **relu**: the IRNN of Le, Jaitly & Hinton (2015).
+``"parametrized"``
+    Orthogonal constraint (Riemannian Adam on W_hh): ``W_hh`` starts Haar orthogonal and stays on the
+    orthogonal group, each step projects the Euclidean gradient onto the tangent space and retracts (QR); all
+    other parameters get the plain (Euclidean) Adam update of the same optimizer (``RiemannianAdam`` with two
+    parameter groups, ``stiefel=True`` for ``W_hh`` and ``stiefel=False`` for the rest); tanh.
+    (``optimizer="sgd"`` uses ``RiemannianSGD`` the same way.)
+``"expm"``
+    Orthogonal parametrization: ``W_hh = base · expm(A)``, ``A`` skew from the strict lower triangle of an
+    unconstrained parameter trained by Adam/SGD through ``expm_skew_vjp`` (PyTorch's ``orthogonal``
+    parametrization, matrix_exp map, trivialization); tanh.
 
 Training: mini-batches of ``batch_size`` fresh sequences per step (one host RNG from ``seed``), gradients
 clipped by their **global norm to 1.0** (all parameters together; keeps relu/IRNN and long ``T`` from
@@ -48,6 +50,7 @@ from .tasks import adding_baseline_mse, adding_problem
 
 __all__ = ["ADDING_INITS", "fit_adding", "adding_table", "format_adding_table", "DEFAULT_TABLE_STEPS"]
 
+#: The ``init`` names of :func:`fit_adding` (the table in the module docstring).
 ADDING_INITS = ("normal", "orthogonal", "identity", "parametrized", "expm")
 OPTIMIZER_NAMES = ("adam", "sgd")
 EVAL_SIZE = 500
@@ -55,6 +58,7 @@ CLIP_NORM = 1.0
 # Measured on the 2-core host (T=100, hidden 128, batch 50, float32): 2000 steps take 20-26 s per init,
 # the four-row table 95 s. At 4000 steps "normal" slowed ~10x in its second half (253 s vs 46-66 s for the
 # others; cause not verified -- possibly subnormal float32 values), so keep 2000 to stay < 5 minutes.
+#: The steps of each run of :func:`adding_table` by default (see the comment above).
 DEFAULT_TABLE_STEPS = 2000
 
 

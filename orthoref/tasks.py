@@ -1,8 +1,8 @@
 """Synthetic long-memory sequence tasks for recurrent networks (time-major, as ``orthoref.nn.RNN``).
 
-``adding_problem``  Hochreiter & Schmidhuber (1997); the variant of Le, Jaitly & Hinton (2015)
-                    and Arjovsky, Shah & Bengio (2016).
-``copy_memory``     Hochreiter & Schmidhuber (1997); the variant of Arjovsky, Shah & Bengio (2016).
+- ``adding_problem``: Hochreiter & Schmidhuber (1997); the variant of Le, Jaitly & Hinton (2015) and
+  Arjovsky, Shah & Bengio (2016).
+- ``copy_memory``: Hochreiter & Schmidhuber (1997); the variant of Arjovsky, Shah & Bengio (2016).
 
 Every draw comes from one host ``rng`` (a ``numpy.random.Generator`` or a non-negative seed), so a seed
 fixes the set. Arguments are checked first: ``TypeError`` for a non-int size (``2.5``, ``True``), a dtype

@@ -56,6 +56,7 @@ __all__ = ["TrainConfig", "fit", "evaluate", "save_checkpoint", "load_checkpoint
            "DivergenceError", "CheckpointError", "RunDirBusy", "RunInterrupted", "init_names", "OPTIMIZERS"]
 
 CHECKPOINT_FORMAT = 1
+#: ``--optimizer`` name -> optimizer class.
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "muon": Muon, "riemannian_sgd": RiemannianSGD,
               "riemannian_adam": RiemannianAdam, "cayley_sgd": CayleySGD}
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "muon": 0.02, "riemannian_sgd": 0.05,

@@ -76,6 +76,7 @@ from .reference import (CompareReport, check_patterns, error_budget, error_row, 
 __all__ = ["SCHEMA", "export", "load_manifest", "load_fixture", "check_dir", "write_npz", "fixture",
            "fixture_samples", "write_fixture", "write_manifest", "check_dtypes"]
 
+#: The manifest schema of a golden-fixture directory (see the module docstring).
 SCHEMA = 1
 _DTYPES = {"float64": np.float64, "float32": np.float32}
 

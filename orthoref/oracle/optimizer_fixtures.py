@@ -52,6 +52,7 @@ from .trajectories import OPTIMIZERS, optimizer_trajectory, orthogonal_factor
 
 __all__ = ["CASES", "FACTORS", "SCHEMA", "STEPS", "check_dir", "export", "load_manifest"]
 
+#: The manifest schema of an optimizer-fixture directory (see the module docstring).
 SCHEMA = 1
 #: The steps of every trajectory.
 STEPS = 10
