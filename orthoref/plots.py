@@ -13,7 +13,8 @@ import numpy as np
 
 from ._io import atomic_write
 
-__all__ = ["plot_filter_angles", "plot_jacobian_spectrum", "plot_spectra", "require_matplotlib"]
+__all__ = ["plain_log_ticks", "plot_filter_angles", "plot_jacobian_spectrum", "plot_spectra", "require_matplotlib",
+           "shared_legend"]
 
 _HINT = "matplotlib is needed for the figures: pip install 'orthoref[plot]' (or pip install matplotlib)"
 
@@ -49,6 +50,45 @@ def save_png(fig, path, dpi=110):
     return path
 
 
+def plain_log_ticks(ax):
+    """Label the log-scaled axes of ``ax`` with plain numbers ("0.3", "2", "300") where matplotlib's
+    default would write "3×10⁻¹", "2×10⁰"; values outside [1e-3, 1e4) keep the 10^k form. Which ticks
+    get a label is matplotlib's choice, unchanged. Call it after setting the scale (which resets the
+    formatters)."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class PlainLogFormatter(LogFormatterSciNotation):
+        def __call__(self, x, pos=None):
+            label = super().__call__(x, pos)
+            return f"{x:g}" if label and 1e-3 <= abs(x) < 1e4 else label
+
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log":
+            base = getattr(axis.get_transform(), "base", 10)
+            axis.set_major_formatter(PlainLogFormatter(base))
+            axis.set_minor_formatter(PlainLogFormatter(base, labelOnlyBase=False))
+
+
+def shared_legend(fig, axes, ncol=None, fontsize=8, title=None):
+    """One legend for panels that draw the same series, below them (the labels of all ``axes``, each
+    once, in order of appearance). matplotlib < 3.7 cannot make room for a figure legend, so there every
+    panel gets its own."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    ncol = ncol or min(len(labels), 4)
+    try:
+        return fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=fontsize,
+                          title=title, title_fontsize=fontsize)
+    except ValueError:                      # no "outside" locations before matplotlib 3.7
+        for ax in axes:
+            ax.legend(fontsize=fontsize, title=title, title_fontsize=fontsize)
+        return None
+
+
 def plot_spectra(spectra, path, title="Singular values of each weight (M = W.reshape(out, -1))"):
     """One panel per weight: its singular values in descending order (log scale), with σ = 1 dashed.
 
@@ -60,12 +100,15 @@ def plot_spectra(spectra, path, title="Singular values of each weight (M = W.res
     fig, axes = figure_grid(len(spectra))
     for ax, (name, s) in zip(axes, spectra.items()):
         s = np.asarray(s, dtype=np.float64)
-        ax.semilogy(np.arange(1, len(s) + 1), np.where(s > 0, s, np.nan), lw=1.5)
-        ax.axhline(1.0, color="gray", ls="--", lw=0.8)
+        ax.semilogy(np.arange(1, len(s) + 1), np.where(s > 0, s, np.nan), lw=1.5,
+                    label="singular values σ_i, descending")
+        ax.axhline(1.0, color="gray", ls="--", lw=0.8, label="σ = 1 (an orthogonal M has every σ_i = 1)")
+        plain_log_ticks(ax)
         ax.set_title(f"{name}  (k={len(s)})", fontsize=9)
-        ax.set_xlabel("index i")
-        ax.set_ylabel("σ_i")
+        ax.set_xlabel("index i (1 = largest)")
+        ax.set_ylabel("σ_i (log scale)")
     fig.suptitle(title, fontsize=10)
+    shared_legend(fig, axes, ncol=2)
     return save_png(fig, path)
 
 
@@ -83,13 +126,15 @@ def plot_filter_angles(angles, path, bins=90,
     for ax, (name, a) in zip(axes, angles.items()):
         a = np.asarray(a, dtype=np.float64)
         a = a[np.isfinite(a)]
-        ax.hist(a, bins=bins, range=(0.0, 180.0), color="tab:blue")
-        ax.axvline(90.0, color="gray", ls="--", lw=0.8)
+        ax.hist(a, bins=bins, range=(0.0, 180.0), color="tab:blue", label="pairs of filters")
+        ax.axvline(90.0, color="gray", ls="--", lw=0.8, label="90° (orthogonal filters)")
         mean = f", mean {a.mean():.1f}°" if a.size else ""
         ax.set_title(f"{name}  ({a.size} pairs{mean})", fontsize=9)
         ax.set_xlim(0, 180)
         ax.set_xlabel("angle (degrees)")
+        ax.set_ylabel(f"pairs per {180 / bins:g}° bin")
     fig.suptitle(title, fontsize=10)
+    shared_legend(fig, axes, ncol=2)
     return save_png(fig, path)
 
 
@@ -101,11 +146,13 @@ def plot_jacobian_spectrum(sigma, path, bins=60,
     positive = s[s > 0]
     if positive.size:
         edges = np.geomspace(positive.min(), positive.max() * (1 + 1e-9), bins + 1)
-        ax.hist(positive, bins=edges, color="tab:green")
+        ax.hist(positive, bins=edges, color="tab:green", label="singular values (all examples)")
         ax.set_xscale("log")
-    ax.axvline(1.0, color="gray", ls="--", lw=0.8)
-    ax.set_xlabel("σ")
-    ax.set_ylabel("count")
+        plain_log_ticks(ax)
+    ax.axvline(1.0, color="gray", ls="--", lw=0.8, label="σ = 1 (isometry)")
+    ax.set_xlabel("σ (log scale)")
+    ax.set_ylabel("count per bin")
+    ax.legend(fontsize=8)
     n = np.asarray(sigma).shape[0] if np.ndim(sigma) == 2 else 1
     ax.set_title(f"{title}\n{n} examples, mean {s.mean():.3g}, max/min {s.max():.3g}/{s.min():.3g}",
                  fontsize=9)

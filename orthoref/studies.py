@@ -32,10 +32,11 @@ import time
 import numpy as np
 
 from ._io import atomic_write
-from .plots import figure_grid, plot_filter_angles, require_matplotlib, save_png
+from .plots import figure_grid, plain_log_ticks, plot_filter_angles, require_matplotlib, save_png, shared_legend
 
 __all__ = ["STUDIES", "run"]
 
+#: The studies ``orthoref study`` runs (``all``: every one, in this order).
 STUDIES = ("depth", "regularizers", "projections", "compression", "rnn")
 _DPI = 100
 
@@ -164,16 +165,19 @@ def _study_depth(out_dir, md_dir, quick, seed, log):
 
     figs = []
     require_matplotlib()
+    from matplotlib.ticker import MaxNLocator
     fig, axes = figure_grid(len(depths) * len(activations), width=4.2, height=3.0, max_cols=2)
     panels = [(d, a) for d in depths for a in activations]
     for ax, (d, a) in zip(axes, panels):
         for r in rows:
             if r["depth"] == d and r["activation"] == a:
                 ax.semilogy(np.arange(1, d + 1), r["grad_h"], label=r["init"], lw=1.4)
+        plain_log_ticks(ax)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{a}, {d} layers, width {width}", fontsize=9)
         ax.set_xlabel("layer l (1 = input side)")
         ax.set_ylabel("‖∂L/∂h_(l−1)‖ (mean over inputs)")
-    axes[0].legend(fontsize=8)
+    shared_legend(fig, axes, title="initialization")
     fig.suptitle("Backpropagated gradient norm at the input of each layer, at initialization "
                  "(unit cotangent at the output)", fontsize=10)
     figs.append(save_png(fig, os.path.join(out_dir, "depth_gradnorm.png"), dpi=_DPI))
@@ -185,11 +189,11 @@ def _study_depth(out_dir, md_dir, quick, seed, log):
                 s = r["sigma"].ravel()
                 s = np.log10(s[s > 0])
                 ax.hist(s, bins=40, histtype="step", lw=1.4, label=r["init"])
-        ax.axvline(0.0, color="gray", ls="--", lw=0.8)
+        ax.axvline(0.0, color="gray", ls="--", lw=0.8, label="σ = 1 (isometry)")
         ax.set_title(f"{a}, {d} layers", fontsize=9)
         ax.set_xlabel("log10 σ of the Jacobian ∂f/∂x")
-        ax.set_ylabel("count")
-    axes[0].legend(fontsize=8)
+        ax.set_ylabel("count per bin")
+    shared_legend(fig, axes, ncol=5)
     fig.suptitle(f"Input–output Jacobian singular values at initialization ({n_jac} inputs)", fontsize=10)
     figs.append(save_png(fig, os.path.join(out_dir, "depth_jacobian.png"), dpi=_DPI))
 
@@ -322,27 +326,39 @@ def _study_regularizers(out_dir, md_dir, quick, seed, log):
 
     figs = []
     require_matplotlib()
-    fig, axes = figure_grid(3, width=4.2, height=3.2, max_cols=3)
+    from matplotlib.ticker import MaxNLocator
+    fig, axes = figure_grid(3, width=4.6, height=3.4, max_cols=3)
+    # One colour per penalty (black dashed: none), the same in the curves and in the scatter panel, where
+    # the marker tells the model (circle MLP, square CNN); a legend names every point (no annotations).
+    colors = {}
+    for model_name in ("mlp", "cnn"):
+        regs = [r["reg"] for r in rows if r["model"] == model_name and r["reg"] != "none"]
+        colors.update({(model_name, reg): f"C{i}" for i, reg in enumerate(regs)})
+        colors[model_name, "none"] = "black"
     for ax, model_name in zip(axes[:2], ("mlp", "cnn")):
+        lo = 1.0
         for r in rows:
             if r["model"] == model_name:
                 ax.plot(np.arange(1, len(r["curve"]) + 1), r["curve"], label=r["reg"], lw=1.3,
-                        ls="--" if r["reg"] == "none" else "-", color="black" if r["reg"] == "none" else None)
+                        ls="--" if r["reg"] == "none" else "-", color=colors[model_name, r["reg"]],
+                        marker="o" if len(r["curve"]) == 1 else None, ms=4)
+                lo = min(lo, min(r["curve"]))
         ax.set_title(f"{model_name.upper()}: test accuracy (mean of {len(seeds)} seeds)", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy")
-        ax.set_ylim(0.8, 1.0)
+        ax.set_ylim(math.floor(20 * lo - 0.1) / 20, 1.0)       # every curve inside, on a 0.05 grid
         ax.legend(fontsize=7, ncol=2)
     ax = axes[2]
     for r in rows:
         ax.errorbar(r["ortho_error"], r["acc_mean"], yerr=r["acc_std"], fmt="o" if r["model"] == "mlp" else "s",
-                    ms=4, capsize=2)
-        ax.annotate(f"{r['model']}:{r['reg'].split(':')[0]}", (r["ortho_error"], r["acc_mean"]), fontsize=6,
-                    xytext=(3, 2), textcoords="offset points")
+                    ms=5, capsize=2, color=colors[r["model"], r["reg"]], label=f"{r['model'].upper()} {r['reg']}")
     ax.set_xscale("log")
+    plain_log_ticks(ax)
     ax.set_xlabel("‖G − I‖_F/√k of the regularized weights")
     ax.set_ylabel(f"final test accuracy (± std, {len(seeds)} seeds)")
     ax.set_title("accuracy vs orthogonality", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     figs.append(save_png(fig, os.path.join(out_dir, "regularizers_curves.png"), dpi=_DPI))
     figs.append(plot_filter_angles(
         {f"{r['model']} {r['reg']} ({_ANGLE_LAYER[r['model']]})": r["angles"] for r in rows},
@@ -465,15 +481,16 @@ def _projections(out_dir, md_dir, quick, seed, log):
     for ax, key, label in ((axes[0], "orthogonality", "‖QᵀQ − I‖_2"),
                            (axes[1], "to_polar", "‖Q − polar(A)‖_F / √n")):
         for name, pts in iterative.items():
-            ax.loglog([p["seconds"] for p in pts], [max(p[key], 1e-17) for p in pts], marker=".", ms=4,
+            ax.loglog([p["seconds"] * 1e3 for p in pts], [max(p[key], 1e-17) for p in pts], marker=".", ms=4,
                       lw=1.2, label=name, ls=":" if name.startswith("bjorck") else "-")
         for r in direct:
             if r["seconds"] is not None:
-                ax.loglog(r["seconds"], max(r[key], 1e-17), marker="*", ms=9, ls="none", label=r["method"])
-        ax.set_xlabel(f"seconds (fastest of {repeat})")
+                ax.loglog(r["seconds"] * 1e3, max(r[key], 1e-17), marker="*", ms=9, ls="none", label=r["method"])
+        plain_log_ticks(ax)
+        ax.set_xlabel(f"milliseconds (fastest of {repeat} run{'s' if repeat > 1 else ''})")
         ax.set_ylabel(label)
         ax.set_title(f"{label} vs time (dots: 1..{max_steps} steps)", fontsize=9)
-    axes[1].legend(fontsize=7)
+    shared_legend(fig, axes, ncol=4, fontsize=7)
     fig.suptitle(f"Orthogonalizing one {n}x{n} float64 matrix, singular values log-spaced in [1/{cond:g}, 1]",
                  fontsize=10)
     figs.append(save_png(fig, os.path.join(out_dir, "projections_tradeoff.png"), dpi=_DPI))
@@ -481,20 +498,32 @@ def _projections(out_dir, md_dir, quick, seed, log):
     fig, axes = figure_grid(2, width=5.0, height=3.6, max_cols=2)
     lin = np.linspace(0.0, 1.2, 1201)
     logs = np.geomspace(1e-4, 1.2, 1201)
+    y_lo, y_hi = -0.1, 1.6
+    cut = {}       # curves leaving [y_lo, y_hi] are not drawn outside it: name -> first σ outside
+
+    def inside(y):
+        return np.where((y >= y_lo) & (y <= y_hi), y, np.nan)
     for c in NS_COEFFICIENTS:
         p = ns_polynomial(c)
-        ys, ys_log = _poly_or_nan(p, lin), _poly_or_nan(p, logs)  # polar_express blows up past σ ≈ 1.1
+        ys, ys_log = _poly_or_nan(p, lin), _poly_or_nan(p, logs)  # NaN where p overflows
+        outside = np.isnan(inside(ys))
+        if outside.any():
+            cut[c] = lin[np.argmax(outside)]
         steps = len(NS_COEFFICIENTS[c]) if len(NS_COEFFICIENTS[c]) > 1 else 5
-        axes[0].plot(lin, ys, lw=1.3, label=f"{c} ({steps} steps)")
-        axes[1].semilogx(logs, ys_log, lw=1.3, label=f"{c} ({steps} steps)")
+        axes[0].plot(lin, inside(ys), lw=1.3, label=f"{c} ({steps} steps)")
+        axes[1].semilogx(logs, inside(ys_log), lw=1.3, label=f"{c} ({steps} steps)")
     for ax in axes:
-        ax.axhline(1.0, color="gray", ls="--", lw=0.8)
+        ax.axhline(1.0, color="gray", ls="--", lw=0.8, label="p = 1 (σ mapped exactly to 1)")
         ax.set_xlabel("σ (singular value of the normalized input)")
         ax.set_ylabel("p(σ)")
-        ax.set_ylim(-0.1, 1.6)
+        ax.set_ylim(y_lo, y_hi)
+    plain_log_ticks(axes[1])
     axes[0].set_title("composed Newton–Schulz polynomial, σ ∈ [0, 1.2]", fontsize=9)
     axes[1].set_title("the same, log σ ∈ [1e-4, 1.2]", fontsize=9)
-    axes[0].legend(fontsize=8)
+    if cut:
+        fig.suptitle(f"y axis clipped to [{y_lo:g}, {y_hi:g}]; not drawn where p(σ) leaves it: "
+                     + ", ".join(f"{c} from σ ≈ {x:.2f} on" for c, x in cut.items()), fontsize=9)
+    shared_legend(fig, axes, ncol=5)
     figs.append(save_png(fig, os.path.join(out_dir, "projections_polynomials.png"), dpi=_DPI))
 
     def first_below(pts, tol):
@@ -588,7 +617,7 @@ def _study_compression(out_dir, md_dir, quick, seed, log):
     ranks = (2, 4) if quick else (2, 4, 8, 16, 32, 64)
     seeds = _seeds(seed, 1 if quick else 3)
     hidden = (32, 16) if quick else (512, 256)
-    rows = []
+    rows, full_std = [], []
     with tempfile.TemporaryDirectory(prefix="orthoref-study-") as tmp:
         for vi, (label, kw) in enumerate(_COMPRESSION_VARIANTS):
             full, accs, params, srank, spectrum = [], {r: [] for r in ranks}, {}, [], None
@@ -609,6 +638,9 @@ def _study_compression(out_dir, md_dir, quick, seed, log):
                     accs[r].append(evaluate(small, X_te, y_te))
                     params[r] = count_parameters(small)
             params_full = count_parameters(model)
+            # the rank at which compress_model keeps every layer, i.e. the uncompressed model (figure only)
+            full_rank = max(min(p.data.shape) for n, p in model.named_parameters() if n.endswith("weight"))
+            full_std.append(float(np.std(full, ddof=1)) if len(full) > 1 else 0.0)
             row = {"variant": label, "full_acc": float(np.mean(full)), "params_full": params_full,
                    "acc": {r: float(np.mean(a)) for r, a in accs.items()},
                    "acc_std": {r: float(np.std(a, ddof=1)) if len(a) > 1 else 0.0 for r, a in accs.items()},
@@ -620,20 +652,28 @@ def _study_compression(out_dir, md_dir, quick, seed, log):
 
     figs = []
     require_matplotlib()
+    from matplotlib.ticker import NullLocator
     fig, axes = figure_grid(2, width=5.0, height=3.6, max_cols=2)
-    for i, r in enumerate(rows):
-        line = axes[0].errorbar(ranks, [r["acc"][k] for k in ranks], yerr=[r["acc_std"][k] for k in ranks],
-                                marker="o", ms=4, capsize=2, lw=1.3, label=r["variant"])
-        axes[0].axhline(r["full_acc"], ls=":", lw=0.9, color=line[0].get_color())
-        axes[1].semilogy(np.arange(1, len(r["spectrum"]) + 1), r["spectrum"], lw=1.3, label=r["variant"])
+    # One colour and marker per training; the uncompressed accuracy is the last point of each curve, at
+    # the rank where compress_model keeps every layer as it is (no separate reference lines).
+    xs = list(ranks) + [full_rank]
+    for i, (r, sd) in enumerate(zip(rows, full_std)):
+        style = {"color": f"C{i}", "marker": "osD^"[i % 4], "label": r["variant"]}
+        axes[0].errorbar(xs, [r["acc"][k] for k in ranks] + [r["full_acc"]],
+                         yerr=[r["acc_std"][k] for k in ranks] + [sd], ms=4, capsize=2, lw=1.3, **style)
+        axes[1].semilogy(np.arange(1, len(r["spectrum"]) + 1), r["spectrum"], lw=1.3, markevery=0.1, ms=4,
+                         **style)
     axes[0].set_xscale("log", base=2)
+    axes[0].set_xticks(xs, [str(k) for k in ranks] + [f"{full_rank}\n(full)"])
+    axes[0].xaxis.set_minor_locator(NullLocator())
     axes[0].set_xlabel("rank kept in every layer")
     axes[0].set_ylabel(f"test accuracy (mean of {len(seeds)} seeds)")
-    axes[0].set_title("accuracy after truncated-SVD compression (dotted: uncompressed)", fontsize=9)
-    axes[0].legend(fontsize=7)
-    axes[1].set_xlabel("index i")
-    axes[1].set_ylabel("σ_i / σ_1")
+    axes[0].set_title(f"accuracy after truncated-SVD compression\n(rank {full_rank}: uncompressed)", fontsize=9)
+    plain_log_ticks(axes[1])
+    axes[1].set_xlabel("index i (1 = largest)")
+    axes[1].set_ylabel("σ_i / σ_1 (log scale)")
     axes[1].set_title(f"singular values of the second weight ({hidden[1]}x{hidden[0]}), seed {seed}", fontsize=9)
+    shared_legend(fig, axes, ncol=2)
     figs.append(save_png(fig, os.path.join(out_dir, "compression_rank.png"), dpi=_DPI))
 
     head = " | ".join(f"rank {k}" for k in ranks)
@@ -713,10 +753,11 @@ def _study_rnn(out_dir, md_dir, quick, seed, log):
                 ax.semilogy(h[:, 0], h[:, 1], lw=1.3, label=label)
         ax.axhline(base, color="gray", ls="--", lw=0.8, label="predict 1 (1/6)")
         ax.axhline(0.01, color="gray", ls=":", lw=0.8, label="MSE 0.01")
+        plain_log_ticks(ax)
         ax.set_title(f"adding problem, T = {T}, hidden {kw['hidden']}", fontsize=9)
-        ax.set_xlabel("step")
-        ax.set_ylabel("held-out MSE")
-    axes[0].legend(fontsize=7)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("held-out MSE (log scale)")
+        ax.legend(fontsize=7)
     figs.append(save_png(fig, os.path.join(out_dir, "rnn_adding.png"), dpi=_DPI))
 
     lines = [
