@@ -69,7 +69,13 @@ def environment() -> dict:
     info["backends"] = {"numpy": "available", "cupy": _cupy_status()}
     info["active_backend"] = backend.active()
     info["ORTHOREF_BACKEND"] = os.environ.get("ORTHOREF_BACKEND")
-    info["data"] = "bundled UCI digits (orthoref/_data/digits.npz); other data: --data idx:DIR"
+    from .datasets import DATASETS, data_dir
+    folder = data_dir()
+    present = [n for n in DATASETS if all((folder / n / f).is_file() or (folder / n / f[:-3]).is_file()
+                                          for f in DATASETS[n]["files"])]
+    info["data"] = (f"bundled UCI digits; data directory {folder} (ORTHOREF_DATA): "
+                    f"{', '.join(present) if present else 'no data set'} present (orthoref data list); "
+                    f"other data: --data idx:DIR")
     return info
 
 

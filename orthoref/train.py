@@ -46,6 +46,8 @@ from ._io import (CheckpointError, RunDirBusy, RunInterrupted, atomic_write, cla
 from ._progress import Progress
 from .backend import asarray, get_array_module, to_numpy, using
 from .data import load_digits, load_idx_dir
+from .datasets import DATASETS
+from .datasets import load as load_dataset
 from .models import mlp, mlp_shapes, small_cnn, small_cnn_shapes
 from .nn import cross_entropy
 from .optim import SGD, Adam, AdamW, CayleySGD, Muon, RiemannianAdam, RiemannianSGD
@@ -266,10 +268,10 @@ class TrainConfig:
         self.dtype = check_choice(who, "dtype", self.dtype, ("float32", "float64"))
         self.backend = check_choice(who, "backend", self.backend, ("numpy", "cupy"))
         if not isinstance(self.data, str):
-            raise TypeError(f"{who}: data must be 'digits' or 'idx:DIR', got {type(self.data).__name__} "
-                            f"{self.data!r}")
-        if not (self.data == "digits" or (self.data.startswith("idx:") and len(self.data) > 4)):
-            bad("data", "'digits' or 'idx:DIR'")
+            raise TypeError(f"{who}: data must be 'digits', 'idx:DIR' or one of {', '.join(DATASETS)}, got "
+                            f"{type(self.data).__name__} {self.data!r}")
+        if not (self.data in ("digits",) + tuple(DATASETS) or (self.data.startswith("idx:") and len(self.data) > 4)):
+            bad("data", f"'digits', 'idx:DIR' or one of {', '.join(DATASETS)} (orthoref data list)")
         self.reg = _str_tuple(who, "reg", self.reg)
         penalties = [Penalty.parse(r) for r in self.reg]
         if self.model != "cnn" and any(pen.target == "conv" for pen in penalties):
@@ -355,6 +357,8 @@ def load_data(config):
         X_tr, y_tr = load_digits("train", dtype=config.dtype, flatten=flatten)
         X_te, y_te = load_digits("test", dtype=config.dtype, flatten=flatten)
         return X_tr, y_tr, X_te, y_te
+    if config.data in DATASETS:                         # mnist, fashion-mnist, kmnist from the data directory
+        return load_dataset(config.data, dtype=config.dtype, flatten=flatten)
     return load_idx_dir(config.data[len("idx:"):], dtype=config.dtype, flatten=flatten)
 
 
