@@ -23,7 +23,8 @@ Conventions (the README's "Conventions" section, "Layouts and flattening"):
   ``numpy.linalg.cond``).
 
 :func:`analyze_checkpoint` (``orthoref analyze CHECKPOINT --out DIR``) writes the per-layer table and
-figures of a checkpoint written by :func:`orthoref.train.fit`.
+figures of a checkpoint written by :func:`orthoref.train.fit` or, for ``orthoref train --model rnn``, by
+:func:`orthoref.sequence.fit_adding`.
 """
 from __future__ import annotations
 
@@ -618,6 +619,10 @@ def load_model(path):
     from .train import CheckpointError, TrainConfig, build_model, load_checkpoint
 
     _check_path("load_model", "path", path)
+    if _is_rnn_checkpoint(path):
+        raise CheckpointError(f"{path}: a checkpoint of the RNN of orthoref.sequence.fit_adding (orthoref train "
+                              f"--model rnn), not of orthoref.train.fit; load it with "
+                              f"orthoref.sequence.load_adding_model")
     meta, state, _, _ = load_checkpoint(path)
     config = TrainConfig.from_json(dict(meta["config"], progress=False))
     mats = [(k, v) for k, v in state.items() if k.endswith("weight") and v.ndim >= 2]
@@ -661,6 +666,63 @@ def _write_text(path, text):
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+# What the Jacobian line of layers.md and jacobian.png say: (name, what it is taken at, what to look for,
+# figure title or None for plots.plot_jacobian_spectrum's own).
+_MLP_JACOBIAN = ("Input–output Jacobian", "test examples", "dynamical isometry: all near 1", None)
+_RNN_JACOBIAN = ("Hidden-state Jacobian ∂h_T/∂h_0", "held-out sequences",
+                 "long memory: all near 1; vanishing gradients: near 0",
+                 "Singular values of the hidden-state Jacobian ∂h_T/∂h_0")
+
+
+def _is_rnn_checkpoint(path):
+    """Whether ``path`` is a checkpoint of :func:`orthoref.sequence.fit_adding` (``orthoref train --model rnn``)."""
+    from .sequence import is_adding_checkpoint
+    return is_adding_checkpoint(path)
+
+
+def _hidden_state_jacobian_sv(rnn, x):
+    """Singular values ``(N, hidden)`` of ``∂h_T/∂h_0`` of ``rnn`` (an ``orthoref.nn.RNN``, ``h_0 = 0``) at
+    each sequence of ``x (T, N, input)``: one backward pass per hidden unit ``j`` with the cotangent ``e_j`` on
+    ``h_T`` gives row ``j`` of every example's Jacobian. The parameters' ``.grad`` are restored afterwards."""
+    who = "analyze_checkpoint"
+    params = rnn.parameters()
+    saved = [p.grad for p in params]
+    try:
+        for p in params:
+            p.grad = None
+        out = rnn.forward(x)
+        n, h = x.shape[1], rnn.hidden_size
+        zeros = np.zeros_like(out)
+        J = np.empty((n, h, h), dtype=np.float64)
+        for j in range(h):
+            g = np.zeros((n, h), dtype=out.dtype)
+            g[:, j] = 1
+            rnn.backward(zeros, input_grad=False, grad_h_n=g)
+            J[:, j, :] = to_numpy(rnn.h0_grad)
+    finally:
+        for p, g in zip(params, saved):
+            p.grad = g
+    return _svd(who, np, J, "the hidden-state Jacobian", compute_uv=False)
+
+
+def _rnn_checkpoint_parts(path, jacobian_examples):
+    """The RNN branch of :func:`analyze_checkpoint` (a checkpoint of :func:`orthoref.sequence.fit_adding`):
+    ``(model, summary line, Jacobian singular values or None, _RNN_JACOBIAN)``; the model's weights are
+    ``rnn.weight_ih_l0``, ``rnn.weight_hh_l0`` and ``head.weight``, the Jacobian is ``∂h_T/∂h_0`` at the first
+    ``jacobian_examples`` (at most 500) sequences of the run's held-out set."""
+    from .sequence import EVAL_SIZE, load_adding_model
+    from .tasks import adding_problem
+    model, config, meta = load_adding_model(path)
+    jac = None
+    if jacobian_examples:
+        x = adding_problem(EVAL_SIZE, config["T"], rng=config["seed"] + 1, dtype=config["dtype"])[0]
+        jac = _hidden_state_jacobian_sv(model.rnn, x[:, :jacobian_examples])
+    summary = (f"rnn (Elman, {model.rnn.nonlinearity}) on the adding problem T={config['T']}, hidden "
+               f"{config['hidden']}, init {config['init']}, {config['optimizer']}, step {meta['step']}, held-out "
+               f"MSE {meta['history'][-1][1]:.4g}.")
+    return model, summary, jac, _RNN_JACOBIAN
+
+
 def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):
     """Analyse a training checkpoint: per-layer spectra table, Jacobian spectrum and figures.
 
@@ -675,13 +737,17 @@ def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):
 
     Parameters
     ----------
-    path : str, a ``checkpoint.npz`` of :func:`orthoref.train.fit`
+    path : str, a ``checkpoint.npz`` of :func:`orthoref.train.fit` or of :func:`orthoref.sequence.fit_adding`
+        (``orthoref train --model rnn``: the rows are its weights ``rnn.weight_ih_l0``, ``rnn.weight_hh_l0``
+        and ``head.weight``, and the Jacobian is the hidden-state Jacobian ``∂h_T/∂h_0`` of the RNN, whose
+        singular values near 1 mean long memory, at the run's held-out sequences)
     out_dir : str
     figures : "auto", True or False
         ``"auto"`` draws the figures when matplotlib is installed and warns otherwise; ``True`` raises
         ImportError without it; ``False`` draws none.
     jacobian_examples : int >= 0
-        Test examples for the Jacobian spectrum (the configuration's data set; 0 skips it).
+        Test examples for the Jacobian spectrum (the configuration's data set; for an RNN checkpoint the
+        first of its 500 held-out sequences; 0 skips it).
 
     Returns
     -------
@@ -694,29 +760,31 @@ def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):
     jacobian_examples = check_int(who, "jacobian_examples", jacobian_examples, 0, 1 << 30)
     _check_path(who, "path", path)
     _check_path(who, "out_dir", out_dir)
-    model, config, meta = load_model(path)
+    if _is_rnn_checkpoint(path):
+        model, summary, jac, jac_label = _rnn_checkpoint_parts(path, jacobian_examples)
+    else:
+        model, config, meta = load_model(path)
+        jac, jac_label = None, _MLP_JACOBIAN
+        if jacobian_examples:
+            from .train import load_data
+            X_te = load_data(config)[2][:jacobian_examples]
+            with using(config.backend):
+                jac = to_numpy(jacobian_singular_values(model, asarray(X_te)))
+        history = meta.get("history") or []
+        acc = f", test accuracy {history[-1]['test_acc']:.4f}" if history else ""
+        hidden = f" {','.join(map(str, config.hidden))}" if config.model == "mlp" else ""
+        summary = f"{config.model}{hidden}, init {config.init}, {config.optimizer}, epoch {meta.get('epoch')}{acc}."
     rows = layer_table(model)
     os.makedirs(out_dir, exist_ok=True)
 
-    jac = None
-    if jacobian_examples:
-        from .train import load_data
-        X_te = load_data(config)[2][:jacobian_examples]
-        with using(config.backend):
-            jac = to_numpy(jacobian_singular_values(model, asarray(X_te)))
-
-    history = meta.get("history") or []
-    acc = f", test accuracy {history[-1]['test_acc']:.4f}" if history else ""
-    hidden = f" {','.join(map(str, config.hidden))}" if config.model == "mlp" else ""
-    lines = [f"# Layer analysis of {path}", "",
-             f"{config.model}{hidden}, init {config.init}, {config.optimizer}, epoch {meta.get('epoch')}{acc}.",
+    lines = [f"# Layer analysis of {path}", "", summary,
              "", "Weights seen as M = W.reshape(out, -1); ‖G−I‖_F/√k with G the smaller Gram matrix.", "",
              format_layer_table(rows), ""]
     if jac is not None:
         q = np.quantile(jac, [0.0, 0.5, 1.0])
-        lines += [(f"Input–output Jacobian at {jac.shape[0]} test examples ({jac.shape[1]} singular values "
+        lines += [(f"{jac_label[0]} at {jac.shape[0]} {jac_label[1]} ({jac.shape[1]} singular values "
                    f"each): mean {jac.mean():.4g}, std {jac.std():.4g}, min {q[0]:.4g}, median {q[1]:.4g}, "
-                   f"max {q[2]:.4g} (dynamical isometry: all near 1)."), ""]
+                   f"max {q[2]:.4g} ({jac_label[2]})."), ""]
     _write_text(os.path.join(out_dir, "layers.md"), "\n".join(lines))
     _write_text(os.path.join(out_dir, "layers.json"), json.dumps(_json_safe(rows), indent=1) + "\n")
 
@@ -738,5 +806,6 @@ def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):
     plots.plot_filter_angles({n: to_numpy(filter_angles(M)) for n, M in nonzero.items() if M.shape[0]},
                              os.path.join(out_dir, "filter_angles.png"))
     if jac is not None:
-        plots.plot_jacobian_spectrum(jac, os.path.join(out_dir, "jacobian.png"))
+        title = {"title": jac_label[3]} if jac_label[3] else {}
+        plots.plot_jacobian_spectrum(jac, os.path.join(out_dir, "jacobian.png"), **title)
     return rows

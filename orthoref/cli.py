@@ -51,26 +51,49 @@ def _verify(args) -> int:
 
 
 def _train_rnn(args) -> int:
-    """``--model rnn --task adding``: the adding problem with an Elman RNN (orthoref.sequence)."""
-    from .sequence import fit_adding
+    """``--model rnn --task adding``: the adding problem with an Elman RNN (orthoref.sequence): every evaluation
+    writes checkpoint.npz, metrics.csv and metrics.json to --out (default: a new runs/YYYYmmdd-HHMMSS);
+    ``--resume CHECKPOINT [--steps N] [--out DIR]`` continues a run with its configuration."""
+    import math
 
-    extra = [k for k in ("hidden", "data", "resume", "dtype", "backend", "batch_size", "epochs", "reg")
-             if getattr(args, k, None)]
-    if extra:
-        print(f"orthoref train: --model rnn takes --task, --T, --steps, --init, --lr, --optimizer, --seed, "
-              f"--out (got {', '.join('--' + k.replace('_', '-') for k in extra)})", file=sys.stderr)
-        return 2
-    if args.optimizer is not None and "," in args.optimizer:
-        print(f"orthoref train: --model rnn takes --optimizer adam or sgd, without options (got "
-              f"{args.optimizer!r})", file=sys.stderr)
-        return 2
-    kw = {k: getattr(args, k) for k in ("init", "lr", "optimizer", "seed", "steps", "out")
-          if getattr(args, k, None) is not None}
-    res = fit_adding(T=args.T if args.T is not None else 100, overwrite=args.overwrite, **kw)
+    from . import sequence
+
+    if args.resume:
+        fixed = [k for k in ("T", "init", "lr", "optimizer", "seed", "hidden", "data", "dtype", "backend",
+                             "batch_size", "epochs", "reg", "reg_skip") if getattr(args, k, None) is not None]
+        if fixed:
+            print(f"orthoref train: --resume takes the configuration from the checkpoint; only --steps and --out "
+                  f"may be given (got {', '.join('--' + k.replace('_', '-') for k in fixed)})", file=sys.stderr)
+            return 2
+        until = f" to step {args.steps}" if args.steps is not None else ""
+        print(f"orthoref train: resuming {_shown(args.resume)}{until} (its configuration)")
+        res = sequence.fit_adding(resume=args.resume, steps=args.steps, out=args.out, overwrite=args.overwrite)
+    else:
+        extra = [k for k in ("hidden", "data", "dtype", "backend", "batch_size", "epochs", "reg")
+                 if getattr(args, k, None)]
+        if extra:
+            print(f"orthoref train: --model rnn takes --task, --T, --steps, --init, --lr, --optimizer, --seed, "
+                  f"--out, --resume (got {', '.join('--' + k.replace('_', '-') for k in extra)})", file=sys.stderr)
+            return 2
+        if args.optimizer is not None and "," in args.optimizer:
+            print(f"orthoref train: --model rnn takes --optimizer adam or sgd, without options (got "
+                  f"{args.optimizer!r})", file=sys.stderr)
+            return 2
+        given = dict(sequence._DEFAULTS)
+        given.update({k: getattr(args, k) for k in ("T", "init", "lr", "optimizer", "seed", "steps")
+                      if getattr(args, k, None) is not None})
+        res = sequence._fit(given, print, args.out, args.overwrite, None, new_run=args.out is None)
+    if not math.isfinite(res["final_mse"]):
+        kept = (f"the last good checkpoint is kept: {_shown(res['checkpoint'])}" if res["checkpoint"]
+                else "no checkpoint was written")
+        print(f"orthoref train: diverged: adding problem T={res['T']}, init {res['init']}: a non-finite value "
+              f"at step {res['history'][-1][0]}; training stopped, {kept}", file=sys.stderr)
+        return 3
     reached = res["steps_to_target"]
     print(f"done: adding problem T={res['T']}, init {res['init']}: final MSE {res['final_mse']:.4g}; "
-          f"MSE < 0.01 {'after ' + str(reached) + ' steps' if reached else 'not reached'} "
-          f"({res['seconds']:.1f} s)")
+          f"MSE < {res['target_mse']:g} "
+          f"{'not reached' if reached is None else 'after ' + str(reached) + ' steps'} ({res['seconds']:.1f} s); "
+          f"checkpoint and metrics in {_shown(os.path.dirname(res['checkpoint']))}")
     return 0
 
 
@@ -82,13 +105,16 @@ def _shown(path):
 
 def _train(args) -> int:
     from . import train
+    from .sequence import is_adding_checkpoint
 
+    if args.resume and args.model is None and not args.task and is_adding_checkpoint(args.resume):
+        args.model = "rnn"                                 # the checkpoint of an RNN run says so itself
     if args.model == "rnn" or args.task:
         if args.model != "rnn":
             print(f"orthoref train: --task {args.task} trains a recurrent network: add --model rnn",
                   file=sys.stderr)
             return 2
-        if args.task != "adding":
+        if args.task != "adding" and not args.resume:         # a checkpoint says its task
             print("orthoref train: --model rnn needs a sequence task: add --task adding (the adding problem)",
                   file=sys.stderr)
             return 2
@@ -362,14 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = _subparser(sub, "train", help="train a model (default: MLP on the bundled digits)",
-                       description="Train a model; every epoch writes checkpoint.npz, metrics.csv and "
-                                   "metrics.json to --out (atomically). Defaults train the MLP 64-512-256-10 "
-                                   "on the bundled UCI digits with Adam.")
+                       description="Train a model; every epoch (--model rnn: every evaluation, 50 steps "
+                                   "apart) writes checkpoint.npz, metrics.csv and metrics.json to --out "
+                                   "(atomically). Defaults train the MLP 64-512-256-10 on the bundled UCI "
+                                   "digits with Adam.")
     t.add_argument("--model", choices=["mlp", "cnn", "rnn"],
                    help="mlp (default), cnn (8x8 or 28x28 images), or rnn (with --task adding)")
     t.add_argument("--task", choices=["adding"], help="sequence task for --model rnn: the adding problem")
     t.add_argument("--T", type=int, help="sequence length of the task (default 100)")
-    t.add_argument("--steps", type=int, help="optimizer steps for --model rnn")
+    t.add_argument("--steps", type=int, help="optimizer steps for --model rnn, counting those of a resumed run "
+                                             "(default 2000)")
     t.add_argument("--hidden", help="MLP hidden widths, comma-separated (default 512,256)")
     t.add_argument("--init", help=f"weight initializer: orthogonal (default), default (PyTorch's), or any of "
                                   f"orthoref.init.INITIALIZERS: {', '.join(_inits_help())}")
@@ -394,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated weights the regularizers leave alone: first, last, or names like "
                         "0.weight")
     t.add_argument("--out", help="output directory (default: a new runs/YYYYmmdd-HHMMSS)")
-    t.add_argument("--resume", help="continue from this checkpoint.npz (its configuration is used)")
+    t.add_argument("--resume", help="continue from this checkpoint.npz (its configuration is used; only --epochs, "
+                                    "or --steps with --model rnn, and --out may be given)")
     t.add_argument("--overwrite", action="store_true",
                    help="allow --out to hold another run's checkpoint.npz/metrics (they are replaced)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

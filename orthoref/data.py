@@ -23,7 +23,7 @@ from ._io import atomic_write
 
 __all__ = [
     "DIGITS_SEARCH_PATHS", "digits_path", "load_digits",
-    "IDX_DTYPES", "IDX_MAX_BYTES", "IDX_MAX_CLASSES", "load_idx", "write_idx", "load_idx_dir",
+    "IDX_DTYPES", "IDX_FILES", "IDX_MAX_BYTES", "IDX_MAX_CLASSES", "load_idx", "write_idx", "load_idx_dir",
     "adding_problem", "copy_memory"]
 
 # ----------------------------------------------------------------------------------------------------
@@ -366,7 +366,8 @@ def write_idx(path, array):
     return path
 
 
-_IDX_FILES = {
+#: The four file names of an MNIST-style IDX folder (each raw or with ``.gz``).
+IDX_FILES = {
     "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
 }
@@ -480,7 +481,7 @@ def load_idx_dir(directory, dtype=np.float32, flatten=True):
     directory = _check_path(who, "directory", directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"IDX directory not found: {directory}")
-    paths = {key: _find_idx(directory, stem) for key, stem in _IDX_FILES.items()}
+    paths = {key: _find_idx(directory, stem) for key, stem in IDX_FILES.items()}
     train_x, train_y = _load_pair(paths["train_images"], paths["train_labels"])
     test_x, test_y = _load_pair(paths["test_images"], paths["test_labels"])
     if train_x.shape[1:] != test_x.shape[1:]:

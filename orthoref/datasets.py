@@ -32,7 +32,7 @@ import numpy as np
 
 from ._io import atomic_write
 from ._progress import Progress
-from .data import _IDX_FILES, load_idx_dir, write_idx
+from .data import IDX_FILES, load_idx_dir, write_idx
 
 __all__ = ["DATASETS", "data_dir", "dataset_path", "status", "download", "import_files", "import_mnist_pickle",
            "missing_message"]
@@ -250,7 +250,7 @@ def import_mnist_pickle(source) -> Path:
               "test_images": test_x.reshape(-1, 28, 28), "test_labels": test_y}
     raw = DATASETS["mnist"]["raw"]
     for key, array in arrays.items():
-        target = folder / _IDX_FILES[key]
+        target = folder / IDX_FILES[key]
         write_idx(target, array)
         got = _sums(target)[0]
         if got != raw[target.name]:

@@ -43,6 +43,8 @@ import numpy as np
 from ._checks import MAX_ITERATIONS, NonFiniteError, all_finite, check_bool, check_choice, check_int, check_real
 from ._io import (CheckpointError, RunDirBusy, RunInterrupted, atomic_write, claim_run_dir, interruptible,
                   new_run_dir, read_npz, signal_name, strict_json)
+from ._checkpoint import (NONE_MARKER, check_param_groups, check_rng_state, is_int, is_number, json_array,
+                          read_json, same_dir)
 from ._progress import Progress
 from .backend import asarray, get_array_module, to_numpy, using
 from .data import load_digits, load_idx_dir
@@ -496,13 +498,6 @@ def evaluate(model, X, y, batch_size=512):
 # ---------------------------------------------------------------------------------------------------------
 # Checkpoints
 
-def _json_array(obj, safe=False):
-    """``obj`` as a 0-d string array of strict JSON (``safe``: NaN/Inf floats become null; else they
-    raise ValueError)."""
-    return np.array(strict_json(obj) if safe else json.dumps(obj, allow_nan=False))
-
-
-_NONE = np.zeros(0, dtype=np.int8)      # stands for an optimizer state entry that is None
 RUN_FILES = ("checkpoint.npz", "metrics.json", "metrics.csv")
 
 
@@ -522,48 +517,24 @@ def save_checkpoint(path, model, optimizer, rng, epoch, config, history, reg_rng
     for idx, st in osd["state"].items():
         for key, val in st.items():
             arrays[f"optim/{'none' if val is None else 'state'}/{idx}/{key}"] = \
-                _NONE if val is None else np.asarray(val)
+                NONE_MARKER if val is None else np.asarray(val)
     for name, a in arrays.items():
         if a.dtype.kind == "f" and not all_finite(np, a):
             raise NonFiniteError(f"{who}: {name} holds NaN or Inf; a checkpoint is written only from finite "
                                  f"parameters and optimizer state")
-    arrays["optim/param_groups"] = _json_array(osd["param_groups"])
-    arrays["rng"] = _json_array(rng.bit_generator.state)
+    arrays["optim/param_groups"] = json_array(osd["param_groups"])
+    arrays["rng"] = json_array(rng.bit_generator.state)
     meta = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config": config.to_json(), "history": history}
     if reg_rng is not None:
         meta["reg_rng"] = reg_rng.bit_generator.state
-    arrays["meta"] = _json_array(meta, safe=True)
+    arrays["meta"] = json_array(meta, safe=True)
 
     def write(f):
         np.savez(f, **arrays)
     atomic_write(path, write)
 
 
-# Limits of what a checkpoint's JSON members may declare (characters).
-_MAX_JSON_CHARS = 1 << 26
 _HISTORY_KEYS = {"epoch", "loss", "train_acc", "test_acc", "seconds", "reg", "orthogonality"}
-
-
-def _read_json(path, member, field):
-    if member.dtype.kind != "U" or member.shape != ():
-        raise CheckpointError(f"{path}: {field} must be a JSON text (a 0-d string array), got an array of "
-                              f"dtype {member.dtype} and shape {member.shape}")
-    if member.dtype.itemsize // 4 > _MAX_JSON_CHARS:
-        raise CheckpointError(f"{path}: {field} declares {member.dtype.itemsize // 4} characters, more than "
-                              f"{_MAX_JSON_CHARS}")
-    text = str(member.read()[()])
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: {field} is not valid JSON ({exc})") from None
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _check_history(path, history, epoch):
@@ -581,29 +552,19 @@ def _check_history(path, history, epoch):
         unknown = sorted(set(rec) - _HISTORY_KEYS, key=str)
         if missing or unknown:
             raise CheckpointError(f"{where}: missing {missing}, unknown {unknown}")
-        if not _is_int(rec["epoch"]) or rec["epoch"] != i + 1:
+        if not is_int(rec["epoch"]) or rec["epoch"] != i + 1:
             raise CheckpointError(f"{where}.epoch must be {i + 1}, got {rec['epoch']!r}")
         for key in ("loss", "train_acc", "test_acc", "seconds"):
             v = rec[key]
-            if not _is_number(v) or not math.isfinite(v) or v < 0 or (key.endswith("acc") and v > 1):
+            if not is_number(v) or not math.isfinite(v) or v < 0 or (key.endswith("acc") and v > 1):
                 raise CheckpointError(f"{where}.{key} must be a finite number"
                                       f"{' in [0, 1]' if key.endswith('acc') else ' >= 0'}, got {v!r}")
-        if "reg" in rec and rec["reg"] is not None and not _is_number(rec["reg"]):
+        if "reg" in rec and rec["reg"] is not None and not is_number(rec["reg"]):
             raise CheckpointError(f"{where}.reg must be a number or null, got {rec['reg']!r}")
         ortho = rec.get("orthogonality", {})
-        if not isinstance(ortho, dict) or not all(isinstance(k, str) and (v is None or _is_number(v))
+        if not isinstance(ortho, dict) or not all(isinstance(k, str) and (v is None or is_number(v))
                                                   for k, v in ortho.items()):
             raise CheckpointError(f"{where}.orthogonality must map weight names to numbers, got {ortho!r}")
-
-
-def _check_rng_state(path, field, state):
-    if not isinstance(state, dict) or state.get("bit_generator") != "PCG64":
-        raise CheckpointError(f"{path}: {field} must be the state of a PCG64 generator, got "
-                              f"{str(state)[:80]!r}")
-    try:
-        np.random.PCG64().state = state
-    except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: {field} is not a valid PCG64 state ({exc})") from None
 
 
 def _check_meta(path, meta):
@@ -615,16 +576,16 @@ def _check_meta(path, meta):
     if missing or unknown:
         raise CheckpointError(f"{path}: meta is missing {missing}" if missing
                               else f"{path}: meta has unknown field(s) {unknown}")
-    if not _is_int(meta["format"]) or meta["format"] != CHECKPOINT_FORMAT:
+    if not is_int(meta["format"]) or meta["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {meta['format']!r}, expected {CHECKPOINT_FORMAT}")
     config = TrainConfig.from_json(meta["config"], source=path)
     epoch = meta["epoch"]
-    if not _is_int(epoch) or not 0 <= epoch <= config.epochs:
+    if not is_int(epoch) or not 0 <= epoch <= config.epochs:
         raise CheckpointError(f"{path}: meta.epoch must be an int in [0, {config.epochs}] (the "
                               f"configuration's epochs), got {epoch!r}")
     _check_history(path, meta["history"], epoch)
     if "reg_rng" in meta:
-        _check_rng_state(path, "meta.reg_rng", meta["reg_rng"])
+        check_rng_state(path, "meta.reg_rng", meta["reg_rng"])
     return config, epoch
 
 
@@ -670,18 +631,6 @@ def _param_order(config, shapes):
         return names, [len(names)]
     last = [n for n in names if n.endswith("weight") and len(shapes[n]) >= 2][-1]
     return [n for n in names if n != last] + [last], [len(names) - 1, 1]
-
-
-def _check_param_groups(path, groups, sizes):
-    if not isinstance(groups, list) or len(groups) != len(sizes) \
-            or not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
-        raise CheckpointError(f"{path}: optim/param_groups must be a list of {len(sizes)} parameter group(s) "
-                              f"with 'params' lists, got {str(groups)[:80]!r}")
-    ids = [i for g in groups for i in g["params"]]
-    if [len(g["params"]) for g in groups] != sizes or ids != list(range(sum(sizes))) \
-            or not all(_is_int(i) for i in ids):
-        raise CheckpointError(f"{path}: optim/param_groups must number the {sum(sizes)} parameters 0..."
-                              f"{sum(sizes) - 1} in groups of {sizes}, got {[g['params'] for g in groups]}")
 
 
 def _check_members(path, config, members, shapes):
@@ -748,14 +697,14 @@ def load_checkpoint(path, *, who="load_checkpoint"):
         for key in ("meta", "rng", "optim/param_groups"):
             if key not in members:
                 raise CheckpointError(f"{path}: not an orthoref checkpoint (no {key!r} entry)")
-        meta = _read_json(path, members["meta"], "meta")
+        meta = read_json(path, members["meta"], "meta")
         config, epoch = _check_meta(path, meta)
-        rng_state = _read_json(path, members["rng"], "rng")
-        _check_rng_state(path, "rng", rng_state)
-        groups = _read_json(path, members["optim/param_groups"], "optim/param_groups")
+        rng_state = read_json(path, members["rng"], "rng")
+        check_rng_state(path, "rng", rng_state)
+        groups = read_json(path, members["optim/param_groups"], "optim/param_groups")
         shapes = _declared_shapes(path, config, members)
         plan, sizes = _check_members(path, config, members, shapes)
-        _check_param_groups(path, groups, sizes)
+        check_param_groups(path, groups, sizes)
         model_state, state = {}, {}
         for key, (kind, idx, name) in plan.items():
             if kind == "none":
@@ -888,17 +837,10 @@ def _new_run_dir():
     return new_run_dir("runs")
 
 
-def _same_dir(a, b):
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
-
-
 def _check_out_free(out, resume, overwrite):
     """Refuse to write into a folder holding another run's files (unless ``overwrite``); the folder of
     the checkpoint being resumed is this run's own."""
-    if overwrite or (resume is not None and _same_dir(os.path.dirname(os.path.abspath(resume)), out)):
+    if overwrite or (resume is not None and same_dir(os.path.dirname(os.path.abspath(resume)), out)):
         return
     present = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
     if not present:

@@ -437,3 +437,68 @@ def test_cli_analyze(checkpoint, tmp_path, capsys):
     assert (out / "layers.json").exists()
     assert cli.main(["analyze", str(tmp_path / "missing.npz")]) == 2
     assert "orthoref analyze:" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checkpoints of orthoref train --model rnn (orthoref.sequence.fit_adding)
+
+@pytest.fixture(scope="module")
+def rnn_checkpoint(tmp_path_factory):
+    from orthoref.sequence import fit_adding
+    out = tmp_path_factory.mktemp("rnn")
+    fit_adding(T=6, hidden=8, steps=20, batch_size=10, eval_every=10, dtype="float64", log=None, out=str(out))
+    return str(out / "checkpoint.npz")
+
+
+def test_analyze_rnn_checkpoint_table(rnn_checkpoint, tmp_path):
+    from orthoref.sequence import load_adding_model
+    out = tmp_path / "analysis"
+    rows = A.analyze_checkpoint(rnn_checkpoint, str(out), figures=False, jacobian_examples=5)
+    assert [r["name"] for r in rows] == ["rnn.weight_ih_l0", "rnn.weight_hh_l0", "head.weight"]
+    model, _, _ = load_adding_model(rnn_checkpoint)
+    for row, W in zip(rows, (model.rnn.weight_ih_l0.data, model.rnn.weight_hh_l0.data, model.head.weight.data)):
+        assert row["shape"] == list(W.shape)
+        assert row["sigma_max"] == pytest.approx(np.linalg.norm(W, 2), rel=1e-12)
+        assert row["condition"] == pytest.approx(np.linalg.cond(W), rel=1e-10)
+        assert row["orthogonality"] == pytest.approx(_rms_ref(W), rel=1e-12)
+    assert json.loads((out / "layers.json").read_text()) == rows
+    md = (out / "layers.md").read_text()
+    assert A.format_layer_table(rows) in md and "init orthogonal, adam, step 20" in md
+    assert "Hidden-state Jacobian ∂h_T/∂h_0 at 5 held-out sequences (8 singular values each)" in md
+    assert sorted(p.name for p in out.iterdir()) == ["layers.json", "layers.md"]
+    with pytest.raises(train.CheckpointError, match="load_adding_model"):
+        A.load_model(rnn_checkpoint)                 # so orthoref compress refuses it by name, too
+
+
+def test_analyze_rnn_checkpoint_figures(rnn_checkpoint, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "analysis"
+    A.analyze_checkpoint(rnn_checkpoint, str(out), figures=True, jacobian_examples=3)
+    for name in ("spectra.png", "filter_angles.png", "jacobian.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_hidden_state_jacobian_matches_finite_differences():
+    from orthoref.tasks import adding_problem
+    rnn = nn.RNN(2, 5, rng=0, dtype=np.float64)
+    x, _ = adding_problem(3, 7, rng=1, dtype=np.float64)
+    got = A._hidden_state_jacobian_sv(rnn, x)
+    eps = 1e-6
+    J = np.empty((3, 5, 5))
+    for i in range(5):
+        d = np.zeros((3, 5))
+        d[:, i] = eps
+        rnn.forward(x, d)
+        plus = rnn.h_n.copy()
+        rnn.forward(x, -d)
+        J[:, :, i] = (plus - rnn.h_n) / (2 * eps)
+    np.testing.assert_allclose(got, np.linalg.svd(J, compute_uv=False), rtol=1e-7, atol=1e-9)
+    assert all(p.grad is None for p in rnn.parameters())
+
+
+def test_cli_analyze_rnn_checkpoint(rnn_checkpoint, tmp_path, capsys):
+    from orthoref import cli
+    assert cli.main(["analyze", rnn_checkpoint, "--out", str(tmp_path / "a"), "--no-figures",
+                     "--jacobian-examples", "2"]) == 0
+    assert "| rnn.weight_hh_l0 | 8×8 |" in capsys.readouterr().out

@@ -1,0 +1,84 @@
+"""What the checkpoints of :mod:`orthoref.train` (MLP/CNN runs) and :mod:`orthoref.sequence` (RNN runs)
+share: JSON members of an ``.npz``, the checks of what a checkpoint declares, and folder identity. Private to
+the package."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ._io import CheckpointError, strict_json
+
+__all__ = ["MAX_JSON_CHARS", "NONE_MARKER", "check_param_groups", "check_rng_state", "is_int", "is_number",
+           "json_array", "read_json", "same_dir"]
+
+#: The most characters a checkpoint's JSON member may declare.
+MAX_JSON_CHARS = 1 << 26
+#: Stands for an optimizer state entry that is ``None``.
+NONE_MARKER = np.zeros(0, dtype=np.int8)
+
+
+def json_array(obj, safe=False):
+    """``obj`` as a 0-d string array of strict JSON (``safe``: NaN/Inf floats become null; else they
+    raise ValueError)."""
+    return np.array(strict_json(obj) if safe else json.dumps(obj, allow_nan=False))
+
+
+def read_json(path, member, field):
+    """The JSON object held by ``member`` (a 0-d string array of an ``.npz``), ``CheckpointError`` naming
+    ``path`` and ``field`` otherwise."""
+    if member.dtype.kind != "U" or member.shape != ():
+        raise CheckpointError(f"{path}: {field} must be a JSON text (a 0-d string array), got an array of "
+                              f"dtype {member.dtype} and shape {member.shape}")
+    if member.dtype.itemsize // 4 > MAX_JSON_CHARS:
+        raise CheckpointError(f"{path}: {field} declares {member.dtype.itemsize // 4} characters, more than "
+                              f"{MAX_JSON_CHARS}")
+    text = str(member.read()[()])
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: {field} is not valid JSON ({exc})") from None
+
+
+def is_int(v):
+    """``v`` is a JSON integer (not a bool)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v):
+    """``v`` is a JSON number (not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_rng_state(path, field, state):
+    """``state`` is a valid PCG64 state; ``CheckpointError`` naming ``path`` and ``field`` otherwise."""
+    if not isinstance(state, dict) or state.get("bit_generator") != "PCG64":
+        raise CheckpointError(f"{path}: {field} must be the state of a PCG64 generator, got "
+                              f"{str(state)[:80]!r}")
+    try:
+        np.random.PCG64().state = state
+    except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: {field} is not a valid PCG64 state ({exc})") from None
+
+
+def check_param_groups(path, groups, sizes):
+    """``groups`` (a checkpoint's ``optim/param_groups``) number the parameters ``0, 1, ...`` in groups of
+    ``sizes``; ``CheckpointError`` otherwise."""
+    if not isinstance(groups, list) or len(groups) != len(sizes) \
+            or not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        raise CheckpointError(f"{path}: optim/param_groups must be a list of {len(sizes)} parameter group(s) "
+                              f"with 'params' lists, got {str(groups)[:80]!r}")
+    ids = [i for g in groups for i in g["params"]]
+    if [len(g["params"]) for g in groups] != sizes or ids != list(range(sum(sizes))) \
+            or not all(is_int(i) for i in ids):
+        raise CheckpointError(f"{path}: optim/param_groups must number the {sum(sizes)} parameters 0..."
+                              f"{sum(sizes) - 1} in groups of {sizes}, got {[g['params'] for g in groups]}")
+
+
+def same_dir(a, b):
+    """``a`` and ``b`` are the same folder (by inode where both exist)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
