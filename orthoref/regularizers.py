@@ -40,6 +40,7 @@ import math
 import numpy as np
 
 from .backend import host_rng
+from .decorrelation import decov
 from ._checks import (MAX_ITERATIONS, NonFiniteError, all_finite, check_array, check_bool, check_choice,
                       check_finite, check_float, check_int, check_real)
 from .ops._window import pair
@@ -50,7 +51,7 @@ from .ortho._linalg import GRAMS, gram_matrix, minus_identity, use_rows
 __all__ = [
     "GRAMS", "soft_orthogonality", "double_soft_orthogonality", "mutual_coherence", "srip",
     "off_diagonal", "l1_orthogonality", "kernel_slice_orthogonality", "self_orthogonality",
-    "conv_orthogonality", "spectral_penalty", "REGULARIZERS", "PENALTIES",
+    "conv_orthogonality", "spectral_penalty", "decov", "REGULARIZERS", "PENALTIES",
 ]
 
 
@@ -789,6 +790,7 @@ PENALTIES = {
     "self_orthogonality": (self_orthogonality, "som", "outputs"),
     "conv_orthogonality": (conv_orthogonality, "ocnn", "conv"),
     "spectral_penalty": (spectral_penalty, "spectral", "weights"),
+    "decov": (decov, "decov", "outputs"),
 }
 
 REGULARIZERS = {name: fn for name, (fn, _, _) in PENALTIES.items()}

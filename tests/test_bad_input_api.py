@@ -356,6 +356,7 @@ REGULARIZERS = {
     "conv_orthogonality": Fn({"K": Arr(K4), "weight": Real(1.0, lo=0), "stride": Int(1, lo=1, hi=None),
                               "padding": Int(1, lo=0), "squared": Flag(True)}),
     "spectral_penalty": Fn(_p()),
+    "decov": Fn({"H": Arr(X104), "weight": Real(1.0, lo=0)}),
 }
 
 

@@ -80,6 +80,7 @@ REG_ARRAY = {
     "self_orthogonality": ("Y", (8, 4), lambda Y: R.self_orthogonality(Y, lam1=1.0, lam2=1.0, gamma=2.0)),
     "conv_orthogonality": ("K", (3, 2, 3, 3), lambda K: R.conv_orthogonality(K, weight=0.5, stride=1)),
     "spectral_penalty": ("W", (3, 5), lambda W: R.spectral_penalty(W, weight=0.5)),
+    "decov": ("H", (8, 4), lambda H: R.decov(H, weight=0.5)),
 }
 
 INIT_ARRAY = {

@@ -540,6 +540,49 @@ def conv_orthogonality(K, weight=1.0, stride=1, padding=None, squared=True):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Decorrelation and whitening (the eigendecomposition route: the registered samples have distinct eigenvalues;
+# jnp.linalg.eigh's derivative, like PyTorch's, divides by λ_i − λ_j)
+
+def _centred_cov(X, eps):
+    Xc = X - X.mean(axis=0, keepdims=True)
+    S = jnp.cov(X, rowvar=False, bias=True).reshape(X.shape[1], X.shape[1])
+    return Xc, S + eps * _eye_like(S)
+
+
+@_twin("zca_whitening")
+def zca_whitening(X, eps=1e-5):
+    Xc, S = _centred_cov(X, eps)
+    lam, U = jnp.linalg.eigh(S)
+    return Xc @ (U / jnp.sqrt(lam)) @ U.T
+
+
+@_twin("pca_whitening")
+def pca_whitening(X, eps=1e-5):
+    Xc, S = _centred_cov(X, eps)
+    lam, U = jnp.linalg.eigh(S)
+    lam, U = lam[::-1], U[:, ::-1]
+    top = jnp.take_along_axis(U, jnp.argmax(jnp.abs(U), axis=0)[None, :], axis=0)[0]
+    U = U * lax.stop_gradient(jnp.where(top < 0, -1.0, 1.0).astype(U.dtype))
+    return Xc @ (U / jnp.sqrt(lam))
+
+
+@_twin("cholesky_whitening")
+def cholesky_whitening(X, eps=1e-5):
+    from jax.scipy.linalg import solve_triangular
+    Xc, S = _centred_cov(X, eps)
+    L = jnp.linalg.cholesky(S)
+    return solve_triangular(L, Xc.T, lower=True).T
+
+
+@_twin("decov")
+def decov(H, weight=1.0):
+    if H.ndim == 4:
+        H = jnp.transpose(H, (0, 2, 3, 1)).reshape(-1, H.shape[1])
+    C = jnp.cov(H, rowvar=False, bias=True).reshape(H.shape[1], H.shape[1])
+    return 0.5 * weight * ((C * (1 - _eye_like(C))) ** 2).sum()
+
+
+# ---------------------------------------------------------------------------------------------------------
 
 def _as_tuple(y):
     return tuple(y) if isinstance(y, (tuple, list)) else (y,)

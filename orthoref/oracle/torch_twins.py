@@ -430,6 +430,79 @@ def torch_conv_orthogonality(K, weight=1.0, stride=1, padding=None, squared=True
     return (weight * (n ** 2 if squared else n),)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Decorrelation and whitening (orthoref.decorrelation).
+
+def _t_centred_cov(X, eps):
+    """``X_c`` and ``Σ = X_cᵀX_c/m + εI`` (``torch.cov`` with ``correction=0``: the biased estimate)."""
+    import torch
+    Xc = X - X.mean(dim=0, keepdim=True)
+    return Xc, torch.cov(X.T, correction=0).reshape(X.shape[1], X.shape[1]) + eps * _t_eye(X)
+
+
+def _t_inv_sqrt_newton_schulz(S, max_iter=100):
+    """``S^{-1/2}`` by the coupled Newton–Schulz iteration (Higham 2008, "Functions of Matrices", Ch. 6; a
+    coupled form of the iteration of IterNorm, Huang et al. 2019) on ``A = S / tr S`` (eigenvalues in ``(0, 1]``):
+    ``T = (3I − Z Y)/2``, ``Y ← Y T``, ``Z ← T Z`` from ``Y = A``, ``Z = I``, so ``Z → A^{-1/2}``; stopped when
+    ``max|T − I| <= 4·d·eps`` (at most ``max_iter`` steps: about 25 reach float64 accuracy at κ = 1e6). Only
+    products, no inverse and no eigendecomposition: autograd through it needs no eigenvalue gap, unlike
+    ``torch.linalg.eigh``'s backward, whose ``1/(λ_i − λ_j)`` is NaN or noise at repeated eigenvalues."""
+    import torch
+    eye = _t_eye(S)
+    c = S.diagonal().sum()
+    Y, Z = S / c, eye
+    tol = 4 * S.shape[-1] * torch.finfo(S.dtype).eps
+    for _ in range(max_iter):
+        T = 0.5 * (3 * eye - Z @ Y)
+        Y, Z = Y @ T, T @ Z
+        if float((T - eye).detach().abs().max()) <= tol:
+            break
+    return Z / torch.sqrt(c)
+
+
+def torch_zca_whitening(X, eps=1e-5):
+    """ZCA: ``X_c Σ^{-1/2}`` with ``Σ^{-1/2}`` from the coupled Newton–Schulz iteration, so that the twin
+    holds at repeated eigenvalues too (the stress samples have them); :func:`torch_zca_whitening_eigh` is the
+    eigendecomposition route."""
+    Xc, S = _t_centred_cov(X, eps)
+    return (Xc @ _t_inv_sqrt_newton_schulz(S),)
+
+
+def torch_zca_whitening_eigh(X, eps=1e-5):
+    """ZCA through ``torch.linalg.eigh`` (the direct implementation): right for distinct eigenvalues, NaN or
+    noise in the gradient at repeated ones (``tests/test_decorrelation.py`` shows both)."""
+    import torch
+    Xc, S = _t_centred_cov(X, eps)
+    lam, U = torch.linalg.eigh(S)
+    return (Xc @ (U * lam.rsqrt()) @ U.T,)
+
+
+def torch_pca_whitening(X, eps=1e-5):
+    import torch
+    Xc, S = _t_centred_cov(X, eps)
+    lam, U = torch.linalg.eigh(S)
+    lam, U = lam.flip(0), U.flip(1)
+    top = U.detach().gather(0, U.detach().abs().argmax(dim=0, keepdim=True))
+    U = U * torch.where(top < 0, -1.0, 1.0).to(U.dtype)
+    return (Xc @ (U * lam.rsqrt()),)
+
+
+def torch_cholesky_whitening(X, eps=1e-5):
+    import torch
+    Xc, S = _t_centred_cov(X, eps)
+    L = torch.linalg.cholesky(S)
+    return (torch.linalg.solve_triangular(L, Xc.T, upper=False).T,)
+
+
+def torch_decov(H, weight=1.0):
+    import torch
+    if H.ndim == 4:
+        H = H.permute(0, 2, 3, 1).reshape(-1, H.shape[1])
+    C = torch.cov(H.T, correction=0).reshape(H.shape[1], H.shape[1])
+    off = C - torch.diag(torch.diagonal(C))
+    return (0.5 * weight * (off ** 2).sum(),)
+
+
 TORCH_TWINS = {
     "relu": torch_relu, "leaky_relu": torch_leaky_relu, "tanh": torch_tanh, "sigmoid": torch_sigmoid,
     "gelu": torch_gelu, "gelu_tanh": torch_gelu,
@@ -478,5 +551,9 @@ TORCH_TWINS = {
     "self_orthogonality": torch_self_orthogonality,
     "conv_orthogonality": torch_conv_orthogonality,
     "spectral_penalty": torch_spectral_penalty,
+    "zca_whitening": torch_zca_whitening,
+    "pca_whitening": torch_pca_whitening,
+    "cholesky_whitening": torch_cholesky_whitening,
+    "decov": torch_decov,
 }
 """Registry name → PyTorch twin."""
