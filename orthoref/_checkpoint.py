@@ -8,10 +8,11 @@ import os
 
 import numpy as np
 
+from ._checks import all_finite
 from ._io import CheckpointError, strict_json
 
 __all__ = ["MAX_JSON_CHARS", "NONE_MARKER", "check_param_groups", "check_rng_state", "is_int", "is_number",
-           "json_array", "read_json", "same_dir"]
+           "json_array", "read_json", "read_planned", "same_dir"]
 
 #: The most characters a checkpoint's JSON member may declare.
 MAX_JSON_CHARS = 1 << 26
@@ -82,3 +83,28 @@ def same_dir(a, b):
         return os.path.samefile(a, b)
     except OSError:
         return os.path.abspath(a) == os.path.abspath(b)
+
+
+def read_planned(path, members, plan):
+    """Read the arrays of a checked checkpoint: ``plan`` maps each member ``key`` to ``(kind, idx, name)``,
+    kind ``"model"`` (a parameter), ``"state"`` (an optimizer state array), ``"step"`` (an int) or
+    ``"none"`` (a ``None`` entry). Returns ``(model_state, state)``: ``{name: array}`` and ``{idx: {name:
+    value}}``. ``CheckpointError`` naming ``path`` and the member for a negative step or NaN/Inf."""
+    model_state, state = {}, {}
+    for key, (kind, idx, name) in plan.items():
+        if kind == "none":
+            state.setdefault(idx, {})[name] = None
+            continue
+        a = members[key].read()
+        if kind == "step":
+            if int(a) < 0:
+                raise CheckpointError(f"{path}: {key} must be >= 0, got {int(a)}")
+            state.setdefault(idx, {})[name] = int(a)
+            continue
+        if not all_finite(np, a):
+            raise CheckpointError(f"{path}: {key} holds NaN or Inf")
+        if kind == "model":
+            model_state[name] = a
+        else:
+            state.setdefault(idx, {})[name] = a
+    return model_state, state

@@ -80,7 +80,7 @@ from .optim import SGD, Adam, RiemannianAdam, RiemannianSGD
 from .tasks import adding_baseline_mse, adding_problem
 # The checkpoint and run-folder helpers shared with orthoref.train (the same format and discipline as its runs).
 from ._checkpoint import (NONE_MARKER, check_param_groups, check_rng_state, is_int, is_number, json_array,
-                          read_json, same_dir)
+                          read_json, read_planned, same_dir)
 from .train import RUN_FILES
 
 __all__ = ["ADDING_INITS", "fit_adding", "adding_table", "format_adding_table", "DEFAULT_TABLE_STEPS",
@@ -443,23 +443,7 @@ def load_adding_checkpoint(path):
         check_param_groups(path, groups, [len(g) for g in names])
         shapes = _param_shapes(config)
         plan = _check_members(path, config, members, shapes, [n for g in names for n in g])
-        model_state, state = {}, {}
-        for key, (kind, idx, name) in plan.items():
-            if kind == "none":
-                state.setdefault(idx, {})[name] = None
-                continue
-            a = members[key].read()
-            if kind == "step":
-                if int(a) < 0:
-                    raise CheckpointError(f"{path}: {key} must be >= 0, got {int(a)}")
-                state.setdefault(idx, {})[name] = int(a)
-                continue
-            if not all_finite(np, a):
-                raise CheckpointError(f"{path}: {key} holds NaN or Inf")
-            if kind == "model":
-                model_state[name] = a
-            else:
-                state.setdefault(idx, {})[name] = a
+        model_state, state = read_planned(path, members, plan)
     meta = dict(meta, config=config)
     model_state = {k: model_state[k] for k in shapes}
     return meta, model_state, {"state": dict(sorted(state.items())), "param_groups": groups}, rng_state

@@ -28,12 +28,10 @@ import csv
 import functools
 import inspect
 import io
-import json
 import math
 import numbers
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -44,7 +42,7 @@ from ._checks import MAX_ITERATIONS, NonFiniteError, all_finite, check_bool, che
 from ._io import (CheckpointError, RunDirBusy, RunInterrupted, atomic_write, claim_run_dir, interruptible,
                   new_run_dir, read_npz, signal_name, strict_json)
 from ._checkpoint import (NONE_MARKER, check_param_groups, check_rng_state, is_int, is_number, json_array,
-                          read_json, same_dir)
+                          read_json, read_planned, same_dir)
 from ._progress import Progress
 from .backend import asarray, get_array_module, to_numpy, using
 from .data import load_digits, load_idx_dir
@@ -705,23 +703,7 @@ def load_checkpoint(path, *, who="load_checkpoint"):
         shapes = _declared_shapes(path, config, members)
         plan, sizes = _check_members(path, config, members, shapes)
         check_param_groups(path, groups, sizes)
-        model_state, state = {}, {}
-        for key, (kind, idx, name) in plan.items():
-            if kind == "none":
-                state.setdefault(idx, {})[name] = None
-                continue
-            a = members[key].read()
-            if kind == "step":
-                if int(a) < 0:
-                    raise CheckpointError(f"{path}: {key} must be >= 0, got {int(a)}")
-                state.setdefault(idx, {})[name] = int(a)
-                continue
-            if not all_finite(np, a):
-                raise CheckpointError(f"{path}: {key} holds NaN or Inf")
-            if kind == "model":
-                model_state[name] = a
-            else:
-                state.setdefault(idx, {})[name] = a
+        model_state, state = read_planned(path, members, plan)
     model_state = {k: model_state[k] for k in shapes}
     optim_state = {"state": dict(sorted(state.items())), "param_groups": groups}
     return meta, model_state, optim_state, rng_state
