@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .backend import BACKENDS
     from .oracle.recording import FRAMEWORKS
     from .studies import STUDIES
-    from .train import OPTIMIZERS, STIEFEL_OPTIMIZERS
+    from .train import STIEFEL_OPTIMIZERS
     DTYPE_NAMES = [dt.name for dt in FLOAT_DTYPES]
 
     p = argparse.ArgumentParser(prog="orthoref", description=__doc__)

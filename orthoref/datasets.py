@@ -30,6 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+try:                                     # NumPy 2
+    from numpy._core.multiarray import _reconstruct
+except ImportError:                      # NumPy 1
+    from numpy.core.multiarray import _reconstruct
+
 from ._io import atomic_write
 from ._progress import Progress
 from .data import IDX_FILES, load_idx_dir, write_idx
@@ -279,14 +284,15 @@ def load(name, dtype=np.float32, flatten=True):
 class _ArraysOnly(pickle.Unpickler):
     """Builds NumPy arrays and nothing else (``mnist.pkl.gz`` holds tuples of ndarrays)."""
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,      # the pickle's NumPy 1 path
+                ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+                ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
 
     def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            import numpy.core.multiarray  # noqa: F401 (the pickle's own module path)
-            return getattr(__import__(module, fromlist=[name]), name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not a NumPy array: refused")
+        try:
+            return self._ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"{module}.{name} is not a NumPy array: refused") from None
 
 
 def _pickle_path(who, source):
