@@ -732,25 +732,46 @@ def _fit(given, log, out, overwrite, resume, new_run=False):
             claimed.release()
 
 
-def adding_table(T=100, steps=DEFAULT_TABLE_STEPS, inits=ADDING_INITS, seed=0, log=None, **kw):
-    """One :func:`fit_adding` run per name in ``inits`` (same ``T``, ``steps``, ``seed``); returns the rows.
+def adding_table(T=100, steps=DEFAULT_TABLE_STEPS, inits=ADDING_INITS, seed=0, log=None, seeds=None, **kw):
+    """One :func:`fit_adding` run per name in ``inits`` (same ``T``, ``steps``), for ``seed`` or for each of
+    ``seeds`` (a sequence of seeds: one run per init and seed, in that order); returns the rows.
 
     Extra keyword arguments go to :func:`fit_adding`. The baseline (predict 1) has MSE ``1/6 ≈ 0.167``.
+    Several seeds are what a comparison needs: a long recurrent run amplifies last-bit differences (another
+    seed, or another BLAS kernel on another machine) into the result itself (README, "Reproducibility").
     """
     if isinstance(inits, str) or not inits:
         raise ValueError(f"adding_table: inits must be a non-empty sequence of names, got {inits!r}")
     for name in inits:
         if name not in ADDING_INITS:
             raise ValueError(f"adding_table: inits must hold names from {ADDING_INITS}, got {name!r}")
-    return [fit_adding(T=T, steps=steps, init=name, seed=seed, log=log, **kw) for name in inits]
+    if seeds is None:
+        seeds = (seed,)
+    elif isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__") or not list(seeds):
+        raise ValueError(f"adding_table: seeds must be a non-empty sequence of seeds, got {seeds!r}")
+    return [fit_adding(T=T, steps=steps, init=name, seed=s, log=log, **kw) for name in inits for s in seeds]
 
 
 def format_adding_table(rows, target_mse=0.01):
-    """Markdown table: init, steps to MSE < ``target_mse`` (or "not reached"), final MSE, seconds."""
-    lines = [f"| init | steps to MSE<{target_mse:g} | final MSE | seconds |", "|---|---:|---:|---:|"]
+    """Markdown table, one line per init: steps to MSE < ``target_mse`` (or "not reached"), final MSE and
+    seconds. Rows of several seeds of one init are aggregated: the final MSE as mean ± standard deviation
+    over the seeds (their number in the header), the steps as "k of n seeds, median S", the mean seconds."""
+    groups = {}
     for r in rows:
-        reached = "not reached" if r["steps_to_target"] is None else str(r["steps_to_target"])
-        name = r["init"] + (" (relu, IRNN)" if r.get("nonlinearity") == "relu" else "")
-        lines.append(f"| {name} | {reached} | {r['final_mse']:.4f} | {r['seconds']:.1f} |")
+        groups.setdefault(r["init"], []).append(r)
+    n = max(len(g) for g in groups.values())
+    mse_head = "final MSE" if n == 1 else f"final MSE (mean ± std, {n} seeds)"
+    lines = [f"| init | steps to MSE<{target_mse:g} | {mse_head} | seconds |", "|---|---:|---:|---:|"]
+    for init, g in groups.items():
+        name = init + (" (relu, IRNN)" if g[0].get("nonlinearity") == "relu" else "")
+        reached = [r["steps_to_target"] for r in g if r["steps_to_target"] is not None]
+        mse = np.array([r["final_mse"] for r in g], dtype=float)
+        seconds = float(np.mean([r["seconds"] for r in g]))
+        if len(g) == 1:
+            steps = str(reached[0]) if reached else "not reached"
+            lines.append(f"| {name} | {steps} | {mse[0]:.4f} | {seconds:.1f} |")
+            continue
+        steps = f"{len(reached)} of {len(g)} seeds" + (f", median {int(np.median(reached))}" if reached else "")
+        lines.append(f"| {name} | {steps} | {mse.mean():.4f} ± {mse.std(ddof=1):.4f} | {seconds:.1f} |")
     lines.append(f"\nBaseline (predict 1): MSE {adding_baseline_mse():.3f}.")
     return "\n".join(lines)

@@ -371,3 +371,15 @@ def test_train_help_says_what_rnn_runs_write(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--model rnn: every evaluation" in text and "counting those of a resumed run (default 2000)" in text
     assert "--steps with --model rnn" in text
+
+
+def test_adding_table_over_seeds_reports_mean_and_spread():
+    from orthoref.sequence import adding_table, format_adding_table
+    rows = adding_table(T=6, steps=10, inits=("orthogonal", "identity"), seeds=(0, 1), eval_every=5, log=None)
+    assert [r["init"] for r in rows] == ["orthogonal"] * 2 + ["identity"] * 2
+    text = format_adding_table(rows)
+    assert "final MSE (mean ± std, 2 seeds)" in text and "of 2 seeds" in text
+    mse = [r["final_mse"] for r in rows if r["init"] == "orthogonal"]
+    assert f"{np.mean(mse):.4f} ± {np.std(mse, ddof=1):.4f}" in text
+    with pytest.raises(ValueError, match="seeds must be a non-empty sequence"):
+        adding_table(T=6, steps=1, inits=("orthogonal",), seeds=[])
