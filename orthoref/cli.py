@@ -372,6 +372,48 @@ def _study(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    """``orthoref sweep SPEC --out DIR ...`` runs a sweep (exit 1 when a cell failed);
+    ``orthoref sweep report DIR [--csv FILE]`` aggregates its results over seeds."""
+    from . import sweep
+
+    what = list(args.what)
+    run_options = [f"--{k.replace('_', '-')}" for k in ("out", "scheduler", "workers", "threads_per_worker",
+                                                        "retries") if getattr(args, k) is not None]
+    if what[0] == "report":
+        if len(what) != 2 or run_options:
+            print("orthoref sweep: the report takes one folder and --csv only: orthoref sweep report DIR "
+                  f"[--csv FILE]" + (f" (got {', '.join(run_options)})" if run_options else ""), file=sys.stderr)
+            return 2
+        rep = sweep.report(_expand(what[1]))
+        if not rep["groups"]:
+            print(f"{what[1]}: no cells recorded yet")
+        else:
+            print(sweep.format_report(rep))
+        if args.csv:
+            n = sweep.write_csv(_expand(what[1]), _expand(args.csv))
+            print(f"wrote {n} row{'s' * (n != 1)} (one per cell) to {args.csv}")
+        return 0
+    if len(what) != 1 or args.csv or not args.out:
+        problem = ("give one spec file" if len(what) != 1 else "--csv is for orthoref sweep report DIR" if args.csv
+                   else "give the sweep's folder with --out DIR")
+        print(f"orthoref sweep: {problem}: orthoref sweep SPEC --out DIR [--scheduler ADDRESS | --workers N] "
+              f"[--threads-per-worker T]", file=sys.stderr)
+        return 2
+    res = sweep.run_sweep(_expand(what[0]), args.out, scheduler=args.scheduler,
+                          workers=2 if args.workers is None else args.workers,
+                          threads_per_worker=1 if args.threads_per_worker is None else args.threads_per_worker,
+                          retries=2 if args.retries is None else args.retries, progress=not args.no_progress)
+    if res["failed"]:
+        print(f"orthoref sweep: {res['failed']} cell{'s' * (res['failed'] != 1)} failed: "
+              f"{', '.join(res['failed_cells'])} (errors in {res['results']}; run the same command again to "
+              f"retry them)", file=sys.stderr)
+        return 1
+    print(f"done: {res['cells']} cells in {_shown(os.path.dirname(res['results']))}; "
+          f"orthoref sweep report {_shown(os.path.dirname(res['results']))}")
+    return 0
+
+
 def _inits_help():
     from .train import CONV_ONLY_INITS, init_names
     return [f"{n} (CNN)" if n in CONV_ONLY_INITS else n for n in init_names()]
@@ -589,6 +631,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="shrink every size and step count (seconds)")
     s.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     s.set_defaults(func=_study)
+
+    w = _subparser(sub, "sweep", help="run a sweep of seeded training runs (a TOML spec of axes) on Dask, or "
+                                     "report one: results in DIR/results.sqlite",
+                   usage="orthoref sweep SPEC --out DIR [--scheduler ADDRESS | --workers N] "
+                         "[--threads-per-worker T] [--retries R] [--no-progress]\n"
+                         "       orthoref sweep report DIR [--csv FILE]",
+                   description="Train every cell (one fit per combination of the spec's [axes] over its [base] "
+                               "TrainConfig fields) on a Dask LocalCluster (--workers, default 2) or an existing "
+                               "scheduler (--scheduler tcp://HOST:PORT); each cell's run folder is "
+                               "DIR/cells/<id> (a hash of its configuration) and its row goes to "
+                               "DIR/results.sqlite as it finishes. Running it again computes only the cells "
+                               "not done; an interrupted cell resumes from its checkpoint. 'report DIR' "
+                               "aggregates over seeds (mean, std, 95%% CI); --csv exports one row per cell. "
+                               "Needs pip install 'orthoref[sweep]'.")
+    w.add_argument("what", nargs="+", metavar="SPEC | report DIR",
+                   help="a sweep spec (TOML: [base] and [axes]; see sweeps/smoke.toml), or 'report' and a "
+                        "sweep's folder")
+    w.add_argument("--out", help="the sweep's folder: results.sqlite and cells/<id>/ (shared by every worker)")
+    where = w.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler (tcp://HOST:PORT) "
+                       "instead of a LocalCluster")
+    where.add_argument("--workers", type=int, metavar="N", help="worker processes of the LocalCluster, one cell "
+                       "each at a time (default 2; 0: one cell after the other in this process, without Dask)")
+    w.add_argument("--threads-per-worker", type=int, metavar="T", help="BLAS threads of each cell (default 1; "
+                   "threadpoolctl inside the task, recorded in every row)")
+    w.add_argument("--retries", type=int, metavar="R", help="retries of a cell whose task raised an error other "
+                   "than a bad configuration or divergence (default 2; a dead worker's cell is rerun elsewhere "
+                   "regardless)")
+    w.add_argument("--csv", metavar="FILE", help="report: also write one row per cell to this CSV file")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr "
+                   "is a terminal)")
+    w.set_defaults(func=_sweep)
 
     d = _subparser(sub, "data", help="the MNIST family (mnist, fashion-mnist, kmnist) in the data directory: "
                                      "list, download, import, path",
