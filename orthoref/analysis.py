@@ -47,6 +47,7 @@ __all__ = [
     "PCAResult",
     "analyze_checkpoint",
     "condition_number",
+    "conv_singular_values",
     "effective_rank",
     "filter_angles",
     "format_layer_table",
@@ -137,6 +138,57 @@ def singular_values(W):
     regularizers act on), not those of the convolution operator on images (Sedghi et al. 2019).
     """
     return _sv(W, "singular_values")[1]
+
+
+#: The most frequencies times channel pairs :func:`conv_singular_values` accepts (``n·m·c_out·c_in``).
+MAX_CONV_OPERATOR = 1 << 28
+
+
+def conv_singular_values(K, input_shape):
+    r"""Singular values of the convolution *operator* of kernel ``K`` on ``n × m`` images with circular
+    padding, stride 1 (Sedghi, Gupta & Long, "The singular values of convolutional layers", ICLR 2019), in
+    descending order; ``[0]`` is the operator's spectral norm (its Lipschitz constant in ℓ₂).
+
+    .. math::  P(u, v) = \sum_{a, b} K_{:, :, a, b}\, \omega_n^{u a}\, \omega_m^{v b} \in \mathbb C^{c_o \times c_i},
+               \qquad \sigma(\mathcal K) = \bigcup_{u < n,\, v < m} \sigma\big(P(u, v)\big)
+
+    (the 2-D DFT of the kernel zero-padded to ``n × m``, one ``c_out × c_in`` SVD per frequency):
+    ``min(c_out, c_in) · n · m`` values, those of the dense ``(c_out·n·m) × (c_in·n·m)`` matrix of the
+    operator (PyTorch's cross-correlation and the true convolution share them).
+
+    Parameters
+    ----------
+    K : (c_out, c_in, kh, kw) float array
+    input_shape : (n, m) ints with ``n >= kh``, ``m >= kw``
+
+    Returns
+    -------
+    sigma : (min(c_out, c_in)·n·m,) float64 array, descending
+
+    Notes
+    -----
+    :func:`singular_values` of a conv weight gives those of the ``(out, in·kh·kw)`` filter matrix, which the
+    orthogonality penalties act on; the operator's are different (an orthogonal filter matrix does not make
+    an orthogonal operator: the delta-orthogonal kernels of :func:`orthoref.init.delta_orthogonal` do).
+    Zero padding (PyTorch's) changes the operator at the borders; circular padding is the exact case.
+    """
+    who = "conv_singular_values"
+    xp = check_array(who, K, "K", ndim=(4,), what="(c_out, c_in, kh, kw)")
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__") or len(input_shape) != 2:
+        raise TypeError(f"{who}: input_shape must be a pair of ints (n, m), got {input_shape!r}")
+    c_out, c_in, kh, kw = K.shape
+    n = check_int(who, "input_shape[0]", input_shape[0], kh)
+    m = check_int(who, "input_shape[1]", input_shape[1], kw)
+    if n * m * c_out * c_in > MAX_CONV_OPERATOR:
+        raise ValueError(f"{who}: input_shape {(n, m)} with {c_out}x{c_in} channels asks for {n * m} SVDs of "
+                         f"{c_out}x{c_in} matrices, more than {MAX_CONV_OPERATOR} entries in all")
+    K64 = K.astype(xp.float64, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):     # K near the float maximum: the check below
+        P = xp.fft.fft2(K64, s=(n, m), axes=(2, 3)).transpose(2, 3, 0, 1)      # (n, m, c_out, c_in)
+        if not all_finite(xp, P):
+            raise NonFiniteError(f"{who}: the DFT of K overflows float64; rescale K")
+        sigma = _svd(who, xp, P, "K", compute_uv=False).reshape(-1)
+    return check_result(who, xp.sort(sigma)[::-1], "the singular values", "rescale K")
 
 
 def _effective_rank(s):

@@ -502,3 +502,53 @@ def test_cli_analyze_rnn_checkpoint(rnn_checkpoint, tmp_path, capsys):
     assert cli.main(["analyze", rnn_checkpoint, "--out", str(tmp_path / "a"), "--no-figures",
                      "--jacobian-examples", "2"]) == 0
     assert "| rnn.weight_hh_l0 | 8×8 |" in capsys.readouterr().out
+
+
+def _dense_circular_operator(K, n, m):
+    """The (c_out·n·m) × (c_in·n·m) matrix of circular cross-correlation with K (PyTorch's conv2d layout),
+    built column by column from basis images."""
+    c_out, c_in, kh, kw = K.shape
+    D = np.zeros((c_out * n * m, c_in * n * m))
+    for col in range(c_in * n * m):
+        x = np.zeros(c_in * n * m)
+        x[col] = 1.0
+        x = x.reshape(c_in, n, m)
+        y = sum(np.einsum("oc,cij->oij", K[:, :, a, b], np.roll(x, (-a, -b), axis=(1, 2)))
+                for a in range(kh) for b in range(kw))
+        D[:, col] = y.ravel()
+    return D
+
+
+@pytest.mark.parametrize("shape,image", [((3, 2, 3, 3), (5, 4)), ((2, 4, 2, 3), (3, 6)), ((4, 4, 1, 1), (2, 2))])
+def test_conv_singular_values_are_those_of_the_dense_operator(shape, image):
+    from orthoref.analysis import conv_singular_values
+    K = np.random.default_rng(sum(shape)).standard_normal(shape)
+    dense = np.linalg.svd(_dense_circular_operator(K, *image), compute_uv=False)
+    ours = conv_singular_values(K, image)
+    assert ours.shape == (min(shape[:2]) * image[0] * image[1],)
+    np.testing.assert_allclose(ours, dense[:len(ours)], rtol=0, atol=1e-12 * dense[0])
+    # the filter matrix (out, in·kh·kw) has other singular values (the same for a 1x1 kernel: I ⊗ K)
+    assert np.allclose(ours[0], A.singular_values(K)[0]) == (shape[2] * shape[3] == 1)
+
+
+def test_conv_singular_values_of_a_delta_orthogonal_kernel_are_one():
+    from orthoref.analysis import conv_singular_values
+    from orthoref import init
+    K = init.delta_orthogonal((4, 4, 3, 3), rng=0, dtype=np.float64)
+    np.testing.assert_allclose(conv_singular_values(K, (6, 6)), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("args,exc,words", [
+    ((np.ones((3, 3)), (4, 4)), ValueError, "K must"),
+    ((np.ones((2, 2, 3, 3)), (2, 4)), ValueError, "input_shape[0]"),
+    ((np.ones((2, 2, 3, 3)), 4), TypeError, "input_shape must be a pair of ints"),
+    ((np.ones((2, 2, 3, 3)), (4.0, 4)), TypeError, "input_shape[0] must be an int"),
+    ((np.ones((64, 64, 3, 3)), (10 ** 4, 10 ** 4)), ValueError, "more than"),
+    ((np.full((2, 2, 3, 3), np.nan), (4, 4)), ValueError, "K must be finite"),
+])
+def test_conv_singular_values_bad_input(args, exc, words):
+    from orthoref.analysis import conv_singular_values
+    import re
+    with pytest.raises(exc, match=re.escape(words)) as info:
+        conv_singular_values(*args)
+    assert str(info.value).startswith("conv_singular_values")

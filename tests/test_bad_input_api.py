@@ -419,6 +419,8 @@ ANALYSIS = {
                    shape_check=lambda args: not isinstance(args["energy"], Real)),   # energy: the rank varies
     "pca": Fn(dtype=None, args={"X": Arr(X104), "k": Int(2, lo=1, hi=None), "whiten": Flag(False)}),
     "singular_values": Fn(dtype=None, args={"W": Arr(W35)}, scale_inv=lambda r: r, scale_pow=-1),
+    "conv_singular_values": Fn(dtype=None, args={"K": Arr(K4), "input_shape": Shape((5, 5), aliases=("input_shape",))},
+                               scale_inv=lambda r: r, scale_pow=-1),
     "stable_rank": Fn({"W": Arr(W35)}, scale_inv=lambda r: r),
     "weights": Fn({"model": _model(_MODEL_BAD)}),
 }
