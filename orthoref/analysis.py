@@ -622,6 +622,28 @@ def _cell(key, v):
     return f"{v:.4g}"
 
 
+def _conv_operator_norms(model, config, rows):
+    """``[(name, (h, w), operator σ_max, filter-matrix σ_max)]`` of every Conv2d of ``model`` (a Sequential)
+    at the size of the images it sees: one test image run through the layers; the operator's σ_max (circular
+    padding) also goes into the weight's row as ``operator_sigma_max``."""
+    from .nn import Conv2d
+    from .train import load_data
+    x = load_data(config)[2][:1]
+    by_name = {r["name"]: r for r in rows}
+    out = []
+    with using(config.backend):
+        x = asarray(x)
+        for i, layer in enumerate(model):
+            if isinstance(layer, Conv2d):
+                name = f"{i}.weight"
+                hw = tuple(int(d) for d in x.shape[-2:])
+                op = float(conv_singular_values(to_numpy(layer.weight.data), hw)[0])
+                by_name[name]["operator_sigma_max"] = op
+                out.append((name, hw, op, by_name[name]["sigma_max"]))
+            x = layer.forward(x)
+    return out
+
+
 def _check_rows(who, rows):
     """``rows``: a list or tuple of dicts with every column's key, the numeric ones holding real numbers or
     None (a ``null`` of ``layers.json``)."""
@@ -812,6 +834,7 @@ def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):
     jacobian_examples = check_int(who, "jacobian_examples", jacobian_examples, 0, 1 << 30)
     _check_path(who, "path", path)
     _check_path(who, "out_dir", out_dir)
+    config = None                                    # an RNN checkpoint has its own configuration
     if _is_rnn_checkpoint(path):
         model, summary, jac, jac_label = _rnn_checkpoint_parts(path, jacobian_examples)
     else:
@@ -827,11 +850,17 @@ def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):
         hidden = f" {','.join(map(str, config.hidden))}" if config.model == "mlp" else ""
         summary = f"{config.model}{hidden}, init {config.init}, {config.optimizer}, epoch {meta.get('epoch')}{acc}."
     rows = layer_table(model)
+    operators = _conv_operator_norms(model, config, rows) if config is not None and config.model == "cnn" else []
     os.makedirs(out_dir, exist_ok=True)
 
     lines = [f"# Layer analysis of {path}", "", summary,
              "", "Weights seen as M = W.reshape(out, -1); ‖G−I‖_F/√k with G the smaller Gram matrix.", "",
              format_layer_table(rows), ""]
+    if operators:
+        lines += ["The convolution operators themselves (circular padding, at each layer's input size; "
+                  "conv_singular_values) are not the filter matrices above: "
+                  + "; ".join(f"{name} on {h}×{w} images: σ_max {op:.4g} (filter matrix {mat:.4g})"
+                              for name, (h, w), op, mat in operators) + ".", ""]
     if jac is not None:
         q = np.quantile(jac, [0.0, 0.5, 1.0])
         lines += [(f"{jac_label[0]} at {jac.shape[0]} {jac_label[1]} ({jac.shape[1]} singular values "

@@ -552,3 +552,18 @@ def test_conv_singular_values_bad_input(args, exc, words):
     with pytest.raises(exc, match=re.escape(words)) as info:
         conv_singular_values(*args)
     assert str(info.value).startswith("conv_singular_values")
+
+
+def test_analyze_reports_the_conv_operators_beside_the_filter_matrices(tmp_path):
+    res = train.fit(train.TrainConfig(model="cnn", epochs=1, dtype="float64", out=str(tmp_path / "r"),
+                                      progress=False), log=None)
+    rows = A.analyze_checkpoint(res["checkpoint"], str(tmp_path / "an"), figures=False, jacobian_examples=0)
+    conv = {r["name"]: r for r in rows if len(r["shape"]) == 4}
+    assert set(conv) == {"0.weight", "3.weight"}
+    model = res["model"]
+    for name, size in (("0.weight", (8, 8)), ("3.weight", (4, 4))):             # the digits: 8x8, pooled 4x4
+        w = dict(model.named_parameters())[name].data
+        assert conv[name]["operator_sigma_max"] == pytest.approx(A.conv_singular_values(w, size)[0], rel=1e-12)
+    text = (tmp_path / "an" / "layers.md").read_text()
+    assert "0.weight on 8×8 images: σ_max" in text and "filter matrix" in text
+    assert json.loads((tmp_path / "an" / "layers.json").read_text())[0]["operator_sigma_max"] > 0
