@@ -643,12 +643,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "DIR/cells/<id> (a hash of its configuration) and its row goes to "
                                "DIR/results.sqlite as it finishes. Running it again computes only the cells "
                                "not done; an interrupted cell resumes from its checkpoint. 'report DIR' "
-                               "aggregates over seeds (mean, std, 95%% CI); --csv exports one row per cell. "
+                               "aggregates over seeds (mean, std, 95% CI); --csv exports one row per cell. "
                                "Needs pip install 'orthoref[sweep]'.")
     w.add_argument("what", nargs="+", metavar="SPEC | report DIR",
                    help="a sweep spec (TOML: [base] and [axes]; see sweeps/smoke.toml), or 'report' and a "
                         "sweep's folder")
-    w.add_argument("--out", help="the sweep's folder: results.sqlite and cells/<id>/ (shared by every worker)")
+    w.add_argument("--out", metavar="DIR", help="the sweep's folder: results.sqlite and cells/<id>/ (shared by "
+                                                "every worker)")
     where = w.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler (tcp://HOST:PORT) "
                        "instead of a LocalCluster")

@@ -90,6 +90,7 @@ INIT_ARRAY = {
 
 ANALYSIS_ARRAY = {
     "singular_values": ("W", (3, 5), A.singular_values),
+    "conv_singular_values": ("K", (3, 2, 3, 3), lambda K: A.conv_singular_values(K, (4, 4))),
     "effective_rank": ("W", (3, 5), A.effective_rank),
     "stable_rank": ("W", (3, 5), A.stable_rank),
     "condition_number": ("W", (3, 5), A.condition_number),
