@@ -8,11 +8,11 @@ import os
 
 import numpy as np
 
-from ._checks import all_finite
+from ._checks import NonFiniteError, all_finite
 from ._io import CheckpointError, strict_json
 
 __all__ = ["MAX_JSON_CHARS", "NONE_MARKER", "check_param_groups", "check_rng_state", "is_int", "is_number",
-           "json_array", "read_json", "read_planned", "same_dir"]
+           "json_array", "read_json", "read_planned", "same_dir", "state_arrays"]
 
 #: The most characters a checkpoint's JSON member may declare.
 MAX_JSON_CHARS = 1 << 26
@@ -108,3 +108,22 @@ def read_planned(path, members, plan):
         else:
             state.setdefault(idx, {})[name] = a
     return model_state, state
+
+
+def state_arrays(who, model_arrays, optimizer_state):
+    """The model and optimizer members of a checkpoint: ``model/<name>`` for each of ``model_arrays``,
+    ``optim/state/<idx>/<key>`` (``optim/none/...`` with :data:`NONE_MARKER` for a ``None`` entry) for each
+    entry of ``optimizer_state`` (an ``Optimizer.state_dict()``) and ``optim/param_groups``.
+    ``NonFiniteError`` naming ``who`` and the member when a float array holds NaN/Inf: only finite state is
+    ever written."""
+    arrays = {f"model/{k}": v for k, v in model_arrays.items()}
+    for idx, st in optimizer_state["state"].items():
+        for key, val in st.items():
+            arrays[f"optim/{'none' if val is None else 'state'}/{idx}/{key}"] = \
+                NONE_MARKER if val is None else np.asarray(val)
+    for name, a in arrays.items():
+        if a.dtype.kind == "f" and not all_finite(np, a):
+            raise NonFiniteError(f"{who}: {name} holds NaN or Inf; a checkpoint is written only from finite "
+                                 f"parameters and optimizer state")
+    arrays["optim/param_groups"] = json_array(optimizer_state["param_groups"])
+    return arrays

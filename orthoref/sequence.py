@@ -69,7 +69,7 @@ import time
 
 import numpy as np
 
-from ._checks import MAX_ITERATIONS, NonFiniteError, all_finite, check_int, check_real
+from ._checks import MAX_ITERATIONS, NonFiniteError, check_int, check_real
 from ._io import CheckpointError, RunInterrupted, atomic_write, read_npz, signal_name, strict_json
 from .backend import to_numpy
 from .nn.linear import Linear
@@ -79,8 +79,8 @@ from .ops.loss import mse
 from .optim import SGD, Adam, RiemannianAdam, RiemannianSGD
 from .tasks import adding_baseline_mse, adding_problem
 # The checkpoint and run-folder helpers shared with orthoref.train (the same format and discipline as its runs).
-from ._checkpoint import (NONE_MARKER, check_param_groups, check_rng_state, is_int, is_number, json_array,
-                          read_json, read_planned, same_dir)
+from ._checkpoint import (check_param_groups, check_rng_state, is_int, is_number, json_array, read_json,
+                          read_planned, same_dir, state_arrays)
 from .train import RUN_FILES
 
 __all__ = ["ADDING_INITS", "fit_adding", "adding_table", "format_adding_table", "DEFAULT_TABLE_STEPS",
@@ -258,19 +258,10 @@ def _optim_groups(init, optimizer):
 
 def _checkpoint_arrays(run, step, history, seconds):
     """The members of ``checkpoint.npz`` (see the module docstring); ``NonFiniteError`` for NaN/Inf state."""
-    arrays = {f"model/{k}": v for k, v in run.net.state_dict().items()}
+    model_arrays = dict(run.net.state_dict())
     if run.param is not None:
-        arrays[f"model/{_RAW}"] = np.array(to_numpy(run.param.raw.data), copy=True)
-    osd = run.opt.state_dict()
-    for idx, st in osd["state"].items():
-        for key, val in st.items():
-            arrays[f"optim/{'none' if val is None else 'state'}/{idx}/{key}"] = \
-                NONE_MARKER if val is None else np.asarray(val)
-    for name, a in arrays.items():
-        if a.dtype.kind == "f" and not all_finite(np, a):
-            raise NonFiniteError(f"fit_adding: {name} holds NaN or Inf; a checkpoint is written only from "
-                                 f"finite parameters and optimizer state")
-    arrays["optim/param_groups"] = json_array(osd["param_groups"])
+        model_arrays[_RAW] = np.array(to_numpy(run.param.raw.data), copy=True)
+    arrays = state_arrays("fit_adding", model_arrays, run.opt.state_dict())
     arrays["rng"] = json_array(run.data_rng.bit_generator.state)
     meta = {"format": CHECKPOINT_FORMAT, "kind": CHECKPOINT_KIND, "step": step, "config": dict(run.config),
             "history": [list(h) for h in history], "seconds": seconds}

@@ -41,8 +41,8 @@ import numpy as np
 from ._checks import MAX_ITERATIONS, NonFiniteError, all_finite, check_bool, check_choice, check_int, check_real
 from ._io import (CheckpointError, RunDirBusy, RunInterrupted, atomic_write, claim_run_dir, interruptible,
                   new_run_dir, read_npz, signal_name, strict_json)
-from ._checkpoint import (NONE_MARKER, check_param_groups, check_rng_state, is_int, is_number, json_array,
-                          read_json, read_planned, same_dir)
+from ._checkpoint import (check_param_groups, check_rng_state, is_int, is_number, json_array, read_json,
+                          read_planned, same_dir, state_arrays)
 from ._progress import Progress
 from .backend import asarray, get_array_module, to_numpy, using
 from .data import load_digits, load_idx_dir
@@ -510,17 +510,7 @@ def save_checkpoint(path, model, optimizer, rng, epoch, config, history, reg_rng
     epoch = check_int(who, "epoch", epoch, 0, config.epochs)
     if not isinstance(history, list):
         raise TypeError(f"{who}: history must be a list of epoch records, got {type(history).__name__}")
-    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    osd = optimizer.state_dict()
-    for idx, st in osd["state"].items():
-        for key, val in st.items():
-            arrays[f"optim/{'none' if val is None else 'state'}/{idx}/{key}"] = \
-                NONE_MARKER if val is None else np.asarray(val)
-    for name, a in arrays.items():
-        if a.dtype.kind == "f" and not all_finite(np, a):
-            raise NonFiniteError(f"{who}: {name} holds NaN or Inf; a checkpoint is written only from finite "
-                                 f"parameters and optimizer state")
-    arrays["optim/param_groups"] = json_array(osd["param_groups"])
+    arrays = state_arrays(who, model.state_dict(), optimizer.state_dict())
     arrays["rng"] = json_array(rng.bit_generator.state)
     meta = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config": config.to_json(), "history": history}
     if reg_rng is not None:
