@@ -35,8 +35,9 @@ import zlib
 
 import numpy as np
 
-__all__ = ["CheckpointError", "RunDirBusy", "RunInterrupted", "LOCK_NAME", "atomic_write", "claim_run_dir",
-           "interruptible", "loads_strict", "new_run_dir", "read_npz", "remove_stale_temps", "strict_json"]
+__all__ = ["CheckpointError", "RunDirBusy", "RunInterrupted", "LOCK_NAME", "atomic_write", "atomic_write_text",
+           "claim_run_dir", "interruptible", "loads_strict", "new_run_dir", "read_npz", "remove_stale_temps",
+           "strict_json"]
 
 LOCK_NAME = ".orthoref.lock"
 _TEMP = re.compile(r"^\.(?P<base>.+)\.tmp-(?:(?P<host>[A-Za-z0-9._]+)-)?(?P<pid>\d+)$")
@@ -147,6 +148,12 @@ def atomic_write(path, write):
             exc.filename = path
         raise
     _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_write_text(path, text):
+    """:func:`atomic_write` of the str ``text`` (UTF-8); returns ``path``."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return path
 
 
 def _json_safe(obj):

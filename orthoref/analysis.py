@@ -39,9 +39,10 @@ import numpy as np
 from ._checks import (NonFiniteError, all_finite, check_array, check_bool, check_finite, check_float, check_int,
                       check_real, check_result)
 from .backend import asarray, get_array_module, to_numpy, using
-from ._io import atomic_write
+from ._io import atomic_write_text
 from .ortho._common import float_ldexp, pow2_rescale
 from .ortho.metrics import orthogonality_error_rms
+from .ortho.singular import transfer_matrices
 
 __all__ = [
     "PCAResult",
@@ -140,10 +141,6 @@ def singular_values(W):
     return _sv(W, "singular_values")[1]
 
 
-#: The most frequencies times channel pairs :func:`conv_singular_values` accepts (``n·m·c_out·c_in``).
-MAX_CONV_OPERATOR = 1 << 28
-
-
 def conv_singular_values(K, input_shape):
     r"""Singular values of the convolution *operator* of kernel ``K`` on ``n × m`` images with circular
     padding, stride 1 (Sedghi, Gupta & Long, "The singular values of convolutional layers", ICLR 2019), in
@@ -173,21 +170,9 @@ def conv_singular_values(K, input_shape):
     Zero padding (PyTorch's) changes the operator at the borders; circular padding is the exact case.
     """
     who = "conv_singular_values"
-    xp = check_array(who, K, "K", ndim=(4,), what="(c_out, c_in, kh, kw)")
-    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__") or len(input_shape) != 2:
-        raise TypeError(f"{who}: input_shape must be a pair of ints (n, m), got {input_shape!r}")
-    c_out, c_in, kh, kw = K.shape
-    n = check_int(who, "input_shape[0]", input_shape[0], kh)
-    m = check_int(who, "input_shape[1]", input_shape[1], kw)
-    if n * m * c_out * c_in > MAX_CONV_OPERATOR:
-        raise ValueError(f"{who}: input_shape {(n, m)} with {c_out}x{c_in} channels asks for {n * m} SVDs of "
-                         f"{c_out}x{c_in} matrices, more than {MAX_CONV_OPERATOR} entries in all")
-    K64 = K.astype(xp.float64, copy=False)
-    with np.errstate(over="ignore", invalid="ignore"):     # K near the float maximum: the check below
-        P = xp.fft.fft2(K64, s=(n, m), axes=(2, 3)).transpose(2, 3, 0, 1)      # (n, m, c_out, c_in)
-        if not all_finite(xp, P):
-            raise NonFiniteError(f"{who}: the DFT of K overflows float64; rescale K")
-        sigma = _svd(who, xp, P, "K", compute_uv=False).reshape(-1)
+    P = transfer_matrices(who, K, input_shape)                                 # (n, m, c_out, c_in)
+    xp = get_array_module(P)
+    sigma = _svd(who, xp, P, "K", compute_uv=False).reshape(-1)
     return check_result(who, xp.sort(sigma)[::-1], "the singular values", "rescale K")
 
 
@@ -736,10 +721,6 @@ def _json_safe(obj):
     return obj
 
 
-def _write_text(path, text):
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
 # What the Jacobian line of layers.md and jacobian.png say: (name, what it is taken at, what to look for,
 # figure title or None for plots.plot_jacobian_spectrum's own).
 _MLP_JACOBIAN = ("Input–output Jacobian", "test examples", "dynamical isometry: all near 1", None)
@@ -797,7 +778,7 @@ def _rnn_checkpoint_parts(path, jacobian_examples):
     return model, summary, jac, _RNN_JACOBIAN
 
 
-def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):
+def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64, progress=False):
     """Analyse a training checkpoint: per-layer spectra table, Jacobian spectrum and figures.
 
     Writes into ``out_dir`` (created if needed; every file atomically):
@@ -822,6 +803,9 @@ def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):
     jacobian_examples : int >= 0
         Test examples for the Jacobian spectrum (the configuration's data set; for an RNN checkpoint the
         first of its 500 held-out sequences; 0 skips it).
+    progress : bool
+        A bar over the stages (loading, Jacobian, spectra, figures) on stderr when it is a terminal
+        (``orthoref analyze``; ``--no-progress`` turns it off).
 
     Returns
     -------
@@ -834,7 +818,16 @@ def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):
     jacobian_examples = check_int(who, "jacobian_examples", jacobian_examples, 0, 1 << 30)
     _check_path(who, "path", path)
     _check_path(who, "out_dir", out_dir)
+    progress = check_bool(who, "progress", progress)
+    from ._progress import Progress
+    with Progress(3, "analyze", progress, unit="stage") as bar:
+        return _analyze(who, path, out_dir, figures, jacobian_examples, bar)
+
+
+def _analyze(who, path, out_dir, figures, jacobian_examples, bar):
+    """:func:`analyze_checkpoint` after its checks, advancing ``bar`` after each stage."""
     config = None                                    # an RNN checkpoint has its own configuration
+    bar.update(0, stage="Jacobian" if jacobian_examples else "loading")
     if _is_rnn_checkpoint(path):
         model, summary, jac, jac_label = _rnn_checkpoint_parts(path, jacobian_examples)
     else:
@@ -849,6 +842,7 @@ def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):
         acc = f", test accuracy {history[-1]['test_acc']:.4f}" if history else ""
         hidden = f" {','.join(map(str, config.hidden))}" if config.model == "mlp" else ""
         summary = f"{config.model}{hidden}, init {config.init}, {config.optimizer}, epoch {meta.get('epoch')}{acc}."
+    bar.update(stage="weight spectra")
     rows = layer_table(model)
     operators = _conv_operator_norms(model, config, rows) if config is not None and config.model == "cnn" else []
     os.makedirs(out_dir, exist_ok=True)
@@ -866,8 +860,9 @@ def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):
         lines += [(f"{jac_label[0]} at {jac.shape[0]} {jac_label[1]} ({jac.shape[1]} singular values "
                    f"each): mean {jac.mean():.4g}, std {jac.std():.4g}, min {q[0]:.4g}, median {q[1]:.4g}, "
                    f"max {q[2]:.4g} ({jac_label[2]})."), ""]
-    _write_text(os.path.join(out_dir, "layers.md"), "\n".join(lines))
-    _write_text(os.path.join(out_dir, "layers.json"), json.dumps(_json_safe(rows), indent=1) + "\n")
+    atomic_write_text(os.path.join(out_dir, "layers.md"), "\n".join(lines))
+    atomic_write_text(os.path.join(out_dir, "layers.json"), json.dumps(_json_safe(rows), indent=1) + "\n")
+    bar.update(stage="figures")
 
     if figures is False:
         return rows
@@ -889,4 +884,5 @@ def analyze_checkpoint(path, out_dir, figures="auto", jacobian_examples=64):
     if jac is not None:
         title = {"title": jac_label[3]} if jac_label[3] else {}
         plots.plot_jacobian_spectrum(jac, os.path.join(out_dir, "jacobian.png"), **title)
+    bar.update()
     return rows

@@ -126,7 +126,8 @@ def _train(args) -> int:
         return 2
 
     given = {k: getattr(args, k) for k in ("model", "hidden", "init", "optimizer", "lr", "epochs",
-                                           "batch_size", "seed", "dtype", "backend", "data", "out", "reg")
+                                           "batch_size", "seed", "dtype", "backend", "data", "out", "reg",
+                                           "norm", "sv_bound")
              if getattr(args, k) is not None}
     if args.reg_skip is not None:
         given["reg_skip"] = tuple(s for s in args.reg_skip.split(",") if s.strip())
@@ -186,6 +187,11 @@ def _compare_projections(args) -> int:
         from .ortho.compare import format_gram_schmidt_table
         print()
         print(format_gram_schmidt_table(gram_schmidt_table(rng=args.seed)))
+    if args.mclip_table:
+        from .ortho.compare import format_mclip_table, mclip_table
+        print()
+        print(format_mclip_table(mclip_table(args.n, args.dtype, repeat=args.repeat, rng=args.seed, cond=args.cond),
+                                 args.n, args.dtype, args.cond))
     return 0
 
 
@@ -338,7 +344,7 @@ def _analyze(args) -> int:
 
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "analysis")
     rows = analyze_checkpoint(args.checkpoint, out, figures=False if args.no_figures else "auto",
-                              jacobian_examples=args.jacobian_examples)
+                              jacobian_examples=args.jacobian_examples, progress=not args.no_progress)
     print(format_layer_table(rows))
     print(f"wrote {', '.join(sorted(f for f in os.listdir(out) if not f.startswith('.')))} to {out}")
     return 0
@@ -350,7 +356,8 @@ def _compress(args) -> int:
     tag = f"energy{args.energy:g}" if args.energy is not None else f"rank{args.rank}"
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"compressed-{tag}")
     try:
-        report = compress_checkpoint(args.checkpoint, out, energy=args.energy, rank=args.rank)
+        report = compress_checkpoint(args.checkpoint, out, energy=args.energy, rank=args.rank,
+                                     progress=not args.no_progress)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"orthoref compress: {exc}", file=sys.stderr)
         return 2
@@ -363,7 +370,8 @@ def _study(args) -> int:
     from .studies import run
 
     try:
-        result = run(args.name, args.out, quick=args.quick, seed=args.seed, md_dir=args.md_dir, log=print)
+        result = run(args.name, args.out, quick=args.quick, seed=args.seed, md_dir=args.md_dir, log=print,
+                     seeds=args.seeds, sweep_dir=args.sweep_dir)
     except (ValueError, ImportError) as exc:
         print(f"orthoref study: {exc}", file=sys.stderr)
         return 2
@@ -383,7 +391,7 @@ def _sweep(args) -> int:
     if what[0] == "report":
         if len(what) != 2 or run_options:
             print("orthoref sweep: the report takes one folder and --csv only: orthoref sweep report DIR "
-                  f"[--csv FILE]" + (f" (got {', '.join(run_options)})" if run_options else ""), file=sys.stderr)
+                  "[--csv FILE]" + (f" (got {', '.join(run_options)})" if run_options else ""), file=sys.stderr)
             return 2
         rep = sweep.report(_expand(what[1]))
         if not rep["groups"]:
@@ -456,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .backend import BACKENDS
     from .oracle.recording import FRAMEWORKS
     from .studies import STUDIES
+    from .models import NORM_GROUPS, NORM_ITERATIONS, NORMS
     from .train import STIEFEL_OPTIMIZERS
     DTYPE_NAMES = [dt.name for dt in FLOAT_DTYPES]
 
@@ -475,6 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, help="optimizer steps for --model rnn, counting those of a resumed run "
                                              "(default 2000)")
     t.add_argument("--hidden", help="MLP hidden widths, comma-separated (default 512,256)")
+    t.add_argument("--sv-bound", metavar="EPS[,EVERY]",
+                   help="singular value bounding (Jia et al. 2017): after every EVERY-th step (default 1) each "
+                        "weight matrix's singular values are clipped into [1/(1+EPS), 1+EPS]")
+    t.add_argument("--norm", choices=NORMS,
+                   help=f"--model cnn: a normalization layer after each convolution: none (default), bn "
+                        f"(BatchNorm2d), dbn (DecorrelatedBatchNorm, ZCA in groups of {NORM_GROUPS} channels) or "
+                        f"iternorm (IterNorm, groups of {NORM_GROUPS}, T={NORM_ITERATIONS} Newton steps); eps 1e-5, "
+                        f"momentum 0.1")
     t.add_argument("--init", help=f"weight initializer: orthogonal (default), default (PyTorch's), or any of "
                                   f"orthoref.init.INITIALIZERS: {', '.join(_inits_help())}")
     t.add_argument("--optimizer", metavar="NAME[,KEY=VALUE...]",
@@ -580,6 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--gram-schmidt-table", action="store_true",
                    help="also print ‖QᵀQ − I‖ of CGS, MGS, CGS2 and QR against the condition number")
+    c.add_argument("--mclip-table", action="store_true",
+                   help="also print mclip (σ clipped at 1 by two Newton–Schulz msigns) against the SVD route: "
+                        "steps, GEMMs, time, error")
     c.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr "
                     "is a terminal)")
     c.set_defaults(func=_compare_projections)
@@ -595,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-figures", action="store_true", help="write only layers.md and layers.json")
     a.add_argument("--jacobian-examples", type=int, default=64,
                    help="test examples for the input-output Jacobian spectrum (default 64; 0 skips it)")
+    a.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr is a terminal)")
     a.set_defaults(func=_analyze)
 
     z = _subparser(sub, "compress", help="low-rank (truncated SVD) compression of a checkpoint's Linear and "
@@ -611,15 +632,18 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--rank", type=int, help="the same rank for every layer (capped at its full rank)")
     z.add_argument("--out", help="output directory (default: compressed-energyE / compressed-rankR beside the "
                                  "checkpoint)")
+    z.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr is a terminal)")
     z.set_defaults(func=_compress)
 
-    s = _subparser(sub, "study", help="run a study (depth, regularizers, projections, compression, rnn or all) "
-                                     "and write its figures and markdown summary",
-                       description="Seeded studies, each under 10 minutes on 2 cores: depth (gradients and "
-                                   "Jacobian spectra at initialization), regularizers (orthogonality penalties "
-                                   "on the digits), projections (accuracy against time of every "
-                                   "orthogonalization), compression (accuracy against kept rank), rnn (the "
-                                   "adding problem). Writes NAME_*.png into --out and NAME.md into --md-dir.")
+    s = _subparser(sub, "study", help=f"run a study ({', '.join(STUDIES)} or all) and write its figures and "
+                                     f"markdown summary",
+                       description="Seeded studies over 3 seeds (mean ± std; rnn about 10 minutes on 2 cores, "
+                                   "the others 1-2): depth (gradients and Jacobian spectra at initialization), "
+                                   "regularizers (orthogonality penalties on the digits), projections (accuracy "
+                                   "against time of every orthogonalization), compression (accuracy against kept "
+                                   "rank), rnn (the adding problem), autoencoder (the linear autoencoder learns "
+                                   "PCA; one seed, MNIST too when present). Writes NAME_*.png into --out and "
+                                   "NAME.md into --md-dir.")
     s.add_argument("name", choices=STUDIES + ("all",))
     s.add_argument("--out", default=os.path.join("runs", "studies"),
                    help="directory for the PNG figures, created if needed (default: runs/studies, beside the "
@@ -630,6 +654,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "relative to it")
     s.add_argument("--quick", action="store_true", help="shrink every size and step count (seconds)")
     s.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    s.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="seeds per grid point: --seed, --seed + 1, ... (default 3; --quick: 1)")
+    s.add_argument("--sweep-dir", metavar="DIR", default=None,
+                   help="keep the cells in this sweep folder: a rerun computes only missing cells; orthoref "
+                        "sweep report DIR prints the tables")
     s.set_defaults(func=_study)
 
     w = _subparser(sub, "sweep", help="run a sweep of seeded training runs (a TOML spec of axes) on Dask, or "

@@ -38,6 +38,7 @@ import numpy as np
 from ._checks import (FLOAT_DTYPES, NonFiniteError, all_finite, check_bool, check_choice, check_int, check_real,
                       float_dtype)
 from ._io import CheckpointError, atomic_write, loads_strict, read_npz
+from ._progress import Progress
 from .analysis import load_model, low_rank, singular_values
 from .backend import active, get_array_module, to_numpy, using
 from .nn import (
@@ -46,9 +47,11 @@ from .nn import (
     BatchNorm1d,
     BatchNorm2d,
     Conv2d,
+    DecorrelatedBatchNorm,
     Dropout,
     Flatten,
     GlobalAvgPool2d,
+    IterNorm,
     LeakyReLU,
     Linear,
     MaxPool2d,
@@ -96,8 +99,9 @@ def _ints(v):
 def describe(module):
     """A JSON-able description of ``module``'s architecture (not its parameters): ``{"type": ..., ...}``.
 
-    Supports Sequential (nested), Linear, Conv2d, the pooling layers, Flatten, BatchNorm1d/2d, Dropout and
-    the activations; anything else raises ``TypeError``. :func:`build` inverts it.
+    Supports Sequential (nested), Linear, Conv2d, the pooling layers, Flatten, BatchNorm1d/2d,
+    DecorrelatedBatchNorm, IterNorm, Dropout and the activations; anything else raises ``TypeError``.
+    :func:`build` inverts it.
     """
     t = type(module)
     if t is Sequential:
@@ -124,6 +128,12 @@ def describe(module):
         return {"type": t.__name__, "num_features": module.num_features, "eps": module.eps,
                 "momentum": module.momentum, "affine": module.affine,
                 "track_running_stats": module.track_running_stats}
+    if t in (DecorrelatedBatchNorm, IterNorm):
+        d = {"type": t.__name__, "num_features": module.num_features, "groups": module.groups, "eps": module.eps,
+             "momentum": module.momentum, "affine": module.affine}
+        if t is IterNorm:
+            d["iterations"] = module.iterations
+        return d
     if t is Dropout:
         return {"type": "Dropout", "p": module.p}
     if t is LeakyReLU:
@@ -133,8 +143,8 @@ def describe(module):
     if t in (ReLU, Tanh, Sigmoid, GlobalAvgPool2d):
         return {"type": t.__name__}
     raise TypeError(f"describe: cannot describe a {t.__name__} layer (argument module); supported: Sequential, "
-                    f"Linear, Conv2d, MaxPool2d, AvgPool2d, GlobalAvgPool2d, Flatten, BatchNorm1d/2d, Dropout, ReLU, "
-                    f"LeakyReLU, Tanh, Sigmoid, GELU")
+                    f"Linear, Conv2d, MaxPool2d, AvgPool2d, GlobalAvgPool2d, Flatten, BatchNorm1d/2d, "
+                    f"DecorrelatedBatchNorm, IterNorm, Dropout, ReLU, LeakyReLU, Tanh, Sigmoid, GELU")
 
 
 def _tup(v):
@@ -156,6 +166,10 @@ _FIELDS = {
     "Flatten": {"start_dim": ("int", False), "end_dim": ("int", False)},
     "BatchNorm1d": {"num_features": ("pos_int", True), "eps": ("real", False), "momentum": ("real_or_none", False),
                     "affine": ("bool", False), "track_running_stats": ("bool", False)},
+    "DecorrelatedBatchNorm": {"num_features": ("pos_int", True), "groups": ("pos_int", False),
+                              "eps": ("real", False), "momentum": ("real", False), "affine": ("bool", False)},
+    "IterNorm": {"num_features": ("pos_int", True), "groups": ("pos_int", False), "iterations": ("pos_int", False),
+                 "eps": ("real", False), "momentum": ("real", False), "affine": ("bool", False)},
     "Dropout": {"p": ("real", True)},
     "LeakyReLU": {"negative_slope": ("real", False)},
     "GELU": {"approximate": ("str", False)},
@@ -272,8 +286,9 @@ def _build(spec, dtype):
     if t == "Conv2d":
         return Conv2d(kw.pop("in_channels"), kw.pop("out_channels"), kw.pop("kernel_size"), rng=0, dtype=dtype,
                       **kw)
-    if t in ("BatchNorm1d", "BatchNorm2d"):
-        return {"BatchNorm1d": BatchNorm1d, "BatchNorm2d": BatchNorm2d}[t](dtype=dtype, **kw)
+    norms = {c.__name__: c for c in (BatchNorm1d, BatchNorm2d, DecorrelatedBatchNorm, IterNorm)}
+    if t in norms:
+        return norms[t](dtype=dtype, **kw)
     if t == "Dropout":
         return Dropout(kw["p"], rng=0)
     classes = {c.__name__: c for c in (MaxPool2d, AvgPool2d, Flatten, LeakyReLU, GELU, ReLU, Tanh, Sigmoid,
@@ -307,6 +322,11 @@ def _state_shapes(spec, prefix="", out=None):
         if spec.get("track_running_stats", True):
             out[prefix + "running_mean"] = out[prefix + "running_var"] = (C,)
             out[prefix + "num_batches_tracked"] = ()
+    elif t in ("DecorrelatedBatchNorm", "IterNorm"):
+        C = spec["num_features"]
+        if spec.get("affine", True):
+            out[prefix + "weight"] = out[prefix + "bias"] = (C,)
+        out[prefix + "running_mean"], out[prefix + "running_wm"] = (C,), (C, C)
     return out
 
 
@@ -572,7 +592,7 @@ def load_compressed(path, backend=None, with_meta=False):
     return (model, record) if with_meta else model
 
 
-def compress_checkpoint(path, out_dir, energy=None, rank=None):
+def compress_checkpoint(path, out_dir, energy=None, rank=None, progress=False):
     """Compress a training checkpoint by truncated SVD; compare parameters and test accuracy.
 
     Loads ``path`` (a :func:`orthoref.train.fit` checkpoint, via :func:`orthoref.analysis.load_model`),
@@ -590,6 +610,9 @@ def compress_checkpoint(path, out_dir, energy=None, rank=None):
     energy : float in (0, 1] or None
     rank : int >= 1 or None
         Exactly one of the two (see :func:`compress_model`).
+    progress : bool
+        A bar over the stages (loading, factoring, evaluating, writing) on stderr when it is a terminal
+        (``orthoref compress``; ``--no-progress`` turns it off).
 
     Returns
     -------
@@ -604,20 +627,27 @@ def compress_checkpoint(path, out_dir, energy=None, rank=None):
         if not isinstance(value, (str, os.PathLike)):
             raise TypeError(f"{who}: {name} must be a str or os.PathLike, got {type(value).__name__}")
     energy, rank = _check_choice(who, energy, rank)
-    model, config, _ = load_model(path)
-    compressed, layers = compress_model(model, energy=energy, rank=rank)
-    _, _, X_te, y_te = load_data(config)
-    with using(config.backend):
-        acc_before, acc_after = evaluate(model, X_te, y_te), evaluate(compressed, X_te, y_te)
-    report = {"checkpoint": os.path.abspath(path), "energy": energy, "rank": rank,
-              "params_before": count_parameters(model), "params_after": count_parameters(compressed),
-              "acc_before": acc_before, "acc_after": acc_after, "n_test": len(y_te), "layers": layers}
-    os.makedirs(out_dir, exist_ok=True)
-    out = os.path.join(out_dir, "compressed.npz")
-    save_compressed(out, compressed, meta={"report": report, "config": config.to_json()})
-    report["path"] = out
-    text = json.dumps(report, indent=1, allow_nan=False) + "\n"
-    atomic_write(os.path.join(out_dir, "compress.json"), lambda f: f.write(text.encode()))
+    progress = check_bool(who, "progress", progress)
+    with Progress(4, "compress", progress, unit="stage") as bar:
+        bar.update(0, stage="loading")
+        model, config, _ = load_model(path)
+        bar.update(stage="factoring")
+        compressed, layers = compress_model(model, energy=energy, rank=rank)
+        bar.update(stage="evaluating")
+        _, _, X_te, y_te = load_data(config)
+        with using(config.backend):
+            acc_before, acc_after = evaluate(model, X_te, y_te), evaluate(compressed, X_te, y_te)
+        bar.update(stage="writing")
+        report = {"checkpoint": os.path.abspath(path), "energy": energy, "rank": rank,
+                  "params_before": count_parameters(model), "params_after": count_parameters(compressed),
+                  "acc_before": acc_before, "acc_after": acc_after, "n_test": len(y_te), "layers": layers}
+        os.makedirs(out_dir, exist_ok=True)
+        out = os.path.join(out_dir, "compressed.npz")
+        save_compressed(out, compressed, meta={"report": report, "config": config.to_json()})
+        report["path"] = out
+        text = json.dumps(report, indent=1, allow_nan=False) + "\n"
+        atomic_write(os.path.join(out_dir, "compress.json"), lambda f: f.write(text.encode()))
+        bar.update()
     return report
 
 

@@ -1,5 +1,6 @@
-"""Decorrelation and whitening of a batch of features: ZCA, PCA and Cholesky whitening, each with its exact
-backward pass ``NAME_vjp``, and the DeCov penalty.
+"""Decorrelation and whitening of a batch of features: ZCA, PCA and Cholesky whitening, group-wise ZCA
+(Decorrelated Batch Normalization) and IterNorm, each with its exact backward pass ``NAME_vjp``, and the DeCov
+penalty.
 
 Every map ``Y = NAME(X, eps=1e-5)`` has ``NAME_vjp(X, grad_out, eps=1e-5)`` returning
 ``∂⟨grad_out, NAME(X)⟩/∂X`` (same shape and dtype as ``X``; float32 stays float32), the convention of
@@ -20,6 +21,10 @@ Conventions
   ``sqrt((m - 1)/m)`` (ε aside). ``ε`` (``eps``, default ``1e-5``) sits *inside* ``Σ``; code that adds it
   to the eigenvalues of ``X_cᵀX_c/m`` after the decomposition computes the same ``Σ`` (same eigenvectors,
   eigenvalues ``λ + ε``).
+- The group-wise maps (:func:`group_zca_whitening`, :func:`iternorm_whitening`) whiten consecutive groups of
+  ``groups`` features separately, each with its own ``Σ_g`` (the last group smaller when ``groups`` does not
+  divide ``d``); the layers :class:`orthoref.nn.DecorrelatedBatchNorm` and :class:`orthoref.nn.IterNorm` are
+  built on them.
 - Every whitened output has covariance ``YᵀY/m = I − ε Σ⁻¹`` (ZCA), ``I − ε Λ⁻¹`` (PCA) or
   ``I − ε L⁻¹L⁻ᵀ`` (Cholesky): the identity up to ``ε/λ_min``.
 - The three whitenings differ by a rotation: ``Y_pca = Y_zca U`` and ``Y_chol = Y_zca Q`` with ``Q``
@@ -45,28 +50,32 @@ Each function is registered in :mod:`orthoref.oracle.registry` by
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
 import numpy as np
 
-from ._checks import NonFiniteError, all_finite, check_array, check_cotangent, check_real, float_dtype
+from ._checks import (MAX_ITERATIONS, NonFiniteError, all_finite, check_array, check_choice, check_cotangent,
+                      check_int, check_real, check_result, float_dtype)
+from .backend import get_array_module
 from .ortho._common import linalg_errors
 
 __all__ = ["zca_whitening", "zca_whitening_vjp", "pca_whitening", "pca_whitening_vjp", "pca_gap_tolerance",
-           "cholesky_whitening", "cholesky_whitening_vjp", "decov"]
+           "cholesky_whitening", "cholesky_whitening_vjp", "group_zca_whitening", "group_zca_whitening_vjp",
+           "iternorm_whitening", "iternorm_whitening_vjp", "decov"]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Validation, moments, overflow.
 
-def _validate(who, X, eps):
+def _validate(who, X, eps, name="X"):
     """``X``: a finite 2-D float array with at least 2 rows; ``eps``: a finite number > 0. Returns
     ``(xp, eps)``."""
-    xp = check_array(who, X, "X", ndim=(2,))
+    xp = check_array(who, X, name, ndim=(2,))
     if X.shape[0] < 2:
-        raise ValueError(f"{who}: X must have at least 2 samples (rows) to estimate a covariance, got shape "
-                         f"{tuple(X.shape)}")
+        raise ValueError(f"{who}: {name} must have at least 2 samples (rows) to estimate a covariance, got "
+                         f"shape {tuple(X.shape)}")
     return xp, check_real(who, "eps", eps, lo=0.0, lo_open=True)
 
 
@@ -108,13 +117,18 @@ def _centre(xp, X):
 
 def _moments(who, xp, X, eps):
     """``(X_c, Σ)`` with ``Σ = X_cᵀX_c/m + εI``; ``NonFiniteError`` when ``Σ`` overflows."""
-    m, d = X.shape
     Xc = _centre(xp, X)
+    return Xc, _covariance(who, xp, Xc, eps, X)
+
+
+def _covariance(who, xp, Xc, eps, X):
+    """``Σ = X_cᵀX_c/m + εI`` of centred data; ``NonFiniteError`` (sized by ``X``) when it overflows."""
+    m, d = Xc.shape
     S = Xc.T @ Xc
     S /= m
     idx = xp.arange(d)
     S[idx, idx] += eps
-    return Xc, _finite(who, xp, S, X, "the covariance Σ = X_cᵀX_c/m + eps·I")
+    return _finite(who, xp, S, X, "the covariance Σ = X_cᵀX_c/m + eps·I")
 
 
 def _uncentre(xp, G):
@@ -141,13 +155,18 @@ def _singular(who, d, dtype, lmin, lmax):
 def _eigh(who, xp, X, eps):
     """``(X_c, λ, U)``: ``Σ = U diag(λ) Uᵀ`` with ``λ`` ascending, after the singularity check."""
     Xc, S = _moments(who, xp, X, eps)
+    return (Xc,) + _spectrum(who, xp, S)
+
+
+def _spectrum(who, xp, S):
+    """``(λ, U)``: ``Σ = U diag(λ) Uᵀ``, ``λ`` ascending, after the singularity check."""
     with linalg_errors(who, "the eigendecomposition (LAPACK eigh) of the covariance Σ did not converge"):
         lam, U = xp.linalg.eigh(S)
-    d = X.shape[1]
+    d = S.shape[0]
     lmin, lmax = float(lam[0]), float(lam[-1])
-    if not lmin > d * _eps_of(X.dtype) * lmax:
-        raise _singular(who, d, X.dtype, lmin, lmax)
-    return Xc, lam, U
+    if not lmin > d * _eps_of(S.dtype) * lmax:
+        raise _singular(who, d, S.dtype, lmin, lmax)
+    return lam, U
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -234,15 +253,19 @@ def zca_whitening_vjp(X, grad_out, eps=1e-5):
     xp, eps = _validate(who, X, eps)
     _validate_grad(who, X, grad_out)
     Xc, lam, U = _eigh(who, xp, X, eps)
-    m = X.shape[0]
-    W = (U / xp.sqrt(lam)) @ U.T
-    Wbar = Xc.T @ grad_out
+    Xcbar = _zca_pullback(xp, Xc, lam, U, (U / xp.sqrt(lam)) @ U.T, grad_out)
+    return _finite(who, xp, _uncentre(xp, Xcbar), X, "the gradient")
+
+
+def _zca_pullback(xp, Xc, lam, U, W, Ybar):
+    """``X̄_c`` of ``Y = X_c W``, ``W = Σ^{-1/2} = U Λ^{-1/2} Uᵀ`` (before the centring's backward pass)."""
+    Wbar = Xc.T @ Ybar
     Wbar += Wbar.T.copy()                                       # W̄ + W̄ᵀ
     B = U.T @ Wbar @ U
     B *= _inv_sqrt_divided_differences(xp, lam)
-    Xcbar = grad_out @ W
-    Xcbar += _pull_sigma(Xc, U @ B @ U.T, m)
-    return _finite(who, xp, _uncentre(xp, Xcbar), X, "the gradient")
+    Xcbar = Ybar @ W
+    Xcbar += _pull_sigma(Xc, U @ B @ U.T, Xc.shape[0])
+    return Xcbar
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -473,6 +496,294 @@ def cholesky_whitening_vjp(X, grad_out, eps=1e-5):
     Xcbar = xp.ascontiguousarray(XcbarT.T)
     Xcbar += _pull_sigma(Xc, Sbar, m)
     return _finite(who, xp, _uncentre(xp, Xcbar), X, "the gradient")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Group-wise whitening: Decorrelated Batch Normalization (ZCA per group) and IterNorm (Newton's iteration).
+
+#: The whitening matrix of one group: ``"zca"`` (exact ``Σ^{-1/2}``) or ``"iternorm"`` (``T`` Newton steps).
+WHITENING_METHODS = ("zca", "iternorm")
+
+
+def _group_bounds(who, d, groups):
+    """``[(start, stop)]``: consecutive groups of ``groups`` features, the last one smaller when ``groups``
+    does not divide ``d``; ``None`` or ``groups >= d``: one group of all ``d`` features."""
+    size = d if groups is None else min(check_int(who, "groups", groups, 1), d)
+    return [(a, min(a + size, d)) for a in range(0, d, size)]
+
+
+@contextlib.contextmanager
+def _in_group(bounds, a, b):
+    """A ``ValueError`` raised for one group of several says which features it holds."""
+    try:
+        yield
+    except ValueError as exc:
+        if len(bounds) == 1:
+            raise
+        raise type(exc)(f"{exc} (in the group of features {a}..{b - 1})") from None
+
+
+def _newton_iterations(who, xp, S, T, X):
+    """``(tr Σ, P_T, steps)``: IterNorm's ``P_T`` by the coupled form of its iteration (below),
+    ``steps = [(R_k, P_k, M_k)]`` for the backward pass.
+
+    ``R_0 = Σ_N = Σ / tr Σ``, ``P_0 = I``, ``M_k = (3I − P_k R_k)/2``, ``P_{k+1} = M_k P_k``,
+    ``R_{k+1} = R_k M_k``: by induction ``R_k = Σ_N P_k`` and every iterate is a polynomial in ``Σ_N``, so
+    ``P_{k+1} = (3P_k − P_k³ Σ_N)/2``, the paper's recursion, in exact arithmetic. In floating point the
+    paper's uncoupled form amplifies rounding errors (near convergence by up to ``κ(Σ_N)/2`` a step: at
+    ``κ = 100`` its ``P_20`` is garbage); the coupled form is stable (Higham 2008, "Functions of Matrices",
+    Ch. 6, the coupled Newton--Schulz iteration)."""
+    t = _finite(who, xp, xp.trace(S), X, "the trace of the covariance Σ")
+    eye = xp.eye(S.shape[0], dtype=S.dtype)
+    R, P = S / t, eye
+    steps = []
+    for _ in range(T):
+        M = 1.5 * eye - 0.5 * (P @ R)
+        steps.append((R, P, M))
+        R, P = R @ M, M @ P
+    return t, P, steps
+
+
+def _iternorm_pullback(xp, Xc, t, steps, W, Ybar):
+    """``X̄_c`` of ``Y = X_c W``, ``W = P_T / √(tr Σ)`` (before the centring's backward pass): reverse mode
+    through each step of :func:`_newton_iterations`, ``Σ_N = Σ / tr Σ`` and ``Σ = X_cᵀX_c/m + εI``."""
+    Wbar = Xc.T @ Ybar
+    Xcbar = Ybar @ W.T
+    Pbar = Wbar / xp.sqrt(t)
+    tbar = -0.5 * (Wbar * W).sum() / t                          # ∂W/∂t = −½ W / t
+    Rbar = None                                                 # R_T is not used
+    for R, P, M in reversed(steps):                             # R' = R M, P' = M P, M = 1.5 I − 0.5 P R
+        Mbar = Pbar @ P.T
+        if Rbar is not None:
+            Mbar += R.T @ Rbar
+            Rbar = Rbar @ M.T
+        Pbar = M.T @ Pbar
+        Mbar *= -0.5
+        Pbar += Mbar @ R.T
+        Rbar = P.T @ Mbar if Rbar is None else Rbar + P.T @ Mbar
+    A = steps[0][0]                                             # R_0 = Σ_N: Σ̄_N = R̄_0
+    tbar -= (Rbar * A).sum() / t                                # Σ_N = Σ / t: ∂Σ_N/∂t = −Σ_N / t
+    Sbar = Rbar / t
+    idx = xp.arange(A.shape[0])
+    Sbar[idx, idx] += tbar                                      # t = tr Σ
+    Xcbar += _pull_sigma(Xc, Sbar + Sbar.T, Xc.shape[0])
+    return Xcbar
+
+
+class _GroupCache:
+    """What :func:`group_whitening_backward_as` needs, and the statistics a layer keeps: ``mean`` (the
+    batch mean, ``(d,)``) and ``matrix`` (the block-diagonal ``(d, d)`` whitening matrix, built on demand)."""
+
+    __slots__ = ("method", "bounds", "parts", "mean", "shape", "dtype")
+
+    def __init__(self, method, bounds, parts, mean, shape, dtype):
+        self.method, self.bounds, self.parts, self.mean = method, bounds, parts, mean
+        self.shape, self.dtype = shape, dtype
+
+    @property
+    def matrix(self):
+        xp = get_array_module(self.mean)
+        d = self.shape[1]
+        M = xp.zeros((d, d), dtype=self.dtype)
+        for (a, b), part in zip(self.bounds, self.parts):
+            M[a:b, a:b] = part[-1]
+        return M
+
+
+def _group_whitening(who, xp, X, method, bounds, eps, T):
+    """Forward pass of the validated input: ``(Y, cache)``."""
+    mean = X.mean(axis=0)
+    Xc_all = X - mean
+    Y = xp.empty_like(X)
+    parts = []
+    for a, b in bounds:
+        Xc = Xc_all[:, a:b]
+        with _in_group(bounds, a, b):
+            S = _covariance(who, xp, Xc, eps, X)
+            if method == "zca":
+                lam, U = _spectrum(who, xp, S)
+                parts.append((Xc, lam, U, (U / xp.sqrt(lam)) @ U.T))
+            else:
+                t, P, steps = _newton_iterations(who, xp, S, T, X)
+                parts.append((Xc, t, steps, P / xp.sqrt(t)))
+        Y[:, a:b] = Xc @ parts[-1][-1]
+    return _finite(who, xp, Y, X, "the output"), _GroupCache(method, bounds, parts, mean, X.shape, X.dtype)
+
+
+@_quiet
+def group_whitening_forward_as(X, method, groups, eps, iterations, who, name="X"):
+    """``(Y, cache)`` of :func:`group_zca_whitening` (``method="zca"``) or :func:`iternorm_whitening`
+    (``"iternorm"``) with the caller's names in error messages (the layers); ``cache.mean`` is the batch mean
+    and ``cache.matrix`` the block-diagonal whitening matrix, for running statistics."""
+    xp, eps = _validate(who, X, eps, name)
+    method = check_choice(who, "method", method, WHITENING_METHODS)
+    bounds = _group_bounds(who, X.shape[1], groups)
+    T = check_int(who, "iterations", iterations, 1, MAX_ITERATIONS) if method == "iternorm" else None
+    return _group_whitening(who, xp, X, method, bounds, eps, T)
+
+
+@_quiet
+def group_whitening_backward_as(grad_out, cache, who, name="grad_out"):
+    """``X̄`` from ``grad_out`` and the ``cache`` of :func:`group_whitening_forward_as`; ``grad_out`` of
+    exactly the output's shape and dtype, finite; ``NonFiniteError`` when the gradient overflows."""
+    xp = check_cotangent(who, name, grad_out, cache.shape, cache.dtype, of="the output's")
+    pullback = _zca_pullback if cache.method == "zca" else _iternorm_pullback
+    Xbar = xp.empty_like(grad_out)
+    for (a, b), part in zip(cache.bounds, cache.parts):
+        Xbar[:, a:b] = _uncentre(xp, pullback(xp, *part, grad_out[:, a:b]))
+    return check_result(who, Xbar, "the gradient", "use float64 or rescale the input")
+
+
+def _group_vjp(who, method, X, grad_out, groups, eps, iterations):
+    xp, eps = _validate(who, X, eps)
+    _validate_grad(who, X, grad_out)
+    bounds = _group_bounds(who, X.shape[1], groups)
+    T = check_int(who, "iterations", iterations, 1, MAX_ITERATIONS) if method == "iternorm" else None
+    _, cache = _group_whitening(who, xp, X, method, bounds, eps, T)
+    return group_whitening_backward_as(grad_out, cache, who)
+
+
+@_quiet
+def group_zca_whitening(X, groups=None, eps=1e-5):
+    """Group-wise ZCA whitening, the whitening of Decorrelated Batch Normalization (Huang, Yang, Lang &
+    Deng 2018, "Decorrelated Batch Normalization", CVPR): the features are cut into consecutive groups of
+    ``groups`` features and each group is whitened by :func:`zca_whitening` on its own.
+
+    .. math::  X = [X_1, \\dots, X_G], \\qquad Y = [X_{1,c} \\Sigma_1^{-1/2}, \\dots, X_{G,c}
+               \\Sigma_G^{-1/2}], \\qquad \\Sigma_g = \\tfrac1m X_{g,c}^\\top X_{g,c} + \\varepsilon I
+
+    i.e. ``Y = X_c W`` with ``W`` block diagonal. Features in different groups stay correlated; a group of
+    ``g`` features needs ``m > g`` samples for ``Σ_g`` to be well conditioned (else its smallest eigenvalues
+    are ``ε``), which is why the paper whitens groups (``g = 16`` in its CNN experiments) rather than all
+    ``d`` features of a convolution layer.
+
+    Parameters
+    ----------
+    X : (m, d) float array
+        ``m >= 2`` samples of ``d`` features, float32 or float64.
+    groups : int >= 1 or None
+        Features per group (the paper's group size, not the number of groups). When it does not divide
+        ``d`` the last group holds the ``d mod groups`` remaining features, as in the paper's code
+        (``DecorelateBN_Advance.lua``, ``m_perGroup``); ``None`` or a value ``>= d`` whitens all ``d``
+        features together (:func:`zca_whitening`).
+    eps : float > 0
+        Added to the diagonal of each group's covariance.
+
+    Returns
+    -------
+    Y : (m, d) array, dtype of ``X``
+        Each group's block of ``YᵀY/m`` is ``I − εΣ_g⁻¹``.
+
+    Raises
+    ------
+    ValueError
+        A group's ``Σ_g`` numerically singular (the message names the group's features), a LAPACK failure,
+        or bad input (``TypeError`` for a non-float ``X`` or a non-int ``groups``); ``NonFiniteError`` when a
+        covariance overflows.
+
+    Notes
+    -----
+    The paper's code adds ``ε`` to the eigenvalues of the biased covariance after ``torch.svd`` (the same
+    ``Σ_g``) with a default ``ε = 1e-7``; ours is ``1e-5``. Its backward pass divides by ``λ_i − λ_j``
+    (with ``1e-45`` added against ties); :func:`group_zca_whitening_vjp` uses the divided differences of
+    :func:`zca_whitening_vjp`, exact at repeated eigenvalues.
+    """
+    who = "group_zca_whitening"
+    xp, eps = _validate(who, X, eps)
+    return _group_whitening(who, xp, X, "zca", _group_bounds(who, X.shape[1], groups), eps, None)[0]
+
+
+@_quiet
+def group_zca_whitening_vjp(X, grad_out, groups=None, eps=1e-5):
+    """Gradient of ``⟨grad_out, group_zca_whitening(X, groups, eps)⟩`` with respect to ``X``: the
+    backward pass of :func:`zca_whitening_vjp` on each group's columns (the groups share no input, so the
+    gradient of group ``g`` is ``zca_whitening_vjp(X_g, grad_out_g)``).
+
+    ``grad_out``: exactly ``X``'s shape and dtype, finite. Raises as :func:`group_zca_whitening`;
+    ``NonFiniteError`` when the gradient overflows.
+    """
+    return _group_vjp("group_zca_whitening_vjp", "zca", X, grad_out, groups, eps, None)
+
+
+@_quiet
+def iternorm_whitening(X, groups=None, iterations=5, eps=1e-5):
+    """Iterative Normalization (IterNorm) of Huang, Zhou, Zhu, Liu & Shao 2019, "Iterative Normalization:
+    Beyond Standardization towards Efficient Whitening" (CVPR): whitening by ``T`` steps of Newton's
+    iteration for ``Σ^{-1/2}``, group-wise as :func:`group_zca_whitening`.
+
+    For each group (``Σ = X_cᵀX_c/m + εI`` of its features):
+
+    .. math::  \\Sigma_N = \\Sigma / \\operatorname{tr}\\Sigma, \\quad P_0 = I, \\quad
+               P_k = \\tfrac12 \\big(3 P_{k-1} - P_{k-1}^3 \\Sigma_N\\big), \\qquad
+               Y = X_c \\, P_T / \\sqrt{\\operatorname{tr}\\Sigma}
+
+    The trace normalisation puts the eigenvalues of ``Σ_N`` in ``(0, 1]``, where the iteration converges
+    (monotonically, each eigenvalue ``p`` of ``P_k`` rising to ``λ^{-1/2}``), so ``P_T/√tr Σ → Σ^{-1/2}``
+    and the output tends to :func:`group_zca_whitening`'s. With the paper's ``T = 5`` it stops early: the
+    directions of small variance (``λ ≪ tr Σ``) are only partly whitened, which the paper argues is a useful
+    middle ground between standardization and whitening. Only matrix products: no eigendecomposition, no
+    singular case, and the map is polynomial in ``Σ_N``.
+
+    Parameters
+    ----------
+    X : (m, d) float array
+        ``m >= 2`` samples of ``d`` features, float32 or float64.
+    groups : int >= 1 or None
+        Features per group, as for :func:`group_zca_whitening` (the last group smaller when it does not
+        divide ``d``; ``None``: one group).
+    iterations : int in [1, MAX_ITERATIONS]
+        ``T``, the number of Newton steps (the paper's default 5).
+    eps : float > 0
+        Added to the diagonal of each group's covariance, before the trace normalisation.
+
+    Returns
+    -------
+    Y : (m, d) array, dtype of ``X``
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad input; ``NonFiniteError`` when a covariance, its trace or the output overflows.
+
+    Notes
+    -----
+    The official code (``huangleiBuaa/IterNorm-pytorch``, ``iterative_normalization.py``) has the same
+    conventions: the biased ``1/m`` covariance, ``ε`` added before the trace is taken, ``P_k`` as written
+    (``P_{k−1}³`` times ``Σ_N``) and the whitening matrix ``P_T/√tr Σ``. It computes ``x̂ = W x_c`` on
+    ``(d, m)`` data, i.e. ``Y = X_c Wᵀ``; ``P_T`` is a polynomial in ``Σ_N`` and so symmetric, and the two
+    agree to rounding. Its groups must be equal: a group size that does not divide ``d`` is halved until it
+    does (``num_channels``), where ours keeps the size and makes the last group smaller.
+    """
+    who = "iternorm_whitening"
+    xp, eps = _validate(who, X, eps)
+    bounds = _group_bounds(who, X.shape[1], groups)
+    T = check_int(who, "iterations", iterations, 1, MAX_ITERATIONS)
+    return _group_whitening(who, xp, X, "iternorm", bounds, eps, T)[0]
+
+
+@_quiet
+def iternorm_whitening_vjp(X, grad_out, groups=None, iterations=5, eps=1e-5):
+    """Gradient of ``⟨grad_out, iternorm_whitening(X, groups, iterations, eps)⟩`` with respect to ``X``:
+    the exact derivative of the ``T``-step map computed (not of its limit ``Σ^{-1/2}``).
+
+    Per group, with ``W = P_T t^{-1/2}`` (``t = tr Σ``), ``Ȳ = grad_out``, ``W̄ = X_cᵀȲ``: ``P̄_T = W̄ t^{-1/2}``
+    and ``t̄ = −½ ⟨W̄, W⟩ / t``; then backwards through ``P_k = (3B − B³Σ_N)/2``, ``B = P_{k−1}``:
+
+    .. math::  \\bar\\Sigma_N \\mathrel{+}= -\\tfrac12 (B^3)^\\top \\bar P_k, \\qquad
+               \\bar B = \\tfrac32 \\bar P_k + (B^2)^\\top \\bar C + \\bar C' B^\\top + B^\\top \\bar C',
+               \\quad \\bar C = -\\tfrac12 \\bar P_k \\Sigma_N^\\top, \\ \\bar C' = \\bar C B^\\top
+
+    (``C = B² B``, ``C̄'`` the cotangent of ``B²``), and ``P̄_{k−1} = B̄``; finally ``Σ̄ = Σ̄_N / t + t̄' I``
+    with ``t̄' = t̄ − ⟨Σ̄_N, Σ_N⟩/t`` and, as for every whitening here,
+
+    .. math::  \\bar X_c = \\bar Y W^\\top + \\tfrac1m X_c (\\bar\\Sigma + \\bar\\Sigma^\\top), \\qquad
+               \\bar X = \\bar X_c - \\tfrac1m \\mathbf 1 \\mathbf 1^\\top \\bar X_c .
+
+    The official code's hand-written backward pass (``iterative_normalization_py.backward``) runs the same
+    recursion with ``P_k`` and ``Σ_N`` taken as symmetric. ``grad_out``: exactly ``X``'s shape and dtype,
+    finite. Raises as :func:`iternorm_whitening`; ``NonFiniteError`` when the gradient overflows.
+    """
+    return _group_vjp("iternorm_whitening_vjp", "iternorm", X, grad_out, groups, eps, iterations)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""Sweeps: many seeded :func:`orthoref.train.fit` runs (cells) on a Dask cluster, with their results in SQLite.
+"""Sweeps: many seeded cells — :func:`orthoref.train.fit` runs or study grid points — on a Dask cluster, with
+their results in SQLite.
 
-``orthoref sweep SPEC --out DIR`` trains every cell of the sweep described by the TOML file ``SPEC`` and
+``orthoref sweep SPEC --out DIR`` computes every cell of the sweep described by the TOML file ``SPEC`` and
 records one row per cell in ``DIR/results.sqlite``; ``orthoref sweep report DIR [--csv FILE]`` aggregates
 the rows over seeds. In Python: :func:`run_sweep` and :func:`report`.
 
@@ -21,19 +22,34 @@ field, so the axes of sequence fields hold lists (``hidden = [[8], [16, 8]]``, `
     init = ["orthogonal", "default"]
     seed = [0, 1]
 
+Two optional top-level keys: ``seeds = N`` is the axis ``seed = [0, 1, ..., N-1]``, added as the last
+axis (so more seeds are one number; ``seed`` may then not appear in ``[base]`` or ``[axes]``), and
+``kind`` names the kind of cell (below; default ``"train"``).
+
 Every cell is validated (:meth:`~orthoref.train.TrainConfig.validate`) before anything runs: an unknown
 field, a bad value, an empty or repeated axis value, ``out`` or ``progress`` (set by the sweep) raise
 ``ValueError`` naming the file and the key (``base.lr``, ``axes.init[2]``, or the cell). TOML is read with
 the standard library's ``tomllib`` (Python 3.11+), else with the ``tomli`` package.
 
+Kinds of cell
+-------------
+A cell is one call of a registered cell function with the cell's configuration. ``kind = "train"`` (the
+default) is one :func:`~orthoref.train.fit` of a ``TrainConfig``; ``kind = "study:NAME"`` is one grid point
+of the study ``NAME`` of :mod:`orthoref.studies` for one seed (``sweeps/study-NAME.toml`` holds each study's
+grid: ``orthoref sweep sweeps/study-rnn.toml --out DIR`` runs the RNN study on Dask and ``orthoref sweep
+report DIR`` prints its tables, mean ± spread over the seeds). A kind (:class:`CellKind`, registered with
+:func:`register_kind`) says which fields a cell has and how to validate them, how to compute a cell, and how
+to aggregate its rows over seeds and print them. One folder holds cells of one kind.
+
 Cells, resumption and faults
 ----------------------------
 A cell's id is the first 12 hex digits of the SHA-256 of its configuration as canonical JSON (every
-``TrainConfig`` field but ``out`` and ``progress``, keys sorted; :func:`cell_id`), and its run folder is
-``DIR/cells/<id>/``. A sweep run again computes only the cells without a ``done`` row (failed cells are
-tried again); a cell whose folder holds a checkpoint resumes from it (``fit(resume=...)``, bit-identical to
-an uninterrupted run), so a cell interrupted by Ctrl-C, a dead worker or a lost machine loses at most its
-current epoch.
+``TrainConfig`` field but ``out`` and ``progress``, keys sorted; for another kind its name and a newline
+first; :func:`cell_id`), and its run folder is ``DIR/cells/<id>/``. A sweep run again computes only the
+cells without a ``done`` row (failed cells are tried again); a cell whose folder holds a checkpoint resumes
+from it (``fit(resume=...)``, bit-identical to an uninterrupted run; the study cells that train do the
+same through :func:`fit_cell` or ``fit_adding(resume=...)``), so a cell interrupted by Ctrl-C, a dead worker
+or a lost machine loses at most its current epoch (or evaluation interval).
 
 Each cell runs on a Dask worker (:func:`run_cell`, one cell at a time per worker) with its BLAS pools
 limited to ``threads_per_worker`` threads (``threadpoolctl`` inside the task; a :class:`LocalCluster
@@ -54,8 +70,11 @@ never holds half a row. Table ``cells``, one row per cell (the columns of :data:
 trained), ``test_acc``, ``loss``, ``train_acc`` (that epoch's; ``loss`` is the training loss), ``seconds``
 (wall-clock time of the attempt that finished), ``resumed_from`` (the checkpoint's epoch that attempt
 started from; 0: from scratch), ``worker`` (its address), ``blas_threads``, ``orthoref_version``,
-``numpy_version``, ``error`` (the failure, for failed cells) and ``finished`` (UTC). Table ``runs`` has one
-row per invocation (spec, cluster, threads per worker, cells computed, status).
+``numpy_version``, ``error`` (the failure, for failed cells), ``finished`` (UTC), ``kind`` (of the cell) and
+``result`` (what the cell function returned, strict JSON: NaN/±Inf as ``null``; for ``train`` cells the
+epoch and the three metrics again). Table ``runs`` has one row per invocation (spec, cluster, threads per
+worker, cells computed, status). A results file of the first schema (before ``kind`` and ``result``) is
+read as ``train`` cells and upgraded in place when a sweep writes to it.
 
 Deployment
 ----------
@@ -103,17 +122,20 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, fields
+from typing import Callable
 
 import numpy as np
 
 from ._checks import check_bool, check_int
 from ._checkpoint import read_json
-from ._io import CheckpointError, RunInterrupted, atomic_write, claim_run_dir, interruptible, read_npz
+from ._io import (CheckpointError, RunInterrupted, atomic_write, claim_run_dir, interruptible, loads_strict, read_npz,
+                  strict_json)
 from ._progress import Progress
 from .train import DivergenceError, TrainConfig, fit
 
-__all__ = ["Cell", "Spec", "RESULT_COLUMNS", "load_spec", "parse_spec", "cell_id", "cell_config", "run_cell",
-           "run_sweep", "read_results", "report", "format_report", "write_csv"]
+__all__ = ["Cell", "CellKind", "Spec", "RESULT_COLUMNS", "load_spec", "parse_spec", "cell_id", "cell_config",
+           "register_kind", "cell_kind", "kinds", "run_cell", "fit_cell", "run_sweep", "read_results", "report",
+           "format_report", "write_csv", "mean_ci", "seed_groups"]
 
 #: ``TrainConfig`` fields a spec may not set: the sweep chooses the run folder and hides progress bars.
 SWEEP_FIELDS = ("out", "progress")
@@ -141,7 +163,11 @@ RESULT_COLUMNS = (
     ("numpy_version", "TEXT"),
     ("error", "TEXT"),
     ("finished", "TEXT"),
+    ("kind", "TEXT NOT NULL DEFAULT 'train'"),
+    ("result", "TEXT"),
 )
+#: The columns of the first schema (before kinds of cell): such a file holds ``train`` cells.
+_V1_COLUMNS = tuple(n for n, _ in RESULT_COLUMNS[:-2])
 _RUN_COLUMNS = (
     ("run", "INTEGER PRIMARY KEY AUTOINCREMENT"),
     ("started", "TEXT"),
@@ -156,7 +182,7 @@ _RUN_COLUMNS = (
     ("failed", "INTEGER"),
     ("status", "TEXT"),
 )
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 RESULTS_NAME = "results.sqlite"
 _INSTALL = "pip install 'orthoref[sweep]'"
 
@@ -207,9 +233,15 @@ def cell_config(config, who="cell_config"):
         cfg = TrainConfig(**given).validate(who=who)
     except (TypeError, ValueError) as exc:
         raise ValueError(_prefixed(who, exc)) from None
-    out = {k: v for k, v in cfg.to_json().items() if k not in SWEEP_FIELDS}
+    out = {k: v for k, v in cfg.to_json().items()
+           if k not in SWEEP_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     out["lr"] = float(out["lr"])
     return out
+
+
+#: ``TrainConfig`` fields added after sweeps existed, with their defaults: a cell's configuration leaves them
+#: out at their default, so that the ids of cells computed before they existed stay the same.
+LATER_FIELDS = {"norm": "none", "sv_bound": None}
 
 
 def _prefixed(where, exc):
@@ -221,32 +253,45 @@ def _canonical(config):
     return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
-def cell_id(config):
-    """The id of a cell: the first 12 hex digits of the SHA-256 of its canonical configuration's JSON.
+def _hash(kind, config):
+    text = _canonical(config) if kind == "train" else f"{kind}\n{_canonical(config)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cell_id(config, kind="train"):
+    """The id of a cell: the first 12 hex digits of the SHA-256 of its canonical configuration's JSON
+    (preceded by the kind's name and a newline for a kind other than ``"train"``).
 
     Parameters
     ----------
     config : TrainConfig or dict
-        As :func:`cell_config` takes it; ``out`` and ``progress`` of a ``TrainConfig`` do not count.
+        As :func:`cell_config` takes it (``out`` and ``progress`` of a ``TrainConfig`` do not count), or a
+        dict of the fields of ``kind``.
+    kind : str
+        The kind of cell (:func:`kinds`), ``"train"`` by default.
 
     Returns
     -------
     str
         12 lowercase hex digits, the name of the cell's folder ``DIR/cells/<id>``.
     """
-    return hashlib.sha256(_canonical(cell_config(config, "cell_id")).encode()).hexdigest()[:12]
+    spec = cell_kind(kind, "cell_id")
+    return _hash(spec.name, spec.canonical(config, "cell_id"))
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One cell of a sweep: an id, its canonical configuration and the values of the axes that made it.
+    """One cell of a sweep: an id, its canonical configuration, the values of the axes that made it and its
+    kind.
 
-    ``id`` is :func:`cell_id` of ``config``; ``config`` is :func:`cell_config`'s dict; ``axes`` maps each axis
-    of the spec to this cell's value (in the spec's order).
+    ``id`` is :func:`cell_id` of ``config``; ``config`` is the kind's canonical dict (:func:`cell_config` for
+    ``"train"``); ``axes`` maps each axis of the spec to this cell's value (in the spec's order); ``kind`` names
+    the :class:`CellKind`.
     """
     id: str
     config: dict
     axes: dict
+    kind: str = "train"
 
     def describe(self):
         """``init=orthogonal seed=1``: the cell's axis values, as a short line."""
@@ -255,17 +300,145 @@ class Cell:
 
 @dataclass(frozen=True)
 class Spec:
-    """A validated sweep: where it came from, its base and axes, and its cells in product order.
+    """A validated sweep: where it came from, its base and axes, its cells in product order and their kind.
 
     ``source`` names the file (or what the dict came from); ``text`` is the file's content (kept in
-    ``results.sqlite``'s ``runs`` table); ``base`` and ``axes`` are the spec's tables; ``cells`` is a tuple of
-    :class:`Cell`.
+    ``results.sqlite``'s ``runs`` table); ``base`` and ``axes`` are the spec's tables (``axes`` with the
+    ``seed`` axis that ``seeds = N`` makes); ``cells`` is a tuple of :class:`Cell`; ``kind`` names their
+    :class:`CellKind`.
     """
     source: str
     text: str
     base: dict
     axes: dict
     cells: tuple
+    kind: str = "train"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kinds of cell
+
+@dataclass(frozen=True)
+class CellKind:
+    """One kind of cell: its fields, how a configuration is validated, how a cell is computed, and how the
+    rows of a folder of such cells are aggregated over seeds and printed.
+
+    Parameters
+    ----------
+    name : str
+        ``"train"``, or ``"study:NAME"`` for a study (:mod:`orthoref.studies` registers one per study); what a
+        spec's top-level ``kind`` names.
+    fields : tuple of str
+        The configuration fields a spec may set in ``[base]`` and ``[axes]`` (``seed`` among them).
+    sequence_fields : tuple of str
+        Fields whose value is a list: an axis of one lists one whole list per cell.
+    canonical : callable
+        ``canonical(config, who) -> dict``: the configuration validated, with every field (defaults filled
+        in), JSON-ready; ``ValueError``/``TypeError`` starting with ``who`` and naming the field otherwise.
+    run : callable
+        ``run(config, cell_dir) -> dict``: computes the cell for a canonical ``config`` (``cell_dir`` exists;
+        a cell may keep files there, a checkpoint to resume from, say) and returns its results: JSON-ready
+        (NumPy scalars and arrays are converted), timings under keys named ``seconds`` (the only values that
+        differ between runs), ``resumed_from`` (an int: the step or epoch a checkpoint gave) optional.
+    summary : callable
+        ``summary(result) -> str``: a cell's result on its progress line.
+    report : callable
+        ``report(rows) -> dict``: the rows of :func:`read_results` aggregated over seeds; the dict holds
+        ``kind`` (this name) and ``groups`` (a list, one entry per combination of the other axes).
+    format : callable
+        ``format(report) -> str``: what ``orthoref sweep report DIR`` prints.
+    """
+    name: str
+    fields: tuple
+    sequence_fields: tuple
+    canonical: Callable
+    run: Callable
+    summary: Callable
+    report: Callable
+    format: Callable
+
+
+_KINDS = {}
+
+
+def register_kind(kind):
+    """Register a :class:`CellKind` (replacing one of the same name): specs may then name it in ``kind``.
+
+    Parameters
+    ----------
+    kind : CellKind
+
+    Returns
+    -------
+    CellKind
+        ``kind``.
+
+    Raises
+    ------
+    TypeError
+        ``kind`` is not a ``CellKind``, or one of its functions is not callable.
+    ValueError
+        Its name is not ``"train"`` or ``"study:NAME"``, or its fields lack ``seed``.
+    """
+    if not isinstance(kind, CellKind):
+        raise TypeError(f"register_kind: kind must be a CellKind, got {type(kind).__name__}")
+    if not isinstance(kind.name, str) or not (kind.name == "train" or kind.name.startswith("study:")
+                                              and len(kind.name) > 6 and kind.name[6:].isidentifier()):
+        raise ValueError(f"register_kind: name must be 'train' or 'study:NAME' (NAME an identifier), got "
+                         f"{kind.name!r}")
+    if "seed" not in kind.fields:
+        raise ValueError(f"register_kind: kind {kind.name}: fields must include seed, got {kind.fields}")
+    for part in ("canonical", "run", "summary", "report", "format"):
+        if not callable(getattr(kind, part)):
+            raise TypeError(f"register_kind: kind {kind.name}: {part} must be callable, got "
+                            f"{type(getattr(kind, part)).__name__}")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def kinds():
+    """The names of the registered kinds of cell (the studies' included), in order of registration.
+
+    Returns
+    -------
+    tuple of str
+    """
+    _load_studies()
+    return tuple(_KINDS)
+
+
+def _load_studies():
+    # orthoref.studies registers a kind "study:NAME" per study when imported (on a Dask worker too)
+    from . import studies  # noqa: F401
+
+
+def cell_kind(name, who="cell_kind"):
+    """The registered :class:`CellKind` called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        ``"train"`` or ``"study:NAME"``.
+    who : str
+        The name that error messages start with.
+
+    Returns
+    -------
+    CellKind
+
+    Raises
+    ------
+    ValueError
+        No kind of that name (the message lists them); ``TypeError`` for a non-string.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"{who}: kind must be a string such as 'train' or 'study:rnn', got "
+                        f"{type(name).__name__} {name!r}")
+    if name not in _KINDS:
+        _load_studies()
+    if name not in _KINDS:
+        raise ValueError(f"{who}: kind must be one of {', '.join(map(repr, _KINDS))}, got {name!r}")
+    return _KINDS[name]
 
 
 def _read_toml(path):
@@ -329,7 +502,8 @@ def parse_spec(data, source="spec", text=""):
     Parameters
     ----------
     data : dict
-        ``{"base": {...}, "axes": {...}}``; both tables are optional (no axes: one cell).
+        ``{"base": {...}, "axes": {...}}``, optionally with ``"kind"`` (default ``"train"``) and ``"seeds"`` (an
+        int N: the last axis ``seed = [0, ..., N-1]``); every key is optional (no axes: one cell).
     source : str
         What error messages name as the file.
     text : str
@@ -342,28 +516,36 @@ def parse_spec(data, source="spec", text=""):
     Raises
     ------
     ValueError
-        Naming ``source`` and the key: a table other than ``base``/``axes``, an unknown field, ``out`` or
-        ``progress``, a field in both tables, an axis that is not a non-empty list or repeats a value, a
-        value ``TrainConfig.validate`` refuses (alone or in a combination: then the message names the
-        cell), two cells with the same configuration, more than ``MAX_CELLS`` cells.
+        Naming ``source`` and the key: a table or key other than ``base``/``axes``/``kind``/``seeds``, an
+        unknown kind or field, ``out`` or ``progress``, a field in both tables, an axis that is not a
+        non-empty list or repeats a value, ``seeds`` that is not a positive int or comes with a ``seed``
+        field, a value the kind refuses (alone or in a combination: then the message names the cell), two
+        cells with the same configuration, more than ``MAX_CELLS`` cells.
     """
     source = str(source)
     if not isinstance(data, dict):
         raise ValueError(f"{source}: a sweep spec must be a table, got {type(data).__name__}")
-    extra = sorted(set(data) - {"base", "axes"}, key=str)
+    extra = sorted(set(data) - {"base", "axes", "kind", "seeds"}, key=str)
     if extra:
         raise ValueError(f"{source}: unknown table(s) or key(s) {extra}; a sweep spec has [base] (TrainConfig "
-                         f"fields shared by every cell) and [axes] (a list of values per field)")
+                         f"fields shared by every cell) and [axes] (a list of values per field), and optionally "
+                         f"kind = \"train\" | \"study:NAME\" and seeds = N")
+    try:
+        kind = cell_kind(data.get("kind", "train"), f"{source}: kind")
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
     base, axes = data.get("base", {}), data.get("axes", {})
     for name, table in (("base", base), ("axes", axes)):
         if not isinstance(table, dict):
             raise ValueError(f"{source}: {name} must be a table ([{name}]), got {type(table).__name__}")
         for key in table:
-            _check_field(source, f"{name}.{key}", key)
+            _check_field(source, f"{name}.{key}", key, kind)
     both = sorted(set(base) & set(axes))
     if both:
         raise ValueError(f"{source}: axes.{both[0]}: {both[0]} is given in both [base] and [axes]; keep one")
-    cell_config(base, f"{source}: base")
+    if "seeds" in data:
+        axes = _seed_axis(source, data["seeds"], base, axes)
+    _canonical_as(kind, base, f"{source}: base")
     for key, values in axes.items():
         where = f"{source}: axes.{key}"
         if not isinstance(values, list):
@@ -373,11 +555,11 @@ def parse_spec(data, source="spec", text=""):
             raise ValueError(f"{where} is empty; an axis needs at least one value")
         seen = []
         for i, value in enumerate(values):
-            if key in _SEQUENCE_FIELDS and not isinstance(value, list):
+            if key in kind.sequence_fields and not isinstance(value, list):
                 example = "[[8], [16, 8]]" if key == "hidden" else '[[], ["so:1e-3"]]'
                 raise ValueError(f"{where}[{i}] must be a list: each entry of this axis is one cell's whole "
                                  f"{key} (e.g. {key} = {example}), got {value!r}")
-            canonical = cell_config(dict(base, **{key: value}), f"{where}[{i}]")[key]
+            canonical = _canonical_as(kind, dict(base, **{key: value}), f"{where}[{i}]")[key]
             if canonical in seen:
                 raise ValueError(f"{where}[{i}] repeats the value {value!r} (axes.{key}[{seen.index(canonical)}])")
             seen.append(canonical)
@@ -389,22 +571,41 @@ def parse_spec(data, source="spec", text=""):
     for combo in itertools.product(*axes.values()):
         values = dict(zip(axes, combo))
         desc = " ".join(f"{k}={_shown_value(v)}" for k, v in values.items())
-        config = cell_config(dict(base, **values), f"{source}: cell {desc}" if desc else f"{source}: base")
-        cid = hashlib.sha256(_canonical(config).encode()).hexdigest()[:12]
+        config = _canonical_as(kind, dict(base, **values), f"{source}: cell {desc}" if desc else f"{source}: base")
+        cid = _hash(kind.name, config)
         if cid in ids:
             raise ValueError(f"{source}: cells {ids[cid]} and {desc} have the same configuration")
         ids[cid] = desc
-        cells.append(Cell(cid, config, values))
-    return Spec(source, str(text), dict(base), dict(axes), tuple(cells))
+        cells.append(Cell(cid, config, values, kind.name))
+    return Spec(source, str(text), dict(base), dict(axes), tuple(cells), kind.name)
 
 
-def _check_field(source, where, key):
-    if key in SWEEP_FIELDS:
+def _canonical_as(kind, config, who):
+    try:
+        return kind.canonical(config, who)
+    except TypeError as exc:                   # a value of the wrong type: a bad spec like any other
+        raise ValueError(_prefixed(who, exc)) from None
+
+
+def _seed_axis(source, seeds, base, axes):
+    """``axes`` with the last axis ``seed = [0, ..., seeds - 1]`` (``seeds = N`` of a spec)."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_CELLS:
+        raise ValueError(f"{source}: seeds must be a positive int N (the axis seed = [0, ..., N-1]), got "
+                         f"{type(seeds).__name__} {seeds!r}")
+    if "seed" in base or "seed" in axes:
+        table = "base" if "seed" in base else "axes"
+        raise ValueError(f"{source}: {table}.seed: the seeds are given by seeds = {seeds}; remove {table}.seed "
+                         f"(or seeds)")
+    return dict(axes, seed=list(range(seeds)))
+
+
+def _check_field(source, where, key, kind):
+    if kind.name == "train" and key in SWEEP_FIELDS:
         raise ValueError(f"{source}: {where}: {key} is set by the sweep (the cell's folder DIR/cells/<id>, no "
                          f"progress bars); remove it")
-    if key not in _config_fields():
-        raise ValueError(f"{source}: {where}: unknown field {key!r}; TrainConfig fields: "
-                         f"{', '.join(_config_fields())}")
+    if key not in kind.fields:
+        what = "TrainConfig fields" if kind.name == "train" else f"the fields of {kind.name} cells"
+        raise ValueError(f"{source}: {where}: unknown field {key!r}; {what}: {', '.join(kind.fields)}")
 
 
 def _shown_value(v):
@@ -440,30 +641,116 @@ def _checkpoint_config(path):
     return meta["config"], meta["epoch"]
 
 
-def run_cell(config, cell_dir, *, threads=1):
-    """Train one cell in this process (no Dask), resuming from ``cell_dir/checkpoint.npz`` when it exists.
+def fit_cell(config, cell_dir):
+    """Train the ``TrainConfig`` fields ``config`` with ``cell_dir`` as the run folder, resuming from
+    ``cell_dir/checkpoint.npz`` when it exists (bit-identical to an uninterrupted run).
+
+    The training of a ``train`` cell, and of the study cells that train a model (their cell functions call
+    it, so they resume too).
+
+    Parameters
+    ----------
+    config : TrainConfig or dict
+        As :func:`cell_config` takes it.
+    cell_dir : str or os.PathLike
+        The run folder (created when missing; claimed while training).
+
+    Returns
+    -------
+    tuple
+        ``(result, resumed_from)``: what :func:`orthoref.train.fit` returned (``history``, ``model``,
+        ``config``) and the checkpoint's epoch the training started from (0: from scratch).
+
+    Raises
+    ------
+    orthoref.train.CheckpointError
+        ``cell_dir`` holds a checkpoint of another configuration.
+    TypeError, ValueError, orthoref.train.DivergenceError, OSError, orthoref.RunDirBusy
+        As :func:`orthoref.train.fit`.
+    """
+    who = "fit_cell"
+    config = cell_config(config, who)
+    cell_dir = _cell_folder(who, cell_dir)
+    ckpt = os.path.join(cell_dir, "checkpoint.npz")
+    if not os.path.exists(ckpt):
+        return fit(TrainConfig(**config, out=cell_dir, progress=False), log=None), 0
+    saved, epoch = _checkpoint_config(ckpt)
+    cid = _hash("train", config)
+    try:
+        saved_id = cell_id({k: v for k, v in saved.items() if k not in SWEEP_FIELDS})
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{ckpt}: its configuration is not a cell's: {exc}") from None
+    if saved_id != cid:
+        raise CheckpointError(f"{ckpt}: a checkpoint of cell {saved_id}, not of this cell {cid}; remove "
+                              f"the folder {cell_dir} to train the cell from scratch")
+    return fit(resume=ckpt, out=cell_dir, progress=False, log=None), int(epoch)
+
+
+def _cell_folder(who, cell_dir):
+    if isinstance(cell_dir, bool) or not isinstance(cell_dir, (str, os.PathLike)):
+        raise TypeError(f"{who}: cell_dir must be a folder path, got {type(cell_dir).__name__} {cell_dir!r}")
+    cell_dir = os.fspath(cell_dir)
+    if not cell_dir:
+        raise ValueError(f"{who}: cell_dir must be a folder path, got ''")
+    return cell_dir
+
+
+def _train_run(config, cell_dir):
+    result, resumed_from = fit_cell(config, cell_dir)
+    last = result["history"][-1]
+    return {"epoch": int(last["epoch"]), **{m: float(last[m]) for m in METRICS}, "resumed_from": resumed_from}
+
+
+def _train_summary(result):
+    return f"test_acc {result['test_acc']:.4f}  loss {result['loss']:.4f}"
+
+
+def _plain(value):
+    """``value`` with NumPy scalars and arrays made Python numbers and lists, tuples made lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return value
+
+
+def run_cell(config, cell_dir, *, threads=1, kind="train"):
+    """Compute one cell in this process (no Dask): train it (``kind="train"``, resuming from
+    ``cell_dir/checkpoint.npz`` when it exists) or call the cell function of its kind.
 
     What every sweep task runs, and the serial reference a distributed result is compared with: the
-    result is the same whether the cell ran here, on a worker, or was interrupted and resumed.
+    result is the same whether the cell ran here, on a worker, or was interrupted and resumed (timings
+    aside).
 
     Parameters
     ----------
     config : TrainConfig or dict
         The cell's configuration (see :func:`cell_config`; ``out``/``progress`` of a ``TrainConfig`` are
-        ignored).
+        ignored), or a dict of the fields of ``kind``.
     cell_dir : str or os.PathLike
-        The cell's run folder (created when missing).
+        The cell's folder (created when missing).
     threads : int
-        BLAS threads while training (``threadpoolctl``), 1 by default.
+        BLAS threads while computing (``threadpoolctl``), 1 by default.
+    kind : str
+        The kind of cell (:func:`kinds`), ``"train"`` by default.
 
     Returns
     -------
     dict
-        ``cell_id``, ``status`` ("done"), ``epoch`` (the last), ``test_acc``, ``loss``, ``train_acc`` (that
-        epoch's), ``seconds`` (wall-clock), ``resumed_from`` (the checkpoint's epoch; 0: from scratch),
-        ``worker`` (the Dask worker's address, or "in-process"), ``blas_threads`` (in effect, or None
-        without a BLAS library threadpoolctl knows), ``orthoref_version``, ``numpy_version``, ``error``
-        (None).
+        ``cell_id``, ``kind``, ``status`` ("done"), ``epoch`` (the last), ``test_acc``, ``loss``, ``train_acc``
+        (that epoch's; None for other kinds), ``result`` (what the cell function returned, as
+        ``results.sqlite`` stores it: strict JSON types, NaN as None), ``seconds`` (wall-clock),
+        ``resumed_from`` (the checkpoint's epoch or step; 0: from scratch), ``worker`` (the Dask worker's
+        address, or "in-process"), ``blas_threads`` (in effect, or None without a BLAS library threadpoolctl
+        knows), ``orthoref_version``, ``numpy_version``, ``error`` (None).
 
     Raises
     ------
@@ -473,67 +760,60 @@ def run_cell(config, cell_dir, *, threads=1):
     ImportError
         ``threadpoolctl`` is missing.
     orthoref.train.DivergenceError, OSError, orthoref.RunDirBusy
-        As :func:`orthoref.train.fit`.
+        As :func:`orthoref.train.fit` (or the kind's cell function).
     """
     who = "run_cell"
-    config = cell_config(config, who)
-    if isinstance(cell_dir, bool) or not isinstance(cell_dir, (str, os.PathLike)):
-        raise TypeError(f"{who}: cell_dir must be a folder path, got {type(cell_dir).__name__} {cell_dir!r}")
-    cell_dir = os.fspath(cell_dir)
-    if not cell_dir:
-        raise ValueError(f"{who}: cell_dir must be a folder path, got ''")
+    spec = cell_kind(kind, who)
+    config = spec.canonical(config, who)
+    cell_dir = _cell_folder(who, cell_dir)
     threads = check_int(who, "threads", threads, 1, 4096)
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
     except ImportError:
         raise ImportError(f"{who}: limiting the BLAS threads needs threadpoolctl ({_INSTALL})") from None
-    cid = hashlib.sha256(_canonical(config).encode()).hexdigest()[:12]
-    ckpt = os.path.join(cell_dir, "checkpoint.npz")
+    cid = _hash(spec.name, config)
     t0 = time.perf_counter()
-    resumed_from = 0
     with threadpool_limits(limits=threads):
         pools = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
-        if os.path.exists(ckpt):
-            saved, epoch = _checkpoint_config(ckpt)
-            try:
-                saved_id = cell_id({k: v for k, v in saved.items() if k not in SWEEP_FIELDS})
-            except (TypeError, ValueError) as exc:
-                raise CheckpointError(f"{ckpt}: its configuration is not a cell's: {exc}") from None
-            if saved_id != cid:
-                raise CheckpointError(f"{ckpt}: a checkpoint of cell {saved_id}, not of this cell {cid}; remove "
-                                      f"the folder {cell_dir} to train the cell from scratch")
-            resumed_from = int(epoch)
-            result = fit(resume=ckpt, out=cell_dir, progress=False, log=None)
-        else:
-            result = fit(TrainConfig(**config, out=cell_dir, progress=False), log=None)
-    last = result["history"][-1]
+        if spec.name != "train":
+            os.makedirs(cell_dir, exist_ok=True)
+        result = spec.run(config, cell_dir)
+    if not isinstance(result, dict):
+        raise TypeError(f"{who}: the cell function of {spec.name} must return a dict, got {type(result).__name__}")
+    result = json.loads(strict_json(_plain(result)))       # what results.sqlite will hold, exactly
+    resumed_from = result.pop("resumed_from", 0) or 0
     version, np_version = _versions()
-    return {"cell_id": cid, "status": "done", "epoch": int(last["epoch"]),
-            **{m: float(last[m]) for m in METRICS}, "seconds": time.perf_counter() - t0,
-            "resumed_from": resumed_from, "worker": _worker_address(), "blas_threads": max(pools) if pools else None,
-            "orthoref_version": version, "numpy_version": np_version, "error": None}
+    metrics = {m: result[m] if spec.name == "train" else None for m in ("epoch",) + METRICS}
+    return {"cell_id": cid, "kind": spec.name, "status": "done", **metrics, "result": result,
+            "seconds": time.perf_counter() - t0, "resumed_from": int(resumed_from), "worker": _worker_address(),
+            "blas_threads": max(pools) if pools else None, "orthoref_version": version,
+            "numpy_version": np_version, "error": None}
 
 
 #: Failures that would happen again on any worker: recorded at once, not retried.
 _DETERMINISTIC = (TypeError, ValueError, DivergenceError)
 
 
-def _failed(cid, exc, seconds=None, worker=None):
+def _failed(cid, kind, exc, seconds=None, worker=None):
     version, np_version = _versions()
     text = f"{type(exc).__name__}: {exc}".strip()
-    return {"cell_id": cid, "status": "failed", "epoch": None, **{m: None for m in METRICS},
-            "seconds": seconds, "resumed_from": None, "worker": worker, "blas_threads": None,
+    return {"cell_id": cid, "kind": kind, "status": "failed", "epoch": None, **{m: None for m in METRICS},
+            "result": None, "seconds": seconds, "resumed_from": None, "worker": worker, "blas_threads": None,
             "orthoref_version": version, "numpy_version": np_version, "error": text}
 
 
-def _task(cid, config, cell_dir, threads, catch=_DETERMINISTIC):
+def _task(cid, kind, config, cell_dir, threads, catch=_DETERMINISTIC):
     """The Dask task of one cell: :func:`run_cell`, with a deterministic failure returned as a failed row
     (any other exception propagates, for Dask to retry)."""
     t0 = time.perf_counter()
     try:
-        return run_cell(config, cell_dir, threads=threads)
+        return run_cell(config, cell_dir, threads=threads, kind=kind)
     except catch as exc:
-        return _failed(cid, exc, time.perf_counter() - t0, _worker_address())
+        return _failed(cid, kind, exc, time.perf_counter() - t0, _worker_address())
+
+
+register_kind(CellKind("train", tuple(_config_fields()), _SEQUENCE_FIELDS, cell_config, _train_run, _train_summary,
+                       lambda rows: _train_report(rows), lambda rep: _format_train_report(rep)))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -544,10 +824,12 @@ def _utc_now():
 
 
 class _Results:
-    """``DIR/results.sqlite``: opened (created with the schema when missing) and checked."""
+    """``DIR/results.sqlite``: opened (created with the schema when missing) and checked; a file of the first
+    schema is read as ``train`` cells, and upgraded in place when opened for writing."""
 
     def __init__(self, path, create):
         self.path = path
+        self.names = [n for n, _ in RESULT_COLUMNS]
         if not create and not os.path.isfile(path):
             raise FileNotFoundError(2, f"no sweep results here (run orthoref sweep SPEC --out "
                                        f"{os.path.dirname(path) or '.'} first)", path)
@@ -565,6 +847,15 @@ class _Results:
                     self.db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
                 return
             columns = [r[1] for r in self.db.execute("PRAGMA table_info(cells)")]
+            if version == 1 and tuple(columns) == _V1_COLUMNS:
+                if create:
+                    with self.db:
+                        for name, kind in RESULT_COLUMNS[len(_V1_COLUMNS):]:
+                            self.db.execute(f"ALTER TABLE cells ADD COLUMN {name} {kind}")
+                        self.db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                    return
+                self.names = list(_V1_COLUMNS)
+                return
         except sqlite3.DatabaseError as exc:
             raise ValueError(f"{path}: not a sweep results file ({exc})") from None
         except sqlite3.Error as exc:
@@ -584,23 +875,30 @@ class _Results:
 
     def record(self, row):
         row = dict(row, finished=_utc_now())
+        if row.get("result") is not None:
+            row["result"] = strict_json(row["result"])
         names = [n for n, _ in RESULT_COLUMNS]
         self._do(f"INSERT OR REPLACE INTO cells ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                  [row.get(n) for n in names])
 
-    def statuses(self):
+    def _query(self, sql):
         try:
-            return dict(self.db.execute("SELECT cell_id, status FROM cells"))
+            return self.db.execute(sql).fetchall()
         except sqlite3.Error as exc:
             raise OSError(f"{self.path}: {exc}") from None
 
+    def statuses(self):
+        return dict(self._query("SELECT cell_id, status FROM cells"))
+
+    def kinds(self):
+        """The kinds of the cells recorded (``train`` for a file of the first schema)."""
+        if "kind" not in self.names:
+            return {"train"} if self._query("SELECT COUNT(*) FROM cells")[0][0] else set()
+        return {r[0] for r in self._query("SELECT DISTINCT kind FROM cells")}
+
     def rows(self):
-        names = [n for n, _ in RESULT_COLUMNS]
-        try:
-            return [dict(zip(names, r)) for r in
-                    self.db.execute(f"SELECT {', '.join(names)} FROM cells ORDER BY finished, cell_id")]
-        except sqlite3.Error as exc:
-            raise OSError(f"{self.path}: {exc}") from None
+        found = self._query(f"SELECT {', '.join(self.names)} FROM cells ORDER BY finished, cell_id")
+        return [dict({"kind": "train", "result": None}, **dict(zip(self.names, r))) for r in found]
 
     def start_run(self, **values):
         cur = self._do(f"INSERT INTO runs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
@@ -621,8 +919,8 @@ def _uri_path(path):
 
 
 def read_results(out):
-    """The rows of ``out/results.sqlite``, one dict per cell (keys: :data:`RESULT_COLUMNS`), ``config``
-    parsed from its JSON.
+    """The rows of ``out/results.sqlite``, one dict per cell (keys: :data:`RESULT_COLUMNS`), ``config`` and
+    ``result`` parsed from their JSON.
 
     Parameters
     ----------
@@ -655,6 +953,12 @@ def read_results(out):
             raise ValueError(f"{results.path}: cell {row['cell_id']}: config is not JSON") from None
         if not isinstance(row["config"], dict):
             raise ValueError(f"{results.path}: cell {row['cell_id']}: config is not a JSON object")
+        if row["result"] is not None:
+            try:
+                row["result"] = loads_strict(row["result"])
+            except ValueError as exc:
+                raise ValueError(f"{results.path}: cell {row['cell_id']}: result is not strict JSON: {exc}") \
+                    from None
     return rows
 
 
@@ -671,7 +975,7 @@ def _folder(who, out):
 # The sweep
 
 def run_sweep(spec, out, *, scheduler=None, workers=2, threads_per_worker=1, retries=2, progress=True,
-              log=print, dashboard_address=":8787"):
+              log=print, dashboard_address=":8787", stop_on_failure=False):
     """Run every cell of ``spec`` that ``out/results.sqlite`` does not hold as done, on Dask.
 
     Parameters
@@ -699,6 +1003,10 @@ def run_sweep(spec, out, *, scheduler=None, workers=2, threads_per_worker=1, ret
         Where the lines about the sweep and each finished cell go (default ``print``).
     dashboard_address : str or None
         Of the ``LocalCluster``'s dashboard (default ``:8787``; ``:0`` picks a free port).
+    stop_on_failure : bool
+        Stop at the first cell that fails instead of recording it and going on: in this process
+        (``workers=0``) the cell's own exception propagates (what ``orthoref study`` wants); on Dask a
+        ``ValueError`` naming the cell and its error (the failed row is recorded first). Default False.
 
     Returns
     -------
@@ -710,7 +1018,7 @@ def run_sweep(spec, out, *, scheduler=None, workers=2, threads_per_worker=1, ret
     Raises
     ------
     TypeError, ValueError
-        A bad argument or spec (before anything runs).
+        A bad argument or spec (before anything runs); ``out`` holding cells of another kind.
     ImportError
         Dask's ``distributed`` or ``threadpoolctl`` missing.
     orthoref.RunDirBusy
@@ -727,6 +1035,7 @@ def run_sweep(spec, out, *, scheduler=None, workers=2, threads_per_worker=1, ret
     threads = check_int(who, "threads_per_worker", threads_per_worker, 1, 4096)
     retries = check_int(who, "retries", retries, 0, 100)
     progress = check_bool(who, "progress", progress)
+    stop_on_failure = check_bool(who, "stop_on_failure", stop_on_failure)
     if log is not None and not callable(log):
         raise TypeError(f"{who}: log must be callable or None, got {log!r}")
     if scheduler is not None and not isinstance(scheduler, str) and not hasattr(scheduler, "scheduler_address") \
@@ -755,8 +1064,13 @@ def run_sweep(spec, out, *, scheduler=None, workers=2, threads_per_worker=1, ret
         try:
             results = _Results(os.path.join(out_abs, RESULTS_NAME), create=True)
             try:
+                held = results.kinds() - {spec.kind}
+                if held:
+                    raise ValueError(f"{who}: {out_abs} holds cells of kind {', '.join(sorted(held))}, and the "
+                                     f"cells of {spec.source} are of kind {spec.kind}; give this sweep a folder "
+                                     f"of its own")
                 return _sweep(spec, out_abs, results, scheduler, workers, threads, retries, progress, say,
-                              dashboard_address)
+                              dashboard_address, stop_on_failure)
             finally:
                 results.close()
         finally:
@@ -773,7 +1087,8 @@ def _cluster_text(scheduler, workers, threads):
     return f"the scheduler at {address}, {threads} BLAS thread{'s' * (threads > 1)} per cell"
 
 
-def _sweep(spec, out, results, scheduler, workers, threads, retries, progress, say, dashboard_address):
+def _sweep(spec, out, results, scheduler, workers, threads, retries, progress, say, dashboard_address,
+           stop_on_failure):
     statuses = results.statuses()
     todo = [c for c in spec.cells if statuses.get(c.id) != "done"]
     cluster_text = _cluster_text(scheduler, workers, threads)
@@ -791,10 +1106,12 @@ def _sweep(spec, out, results, scheduler, workers, threads, retries, progress, s
             try:
                 record = _recorder(results, bar, say, tally, len(todo))
                 if scheduler is None and workers == 0:
+                    catch = () if stop_on_failure else Exception
                     for cell in todo:
-                        record(cell, _task(cell.id, cell.config, _cell_dir(out, cell), threads, catch=Exception))
+                        record(cell, _task(cell.id, cell.kind, cell.config, _cell_dir(out, cell), threads, catch))
                 else:
-                    _on_dask(todo, out, scheduler, workers, threads, retries, say, record, tally, dashboard_address)
+                    _on_dask(todo, out, scheduler, workers, threads, retries, say, record, tally, dashboard_address,
+                             stop_on_failure)
             finally:
                 bar.close()
         status = "completed"
@@ -830,7 +1147,7 @@ def _recorder(results, bar, say, tally, total):
             say(text)
 
     def record(cell, row):
-        row = dict(row, cell_id=cell.id, config=_canonical(cell.config))
+        row = dict(row, cell_id=cell.id, kind=cell.kind, config=_canonical(cell.config))
         results.record(row)
         tally["computed"] += 1
         tally[row["status"]] += 1
@@ -839,15 +1156,19 @@ def _recorder(results, bar, say, tally, total):
             first = (row["error"] or "").splitlines()[0] if row["error"] else ""
             write(f"[{tally['computed']}/{total}] {cell.id} FAILED  {cell.describe()}: {first[:300]}")
         else:
-            resumed = ("" if not row["resumed_from"] else ", trained before (read from its checkpoint)"
-                       if row["resumed_from"] == row["epoch"] else f", resumed at epoch {row['resumed_from']}")
-            write(f"[{tally['computed']}/{total}] {cell.id} done  {cell.describe()}  test_acc {row['test_acc']:.4f}  "
-                  f"loss {row['loss']:.4f}  {row['seconds']:.1f}s  {row['worker']}{resumed}")
+            resumed = ("" if not row["resumed_from"] else
+                       f", resumed from its checkpoint at {row['resumed_from']}" if cell.kind != "train" else
+                       ", trained before (read from its checkpoint)" if row["resumed_from"] == row["epoch"] else
+                       f", resumed at epoch {row['resumed_from']}")
+            summary = cell_kind(cell.kind, "run_sweep").summary(row["result"])
+            write(f"[{tally['computed']}/{total}] {cell.id} done  {cell.describe()}  {summary}  "
+                  f"{row['seconds']:.1f}s  {row['worker']}{resumed}")
         bar.update(done=tally["done"], failed=tally["failed"])
     return record
 
 
-def _on_dask(todo, out, scheduler, workers, threads, retries, say, record, tally, dashboard_address):
+def _on_dask(todo, out, scheduler, workers, threads, retries, say, record, tally, dashboard_address,
+             stop_on_failure):
     import dask
     from distributed import Client, LocalCluster, as_completed
 
@@ -872,7 +1193,7 @@ def _on_dask(todo, out, scheduler, workers, threads, retries, say, record, tally
         token = hashlib.sha256(f"{out}-{time.time_ns()}-{os.getpid()}".encode()).hexdigest()[:8]
         by_key = {}
         for cell in todo:
-            fut = client.submit(_task, cell.id, cell.config, _cell_dir(out, cell), threads,
+            fut = client.submit(_task, cell.id, cell.kind, cell.config, _cell_dir(out, cell), threads,
                                 key=f"cell-{cell.id}-{token}", retries=retries, pure=False)
             by_key[fut.key] = cell
             futures.append(fut)
@@ -881,8 +1202,10 @@ def _on_dask(todo, out, scheduler, workers, threads, retries, say, record, tally
             try:
                 row = fut.result()
             except Exception as exc:                 # KilledWorker, an exception retried `retries` times
-                row = _failed(cell.id, exc)
+                row = _failed(cell.id, cell.kind, exc)
             record(cell, row)
+            if stop_on_failure and row["status"] == "failed":
+                raise ValueError(f"run_sweep: cell {cell.id} ({cell.describe()}) failed: {row['error']}")
     finally:
         with contextlib.suppress(Exception):      # shutting down after Ctrl-C: not the user's concern
             if client is not None and futures:
@@ -925,26 +1248,74 @@ def _dashboard(client):
 # ---------------------------------------------------------------------------------------------------------
 # The report
 
-def _mean_ci(values):
-    """``{"mean", "std", "ci_low", "ci_high"}`` of ``values`` (std with ddof=1; the 95% interval of the
-    mean from Student's t with n-1 degrees of freedom; NaN where n is too small)."""
+def mean_ci(values):
+    """Mean, spread and 95% confidence interval of the mean of ``values`` (one per seed).
+
+    Parameters
+    ----------
+    values : sequence of float
+        None entries (NaN in ``results.sqlite``) count as NaN.
+
+    Returns
+    -------
+    dict
+        ``n``, ``mean``, ``std`` (ddof=1), ``ci_low``, ``ci_high`` (the mean ∓ t₀.₉₇₅,ₙ₋₁ · std/√n, Student's t with
+        n − 1 degrees of freedom); NaN where n is too small (std and the interval need two values).
+    """
     from scipy import stats
-    a = np.asarray(values, dtype=np.float64)
+    a = np.asarray([math.nan if v is None else v for v in values], dtype=np.float64)
     n = len(a)
+    out = {"n": n, "mean": math.nan, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
     if n == 0:
-        return {"mean": math.nan, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
-    mean = float(a.mean())
+        return out
+    out["mean"] = float(a.mean())
     if n == 1:
-        return {"mean": mean, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+        return out
     std = float(a.std(ddof=1))
     half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+    return dict(out, std=std, ci_low=out["mean"] - half, ci_high=out["mean"] + half)
 
 
 def _sort_key(value):
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (0, value, "")
     return (1, 0, json.dumps(value, sort_keys=True))
+
+
+def seed_groups(rows):
+    """The rows of :func:`read_results` grouped over seeds: one group per configuration but the seed.
+
+    Parameters
+    ----------
+    rows : list of dict
+        As :func:`read_results` returns them.
+
+    Returns
+    -------
+    tuple
+        ``(axes, groups)``: ``axes`` lists the fields that differ between cells, seed left out (sorted);
+        ``groups`` one dict per group, sorted by those fields, with ``values`` (``{field: value}`` over
+        ``axes``), ``config`` (the configuration of its first cell, ``seed`` left out), ``done`` (its done
+        rows, by seed), ``n`` (their number), ``failed`` (failed cells), ``seeds`` (of the done cells) and
+        ``cells`` (every cell id).
+    """
+    keys = sorted({k for r in rows for k in r["config"]})
+    varying = [k for k in keys if k != "seed"
+               and len({json.dumps(r["config"].get(k), sort_keys=True) for r in rows}) > 1]
+    by_config = {}
+    for r in rows:
+        key = json.dumps({k: v for k, v in r["config"].items() if k != "seed"}, sort_keys=True)
+        by_config.setdefault(key, []).append(r)
+    groups = []
+    for members in by_config.values():
+        done = sorted((r for r in members if r["status"] == "done"), key=lambda r: _sort_key(r["config"].get("seed")))
+        groups.append({"values": {k: members[0]["config"].get(k) for k in varying},
+                       "config": {k: v for k, v in members[0]["config"].items() if k != "seed"},
+                       "done": done, "n": len(done), "failed": len(members) - len(done),
+                       "seeds": [r["config"].get("seed") for r in done],
+                       "cells": sorted(r["cell_id"] for r in members)})
+    groups.sort(key=lambda g: [_sort_key(g["values"][k]) for k in varying])
+    return varying, groups
 
 
 def report(out):
@@ -958,37 +1329,37 @@ def report(out):
     Returns
     -------
     dict
-        ``axes``: the fields that differ between cells, seed left out (the group columns); ``groups``: one
-        dict per group, sorted by those fields, with ``values`` (``{field: value}`` over ``axes``), ``n``
-        (done cells), ``failed`` (failed cells), ``seeds`` (of the done cells), ``cells`` (every cell id)
-        and, per metric of ``test_acc``, ``loss``, ``train_acc``, a dict ``mean``, ``std`` (ddof=1),
-        ``ci_low``, ``ci_high`` (95% interval of the mean, Student's t with ``n - 1`` degrees of freedom;
-        NaN below two cells).
+        For ``train`` cells: ``kind`` ("train"), ``axes``: the fields that differ between cells, seed left
+        out (the group columns); ``groups``: one dict per group, sorted by those fields, with ``values``
+        (``{field: value}`` over ``axes``), ``n`` (done cells), ``failed`` (failed cells), ``seeds`` (of the
+        done cells), ``cells`` (every cell id) and, per metric of ``test_acc``, ``loss``, ``train_acc``, a
+        dict ``mean``, ``std`` (ddof=1), ``ci_low``, ``ci_high`` (95% interval of the mean, Student's t with
+        ``n - 1`` degrees of freedom; NaN below two cells: :func:`mean_ci`). For another kind, what its
+        ``report`` returns (a study's tables: :mod:`orthoref.studies`), with ``kind`` and ``groups``.
 
     Raises
     ------
     FileNotFoundError, ValueError, TypeError
-        As :func:`read_results`.
+        As :func:`read_results`; ``ValueError`` for a folder holding cells of several kinds or of a kind
+        not registered.
     """
     rows = read_results(out)
-    keys = sorted({k for r in rows for k in r["config"]})
-    varying = [k for k in keys if k != "seed"
-               and len({json.dumps(r["config"].get(k), sort_keys=True) for r in rows}) > 1]
-    groups = {}
-    for r in rows:
-        key = json.dumps({k: v for k, v in r["config"].items() if k != "seed"}, sort_keys=True)
-        groups.setdefault(key, []).append(r)
+    held = sorted({r["kind"] for r in rows})
+    if len(held) > 1:
+        raise ValueError(f"report: {os.fspath(out)} holds cells of several kinds ({', '.join(held)}); a report "
+                         f"aggregates one")
+    return cell_kind(held[0] if held else "train", "report").report(rows)
+
+
+def _train_report(rows):
+    varying, groups = seed_groups(rows)
     result = []
-    for members in groups.values():
-        done = [r for r in members if r["status"] == "done"]
-        group = {"values": {k: members[0]["config"].get(k) for k in varying}, "n": len(done),
-                 "failed": len(members) - len(done), "seeds": sorted(r["config"].get("seed") for r in done),
-                 "cells": sorted(r["cell_id"] for r in members)}
+    for g in groups:
+        group = {k: g[k] for k in ("values", "n", "failed", "seeds", "cells")}
         for m in METRICS:
-            group[m] = _mean_ci([r[m] for r in done])
+            group[m] = {k: v for k, v in mean_ci([r[m] for r in g["done"]]).items() if k != "n"}
         result.append(group)
-    result.sort(key=lambda g: [_sort_key(g["values"][k]) for k in varying])
-    return {"axes": varying, "groups": result}
+    return {"kind": "train", "axes": varying, "groups": result}
 
 
 def _num(x, fmt=".4f"):
@@ -996,8 +1367,9 @@ def _num(x, fmt=".4f"):
 
 
 def format_report(rep):
-    """The table of :func:`report`'s result: a row per group, its axis values, n, failed cells, test
-    accuracy (mean, std, 95% CI), mean loss and mean train accuracy.
+    """The text of :func:`report`'s result. For ``train`` cells, a table with a row per group: its axis
+    values, n, failed cells, test accuracy (mean, std, 95% CI), mean loss and mean train accuracy; for
+    another kind, what its ``format`` writes (a study's tables).
 
     Parameters
     ----------
@@ -1008,7 +1380,13 @@ def format_report(rep):
     -------
     str
     """
-    if not isinstance(rep, dict) or "groups" not in rep or "axes" not in rep:
+    if not isinstance(rep, dict) or "groups" not in rep:
+        raise TypeError(f"format_report: rep must be the dict report() returns, got {type(rep).__name__}")
+    return cell_kind(rep.get("kind", "train"), "format_report").format(rep)
+
+
+def _format_train_report(rep):
+    if "axes" not in rep:
         raise TypeError(f"format_report: rep must be the dict report() returns, got {type(rep).__name__}")
     head = list(rep["axes"]) + ["n", "failed", "test_acc", "std", "95% CI", "loss", "train_acc"]
     lines = []
@@ -1031,7 +1409,7 @@ def write_csv(out, path):
     """Write one CSV row per cell of the sweep ``out`` to ``path`` (atomically).
 
     Columns: ``cell_id``, ``status``, every configuration field (sequences as JSON), the metrics and the
-    other columns of :data:`RESULT_COLUMNS`, and ``config`` (the whole JSON).
+    other columns of :data:`RESULT_COLUMNS` (``result`` as JSON), and ``config`` (the whole JSON).
 
     Parameters
     ----------
@@ -1055,7 +1433,11 @@ def write_csv(out, path):
     if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise TypeError(f"write_csv: path must be a file path, got {type(path).__name__} {path!r}")
     rows = read_results(out)
-    fields_ = [k for k in _config_fields() if any(k in r["config"] for r in rows)]
+    order = []
+    for kind in sorted({r["kind"] for r in rows}):
+        with contextlib.suppress(ValueError):            # a kind not registered here: its fields sorted
+            order += cell_kind(kind, "write_csv").fields
+    fields_ = [k for k in dict.fromkeys(order or _config_fields()) if any(k in r["config"] for r in rows)]
     fields_ += sorted({k for r in rows for k in r["config"]} - set(fields_))
     rest = [n for n, _ in RESULT_COLUMNS if n not in ("cell_id", "status", "config")]
     header = ["cell_id", "status"] + fields_ + rest + ["config"]
@@ -1067,7 +1449,8 @@ def write_csv(out, path):
         writer.writerow([r["cell_id"], r["status"]]
                         + [json.dumps(cfg[k]) if isinstance(cfg.get(k), (list, dict)) else cfg.get(k, "")
                            for k in fields_]
-                        + ["" if r[k] is None else r[k] for k in rest] + [_canonical(cfg)])
+                        + ["" if r[k] is None else strict_json(r[k]) if k == "result" else r[k] for k in rest]
+                        + [_canonical(cfg)])
 
     def write(f):
         f.write(buf.getvalue().encode())

@@ -48,14 +48,16 @@ from .backend import asarray, get_array_module, to_numpy, using
 from .data import load_digits, load_idx_dir
 from .datasets import DATASETS
 from .datasets import load as load_dataset
-from .models import mlp, mlp_shapes, small_cnn, small_cnn_shapes
+from .models import NORMS, mlp, mlp_shapes, small_cnn, small_cnn_buffers, small_cnn_shapes
 from .nn import cross_entropy
 from .optim import SGD, Adam, AdamW, CayleySGD, Muon, RiemannianAdam, RiemannianSGD
 from .ortho.metrics import orthogonality_error_rms
+from .ortho.singular import clip_singular_values
 from .regularizers import PENALTIES
 
-__all__ = ["TrainConfig", "fit", "evaluate", "save_checkpoint", "load_checkpoint",
-           "DivergenceError", "CheckpointError", "RunDirBusy", "RunInterrupted", "init_names", "OPTIMIZERS"]
+__all__ = ["TrainConfig", "fit", "evaluate", "save_checkpoint", "load_checkpoint", "bound_singular_values",
+           "parse_sv_bound", "DivergenceError", "CheckpointError", "RunDirBusy", "RunInterrupted", "init_names",
+           "OPTIMIZERS"]
 
 CHECKPOINT_FORMAT = 1
 #: ``--optimizer`` name -> optimizer class.
@@ -237,6 +239,8 @@ class TrainConfig:
     reg: tuple = ()             # ("so:1e-4", "srip:1e-2", ...)
     reg_skip: tuple = ()        # weight names ("0.weight") or "first" / "last"
     optimizer_options: tuple = ()   # ("scale=moonlight", ...): the optimizer's keyword arguments
+    norm: str = "none"          # the CNN's normalization after each convolution: none, bn, dbn, iternorm
+    sv_bound: str = None        # "EPS[,EVERY]": singular value bounding every EVERY steps (bound_singular_values)
     out: str = None             # None: a new directory runs/YYYYmmdd-HHMMSS
     progress: bool = True
 
@@ -247,6 +251,10 @@ class TrainConfig:
         def bad(name, want):
             raise ValueError(f"{who}: {name} must be {want}, got {getattr(self, name)!r}")
         self.model = check_choice(who, "model", self.model, ("mlp", "cnn"))
+        self.norm = check_choice(who, "norm", self.norm, NORMS)
+        if self.norm != "none" and self.model != "cnn":
+            bad("norm", f"'none' with --model {self.model} (the normalization layers bn, dbn and iternorm "
+                        f"follow the convolutions of --model cnn)")
         self.hidden = _int_tuple(who, "hidden", self.hidden)
         self.init = check_choice(who, "init", self.init, tuple(init_names()))
         if self.init in CONV_ONLY_INITS and self.model != "cnn":
@@ -279,6 +287,8 @@ class TrainConfig:
             bad("reg", f"regularizers for Linear weights with --model {self.model} ({conv} act on "
                        f"convolution kernels)")
         self.reg_skip = _str_tuple(who, "reg_skip", self.reg_skip)
+        if self.sv_bound is not None:
+            self.sv_bound = "{:g},{}".format(*parse_sv_bound(self.sv_bound, who))
         if self.out is not None:
             if not isinstance(self.out, (str, os.PathLike)):
                 raise TypeError(f"{who}: out must be a folder path or None, got {type(self.out).__name__} "
@@ -320,7 +330,39 @@ class TrainConfig:
 
 
 #: Fields added after checkpoints were first written: an older checkpoint without them takes the default.
-_ADDED_FIELDS = ("optimizer_options",)
+_ADDED_FIELDS = ("optimizer_options", "norm", "sv_bound")
+
+
+def parse_sv_bound(text, who="sv_bound"):
+    """``"EPS[,EVERY]"`` → ``(eps, every)``: a finite ``eps > 0`` and an int ``every >= 1`` (default 1)."""
+    if not isinstance(text, str):
+        raise TypeError(f"{who}: sv_bound must be a string 'EPS[,EVERY]' or None, got {type(text).__name__} "
+                        f"{text!r}")
+    parts = text.split(",")
+    try:
+        eps, every = float(parts[0]), int(parts[1]) if len(parts) == 2 else 1
+    except ValueError:
+        parts = ()
+    if len(parts) not in (1, 2):
+        raise ValueError(f"{who}: sv_bound must be 'EPS' or 'EPS,EVERY' (a number > 0 and a step count >= 1), "
+                         f"got {text!r}")
+    return (check_real(who, "sv_bound's EPS", eps, 0.0, lo_open=True),
+            check_int(who, "sv_bound's EVERY", every, 1, MAX_ITERATIONS))
+
+
+def bound_singular_values(model, eps):
+    r"""Singular value bounding (Jia, Tao, Gao & Xu, "Improving training of deep neural networks via
+    singular value bounding", CVPR 2017): every weight matrix ``M = W.reshape(out, -1)`` of ``model``
+    (Linear and Conv2d weights: the parameters of two or more axes) gets its singular values clipped into
+    :math:`[1/(1+\varepsilon),\, 1+\varepsilon]`, in place (:func:`orthoref.ortho.clip_singular_values`).
+
+    ``orthoref train --sv-bound EPS[,EVERY]`` calls it after every ``EVERY``-th optimizer step. The paper
+    bounds every ``k`` iterations of SGD with momentum and keeps the momentum buffers as they are; so does
+    this (the optimizer's state is not touched)."""
+    lo, hi = 1.0 / (1.0 + eps), 1.0 + eps
+    for _, p in model.named_parameters():
+        if p.data.ndim >= 2:
+            p.data[...] = clip_singular_values(p.data, lo=lo, hi=hi)
 
 
 def _int_tuple(who, name, value):
@@ -377,7 +419,7 @@ def build_model(config, sample_shape, n_classes):
         c, h, w = sample_shape
         if h != w:
             raise ValueError(f"--model cnn needs square images, got {h}x{w}")
-        return small_cnn(c, h, n_classes, **init)
+        return small_cnn(c, h, n_classes, norm=config.norm, **init)
 
 
 def regularized_weights(model, skip=()):
@@ -592,22 +634,37 @@ def expected_shapes(config, sample_shape, n_classes):
     if config.model == "mlp":
         return mlp_shapes((math.prod(sample_shape),) + tuple(config.hidden) + (n_classes,))
     c, h, w = sample_shape
-    return small_cnn_shapes(c, h, n_classes)
+    return small_cnn_shapes(c, h, n_classes, norm=config.norm)
+
+
+def expected_buffers(config):
+    """The buffers (running statistics) of :func:`build_model`'s model: ``{name: (shape, dtype)}`` in
+    ``named_buffers`` order, ``dtype`` ``None`` for the configuration's float dtype; empty without
+    normalization layers."""
+    return {} if config.model == "mlp" else small_cnn_buffers(norm=config.norm)
+
+
+def _classifier(config):
+    """The name of the last Linear weight of the configured model."""
+    if config.model == "mlp":
+        return f"{2 * len(config.hidden)}.weight"
+    return "7.weight" if config.norm == "none" else "9.weight"
 
 
 def _declared_shapes(path, config, members):
     """The parameter shapes the configuration declares, with the input size and class count read off the
     stored first and last weights' headers (nothing is read or allocated)."""
+    last = _classifier(config)
     if config.model == "mlp":
         n_in = _member_shape(path, members, "0.weight", 2)[1]
-        n_classes = _member_shape(path, members, f"{2 * len(config.hidden)}.weight", 2)[0]
+        n_classes = _member_shape(path, members, last, 2)[0]
         sample = (n_in,)
     else:
         channels = _member_shape(path, members, "0.weight", 4)[1]
-        n_classes, flat = _member_shape(path, members, "7.weight", 2)
+        n_classes, flat = _member_shape(path, members, last, 2)
         side = math.isqrt(flat // 64)
         if side * side * 64 != flat:
-            raise CheckpointError(f"{path}: model/7.weight has {flat} inputs, not 64·s² for a square image")
+            raise CheckpointError(f"{path}: model/{last} has {flat} inputs, not 64·s² for a square image")
         sample = (channels, 4 * side, 4 * side)
     return expected_shapes(config, sample, n_classes)
 
@@ -621,7 +678,7 @@ def _param_order(config, shapes):
     return [n for n in names if n != last] + [last], [len(names) - 1, 1]
 
 
-def _check_members(path, config, members, shapes):
+def _check_members(path, config, members, shapes, buffers):
     """Names, dtypes and shapes of every array, from the headers; returns ``{key: (kind, idx, name)}``."""
     dtype = np.dtype(config.dtype)
     order, sizes = _param_order(config, shapes)
@@ -630,12 +687,17 @@ def _check_members(path, config, members, shapes):
         if key in ("meta", "rng", "optim/param_groups"):
             continue
         parts = key.split("/")
+        want_dtype = dtype
         if parts[0] == "model" and len(parts) == 2:
             name = parts[1]
-            if name not in shapes:
+            if name in buffers:
+                want, kind = buffers[name]
+                want_dtype = dtype if kind is None else np.dtype(kind)
+            elif name not in shapes:
                 raise CheckpointError(f"{path}: {key} is not a parameter of the configured model "
-                                      f"({config.model}, hidden {list(config.hidden)}): {list(shapes)}")
-            want = shapes[name]
+                                      f"({_described(config)}): {list(shapes) + list(buffers)}")
+            else:
+                want = shapes[name]
         elif parts[:2] in (["optim", "state"], ["optim", "none"]) and len(parts) == 4 \
                 and parts[2].isdigit() and int(parts[2]) < len(order) and parts[3]:
             name = order[int(parts[2])]
@@ -653,17 +715,26 @@ def _check_members(path, config, members, shapes):
             want = shapes[name]
         else:
             raise CheckpointError(f"{path}: unexpected entry {key!r} (not an orthoref checkpoint entry)")
-        if m.dtype != dtype:
+        if m.dtype != want_dtype:
+            buffer = "" if want_dtype == dtype else f" ({want_dtype} for this buffer)"
             raise CheckpointError(f"{path}: {key} has dtype {m.dtype}, the configuration's dtype is "
-                                  f"{config.dtype}")
+                                  f"{config.dtype}{buffer}")
         if m.shape != tuple(want):
-            raise CheckpointError(f"{path}: {key} has shape {m.shape}, the configuration (model "
-                                  f"{config.model}, hidden {list(config.hidden)}) declares {tuple(want)}")
+            raise CheckpointError(f"{path}: {key} has shape {m.shape}, the configuration ({_described(config)}) "
+                                  f"declares {tuple(want)}")
         plan[key] = ("model", None, parts[1]) if parts[0] == "model" else ("array", int(parts[2]), parts[3])
-    missing = sorted(set(shapes) - {k[len("model/"):] for k in members if k.startswith("model/")})
+    missing = sorted((set(shapes) | set(buffers)) - {k[len("model/"):] for k in members if k.startswith("model/")})
     if missing:
-        raise CheckpointError(f"{path}: the checkpoint lacks model parameter(s) {missing}")
+        raise CheckpointError(f"{path}: the checkpoint lacks model parameter(s) or buffer(s) {missing} (of "
+                              f"{_described(config)})")
     return plan, sizes
+
+
+def _described(config):
+    """The architecture a configuration declares, in words."""
+    if config.model == "mlp":
+        return f"model mlp, hidden {list(config.hidden)}"
+    return f"model cnn, norm {config.norm}"
 
 
 def load_checkpoint(path, *, who="load_checkpoint"):
@@ -691,10 +762,11 @@ def load_checkpoint(path, *, who="load_checkpoint"):
         check_rng_state(path, "rng", rng_state)
         groups = read_json(path, members["optim/param_groups"], "optim/param_groups")
         shapes = _declared_shapes(path, config, members)
-        plan, sizes = _check_members(path, config, members, shapes)
+        buffers = expected_buffers(config)
+        plan, sizes = _check_members(path, config, members, shapes, buffers)
         check_param_groups(path, groups, sizes)
         model_state, state = read_planned(path, members, plan)
-    model_state = {k: model_state[k] for k in shapes}
+    model_state = {k: model_state[k] for k in list(shapes) + list(buffers)}
     optim_state = {"state": dict(sorted(state.items())), "param_groups": groups}
     return meta, model_state, optim_state, rng_state
 
@@ -943,6 +1015,7 @@ def _fit_claimed(config, resume, loaded, log, state):
     ckpt = os.path.join(config.out, "checkpoint.npz")
     n = len(X_tr)
     steps = -(-n // config.batch_size)
+    sv_bound = None if config.sv_bound is None else parse_sv_bound(config.sv_bound)
     for epoch in range(start, config.epochs + 1):
         state["epoch"] = epoch
         t0 = time.perf_counter()
@@ -966,6 +1039,8 @@ def _fit_claimed(config, resume, loaded, log, state):
                 _check_grads(model, loss, epoch, step + 1)
                 where = f"at epoch {epoch}, step {step + 1} (optimizer step)"
                 optimizer.step()
+                if sv_bound and ((epoch - 1) * steps + step + 1) % sv_bound[1] == 0:
+                    bound_singular_values(model, sv_bound[0])
                 loss_sum += loss * len(idx)
                 correct += int((to_numpy(logits).argmax(axis=1) == y_tr[idx]).sum())
                 seen += len(idx)

@@ -67,7 +67,7 @@ from _api_sweep import Arr, Choice, Const, Cot, DType, Exempt, Flag, Fn, Fresh, 
 # Where the public names come from: package -> modules whose __all__ lists them.
 SOURCES = {
     "orthoref.ortho": ("orthoref.ortho.decomp", "orthoref.ortho.iterative", "orthoref.ortho.stiefel",
-                       "orthoref.ortho.compare"),
+                       "orthoref.ortho.singular", "orthoref.ortho.compare"),
     "orthoref.regularizers": ("orthoref.regularizers",),
     "orthoref.init": ("orthoref.init",),
     "orthoref.analysis": ("orthoref.analysis",),
@@ -75,10 +75,11 @@ SOURCES = {
     "orthoref.nn": ("orthoref.nn.module", "orthoref.nn.linear", "orthoref.nn.conv", "orthoref.nn.activation",
                     "orthoref.nn.norm", "orthoref.nn.rnn", "orthoref.nn.orthogonal", "orthoref.ops.loss"),
     "orthoref.optim": ("orthoref.optim",),
+    "orthoref.autoencoder": ("orthoref.autoencoder",),
 }
 AREAS = {"orthoref.ortho": "ortho", "orthoref.regularizers": "math", "orthoref.init": "math",
          "orthoref.analysis": "math", "orthoref.compress": "files", "orthoref.nn": "layers",
-         "orthoref.optim": "optim"}
+         "orthoref.optim": "optim", "orthoref.autoencoder": "math"}
 
 
 def public_api():
@@ -117,6 +118,9 @@ K4 = 0.3 * _R.standard_normal((4, 3, 3, 3))    # a conv kernel (out, in, kh, kw)
 KS = 0.3 * _R.standard_normal((4, 3, 2, 2))
 X104 = _R.standard_normal((10, 4))
 XIMG = _R.standard_normal((2, 3, 6, 6))
+B53 = A53 @ np.linalg.qr(_R.standard_normal((3, 3)))[0] + 0.1 * _R.standard_normal((5, 3))   # Procrustes target
+G33 = _R.standard_normal((3, 3))              # the cotangent of a 3 x 3 rotation
+G35 = _R.standard_normal((3, 5))              # the cotangent of W35's map
 
 dtype64 = DType("float64")
 
@@ -256,6 +260,11 @@ def _compare_rows():
     return compare(n=6, dtype="float64", repeat=1, rng=0, cond=100.0)
 
 
+def _mclip_rows():
+    from orthoref.ortho.compare import mclip_table
+    return mclip_table(n=6, dtype="float64", repeat=1, rng=0, cond=100.0, steps=(2,))
+
+
 def _gs_rows():
     from orthoref.ortho.decomp import gram_schmidt_table
     return gram_schmidt_table(n=8, k=3, kappas=(100.0,), rng=0)
@@ -285,8 +294,23 @@ ORTHO = {
                               "rng": Rng(0)}),
     "qr_orthogonalize": Fn({"A": Arr(A53)}, ortho=ortho_out, scale_inv=_first),
     "qr_orthogonalize_vjp": Fn(scale_inv=_first, scale_pow=1, args={"A": Arr(A53), "grad_out": Cot(G53)}),
-    "polar": Fn({"A": Arr(A53)}, ortho=ortho_out, scale_inv=_first),
-    "polar_vjp": Fn(scale_inv=_first, scale_pow=1, args={"A": Arr(A53), "grad_out": Cot(G53)}),
+    "polar": Fn({"A": Arr(A53), "side": Choice("right"), "return_p": Flag(False)}, ortho=ortho_out,
+                scale_inv=_first),
+    "polar_vjp": Fn(scale_inv=_first, scale_pow=1, args={"A": Arr(A53), "grad_out": Cot(G53), "side": Choice("right"),
+                                                         "return_p": Flag(False)}),
+    # scale (the nuclear norm of AᵀB) overflows near the float maximum: the scaled inputs may be refused
+    "procrustes": Fn({"A": Arr(A53), "B": Arr(B53)}, ortho=ortho_out),
+    "procrustes_vjp": Fn({"A": Arr(A53), "B": Arr(B53), "grad_out": Cot(G33), "grad_scale": Cot(np.asarray(0.7))}),
+    "clip_singular_values": Fn({"W": Arr(W35), "lo": Real(0.5, lo=0), "hi": Real(2.0, lo=0, lo_open=True)}),
+    "clip_singular_values_vjp": Fn({"W": Arr(W35), "grad_out": Cot(G35), "lo": Real(0.5, lo=0),
+                                    "hi": Real(2.0, lo=0, lo_open=True)}),
+    "clip_conv_singular_values": Fn({"K": Arr(K4), "input_shape": Shape((5, 5), aliases=("input_shape",)),
+                                     "lo": Real(0.2, lo=0), "hi": Real(1.0, lo=0, lo_open=True),
+                                     "project": Flag(True)}),
+    "mclip": Fn({"W": Arr(W35), "method": Choice("newton_schulz"), "steps": Int(8, **ITER),
+                 "coefficients": Choice("polar_express")}, variants=({"method": Const("svd")},)),
+    "mclip_vjp": Fn({"W": Arr(W35), "grad_out": Cot(G35), "method": Choice("newton_schulz"), "steps": Int(8, **ITER),
+                     "coefficients": Choice("polar_express")}, variants=({"method": Const("svd")},)),
     "householder_product": Fn({"V": Arr(V53), "tau": Arr(TAU)}),
     "householder_product_vjp": Fn({"V": Arr(V53), "tau": Arr(TAU), "grad_out": Cot(G53)}),
     "orthogonality_error_2": Fn({"Q": Arr(Q53)}),
@@ -301,6 +325,13 @@ ORTHO = {
     "ns_polynomial": Fn({"coefficients": Choice("jordan"), "steps": Int(3, **ITER)}),
     "ns_worst_error": Fn({"coefficients": Choice("jordan"), "lo": Real(0.001, lo=0, hi=1, lo_open=True),
                           "steps": Int(3, **ITER)}),
+    "design_ns_coefficients": Fn({"steps": Int(8, **ITER), "sigma_min": Real(0.001, lo=0, lo_open=True),
+                                  "sigma_max": Real(1.0, lo=0, hi=1, lo_open=True),
+                                  "degree": Obj(5, bad=(("h unknown", 4), ("h integral float", 5.0),
+                                                        ("h bool", True), ("h string", "5"),
+                                                        ("h nan", float("nan")))),
+                                  "safety": Real(1.01, lo=1), "cushion": Real(0.1, lo=0, hi=1, hi_open=True),
+                                  "return_bound": Flag(False)}),
     "bjorck": Fn({"A": Arr(A53), "steps": Int(15, **ITER), "beta": Real(0.5, lo=0, lo_open=True)},
                  ortho=ortho_out, ortho_skip=ORTHO_DEGENERATE, scale_inv=_first),
     "bjorck_vjp": Fn(scale_inv=_first, scale_pow=1,
@@ -337,6 +368,12 @@ ORTHO = {
     "format_table": Fn({"rows": _rows(_compare_rows), "n": Const(6), "dtype": Const("float64"),   # n, dtype, cond:
                         "cond": Const(100.0)}),                                                 # labels only
     "format_gram_schmidt_table": Fn({"rows": _rows(_gs_rows)}),
+    "mclip_table": Fn({"n": Int(6, lo=2, hi=None), "dtype": dtype64, "repeat": Int(1, lo=1, hi=None), "rng": Rng(0),
+                       "cond": Real(100.0, lo=1, huge=False),
+                       "steps": Obj((2, 3), bad=(("h string", "23"), ("h float", (2.5,)), ("h zero", (0,)),
+                                                 ("h int", 3)))}),
+    "format_mclip_table": Fn({"rows": _rows(_mclip_rows), "n": Const(6), "dtype": Const("float64"),
+                              "cond": Const(100.0)}),
     "sample_matrix": Fn({"n": Int(6, lo=1, hi=None), "dtype": dtype64, "rng": Rng(0),
                          "cond": Real(100.0, lo=1, huge=False)}),
 }
@@ -402,7 +439,8 @@ ANALYSIS = {
     "analyze_checkpoint": Fn({"path": _path("checkpoint"), "out_dir": Fresh(lambda: CTX.out_dir()),
                               "figures": Obj(False, bad=(("h string", "yes"), ("h nan", float("nan")),
                                                          ("h int for bool", 2))),
-                              "jacobian_examples": Int(4, lo=0, hi=1 << 30)}),   # documented: 0 skips it
+                              "jacobian_examples": Int(4, lo=0, hi=1 << 30),    # documented: 0 skips it
+                              "progress": Flag(False)}),
     "condition_number": Fn({"W": Arr(W35)}, scale_inv=lambda r: r, allow_inf=("zeros", "rank-deficient")),
     "effective_rank": Fn({"W": Arr(W35)}, scale_inv=lambda r: r),
     "filter_angles": Fn(dtype=None, args={"W": Arr(W35)}, scale_inv=lambda r: r),
@@ -438,7 +476,8 @@ COMPRESS = {
     "build": Fn({"spec": Obj({"type": "Linear", "in_features": 4, "out_features": 3, "bias": True},
                              bad=_describe_bad()), "dtype": dtype64}, dtype=None),
     "compress_checkpoint": Fn({"path": _path("checkpoint"), "out_dir": Fresh(lambda: CTX.out_dir()),
-                               "energy": Real(0.9, lo=0, hi=1, lo_open=True), "rank": Const(None)},
+                               "energy": Real(0.9, lo=0, hi=1, lo_open=True), "rank": Const(None),
+                               "progress": Flag(False)},
                               variants=({"energy": Const(None), "rank": Int(2, lo=1, hi=None)},)),
     "compress_model": Fn({"model": _model(_MODEL_BAD_NUMERIC), "energy": Real(0.9, lo=0, hi=1, lo_open=True),
                           "rank": Const(None)},
@@ -516,6 +555,12 @@ NN = {
     "BatchNorm2d": Layer({"num_features": Int(3, lo=1, hi=None), "eps": Real(1e-5, lo=0, lo_open=True),
                           "momentum": Real(0.1, lo=0, hi=1), "affine": Flag(True), "track_running_stats": Flag(True),
                           "dtype": dtype64}, x=Arr(XIMG)),
+    "DecorrelatedBatchNorm": Layer({"num_features": Int(4, lo=1, hi=None), "groups": Int(2, lo=1, hi=None),
+                                    "eps": Real(1e-5, lo=0, lo_open=True), "momentum": Real(0.1, lo=0, hi=1),
+                                    "affine": Flag(True), "dtype": dtype64}, x=Arr(X104)),
+    "IterNorm": Layer({"num_features": Int(3, lo=1, hi=None), "groups": Int(2, lo=1, hi=None),
+                       "iterations": Int(5, **ITER), "eps": Real(1e-5, lo=0, lo_open=True),
+                       "momentum": Real(0.1, lo=0, hi=1), "affine": Flag(True), "dtype": dtype64}, x=Arr(XIMG)),
     "RNN": Layer({"input_size": Int(3, lo=1, hi=None), "hidden_size": Int(4, lo=1, hi=None),
                   "nonlinearity": Choice("tanh"), "bias": Flag(True), "rng": Rng(0), "dtype": dtype64},
                  x=Arr(_x((5, 2, 3))), fwd={"h0": Arr(_x((2, 4), 2))}, rnn=True),
@@ -523,7 +568,8 @@ NN = {
                                "bias": Flag(True), **_ORTH, "rng": Rng(0), "dtype": dtype64}, x=Arr(X104)),
     "OrthogonalConv2d": Layer({"in_channels": Int(3, lo=1, hi=None), "out_channels": Int(4, lo=1, hi=None),
                                "kernel_size": Int(3, lo=1), "stride": Int(1, lo=1), "padding": Int(1, lo=0),
-                               "bias": Flag(True), **_ORTH, "rng": Rng(0), "dtype": dtype64}, x=Arr(XIMG)),
+                               "bias": Flag(True), **_ORTH, "rng": Rng(0), "dtype": dtype64,
+                               "view": Choice("matrix")}, x=Arr(XIMG)),
     "cross_entropy": Fn({"logits": Arr(_x((4, 3))), "labels": Obj(np.array([0, 2, 1, 2]), bad=_labels_bad()),
                          "reduction": Choice("mean")}),
     "mse": Fn({"pred": Arr(_x((4, 3))), "target": Arr(_x((4, 3), 2)), "reduction": Choice("mean")}),
@@ -561,10 +607,31 @@ OPTIM = {
     "OGD": Opt({"lr": _LR, "memory": Int(100, lo=0, hi=None), "drop_tol": Real(1e-10, lo=0)}),
 }
 
+_RA = np.random.default_rng(20261208)      # its own stream: the draws above keep their values
+B52, W34 = _RA.standard_normal((5, 2)), _RA.standard_normal((3, 4))
+AUTOENCODER = {
+    "TiedLinearAutoencoder": Layer({"in_features": Int(4, lo=1, hi=None), "hidden": Int(3, lo=1, hi=None),
+                                    "rng": Rng(0), "dtype": dtype64}, x=Arr(X104)),
+    "tied_linear_forward": Fn({"x": Arr(X104), "w": Arr(W34)}, who=("tied_linear",)),
+    "tied_linear_backward": Exempt("takes tied_linear_forward's cache; swept through the registry op "
+                                   "'tied_linear' (tests/test_bad_input.py)"),
+    "principal_angles": Fn({"A": Arr(A53), "B": Arr(B52)}, scale_inv=lambda r: r),
+    "fit_linear_autoencoder": Fn({"X": Arr(X104), "k": Int(2, lo=1, hi=4), "variant": Choice("untied"),
+                                  "lr": Real(0.01, lo=0, lo_open=True), "steps": Int(3, **ITER0),
+                                  "decoder_lr": Real(0.01, lo=0, lo_open=True),
+                                  "momentum": Real(0.9, lo=0, hi=1, hi_open=True), "rng": Rng(0),
+                                  "eval_every": Int(1, lo=1, hi=None)}, dtype=None,
+                                 variants=({"variant": Const("stiefel_tied"), "decoder_lr": Const(None)},
+                                           {"variant": Const("stiefel_untied")},
+                                           {"variant": Const("tied"), "decoder_lr": Const(None)})),
+    "study_autoencoder": Exempt("a study (minutes), run through orthoref.studies.run; its arguments are checked "
+                                "in tests/test_autoencoder.py::test_study_bad_arguments"),
+}
+
 TABLE = {}
 for _pkg, _tab in (("orthoref.ortho", ORTHO), ("orthoref.regularizers", REGULARIZERS), ("orthoref.init", INIT),
                    ("orthoref.analysis", ANALYSIS), ("orthoref.compress", COMPRESS), ("orthoref.nn", NN),
-                   ("orthoref.optim", OPTIM)):
+                   ("orthoref.optim", OPTIM), ("orthoref.autoencoder", AUTOENCODER)):
     for _n, _e in _tab.items():
         TABLE[f"{_pkg}.{_n}"] = _e
 

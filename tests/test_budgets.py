@@ -6,7 +6,7 @@ planted bugs caught.
     near-orthogonal weights, ‖G − I‖_F/√k from 1e-1
     down to 1e-4 — where the old fixed rtol 1e-5 raised false alarms.
 (b) Realistic mutants of the twins (factor 2, missing transpose, wrong Gram side, a dropped VJP term, a sign
-    error, eps in the wrong place, off-by-one padding, ...), three or more for each of 24 ops, run over every
+    error, eps in the wrong place, off-by-one padding, ...), three or more for each of 35 ops, run over every
     registered sample of the op: a mutant is caught when ``compare`` fails on at least one sample (or the
     mutant cannot even produce the reference's shapes). 100% caught in float64, at least 95% in float32.
 """
@@ -109,8 +109,14 @@ def _stress_samples(name):
 
 # A correct float32 twin whose own gradient is not finite: torch.linalg.svd's backward forms 1/(σ_i² − σ_j²)
 # in float32, which underflows (1e-30) or overflows (1e30) — a finding about the twin, not about the budget
-# (orthoref's own float32 polar, which the budget runs, stays finite there).
-TWIN_BREAKS_IN_FLOAT32 = {("polar", "stress: scale 1e-30"), ("polar", "stress: scale 1e+30")}
+# (orthoref's own float32 polar and clip_singular_values, which the budget runs, stay finite there).
+# PyTorch's own F.gelu(approximate="tanh") in float32 at |x| = 1e30: x³ overflows, and its backward returns
+# NaN (torch 2.13: (1 − tanh²(u)) · u' = 0 · Inf) where the derivative is 1 (x > 0) or 0 (orthoref's float32
+# gelu_tanh gives exactly that).
+TWIN_BREAKS_IN_FLOAT32 = {("polar", "stress: scale 1e-30"), ("polar", "stress: scale 1e+30"),
+                          ("gelu_tanh", "stress: scale 1e+30"),
+                          ("clip_singular_values", "stress: scale 1e-30"),
+                          ("clip_singular_values", "stress: scale 1e+30")}
 
 
 def test_no_false_alarm_float32_twins_on_every_stress_sample():
@@ -260,6 +266,100 @@ def _ns(A, steps=5, coefficients="jordan", eps=1e-7, mode="ok"):
     return (X.mT if tall else X,)
 
 
+def _cov(X, eps, correction=0, centre=True):
+    """``X_c`` and ``Σ = X_cᵀX_c/(m − correction) + εI`` (``centre=False``: ``X`` itself, uncentred)."""
+    Xc = X - X.mean(dim=0, keepdim=True) if centre else X
+    S = Xc.T @ Xc / (X.shape[0] - correction)
+    return Xc, S + eps * _eye(X.shape[1], X)
+
+
+def _zca(X, eps=1e-5, mode="ok"):
+    Xc, S = _cov(X, eps, correction=1 if mode == "unbiased" else 0, centre=mode != "uncentred")
+    lam, U = torch.linalg.eigh(S)
+    power = -1.0 if mode == "inverse" else -0.5
+    return (Xc @ (U * lam ** power) @ U.T,)
+
+
+def _pca(X, eps=1e-5, mode="ok"):
+    Xc, S = _cov(X, 0.0 if mode == "eps dropped" else eps)
+    lam, U = torch.linalg.eigh(S)
+    if mode != "ascending":
+        lam, U = lam.flip(0), U.flip(1)
+    top = U.detach().gather(0, U.detach().abs().argmax(dim=0, keepdim=True))
+    U = U * torch.where(top < 0, -1.0, 1.0).to(U.dtype)
+    if mode == "rotated back (ZCA)":
+        return (Xc @ (U * lam.rsqrt()) @ U.T,)
+    return (Xc @ (U * lam.rsqrt()),)
+
+
+def _cholesky_white(X, eps=1e-5, mode="ok"):
+    Xc, S = _cov(X, eps, centre=mode != "uncentred")
+    L = torch.linalg.cholesky(S)
+    if mode == "L⁻¹ for L⁻ᵀ":
+        return (Xc @ torch.linalg.inv(L),)
+    if mode == "Σ⁻¹ = L⁻ᵀL⁻¹ (whitened twice)":
+        return (Xc @ torch.cholesky_inverse(L),)
+    return (torch.linalg.solve_triangular(L, Xc.T, upper=False).T,)
+
+
+def _decov(H, weight=1.0, mode="ok"):
+    if H.ndim == 4:
+        H = H.reshape(-1, H.shape[1]) if mode == "channels from the wrong axis" else \
+            H.permute(0, 2, 3, 1).reshape(-1, H.shape[1])
+    C = torch.cov(H.T, correction=1 if mode == "unbiased" else 0).reshape(H.shape[1], H.shape[1])
+    off = C if mode == "diagonal kept" else C - torch.diag(torch.diagonal(C))
+    return (0.5 * weight * (off ** 2).sum(),)
+
+
+def _procrustes(A, B, mode="ok"):
+    U, S, Vh = torch.linalg.svd(A.mT @ B, full_matrices=False)
+    R = (U @ Vh).mT if mode == "Rᵀ" else U @ Vh
+    scale = torch.linalg.matrix_norm(A.mT @ B) if mode == "Frobenius scale" else S.sum(-1)
+    return R, scale
+
+
+def _polar_p(A, side="right", return_p=True, mode="ok"):
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    if mode == "P gradient dropped":
+        U, S, Vh = U.detach(), S.detach(), Vh.detach()
+        Q = torch_polar_q(A)
+    else:
+        Q = U @ Vh
+    right = side == "right" if mode != "side ignored" else True
+    power = 2 if mode == "AᵀA for (AᵀA)^½" else 1
+    P = Vh.mT @ ((S ** power).unsqueeze(-1) * Vh) if right else (U * (S ** power).unsqueeze(-2)) @ U.mT
+    return Q, P
+
+
+def torch_polar_q(A):
+    return tw.torch_polar(A)[0]
+
+
+def _clip_sv(W, lo=None, hi=None, mode="ok"):
+    if mode == "entries clipped":
+        return (W.clamp(lo, hi),)
+    M = W.reshape(-1, W.shape[0]) if mode == "reshape (-1, out)" else W.reshape(W.shape[0], -1)
+    U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+    if mode == "singular vectors constant":
+        U, Vh = U.detach(), Vh.detach()
+    if mode == "lo and hi swapped":
+        lo, hi = hi, lo
+    return (((U * S.clamp(lo, hi).unsqueeze(-2)) @ Vh).reshape(W.shape),)
+
+
+def _mclip(W, method="newton_schulz", steps=None, coefficients="polar_express", mode="ok"):
+    from orthoref.ortho._linalg import ns_schedule
+    M = W.reshape(W.shape[0], -1)
+    wide = M.shape[0] < M.shape[1]
+    M = M.mT if wide else M
+    rows, kappa = ns_schedule("mclip", coefficients, steps)
+    Q = tw._ns_loop(M, rows[:-1] if mode == "one step short" else rows, kappa, 0.0)
+    G = M.mT @ M - (0 if mode == "I not subtracted" else _eye(M.shape[1], M))
+    S = tw._ns_loop(G, rows, kappa, 0.0)
+    Y = 0.5 * (M + Q + (M - Q) @ S) if mode == "sign of |Σ − I|" else 0.5 * (M + Q - (M - Q) @ S)
+    return ((Y.mT if wide else Y).reshape(W.shape),)
+
+
 MUTANTS = {
     "relu": [("grad x2", grad_scaled(tw.torch_relu, 2)), ("abs for relu (sign of the negative side)",
              lambda x: (x.abs(),)), ("gradient dropped", dropped(tw.torch_relu, 0))],
@@ -369,6 +469,36 @@ MUTANTS = {
         ("wrong Gram side (Wᵀ W W)", lambda W, beta=1e-3: ((1 + beta) * W - beta * W @ W.mT @ W @ W.mT @ W,)),
         ("sign of beta", lambda W, beta=1e-3: ((1 - beta) * W + beta * W @ W.mT @ W,)),
         ("grad x2", grad_scaled(tw.torch_parseval_retraction, 2))],
+    "zca_whitening": [("unbiased covariance (m − 1)", lambda X, **k: _zca(X, **k, mode="unbiased")),
+                      ("mean not subtracted", lambda X, **k: _zca(X, **k, mode="uncentred")),
+                      ("Σ⁻¹ for Σ^-½", lambda X, **k: _zca(X, **k, mode="inverse"))],
+    "pca_whitening": [("ascending eigenvalues", lambda X, **k: _pca(X, **k, mode="ascending")),
+                      ("eps dropped", lambda X, **k: _pca(X, **k, mode="eps dropped")),
+                      ("rotated back (ZCA for PCA)", lambda X, **k: _pca(X, **k, mode="rotated back (ZCA)"))],
+    "cholesky_whitening": [("L⁻¹ for L⁻ᵀ", lambda X, **k: _cholesky_white(X, **k, mode="L⁻¹ for L⁻ᵀ")),
+                           ("whitened twice (Σ⁻¹)", lambda X, **k: _cholesky_white(
+                               X, **k, mode="Σ⁻¹ = L⁻ᵀL⁻¹ (whitened twice)")),
+                           ("mean not subtracted", lambda X, **k: _cholesky_white(X, **k, mode="uncentred"))],
+    "decov": [("diagonal kept", lambda H, **k: _decov(H, **k, mode="diagonal kept")),
+              ("channels from the wrong axis", lambda H, **k: _decov(H, **k, mode="channels from the wrong axis")),
+              ("unbiased covariance", lambda H, **k: _decov(H, **k, mode="unbiased")),
+              ("missing 0.5", lambda H, weight=1.0: (2 * _decov(H, weight)[0],))],
+    "procrustes": [("Rᵀ (V Uᵀ)", lambda A, B: _procrustes(A, B, mode="Rᵀ")),
+                   ("Frobenius norm for the nuclear norm", lambda A, B: _procrustes(A, B, mode="Frobenius scale")),
+                   ("grad x2", grad_scaled(tw.torch_procrustes, 2)),
+                   ("B gradient dropped", dropped(tw.torch_procrustes, 1))],
+    "polar_p": [("side ignored (always V Σ Vᵀ)", lambda A, **k: _polar_p(A, **k, mode="side ignored")),
+                ("AᵀA for (AᵀA)^½", lambda A, **k: _polar_p(A, **k, mode="AᵀA for (AᵀA)^½")),
+                ("P gradient dropped", lambda A, **k: _polar_p(A, **k, mode="P gradient dropped"))],
+    "clip_singular_values": [
+        ("entries clipped, not σ", lambda W, **k: _clip_sv(W, **k, mode="entries clipped")),
+        ("reshape (-1, out)", lambda W, **k: _clip_sv(W, **k, mode="reshape (-1, out)")),
+        ("singular vectors constant", lambda W, **k: _clip_sv(W, **k, mode="singular vectors constant")),
+        ("lo and hi swapped", lambda W, **k: _clip_sv(W, **k, mode="lo and hi swapped"))],
+    "mclip": [("sign of |Σ − I| (max(σ, 1))", lambda W, **k: _mclip(W, **k, mode="sign of |Σ − I|")),
+              ("I not subtracted from the Gram matrix", lambda W, **k: _mclip(W, **k, mode="I not subtracted")),
+              ("Q one step short", lambda W, **k: _mclip(W, **k, mode="one step short")),
+              ("grad x2", grad_scaled(tw.torch_mclip, 2))],
     "conv_orthogonality": [("padding off by one", lambda K, **k: _conv_orth(K, **k, mode="padding - 1")),
                            ("target off centre", lambda K, **k: _conv_orth(K, **k, mode="centre + 1")),
                            ("grad x2", grad_scaled(tw.torch_conv_orthogonality, 2))],

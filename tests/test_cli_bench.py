@@ -234,3 +234,24 @@ def test_new_bench_cases_agree_with_torch():
         assert q.dtype == np.float32, name
         np.testing.assert_allclose(q, theirs().numpy(), atol=1e-4, err_msg=name)
         np.testing.assert_allclose(q.T @ q, np.eye(24), atol=1e-4, err_msg=name)
+
+
+def test_compare_projections_mclip_table_against_the_svd_route(capsys):
+    """``--mclip-table``: the GEMM count 6·steps + 2 and the error against an SVD clip written here with NumPy;
+    8 Polar Express steps reach rounding, 4 do not."""
+    from orthoref.ortho.compare import mclip_table, sample_matrix
+    assert cli.main(["compare-projections", "--n", "24", "--dtype", "float64", "--repeat", "1",
+                     "--mclip-table"]) == 0
+    out = capsys.readouterr().out
+    assert "| newton_schulz | 8 | 50 |" in out and "| svd | – | – |" in out
+    rows = mclip_table(n=24, dtype="float64", repeat=1, rng=0, cond=1e3, steps=(4, 8))
+    A = 2 * sample_matrix(24, "float64", rng=0, cond=1e3)
+    U, s, Vt = np.linalg.svd(A)
+    assert np.allclose(np.sort(s), np.sort(np.geomspace(2, 2e-3, 24)))     # the documented input
+    clip = (U * np.minimum(s, 1)) @ Vt
+    from orthoref.ortho import mclip
+    for r in rows:
+        Y = mclip(A, method="svd") if r["steps"] is None else mclip(A, steps=r["steps"])
+        assert r["error"] == pytest.approx(float(np.abs(Y - clip).max()), abs=1e-14)
+    assert [r["gemms"] for r in rows] == [26, 50, None]
+    assert rows[0]["error"] > 1e-2 and rows[1]["error"] < 1e-13 and rows[2]["error"] < 1e-14

@@ -115,7 +115,9 @@ def test_save_and_load_roundtrip(tmp_path):
 
 def test_describe_build_roundtrip_of_every_supported_layer():
     model = nn.Sequential(nn.BatchNorm2d(3), nn.AvgPool2d(2, count_include_pad=False), nn.GlobalAvgPool2d(),
-                          nn.Dropout(0.2), nn.LeakyReLU(0.1), nn.GELU("tanh"), nn.Sigmoid(), nn.BatchNorm1d(3))
+                          nn.Dropout(0.2), nn.LeakyReLU(0.1), nn.GELU("tanh"), nn.Sigmoid(), nn.BatchNorm1d(3),
+                          nn.DecorrelatedBatchNorm(3, groups=2, eps=1e-4, momentum=0.2, affine=False),
+                          nn.IterNorm(3, groups=2, iterations=3))
     spec = describe(model)
     assert describe(build(json.loads(json.dumps(spec)))) == spec
     with pytest.raises(TypeError, match="describe: cannot describe a RNN"):
@@ -202,3 +204,24 @@ def test_cli_compress(trained, tmp_path, capsys):
     assert "compress_checkpoint: energy must be a finite number > 0 and <= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["compress", trained["checkpoint"], "--energy", "0.9", "--rank", "2"])
+
+
+@pytest.mark.parametrize("norm", ["dbn", "iternorm"])
+def test_compress_a_cnn_with_whitening_layers(tmp_path, norm):
+    """``orthoref train --model cnn --norm dbn|iternorm`` checkpoints compress, and the compressed file keeps
+    the whitening layers' running mean and whitening matrix (eval mode gives the same outputs)."""
+    from orthoref.train import TrainConfig, fit
+    run = tmp_path / "run"
+    fit(TrainConfig(model="cnn", norm=norm, epochs=1, dtype="float64", out=str(run), progress=False))
+    report = compress_checkpoint(str(run / "checkpoint.npz"), str(tmp_path / "c"), rank=64)
+    loaded = load_compressed(report["path"])
+    assert any(type(m).__name__ == ("DecorrelatedBatchNorm" if norm == "dbn" else "IterNorm") for m in loaded)
+    from orthoref.analysis import load_model
+    original = load_model(str(run / "checkpoint.npz"))[0].eval()
+    x = np.random.default_rng(0).standard_normal((3, 1, 8, 8))
+    for a, b in zip(original, loaded):
+        if hasattr(a, "running_wm"):
+            np.testing.assert_array_equal(a.running_wm, b.running_wm)
+            np.testing.assert_array_equal(a.running_mean, b.running_mean)
+    assert report["acc_after"] == pytest.approx(report["acc_before"], abs=0.02)
+    assert loaded.forward(x).shape == original.forward(x).shape == (3, 10)

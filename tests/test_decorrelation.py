@@ -1,6 +1,8 @@
-"""orthoref.decorrelation: ZCA, PCA and Cholesky whitening and DeCov -- the whitening properties, the sign
-and ordering conventions, gradients by finite differences (repeated eigenvalues, Σ = cI and λ_min = ε
-included), PyTorch (eigh, Newton–Schulz and Cholesky routes), the PCA gap error and bad input."""
+"""orthoref.decorrelation: ZCA, PCA and Cholesky whitening, group-wise ZCA (Decorrelated BN), IterNorm and
+DeCov -- the whitening properties, the sign and ordering conventions, gradients by finite differences
+(repeated eigenvalues, Σ = cI and λ_min = ε included), PyTorch (eigh, Newton–Schulz and Cholesky routes),
+IterNorm against its closed form on the spectrum and the official code's backward pass, the PCA gap error
+and bad input."""
 import numpy as np
 import pytest
 import scipy.linalg
@@ -12,6 +14,8 @@ from orthoref.oracle.samples.decorrelation import rank_deficient, with_spectrum
 
 MAPS = {"zca": (D.zca_whitening, D.zca_whitening_vjp), "pca": (D.pca_whitening, D.pca_whitening_vjp),
         "cholesky": (D.cholesky_whitening, D.cholesky_whitening_vjp)}
+GROUPED = {"zca": (D.group_zca_whitening, D.group_zca_whitening_vjp),
+           "iternorm": (D.iternorm_whitening, D.iternorm_whitening_vjp)}
 TIE_SAFE = ("zca", "cholesky")          # gradients defined at repeated eigenvalues
 
 
@@ -301,7 +305,7 @@ def test_pca_gradient_raises_at_a_repeated_eigenvalue_naming_the_gap(rng):
         D.pca_whitening_vjp(Xg.astype(np.float32), np.ones(Xg.shape, np.float32))
 
 
-WHO = ["zca_whitening", "pca_whitening", "cholesky_whitening"]
+WHO = ["zca_whitening", "pca_whitening", "cholesky_whitening", "group_zca_whitening", "iternorm_whitening"]
 
 
 def _call(who, X, **kw):
@@ -354,7 +358,7 @@ def test_bad_grad_out(who, rng):
             fn(X, G)
 
 
-@pytest.mark.parametrize("who", WHO)
+@pytest.mark.parametrize("who", [w for w in WHO if w != "iternorm_whitening"])    # IterNorm: no singular case
 def test_numerically_singular_covariance_is_refused(who, rng):
     """m <= d with ε negligible against the variances: λ_min has no correct digit."""
     X = 1e6 * rng.standard_normal((3, 5))
@@ -404,8 +408,169 @@ def test_inputs_are_not_modified(rng):
     X = _sample(rng)
     G = rng.standard_normal(X.shape)
     X0, G0 = X.copy(), G.copy()
-    for f, f_vjp in MAPS.values():
+    for f, f_vjp in list(MAPS.values()) + [GROUPED["zca"], GROUPED["iternorm"]]:
         f(X), f_vjp(X, G)
     D.decov(X)
     np.testing.assert_array_equal(X, X0)
     np.testing.assert_array_equal(G, G0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Group-wise whitening: Decorrelated BN (ZCA per group) and IterNorm.
+
+def _inv_sqrtm(S):
+    return np.linalg.inv(scipy.linalg.sqrtm(S).real)
+
+
+@pytest.mark.parametrize("groups,bounds", [(2, ((0, 2), (2, 4), (4, 5))), (3, ((0, 3), (3, 5))),
+                                           (5, ((0, 5),)), (None, ((0, 5),)), (10 ** 30, ((0, 5),))])
+def test_group_zca_is_zca_of_each_group_the_last_one_smaller(groups, bounds, rng):
+    X = rng.standard_normal((20, 5)) @ rng.standard_normal((5, 5)) + 3.0
+    Y = D.group_zca_whitening(X, groups=groups, eps=1e-3)
+    Xc = X - X.mean(axis=0)
+    assert len(bounds) == -(-5 // min(groups or 5, 5))
+    for a, b in bounds:                                                 # SciPy's sqrtm, group by group
+        S = Xc[:, a:b].T @ Xc[:, a:b] / 20 + 1e-3 * np.eye(b - a)
+        np.testing.assert_allclose(Y[:, a:b], Xc[:, a:b] @ _inv_sqrtm(S), rtol=1e-11, atol=1e-12)
+    if len(bounds) == 1:
+        np.testing.assert_allclose(Y, D.zca_whitening(X, eps=1e-3), rtol=1e-13, atol=1e-14)
+
+
+def _iternorm_closed_form(X, T, eps=1e-5):
+    """``X_c p_T(Σ_N)/√tr Σ`` with ``p_T`` the paper's recursion run on each eigenvalue of ``Σ_N`` (a scalar
+    recursion: no matrix rounding to amplify), in float64."""
+    Xc = X - X.mean(axis=0)
+    S = Xc.T @ Xc / len(X) + eps * np.eye(X.shape[1])
+    t = np.trace(S)
+    lam, U = np.linalg.eigh(S / t)
+    p = np.ones_like(lam)
+    for _ in range(T):
+        p = 1.5 * p - 0.5 * p ** 3 * lam
+    return Xc @ ((U * p) @ U.T) / np.sqrt(t)
+
+
+def _iternorm_paper_recursion(X, T, eps=1e-5):
+    """The official code's forward pass: ``P ← 1.5 P − 0.5 P³ Σ_N`` as matrices."""
+    Xc = X - X.mean(axis=0)
+    S = Xc.T @ Xc / len(X) + eps * np.eye(X.shape[1])
+    t = np.trace(S)
+    P = np.eye(X.shape[1])
+    with np.errstate(over="ignore", invalid="ignore"):                  # it diverges at large T
+        for _ in range(T):
+            P = 1.5 * P - 0.5 * np.linalg.matrix_power(P, 3) @ (S / t)
+        return Xc @ P / np.sqrt(t)
+
+
+@pytest.mark.parametrize("T", [1, 2, 5, 10, 30])
+def test_iternorm_is_the_papers_polynomial_in_sigma_n_computed_stably(T, rng):
+    X = with_spectrum(rng, 30, (4.0, 1.0, 0.2, 0.04), mean=2.0)                 # κ(Σ_N) = 100
+    Y = D.iternorm_whitening(X, iterations=T)
+    want = _iternorm_closed_form(X, T)
+    np.testing.assert_allclose(Y, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    paper = _iternorm_paper_recursion(X, T)
+    err = np.abs(paper - want).max() / np.abs(want).max()
+    if T <= 5:
+        assert err < 1e-13                                              # the same map...
+    elif T == 30:
+        assert not err < 1e-2                                           # ...whose uncoupled form loses it
+
+
+def test_iternorm_converges_to_group_zca_and_is_partial_at_t5(rng):
+    X = rng.standard_normal((40, 6)) @ rng.standard_normal((6, 6)) + 1.0
+    zca = D.group_zca_whitening(X, groups=3)
+    np.testing.assert_allclose(D.iternorm_whitening(X, groups=3, iterations=60), zca, atol=1e-10)
+    Y5 = D.iternorm_whitening(X, groups=3)
+    for a in (0, 3):
+        C = Y5[:, a:a + 3].T @ Y5[:, a:a + 3] / 40
+        lam = np.linalg.eigvalsh(C)
+        assert np.all(lam <= 1 + 1e-12) and lam[0] < 0.999              # shrunk towards, not at, I
+
+
+def _official_iternorm_backward(X, G, T, eps=1e-5):
+    """The hand-written backward pass of the official code (iterative_normalization_py.backward, one group),
+    ported to NumPy on its (d, m) layout: an independent derivation that takes P_k and Σ_N as symmetric."""
+    x = X.T
+    d, m = x.shape
+    xc = x - x.mean(axis=1, keepdims=True)
+    I = np.eye(d)
+    Sigma = eps * I + xc @ xc.T / m
+    rTr = 1 / np.trace(Sigma)
+    sn = Sigma * rTr
+    P = [I]
+    for _ in range(T):
+        P.append(1.5 * P[-1] - 0.5 * np.linalg.matrix_power(P[-1], 3) @ sn)
+    wm = P[T] * np.sqrt(rTr)
+    g_ = G.T
+    g_wm = g_ @ xc.T
+    g_P = g_wm * np.sqrt(rTr)
+    g_sn = 0
+    for k in range(T, 1, -1):
+        Pk = P[k - 1].T
+        P2 = Pk @ Pk
+        g_sn = g_sn + P2 @ Pk @ g_P
+        g_tmp = g_P @ sn.T
+        g_P = 1.5 * g_P - 0.5 * g_tmp @ P2 - 0.5 * P2 @ g_tmp - 0.5 * (Pk @ g_tmp) @ Pk
+    g_sn = g_sn + g_P
+    g_tr = ((-sn.T @ g_sn + g_wm.T @ wm) * I).sum() * I
+    g_sigma = (g_sn + g_sn.T + 2.0 * g_tr) * (-0.5 / m * rTr)
+    return (wm @ (g_ - g_.mean(axis=1, keepdims=True)) + g_sigma @ xc).T
+
+
+@pytest.mark.parametrize("T", [1, 3, 5])
+def test_iternorm_gradient_matches_the_official_backward_pass(T, rng):
+    X = with_spectrum(rng, 16, (3.0, 1.5, 0.6, 0.2), mean=1.0)
+    G = rng.standard_normal(X.shape)
+    ours = D.iternorm_whitening_vjp(X, G, iterations=T)
+    np.testing.assert_allclose(ours, _official_iternorm_backward(X, G, T), rtol=1e-10,
+                               atol=1e-12 * np.abs(ours).max())
+
+
+@pytest.mark.parametrize("kind", ["zca", "iternorm"])
+@pytest.mark.parametrize("kw", [{"groups": 2}, {"groups": 3, "eps": 0.3}, {"groups": 4, "iterations": 30}],
+                         ids=["groups2", "groups3-eps", "groups4-T30"])
+def test_grouped_gradient_finite_differences(kind, kw, rng):
+    if kind == "zca":
+        kw = {k: v for k, v in kw.items() if k != "iterations"}
+    f, f_vjp = GROUPED[kind]
+    X = rng.standard_normal((15, 7)) @ rng.standard_normal((7, 7)) + 2.0
+    op = lambda A: ((f(A, **kw),), lambda cts: (f_vjp(A, cts[0], **kw),))     # noqa: E731
+    rep = check_backward(op, [X], rtol=1e-8, n_directions=4, elementwise=True, rng=1)
+    assert rep.max_rel_error <= 1e-8
+
+
+@pytest.mark.parametrize("kind", ["zca", "iternorm"])
+def test_grouped_float32_in_float32_out(kind, rng):
+    f, f_vjp = GROUPED[kind]
+    X = rng.standard_normal((20, 6)) @ rng.standard_normal((6, 6))
+    G = rng.standard_normal(X.shape)
+    X32 = X.astype(np.float32)
+    Y32, g32 = f(X32, groups=4), f_vjp(X32, G.astype(np.float32), groups=4)
+    assert Y32.dtype == g32.dtype == np.float32
+    Y64, g64 = f(X32.astype(np.float64), groups=4), f_vjp(X32.astype(np.float64), G, groups=4)
+    assert np.abs(Y32 - Y64).max() <= 1e-4 * np.abs(Y64).max()
+    assert np.abs(g32 - g64).max() <= 1e-3 * np.abs(g64).max()
+
+
+_BAD_GROUPS = [("groups", 0, ValueError), ("groups", -2, ValueError), ("groups", 2.0, TypeError),
+               ("groups", True, TypeError), ("groups", "2", TypeError)]
+_BAD_ITERATIONS = [("iterations", 0, ValueError), ("iterations", 10 ** 30, ValueError),
+                   ("iterations", 2.5, TypeError)]
+
+
+@pytest.mark.parametrize("who,name,value,exc", [("group_zca_whitening",) + c for c in _BAD_GROUPS]
+                         + [("iternorm_whitening",) + c for c in _BAD_GROUPS + _BAD_ITERATIONS])
+def test_grouped_bad_hyper_parameters(who, name, value, exc, rng):
+    X = _sample(rng)
+    with pytest.raises(exc, match=rf"^{who}: {name} must be"):
+        _call(who, X, **{name: value})
+    with pytest.raises(exc, match=rf"^{who}_vjp: {name} must be"):
+        _call_vjp(who, X, **{name: value})
+
+
+def test_group_zca_singular_group_is_named(rng):
+    X = np.hstack([rng.standard_normal((12, 3)),                       # features 3..5: rank one, variance 1e12
+                   1e6 * np.outer(rng.standard_normal(12), np.ones(3))])
+    with pytest.raises(ValueError, match=r"^group_zca_whitening: the covariance .*numerically singular.*"
+                                         r"\(in the group of features 3\.\.5\)$"):
+        D.group_zca_whitening(X, groups=3)
+    assert np.isfinite(D.iternorm_whitening(X, groups=3)).all()

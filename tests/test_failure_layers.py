@@ -61,9 +61,13 @@ LAYERS = {
     "Dropout": (lambda dt: nn.Dropout(0.5, rng=0), (3, 4)),
     "BatchNorm1d": (lambda dt: nn.BatchNorm1d(3, dtype=dt), (4, 3)),
     "BatchNorm2d": (lambda dt: nn.BatchNorm2d(3, dtype=dt), (4, 3, 2, 2)),
+    "DecorrelatedBatchNorm": (lambda dt: nn.DecorrelatedBatchNorm(3, groups=2, dtype=dt), (6, 3)),
+    "IterNorm": (lambda dt: nn.IterNorm(3, groups=2, dtype=dt), (4, 3, 2, 2)),
     "RNN": (lambda dt: nn.RNN(2, 3, rng=0, dtype=dt), (4, 2, 2)),
     "OrthogonalLinear": (lambda dt: nn.OrthogonalLinear(4, 3, rng=0, dtype=dt), (5, 4)),
     "OrthogonalConv2d": (lambda dt: nn.OrthogonalConv2d(2, 3, 2, rng=0, dtype=dt), (2, 2, 4, 4)),
+    "OrthogonalConv2d slices": (lambda dt: nn.OrthogonalConv2d(2, 3, (2, 3), view="slices", rng=0, dtype=dt),
+                                (2, 2, 4, 4)),
     "Sequential": (lambda dt: nn.Sequential(nn.Linear(4, 3, rng=0, dtype=dt), nn.ReLU()), (5, 4)),
 }
 

@@ -67,6 +67,9 @@ def _vjp_cases(dtype):
     from scipy.linalg import lapack
     qr, tau, _, _ = lapack.dgeqrf(_well(rng, (6, 4)))
     V, tau = qr.astype(dtype), tau.astype(dtype)
+    B = (A.astype(np.float64) @ _well(rng, (4, 4)) + 0.1 * rng.standard_normal((6, 4))).astype(dtype)
+    U, _, Vt = np.linalg.svd(rng.standard_normal((6, 4)), full_matrices=False)
+    C = ((U * [2.5, 1.6, 0.9, 0.3]) @ Vt).astype(dtype)      # singular values away from lo = 0.5, hi = 2
     return {
         "gram_schmidt_vjp": (lambda g: O.gram_schmidt_vjp(A, g, method="cgs2"), A.shape),
         "qr_orthogonalize_vjp": (lambda g: O.qr_orthogonalize_vjp(A, g), A.shape),
@@ -81,6 +84,9 @@ def _vjp_cases(dtype):
         "project_tangent_vjp": (lambda g: O.project_tangent_vjp(W, Z, g, wrt="both"), W.shape),
         "retract_vjp": (lambda g: O.retract_vjp(W, Z, g, "cayley"), W.shape),
         "cayley_iterative_vjp": (lambda g: O.cayley_iterative_vjp(W, Z, 0.3, g), W.shape),
+        "procrustes_vjp": (lambda g: O.procrustes_vjp(A, B, g), (4, 4)),
+        "clip_singular_values_vjp": (lambda g: O.clip_singular_values_vjp(C, g, lo=0.5, hi=2.0), C.shape),
+        "mclip_vjp": (lambda g: O.mclip_vjp(C, g), C.shape),
     }
 
 
@@ -169,6 +175,8 @@ _ITER_CALLS = [
     ("spectral_normalize_vjp", "n_iter", lambda v: O.spectral_normalize_vjp(_A, _A, n_iter=v, rng=0)),
     ("cayley_iterative", "iterations", lambda v: O.cayley_iterative(_W, _Z, 0.1, iterations=v)),
     ("cayley_iterative_vjp", "iterations", lambda v: O.cayley_iterative_vjp(_W, _Z, 0.1, _W, iterations=v)),
+    ("mclip", "steps", lambda v: O.mclip(_A, steps=v)),
+    ("mclip_vjp", "steps", lambda v: O.mclip_vjp(_A, _A, steps=v)),
 ]
 
 
@@ -195,6 +203,11 @@ _HYPER = [
     ("project_tangent", "tol", lambda v: O.project_tangent(_W, _Z, tol=v), [0.0, -1.0]),
     ("retract", "tol", lambda v: O.retract(_W, _Z, tol=v), [0.0]),
     ("gram_schmidt_table", "kappas", lambda v: O.gram_schmidt_table(20, 5, kappas=(v,)), [0.5]),
+    ("clip_singular_values", "lo", lambda v: O.clip_singular_values(_A, lo=v), [-1.0]),
+    ("clip_singular_values", "hi", lambda v: O.clip_singular_values(_A, hi=v), [0.0, -1.0]),
+    ("clip_singular_values_vjp", "hi", lambda v: O.clip_singular_values_vjp(_A, _A, hi=v), [0.0]),
+    ("clip_conv_singular_values", "hi", lambda v: O.clip_conv_singular_values(np.ones((2, 2, 2, 2)), (3, 3), hi=v),
+     [0.0]),
 ]
 
 
@@ -215,6 +228,11 @@ _CHOICES = [
     ("project_tangent_vjp", "metric", lambda v: O.project_tangent_vjp(_W, _Z, _W, v)),
     ("project_tangent_vjp", "wrt", lambda v: O.project_tangent_vjp(_W, _Z, _W, wrt=v)),
     ("newton_schulz", "coefficients", lambda v: O.newton_schulz(_A, coefficients=v)),
+    ("polar", "side", lambda v: O.polar(_A, side=v)),
+    ("polar_vjp", "side", lambda v: O.polar_vjp(_A, _A, side=v)),
+    ("mclip", "method", lambda v: O.mclip(_A, method=v)),
+    ("mclip", "coefficients", lambda v: O.mclip(_A, coefficients=v)),
+    ("mclip_vjp", "method", lambda v: O.mclip_vjp(_A, _A, method=v)),
 ]
 
 
@@ -233,6 +251,10 @@ _FLAGS = [
     ("retract", "check", lambda v: O.retract(_W, _Z, check=v)),
     ("retract_vjp", "check", lambda v: O.retract_vjp(_W, _Z, _W, check=v)),
     ("cayley_iterative", "check", lambda v: O.cayley_iterative(_W, _Z, 0.1, check=v)),
+    ("polar", "return_p", lambda v: O.polar(_A, return_p=v)),
+    ("polar_vjp", "return_p", lambda v: O.polar_vjp(_A, _A, return_p=v)),
+    ("clip_conv_singular_values", "project", lambda v: O.clip_conv_singular_values(np.ones((2, 2, 2, 2)), (3, 3),
+                                                                                   project=v)),
 ]
 
 
@@ -289,6 +311,9 @@ _FORWARD = [
     ("spectral_normalize", lambda A: O.spectral_normalize(A, rng=0)[0]),
     ("orthogonality_error_2", lambda A: O.orthogonality_error_2(A)),
     ("orthogonality_error_fro", lambda A: O.orthogonality_error_fro(A)),
+    ("clip_singular_values", lambda A: O.clip_singular_values(A, hi=1.0)),
+    ("mclip", lambda A: O.mclip(A)),
+    ("procrustes", lambda A: O.procrustes(A, np.eye(4)[:, :3])),
 ]
 _SQUARE = [("cayley", O.cayley), ("expm_skew", O.expm_skew)]
 
@@ -296,8 +321,8 @@ _SQUARE = [("cayley", O.cayley), ("expm_skew", O.expm_skew)]
 @pytest.mark.parametrize("bad", [np.float16, np.longdouble, np.complex128, np.int64, bool])
 @pytest.mark.parametrize("who,f", _FORWARD + _SQUARE, ids=[w for w, _ in _FORWARD + _SQUARE])
 def test_only_float32_and_float64_arrays(who, f, bad):
-    arg = "W" if who in ("parseval_retraction", "spectral_normalize",
-                         "orthogonality_error_fro") else "Q" if who == "orthogonality_error_2" else "A"
+    arg = "W" if who in ("parseval_retraction", "spectral_normalize", "orthogonality_error_fro",
+                         "clip_singular_values", "mclip") else "Q" if who == "orthogonality_error_2" else "A"
     _raises(TypeError, who, arg, f, np.eye(4)[:, :3].astype(bad) if who not in ("cayley", "expm_skew")
             else np.zeros((3, 3), bad))
 
@@ -318,6 +343,73 @@ def test_householder_and_stiefel_refuse_float16():
 def test_float32_in_float32_out(who, f):
     A = _well(np.random.default_rng(7), (6, 4), np.float32)
     assert f(A).dtype == np.float32
+
+
+def test_float32_in_float32_out_singular_value_maps():
+    rng = np.random.default_rng(8)
+    A = _well(rng, (6, 4), np.float32)
+    Q, P = O.polar(A, return_p=True)
+    R, scale = O.procrustes(A, A + np.float32(0.1))
+    K = (0.3 * rng.standard_normal((3, 2, 3, 3))).astype(np.float32)
+    outs = [Q, P, R, scale, O.clip_singular_values(A, 0.1, 1.0), O.mclip(A), O.mclip(A, method="svd"),
+            O.clip_conv_singular_values(K, (5, 5), hi=1.0), O.clip_conv_singular_values(K, (5, 5), project=False)]
+    assert all(np.asarray(y).dtype == np.float32 for y in outs)
+
+
+def test_polar_vjp_with_p_takes_a_pair_of_cotangents():
+    A = _well(np.random.default_rng(9), (6, 4))
+    gQ, gP = np.ones((6, 4)), np.ones((4, 4))
+    for bad in (gQ, (gQ,), [gQ, gP, gP], None):
+        _raises(TypeError, "polar_vjp", "grad_out", O.polar_vjp, A, bad, return_p=True)
+    _raises(ValueError, "polar_vjp", "grad_out[1]", O.polar_vjp, A, (gQ, np.ones((6, 6))), return_p=True)
+    _raises(ValueError, "polar_vjp", "grad_out[1]", O.polar_vjp, A, (gQ, gP), side="left", return_p=True)
+    _raises(NonFiniteError, "polar_vjp", "grad_out[0]", O.polar_vjp, A, (gQ * np.nan, gP), return_p=True)
+    _raises(TypeError, "polar_vjp", "grad_out[1]", O.polar_vjp, A, (gQ, gP.astype(np.float32)), return_p=True)
+    assert O.polar_vjp(A, (gQ, np.ones((6, 6))), side="left", return_p=True).shape == A.shape
+
+
+def test_procrustes_refuses_mismatched_or_singular_inputs():
+    rng = np.random.default_rng(10)
+    A, B = rng.standard_normal((6, 3)), rng.standard_normal((6, 3))
+    _raises(ValueError, "procrustes", "B", O.procrustes, A, B[:, :2])
+    _raises(TypeError, "procrustes", "B", O.procrustes, A, B.astype(np.float32))
+    _raises(ValueError, "procrustes", "AᵀB", O.procrustes, A[:2], B[:2])          # m < n: AᵀB singular
+    _raises(ValueError, "procrustes_vjp", "AᵀB", O.procrustes_vjp, np.zeros((6, 3)), B, np.ones((3, 3)))
+    _raises(ValueError, "procrustes_vjp", "grad_out", O.procrustes_vjp, A, B, np.ones((6, 3)))
+    for bad in (np.ones(1), np.ones((), np.float32), np.nan, True, "1"):
+        _raises((TypeError, ValueError), "procrustes_vjp", "grad_scale", O.procrustes_vjp, A, B, np.ones((3, 3)),
+                grad_scale=bad)
+
+
+def test_clip_bounds_and_kinks_are_refused_clearly():
+    rng = np.random.default_rng(11)
+    U, _, Vt = np.linalg.svd(rng.standard_normal((5, 3)), full_matrices=False)
+    W = (U * [2.0, 1.0, 0.5]) @ Vt
+    _raises(ValueError, "clip_singular_values", "lo must be <= hi", O.clip_singular_values, W, 2.0, 1.0)
+    _raises(ValueError, "clip_singular_values_vjp", "hi", O.clip_singular_values_vjp, W, W, hi=1.0)
+    _raises(ValueError, "clip_singular_values_vjp", "lo", O.clip_singular_values_vjp, W, W, lo=0.5)
+    _raises(ValueError, "mclip_vjp", "hi", O.mclip_vjp, W, W, method="svd")     # σ = 1: the kink of min(σ, 1)
+    singular = W.copy()
+    singular[:, 2] = singular[:, 0]
+    _raises(ValueError, "clip_singular_values", "rank deficient", O.clip_singular_values, singular, lo=0.1)
+    _raises(ValueError, "clip_singular_values_vjp", "rank deficient", O.clip_singular_values_vjp, singular, W, lo=0.1)
+    assert np.linalg.norm(O.clip_singular_values(singular, hi=1.0), 2) <= 1 + 1e-12      # lo None: no lift
+    _raises(ValueError, "clip_conv_singular_values", "input_shape", O.clip_conv_singular_values,
+            np.ones((2, 2, 3, 3)), (2, 5))
+    _raises(ValueError, "clip_conv_singular_values", "rank deficient", O.clip_conv_singular_values,
+            np.ones((2, 2, 3, 3)), (5, 5), lo=0.1)                # a constant kernel: singular transfer matrices
+
+
+def test_mclip_newton_schulz_limits_are_clean_errors():
+    A = _well(np.random.default_rng(12), (6, 4))
+    for big in (1e200, 1e14):                     # eps·‖W‖_F > 1e-2: the route's cancellation, refused
+        _raises(ValueError, "mclip", "method='svd'", O.mclip, A * big)
+        _raises(ValueError, "mclip_vjp", "method='svd'", O.mclip_vjp, A * big, np.ones_like(A))
+        assert np.isfinite(O.mclip(A * big, method="svd")).all()
+    diverging = [(1e10, 0.0, 0.0)]                # a user table that overflows: named by mclip, not newton_schulz
+    _raises(NonFiniteError, "mclip", "Newton–Schulz iteration overflows", O.mclip, A, steps=40, coefficients=diverging)
+    _raises(NonFiniteError, "mclip_vjp", "Newton–Schulz iteration overflows", O.mclip_vjp, A, A, steps=40,
+            coefficients=diverging)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -200,3 +200,207 @@ def test_batchnorm_float32_matches_float64():
         assert y.dtype == dx.dtype == bn.running_mean.dtype == bn.running_var.dtype == dt
     for a, b in zip(outs[np.float32], outs[np.float64]):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# DecorrelatedBatchNorm and IterNorm against a PyTorch module written here from the papers' code:
+# DecorelateBN_Advance.lua (princeton-vl/DecorrelatedBN: ZCA by an eigendecomposition of the biased
+# covariance, groups of m_perGroup features, the last one smaller) and iterative_normalization.py
+# (huangleiBuaa/IterNorm-pytorch: P ← 1.5 P − 0.5 P³ Σ_N, wm = P_T √(1/tr Σ), x̂ = wm x_c on (d, m) data);
+# running mean and running whitening matrix as running ← (1 − momentum) running + momentum batch.
+
+def _torch_whitening_module(torch, C, groups, method, T=5, eps=1e-5, momentum=0.1, affine=True):
+    class Ref(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(C, dtype=torch.float64)) if affine else None
+            self.bias = torch.nn.Parameter(torch.zeros(C, dtype=torch.float64)) if affine else None
+            self.register_buffer("running_mean", torch.zeros(C, dtype=torch.float64))
+            self.register_buffer("running_wm", torch.eye(C, dtype=torch.float64))
+
+        def _matrix(self, xc):                        # xc: (g, m), the official codes' layout
+            d, m = xc.shape
+            S = xc @ xc.T / m + eps * torch.eye(d, dtype=xc.dtype)
+            if method == "zca":
+                lam, U = torch.linalg.eigh(S)
+                return U @ torch.diag(lam.rsqrt()) @ U.T
+            rTr = 1 / torch.trace(S)
+            P = torch.eye(d, dtype=xc.dtype)
+            for _ in range(T):
+                P = 1.5 * P - 0.5 * torch.linalg.matrix_power(P, 3) @ (S * rTr)
+            return P * rTr.sqrt()
+
+        def forward(self, x):
+            x2 = (x if x.ndim == 2 else x.permute(0, 2, 3, 1).reshape(-1, C)).T     # (C, m)
+            if self.training:
+                mean = x2.mean(dim=1, keepdim=True)
+                xc = x2 - mean
+                wm = torch.zeros(C, C, dtype=x.dtype)
+                for a in range(0, C, groups):
+                    b = min(a + groups, C)
+                    wm[a:b, a:b] = self._matrix(xc[a:b])
+                with torch.no_grad():
+                    self.running_mean.mul_(1 - momentum).add_(momentum * mean[:, 0])
+                    self.running_wm.mul_(1 - momentum).add_(momentum * wm)
+            else:
+                xc, wm = x2 - self.running_mean[:, None], self.running_wm
+            y = (wm @ xc).T
+            y = y if x.ndim == 2 else y.reshape(x.shape[0], x.shape[2], x.shape[3], C).permute(0, 3, 1, 2)
+            if affine:
+                shape = (1, C) + (1,) * (x.ndim - 2)
+                y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
+            return y
+    return Ref()
+
+
+WHITENING = [("DecorrelatedBatchNorm", "zca", {}), ("IterNorm", "iternorm", {}),
+             ("IterNorm", "iternorm", {"iterations": 3})]
+
+
+@pytest.mark.parametrize("cls_name,method,extra", WHITENING, ids=["dbn", "iternorm", "iternorm-T3"])
+@pytest.mark.parametrize("shape,groups", [((32, 5), 2), ((4, 6, 3, 3), 4), ((40, 3), 16)],
+                         ids=["2d-uneven-groups", "4d", "one-group"])
+@pytest.mark.parametrize("kw", [{}, {"momentum": 0.3, "eps": 1e-3}, {"affine": False}],
+                         ids=["default", "momentum-eps", "no-affine"])
+def test_whitening_layers_match_torch_over_training_steps(cls_name, method, extra, shape, groups, kw, torch):
+    rng = np.random.default_rng(0)
+    C = shape[1]
+    ours = getattr(nn, cls_name)(C, groups=groups, dtype=np.float64, **extra, **kw)
+    ref = _torch_whitening_module(torch, C, groups, method, T=extra.get("iterations", 5), **kw)
+    if ours.affine:
+        w, b = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
+        ours.weight.data, ours.bias.data = w.copy(), b.copy()
+        with torch.no_grad():
+            ref.weight.copy_(torch.tensor(w))
+            ref.bias.copy_(torch.tensor(b))
+    mix = rng.standard_normal((C, C))                  # correlated channels, so the whitening matters
+    for step in range(4):
+        x2 = 2.0 + rng.standard_normal((int(np.prod(shape)) // C, C)) @ mix
+        x = x2 if len(shape) == 2 else x2.reshape(shape[0], shape[2], shape[3], C).transpose(0, 3, 1, 2).copy()
+        dy = rng.standard_normal(shape)
+        xt = torch.tensor(x, requires_grad=True)
+        yt = ref(xt)
+        yt.backward(torch.tensor(dy))
+        ours.zero_grad()
+        y = ours.forward(x)
+        dx = ours.backward(dy)
+        _assert_close(y, yt.detach().numpy(), rtol=1e-10, atol=1e-11, what=f"output, step {step}")
+        _assert_close(dx, xt.grad.numpy(), rtol=1e-9, atol=1e-10, what=f"input gradient, step {step}")
+        if ours.affine:
+            _assert_close(ours.weight.grad, ref.weight.grad.numpy(), rtol=1e-10, atol=1e-11, what="weight grad")
+            _assert_close(ours.bias.grad, ref.bias.grad.numpy(), rtol=1e-12, what="bias gradient")
+            ref.weight.grad = ref.bias.grad = None
+        _assert_close(ours.running_mean, ref.running_mean.numpy(), what=f"running_mean, step {step}")
+        _assert_close(ours.running_wm, ref.running_wm.numpy(), rtol=1e-10, atol=1e-11,
+                      what=f"running_wm, step {step}")
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    ours.eval()
+    ref.eval()
+    x = 2.0 + rng.standard_normal(shape)
+    dy = rng.standard_normal(shape)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = ref(xt)
+    yt.backward(torch.tensor(dy))
+    before = ours.running_mean.copy(), ours.running_wm.copy()
+    _assert_close(ours.forward(x), yt.detach().numpy(), rtol=1e-10, atol=1e-11, what="eval output")
+    _assert_close(ours.backward(dy), xt.grad.numpy(), rtol=1e-10, atol=1e-11, what="eval input gradient")
+    assert np.array_equal(ours.running_mean, before[0]) and np.array_equal(ours.running_wm, before[1])
+
+
+@pytest.mark.parametrize("cls_name", ["DecorrelatedBatchNorm", "IterNorm"])
+def test_whitening_layer_whitens_each_group_and_momentum_one_makes_eval_equal_train(cls_name):
+    rng = np.random.default_rng(3)
+    x = 1.0 + rng.standard_normal((200, 7)) @ rng.standard_normal((7, 7))
+    layer = getattr(nn, cls_name)(7, groups=3, momentum=1.0, dtype=np.float64,
+                                  **({"iterations": 40} if cls_name == "IterNorm" else {}))
+    y = layer.forward(x)
+    cov = y.T @ y / 200
+    for a, b in ((0, 3), (3, 6), (6, 7)):                              # groups (3, 3, 1): each one whitened
+        np.testing.assert_allclose(cov[a:b, a:b], np.eye(b - a), atol=1e-4)
+    assert np.abs(cov[:3, 3:]).max() > 0.05                            # ... but not across groups
+    np.testing.assert_allclose(layer.running_mean, x.mean(axis=0), rtol=1e-14)
+    W = layer.running_wm
+    blocks = np.zeros((7, 7), bool)
+    for a, b in ((0, 3), (3, 6), (6, 7)):
+        blocks[a:b, a:b] = True
+    assert np.all(W[~blocks] == 0) and np.all(W[blocks] != 0)          # block diagonal, one block per group
+    layer.eval()
+    np.testing.assert_allclose(layer.forward(x), y, atol=1e-12)       # momentum 1: the batch's statistics
+
+
+@pytest.mark.parametrize("cls_name", ["DecorrelatedBatchNorm", "IterNorm"])
+def test_whitening_layer_state_dict_round_trip_and_float32(cls_name):
+    rng = np.random.default_rng(4)
+    layer = getattr(nn, cls_name)(4, groups=2, dtype=np.float64)
+    for _ in range(3):
+        layer.forward(rng.normal(1.0, 2.0, (8, 4, 2, 2)))
+    sd = layer.state_dict()
+    assert list(sd) == ["weight", "bias", "running_mean", "running_wm"] and sd["running_wm"].shape == (4, 4)
+    fresh = getattr(nn, cls_name)(4, groups=2, dtype=np.float64)
+    fresh.load_state_dict(sd)
+    x = rng.standard_normal((3, 4, 2, 2))
+    assert np.array_equal(fresh.eval().forward(x), layer.eval().forward(x))
+    sd["running_wm"][:] = 7.0
+    assert not np.any(fresh.running_wm == 7.0)
+    x = rng.normal(0.5, 2.0, (16, 4, 3, 3))
+    dy = rng.standard_normal(x.shape)
+    outs = {}
+    for dt in (np.float32, np.float64):
+        m = getattr(nn, cls_name)(4, groups=2, dtype=dt)
+        y = m.forward(x.astype(dt))
+        dx = m.backward(dy.astype(dt))
+        assert y.dtype == dx.dtype == m.running_wm.dtype == m.weight.grad.dtype == dt
+        outs[dt] = (y, dx, m.running_wm)
+    for a, b in zip(outs[np.float32], outs[np.float64]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cls_name", ["DecorrelatedBatchNorm", "IterNorm"])
+def test_whitening_layer_bad_input_names_the_layer(cls_name):
+    cls = getattr(nn, cls_name)
+    layer = cls(3, groups=2, dtype=np.float64)
+    with pytest.raises(ValueError, match=f"{cls_name}: expected more than 1 value per channel"):
+        layer.forward(np.ones((1, 3)))
+    assert np.array_equal(layer.running_mean, np.zeros(3)) and np.array_equal(layer.running_wm, np.eye(3))
+    with pytest.raises(ValueError, match=f"{cls_name}: x \\(input\\) must be a 2-D or 4-D"):
+        layer.forward(np.ones((4, 3, 2)))
+    with pytest.raises(ValueError, match=f"{cls_name}: x \\(input\\) must have 3 channels"):
+        layer.forward(np.ones((4, 2)))
+    with pytest.raises(TypeError, match=f"{cls_name}: x \\(input\\) dtype float32"):
+        layer.forward(np.ones((4, 3), np.float32))
+    x = np.random.default_rng(5).standard_normal((6, 3))
+    x[2, 1] = np.nan
+    with pytest.raises(ValueError, match=f"{cls_name}: x \\(input\\) must be finite"):
+        layer.forward(x)
+    assert np.array_equal(layer.running_wm, np.eye(3)), "a refused batch must not move the running statistics"
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(np.ones((6, 3)))
+    y = layer.forward(np.random.default_rng(6).standard_normal((6, 3)))
+    with pytest.raises(ValueError, match=f"{cls_name}.backward: grad_out must have shape"):
+        layer.backward(np.ones((6, 4)))
+    bad = np.ones_like(y)
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match=f"{cls_name}.backward: grad_out must be finite"):
+        layer.backward(bad)
+    assert layer.weight.grad is None
+    for kw, exc, word in (({"groups": 0}, ValueError, "groups"), ({"groups": 2.0}, TypeError, "groups"),
+                          ({"momentum": 1.5}, ValueError, "momentum"), ({"eps": 0.0}, ValueError, "eps"),
+                          ({"affine": 1}, TypeError, "affine"), ({"dtype": np.float16}, TypeError, "dtype")):
+        with pytest.raises(exc, match=f"{cls_name}: {word}"):
+            cls(3, **kw)
+    if cls_name == "IterNorm":
+        with pytest.raises(ValueError, match="IterNorm: iterations"):
+            cls(3, iterations=0)
+        with pytest.raises(ValueError, match="IterNorm: iterations"):
+            cls(3, iterations=10 ** 30)
+
+
+def test_decorrelated_batch_norm_singular_group_in_float32_is_a_clear_error():
+    """A group with fewer samples than channels and large variance: Σ_g is numerically singular in float32."""
+    rng = np.random.default_rng(7)
+    layer = nn.DecorrelatedBatchNorm(8, groups=4)
+    x = (1e3 * rng.standard_normal((3, 8))).astype(np.float32)
+    with pytest.raises(ValueError, match="DecorrelatedBatchNorm: the covariance .* numerically singular.*"
+                                         "features 0..3"):
+        layer.forward(x)
+    assert nn.IterNorm(8, groups=4).forward(x).dtype == np.float32    # IterNorm has no singular case

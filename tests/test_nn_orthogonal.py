@@ -232,3 +232,90 @@ def test_bad_inputs():
         conv.forward(np.ones((1, 3, 4, 4), np.float32))
     with pytest.raises(ValueError):
         conv.forward(np.ones((1, 2, 1, 1), np.float32))
+
+
+# ------------------------------------------------------------------------------ the slice view of a conv kernel
+def _slice_raw(rng, map, shape):
+    """A raw kernel ``(out, in, kh, kw)`` whose every slice is off the kinks (``sample_raw`` per slice)."""
+    out, inn, kh, kw = shape
+    return np.stack([sample_raw(rng, kh, kw, map, np.float64) for _ in range(out * inn)]).reshape(shape)
+
+
+# PyTorch has no right inverse for matrix_exp/cayley without trivialization, so no such layer to compare with
+@pytest.mark.parametrize("map,triv", [(m, True) for m in TORCH_MAPS] + [("householder", False)])
+@pytest.mark.parametrize("kernel", [(3, 3), (2, 3), (3, 1)])
+def test_slice_view_is_pytorchs_parametrization_of_a_conv_weight(map, kernel, triv):
+    """``view="slices"`` against ``torch.nn.utils.parametrizations.orthogonal`` on a ``torch.nn.Conv2d``
+    itself (same ``original`` and ``base``): the kernel, the output and every gradient."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.parametrizations import orthogonal
+    conv = torch.nn.Conv2d(2, 3, kernel, padding=1).double()
+    orthogonal(conv, "weight", orthogonal_map=map, use_trivialization=triv)
+    par = conv.parametrizations.weight
+    with torch.no_grad():
+        par.original.copy_(torch.from_numpy(_slice_raw(np.random.default_rng(7), map, tuple(par.original.shape))))
+    ours = OrthogonalConv2d(2, 3, kernel, padding=1, map=map, trivialization=triv, view="slices", rng=0,
+                            dtype=np.float64)
+    ours.raw.data = par.original.detach().numpy().copy()
+    if triv:
+        ours.base = par[0].base.detach().numpy().copy()
+    ours.bias.data = conv.bias.detach().numpy().copy()
+    np.testing.assert_allclose(ours.weight, conv.weight.detach().numpy(), rtol=0, atol=1e-13)
+    x = np.random.default_rng(8).standard_normal((2, 2, 5, 4))
+    g = np.random.default_rng(9).standard_normal(ours.forward(x).shape)
+    tx = torch.from_numpy(x).requires_grad_()
+    y = conv(tx)
+    np.testing.assert_allclose(ours.forward(x), y.detach().numpy(), rtol=0, atol=1e-12)
+    y.backward(torch.from_numpy(g))
+    dx = ours.backward(g)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ours.raw.grad, par.original.grad.numpy(), rtol=0, atol=1e-11)
+    np.testing.assert_allclose(ours.bias.grad, conv.bias.grad.numpy(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("map", ORTHOGONAL_MAPS)
+@pytest.mark.parametrize("kernel", [(3, 2), (2, 2)])
+def test_slice_view_gradients_and_orthogonal_slices(map, kernel):
+    kw = {"steps": 3} if map == "newton_schulz" else {}
+    layer = OrthogonalConv2d(2, 3, kernel, padding=1, map=map, view="slices", rng=0, dtype=np.float64, **kw)
+    layer.raw.data = _slice_raw(np.random.default_rng(3), map, layer._kshape)
+    x = np.random.default_rng(4).standard_normal((2, 2, 3, 3))
+    check_layer(layer, x, rtol=1e-8, n_directions=3, rng=0)
+    W = layer.weight
+    n = max(kernel)
+    assert W.shape == (3, 2) + kernel and layer.raw.shape == W.shape and layer.base.shape == (3, 2, n, n)
+    if map != "newton_schulz":
+        k = min(kernel)
+        S = W if kernel[0] >= kernel[1] else np.swapaxes(W, -1, -2)
+        np.testing.assert_allclose(np.swapaxes(S, -1, -2) @ S, np.broadcast_to(np.eye(k), (3, 2, k, k)),
+                                   rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("map", EXACT)
+@pytest.mark.parametrize("triv", [True, False])
+def test_slice_view_right_inverse_and_fresh_layers(map, triv):
+    fresh = OrthogonalConv2d(2, 3, (2, 3), map=map, trivialization=triv, view="slices", rng=2, dtype=np.float64)
+    W = fresh.weight
+    assert np.abs(W @ np.swapaxes(W, -1, -2) - np.eye(2)).max() < 1e-12        # 2x3 slices: orthonormal rows
+    target = np.linalg.qr(np.random.default_rng(6).standard_normal((3, 2, 3, 2)))[0]     # (3, 2) columns
+    target = np.swapaxes(target, -1, -2)                                             # 2x3, orthonormal rows
+    other = OrthogonalConv2d(2, 3, (2, 3), map=map, trivialization=triv, view="slices", rng=3, dtype=np.float64)
+    if not triv and map in ("matrix_exp", "cayley"):
+        with pytest.raises(NotImplementedError):
+            other.right_inverse(target)
+        return
+    other.right_inverse(target)
+    np.testing.assert_allclose(other.weight, target, rtol=0, atol=1e-12)
+
+
+def test_slice_view_matrix_view_unchanged_and_bad_view():
+    a = OrthogonalConv2d(2, 3, 2, rng=0, dtype=np.float64)
+    b = OrthogonalConv2d(2, 3, 2, rng=0, dtype=np.float64, view="matrix")
+    assert a.raw.shape == (3, 8) and np.array_equal(a.weight, b.weight)
+    assert "view" not in repr(a) and "view='slices'" in repr(OrthogonalConv2d(2, 3, 2, view="slices", rng=0))
+    with pytest.raises(ValueError, match="OrthogonalConv2d.*view"):
+        OrthogonalConv2d(2, 3, 2, view="kernel")
+    layer = OrthogonalConv2d(2, 3, 2, view="slices", rng=0, dtype=np.float64)
+    layer.base = np.eye(2)
+    with pytest.raises(ValueError, match=r"OrthogonalConv2d: base must have shape \(3, 2, 2, 2\)"):
+        layer.forward(np.zeros((1, 2, 3, 3)))

@@ -346,3 +346,106 @@ def test_vs_torch_autograd(fn, rng):
         f, fv = (qr_orthogonalize, qr_orthogonalize_vjp) if fn == "qr" else (polar, polar_vjp)
         np.testing.assert_allclose(f(A), tQ.detach().numpy(), atol=1e-13)
         np.testing.assert_allclose(fv(A, G), tA.grad.numpy(), atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The polar decomposition: both factors, both sides (scipy.linalg.polar).
+
+def _polar_p_cases():
+    from orthoref.oracle.registry import get
+    spec = get("polar_p")
+    for dtype in (np.float64, np.float32):
+        for sample in spec.sample(np.random.default_rng(18), dtype):
+            yield pytest.param(sample, id=f"{np.dtype(dtype).name}-{sample.label}")
+
+
+@pytest.mark.parametrize("sample", list(_polar_p_cases()))
+def test_polar_factors_match_scipy_on_every_registered_sample(sample):
+    """U and P against scipy.linalg.polar itself (per matrix of a batch), both sides."""
+    (A,), side = sample.inputs, sample.kwargs["side"]
+    Q, P = polar(A, side=side, return_p=True)
+    assert Q.dtype == P.dtype == A.dtype and Q.shape == A.shape
+    n, k = A.shape[-2:]
+    assert P.shape == A.shape[:-2] + ((k, k) if side == "right" else (n, n))
+    tol = 1e-5 if A.dtype == np.float32 else 1e-13
+    for idx in np.ndindex(*A.shape[:-2]):
+        u, p = scipy.linalg.polar(A[idx].astype(np.float64), side=side)
+        np.testing.assert_allclose(Q[idx], u, atol=tol)
+        np.testing.assert_allclose(P[idx], p, atol=tol * 4)
+        np.testing.assert_array_equal(P[idx], P[idx].T)                     # exactly symmetric
+        assert np.linalg.eigvalsh(P[idx].astype(np.float64)).min() >= -tol   # positive semi-definite
+        np.testing.assert_allclose(Q[idx] @ P[idx] if side == "right" else P[idx] @ Q[idx], A[idx], atol=tol * 4)
+
+
+def test_polar_default_is_unchanged_and_q_is_side_independent(rng):
+    A = _draw(rng, (7, 4))
+    Q = polar(A)
+    assert isinstance(Q, np.ndarray)
+    np.testing.assert_array_equal(Q, polar(A, side="left"))
+    np.testing.assert_array_equal(Q, polar(A, return_p=True)[0])
+    np.testing.assert_array_equal(polar_vjp(A, A), polar_vjp(A, A, side="left"))
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("shape", [(6, 6), (7, 4), (3, 6), (2, 5, 3)])
+def test_polar_p_gradient(side, shape, rng):
+    A = _draw(rng, shape)
+
+    def apply(X):
+        Q, P = polar(X, side=side, return_p=True)
+        return (Q, P), lambda cts: (polar_vjp(X, tuple(cts), side=side, return_p=True),)
+    check_backward(apply, (A,), rtol=1e-8, n_directions=4, elementwise=A.size <= 36, rng=1)
+
+
+def test_polar_p_gradient_is_the_square_root_s(rng):
+    """Closed form: for square A, P (right) = (AᵀA)^{1/2}; its derivative in direction D is the solution X of
+    the Sylvester equation P X + X P = d(AᵀA) = DᵀA + AᵀD (scipy.linalg.solve_sylvester)."""
+    A = _draw(rng, (5, 5))
+    D = rng.standard_normal((5, 5))
+    gP = rng.standard_normal((5, 5))
+    _, P = polar(A, return_p=True)
+    X = scipy.linalg.solve_sylvester(P, P, D.T @ A + A.T @ D)
+    grad = polar_vjp(A, (np.zeros_like(A), gP), return_p=True)
+    assert float((grad * D).sum()) == pytest.approx(float((gP * X).sum()), rel=1e-10)
+
+
+def test_polar_p_at_any_scale(rng):
+    A = _draw(rng, (6, 4))
+    gQ, gP = rng.standard_normal((6, 4)), rng.standard_normal((4, 4))
+    Q, P = polar(A, return_p=True)
+    for e in (-1000, -300, 300, 1000):
+        Qs, Ps = polar(np.ldexp(A, e), return_p=True)
+        np.testing.assert_allclose(Qs, Q, atol=1e-14)
+        np.testing.assert_allclose(np.ldexp(Ps, -e), P, rtol=1e-13, atol=1e-14)
+        # the Q̄ part scales as 1/s, the P̄ part not at all
+        g = polar_vjp(np.ldexp(A, e), (gQ, gP), return_p=True)
+        ref = np.ldexp(polar_vjp(A, gQ), -e) + polar_vjp(A, (np.zeros_like(gQ), gP), return_p=True)
+        np.testing.assert_allclose(g, ref, rtol=1e-12, atol=1e-14 * np.abs(ref).max())
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_polar_p_vs_torch_autograd(side, rng):
+    torch = pytest.importorskip("torch")
+    from orthoref.oracle.torch_twins import torch_polar
+    for shape in [(6, 6), (9, 4), (3, 7), (2, 5, 3)]:
+        A = _draw(rng, shape)
+        tA = torch.tensor(A, requires_grad=True)
+        tQ, tP = torch_polar(tA, side=side, return_p=True)
+        gQ, gP = rng.standard_normal(tQ.shape), rng.standard_normal(tP.shape)
+        torch.autograd.backward((tQ, tP), (torch.from_numpy(gQ), torch.from_numpy(gP)))
+        Q, P = polar(A, side=side, return_p=True)
+        np.testing.assert_allclose(P, tP.detach().numpy(), atol=1e-13)
+        np.testing.assert_allclose(polar_vjp(A, (gQ, gP), side=side, return_p=True), tA.grad.numpy(), atol=1e-12)
+
+
+def test_householder_stress_samples_are_orthogonal_reflectors():
+    """The stress reflectors keep τ = 2/‖v‖² at every scale: H_1 ⋯ H_p stays orthogonal (LAPACK orgqr)."""
+    from orthoref.oracle.registry import get
+    for sample in get("householder_product").stress(np.random.default_rng(4), np.float64):
+        V, tau = sample.inputs
+        Q = householder_product(V, tau)
+        if "tau near 0" in sample.label:
+            np.testing.assert_allclose(Q, np.eye(*V.shape), atol=1e-5)       # H_i ≈ I
+        elif "kappa" not in sample.label and "aspect" not in sample.label and "single" not in sample.label:
+            assert orthogonality_error_2(Q) <= 1e-13, sample.label

@@ -70,3 +70,18 @@ def test_oracle_export_progress(tmp_path, monkeypatch):
     terminal = _terminal(monkeypatch)
     assert main(["oracle", "export", str(tmp_path / "fx"), "--ops", "tanh,relu", "--dtype", "float64"]) == 0
     assert "oracle export" in terminal.getvalue()
+
+
+def test_analyze_and_compress_progress(tmp_path, monkeypatch, capsys):
+    assert main(["train", "--epochs", "1", "--hidden", "16", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    checkpoint = str(tmp_path / "run" / "checkpoint.npz")
+    for argv, desc in ((["analyze", checkpoint, "--no-figures", "--jacobian-examples", "4"], "analyze"),
+                       (["compress", checkpoint, "--rank", "4"], "compress")):
+        capsys.readouterr()
+        terminal = _terminal(monkeypatch)
+        assert main(argv) == 0
+        with_bar = capsys.readouterr().out
+        assert desc in terminal.getvalue()                      # the bar was drawn on stderr
+        terminal = _terminal(monkeypatch)
+        assert main(argv + ["--no-progress"]) == 0
+        assert terminal.getvalue() == "" and capsys.readouterr().out == with_bar

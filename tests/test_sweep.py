@@ -365,3 +365,263 @@ def _kill_a_worker_mid_cell(out, external):
             os.kill(pid, signal.SIGKILL)
             return cell.name, by_pid[pid]
     return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kinds of cell, seeds = N, the studies as sweeps
+
+def test_seeds_n_is_the_last_axis_and_kind_names_the_cells(tmp_path):
+    path = write_spec(tmp_path, 'seeds = 3\n' + BASE + '[axes]\ninit = ["orthogonal", "default"]\n')
+    spec = sweep.load_spec(path)
+    assert spec.kind == "train" and list(spec.axes) == ["init", "seed"] and spec.axes["seed"] == [0, 1, 2]
+    assert [c.axes for c in spec.cells] == [{"init": i, "seed": s} for i in ("orthogonal", "default") for s in range(3)]
+    listed = sweep.load_spec(write_spec(tmp_path, BASE + '[axes]\ninit = ["orthogonal", "default"]\nseed = [0, 1, 2]\n',
+                                        "listed.toml"))
+    assert [c.id for c in spec.cells] == [c.id for c in listed.cells]
+    assert all(c.kind == "train" for c in spec.cells)
+
+
+def test_cell_ids_are_the_documented_hash():
+    """A train cell's id is unchanged by the kinds (folders of earlier sweeps resume): the SHA-256 of the
+    canonical JSON; another kind's id hashes its name, a newline and that JSON."""
+    import hashlib
+    cfg = sweep.cell_config({"hidden": [8], "epochs": 1})
+    text = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+    assert sweep.cell_id(cfg) == hashlib.sha256(text.encode()).hexdigest()[:12]
+    # a field added later (norm) is left out at its default, so a cell of an earlier sweep keeps its id
+    assert "norm" not in cfg
+    assert sweep.cell_config({"model": "cnn", "norm": "dbn", "epochs": 1})["norm"] == "dbn"
+    rnn = sweep.load_spec(ROOT / "sweeps" / "study-rnn.toml").cells[0]
+    text = json.dumps(rnn.config, sort_keys=True, separators=(",", ":"))
+    assert rnn.id == hashlib.sha256(f"study:rnn\n{text}".encode()).hexdigest()[:12]
+    assert sweep.cell_id(rnn.config, kind="study:rnn") == rnn.id
+    assert rnn.config == {"T": 100, "hidden": 128, "steps": 1500, "eval_every": 50, "batch_size": 50,
+                          "init": "normal", "seed": 0}
+
+
+STUDY_BAD_SPECS = [
+    ('seeds = 0\n', ["seeds must be a positive int"]),
+    ('seeds = "3"\n', ["seeds must be a positive int"]),
+    ('seeds = true\n', ["seeds must be a positive int"]),
+    ('seeds = 2\n[axes]\nseed = [0, 1]\n', ["axes.seed", "seeds = 2"]),
+    ('seeds = 2\n[base]\nseed = 4\n', ["base.seed", "seeds = 2"]),
+    ('kind = "study:nope"\n', ["kind must be one of", "'study:rnn'", "study:nope"]),
+    ('kind = 3\n', ["kind must be a string"]),
+    ('kind = "study:rnn"\n[base]\nepochs = 3\n', ["base.epochs", "unknown field", "study:rnn cells", "steps"]),
+    ('kind = "study:rnn"\n[axes]\ninit = ["normal", "nope"]\n', ["axes.init[1]", "init must be one of"]),
+    ('kind = "study:rnn"\n[base]\nhidden = 1.5\n', ["base", "hidden must be an int"]),
+    ('kind = "study:regularizers"\n[axes]\nrow = [["mlp", "so:-1"]]\n', ["axes.row[0]", "so:-1"]),
+    ('kind = "study:regularizers"\n[axes]\nrow = ["mlp"]\n', ["axes.row[0] must be a list"]),
+    ('kind = "study:compression"\n[base]\nhidden = [8]\n', ["base", "hidden must be a list of at least 2"]),
+    ('kind = "study:projections"\n[axes]\nmethod = ["polar (SVD)", "svd"]\n', ["axes.method[1]", "method must be"]),
+    ('kind = "train"\n[base]\nrow = 1\n', ["base.row", "TrainConfig fields"]),
+]
+
+
+@pytest.mark.parametrize("text,expected", STUDY_BAD_SPECS, ids=[f"bad{i}" for i in range(len(STUDY_BAD_SPECS))])
+def test_a_bad_kind_or_seeds_is_refused_naming_the_file_and_the_key(tmp_path, text, expected):
+    path = write_spec(tmp_path, text)
+    with pytest.raises(ValueError) as info:
+        sweep.load_spec(path)
+    message = str(info.value)
+    assert message.startswith(path), message
+    for part in expected:
+        assert part in message, message
+
+
+def test_every_study_spec_is_the_grid_orthoref_study_runs():
+    """sweeps/study-NAME.toml and `orthoref study NAME` describe the same cells (ids, configurations, order), for
+    every study that is a grid of cells (a study registered as one function, the autoencoder's, has none)."""
+    from orthoref import studies
+    assert set(studies.REGISTRY) | set(studies.RUNNERS) == set(studies.STUDIES) and "rnn" in studies.REGISTRY
+    assert {p.name for p in (ROOT / "sweeps").glob("study-*.toml")} == {f"study-{n}.toml" for n in studies.REGISTRY}
+    for name in studies.REGISTRY:
+        shipped, inprocess = sweep.load_spec(ROOT / "sweeps" / f"study-{name}.toml"), studies.study_spec(name)
+        assert shipped.kind == inprocess.kind == f"study:{name}"
+        assert [(c.id, c.config) for c in shipped.cells] == [(c.id, c.config) for c in inprocess.cells]
+        assert sorted({c.config["seed"] for c in shipped.cells}) == [0, 1, 2]
+
+
+def test_a_folder_holds_one_kind_of_cell(tmp_path):
+    from orthoref import studies
+    out = tmp_path / "out"
+    sweep.run_sweep(studies.study_spec("rnn", quick=True), out, workers=0, log=None)
+    path = write_spec(tmp_path, BASE + "[axes]\nseed = [0]\n")
+    with pytest.raises(ValueError, match="holds cells of kind study:rnn"):
+        sweep.run_sweep(path, out, workers=0, log=None)
+    assert {r["kind"] for r in sweep.read_results(out)} == {"study:rnn"}
+
+
+def test_stop_on_failure_raises_the_cells_own_exception(tmp_path):
+    missing = tmp_path / "no-such-data"
+    path = write_spec(tmp_path, BASE.replace('data = "digits"\n', f'data = "idx:{missing}"\n') + "[axes]\nseed = [0, 1]\n")
+    with pytest.raises(FileNotFoundError):
+        sweep.run_sweep(path, tmp_path / "out", workers=0, log=None, stop_on_failure=True)
+    res = sweep.run_sweep(path, tmp_path / "out2", workers=0, log=None)
+    assert res["failed"] == 2
+
+
+def test_a_results_file_of_the_first_schema_is_read_and_upgraded(tmp_path):
+    """results.sqlite written before the kinds (schema 1: no kind, no result) reads as train cells, reports,
+    and gets the two columns when a sweep writes to it again."""
+    path = write_spec(tmp_path, BASE + "[axes]\nseed = [0, 1]\n")
+    spec = sweep.load_spec(path)
+    out = tmp_path / "out"
+    out.mkdir()
+    v1 = [c for c in sweep.RESULT_COLUMNS if c[0] not in ("kind", "result")]
+    db = sqlite3.connect(out / "results.sqlite")
+    with db:
+        db.execute(f"CREATE TABLE cells ({', '.join(f'{n} {t}' for n, t in v1)})")
+        db.execute("CREATE TABLE runs (run INTEGER PRIMARY KEY AUTOINCREMENT, started TEXT, finished TEXT, spec TEXT, "
+                   "spec_text TEXT, cluster TEXT, threads_per_worker INTEGER, cells INTEGER, computed INTEGER, "
+                   "done INTEGER, failed INTEGER, status TEXT)")
+        db.execute("PRAGMA user_version = 1")
+        first = spec.cells[0]
+        db.execute("INSERT INTO cells (cell_id, config, status, epoch, test_acc, loss, train_acc, seconds, finished) "
+                   "VALUES (?, ?, 'done', 1, 0.5, 1.5, 0.25, 1.0, '2026-01-01')",
+                   (first.id, json.dumps(first.config, sort_keys=True)))
+    db.close()
+    rows = sweep.read_results(out)
+    assert len(rows) == 1 and rows[0]["kind"] == "train" and rows[0]["result"] is None and rows[0]["test_acc"] == 0.5
+    assert sweep.report(out)["groups"][0]["test_acc"]["mean"] == 0.5
+    res = sweep.run_sweep(path, out, workers=0, log=None)
+    assert (res["skipped"], res["computed"]) == (1, 1)
+    con = sqlite3.connect(out / "results.sqlite")
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+    con.close()
+    rows = rows_of(out)
+    assert rows[first.id]["kind"] == "train" and rows[first.id]["result"] is None
+    second = rows[spec.cells[1].id]
+    assert second["kind"] == "train" and second["result"] == {m: second[m] for m in ("epoch", "test_acc", "loss",
+                                                                                        "train_acc")}
+
+
+def test_register_kind_refuses_what_is_not_a_kind():
+    kind = sweep.cell_kind("train")
+    with pytest.raises(TypeError, match="register_kind: kind must be a CellKind"):
+        sweep.register_kind("train")
+    import dataclasses
+    with pytest.raises(ValueError, match="'train' or 'study:NAME'"):
+        sweep.register_kind(dataclasses.replace(kind, name="nope"))
+    with pytest.raises(ValueError, match="fields must include seed"):
+        sweep.register_kind(dataclasses.replace(kind, name="study:x", fields=("epochs",)))
+    with pytest.raises(TypeError, match="run must be callable"):
+        sweep.register_kind(dataclasses.replace(kind, name="study:x", run=None))
+    assert "study:x" not in sweep.kinds()
+    with pytest.raises(ValueError, match="kind must be one of"):
+        sweep.run_cell({}, "x", kind="study:x")
+
+
+def _no_timing(value):
+    """A cell's result without its timings (keys named seconds): what must be bit-identical anywhere."""
+    if isinstance(value, dict):
+        return {k: _no_timing(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [_no_timing(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    distributed = pytest.importorskip("distributed")
+    import dask
+    import logging
+    import warnings
+    blas = {f"distributed.nanny.pre-spawn-environ.{name}": 1
+            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    with dask.config.set(blas), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                           dashboard_address=None, silence_logs=logging.ERROR)
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+STUDY_NAMES = ("depth", "regularizers", "projections", "compression", "rnn")
+
+
+@pytest.mark.parametrize("name", STUDY_NAMES)
+def test_a_study_on_a_local_cluster_is_the_in_process_study(tmp_path, local_cluster, name, capsys):
+    """The quick grid with two seeds on a LocalCluster of two workers: every cell's result bit-identical to
+    `orthoref study`'s own in-process run (timings aside), the report the same numbers, a rerun computes
+    nothing, and `orthoref sweep report` prints the study's table."""
+    pytest.importorskip("matplotlib")
+    from orthoref import studies
+    spec = studies.study_spec(name, quick=True, seeds=2)
+    out = tmp_path / "dask"
+    res = sweep.run_sweep(spec, out, scheduler=local_cluster, progress=False, log=None)
+    assert (res["cells"], res["done"], res["failed"]) == (len(spec.cells), len(spec.cells), 0)
+    inproc = studies.run(name, tmp_path / "figures", quick=True, seeds=2, sweep_dir=tmp_path / "serial")
+    dask_rows, serial_rows = rows_of(out), rows_of(tmp_path / "serial")
+    assert set(dask_rows) == set(serial_rows) == {c.id for c in spec.cells}
+    for cid, row in dask_rows.items():
+        assert row["worker"].startswith("tcp://127.0.0.1:") and serial_rows[cid]["worker"] == "in-process"
+        assert row["kind"] == f"study:{name}" and row["blas_threads"] in (1, None)
+        assert _no_timing(row["result"]) == _no_timing(serial_rows[cid]["result"]), cid     # bit for bit
+    again = sweep.run_sweep(spec, out, scheduler=local_cluster, progress=False, log=None)
+    assert (again["skipped"], again["computed"]) == (len(spec.cells), 0)
+
+    from_sweep = studies.report_sweep(out, tmp_path / "from-sweep")
+    if name == "projections":            # timings only: the errors of each map and step agree
+        for a, b in zip(inproc["direct"], from_sweep["direct"]):
+            assert (a["method"], a["orthogonality"], a["to_polar"]) == (b["method"], b["orthogonality"], b["to_polar"])
+        for k, pts in inproc["iterative"].items():
+            assert [p["to_polar"] for p in pts] == [p["to_polar"] for p in from_sweep["iterative"][k]]
+    else:
+        keys = {"depth": ("grad_h", "sigma_min", "stats"), "regularizers": ("acc", "acc_mean", "acc_std", "curve"),
+                "compression": ("full_acc", "acc", "acc_std", "stable_rank"),
+                "rnn": ("final_mse", "final_stat", "history", "reached")}[name]
+        assert [{k: r[k] for k in keys} for r in inproc["rows"]] == [{k: r[k] for k in keys} for r in from_sweep["rows"]]
+    assert cli.main(["sweep", "report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"study {name}: ") and "seeds 0, 1" in text and "|---|" in text
+    assert studies.REGISTRY[name].tables(sweep.report(out)) in text
+
+
+def test_the_study_report_aggregates_the_seeds_as_numpy_and_scipy_do(tmp_path):
+    """Mean, std (ddof=1) and the 95% t-interval of every group of the RNN and compression reports, against
+    numpy and scipy.stats.t.interval on the values stored in results.sqlite."""
+    from scipy import stats
+    from orthoref import studies
+    checks = {"rnn": (lambda r: r["final_mse"], "final_stat"), "compression": (lambda r: r["full_acc"], "full_stat"),
+              "regularizers": (lambda r: r["test_acc"], "acc_stat")}
+    for name, (value, key) in checks.items():
+        out = tmp_path / name
+        sweep.run_sweep(studies.study_spec(name, quick=True, seeds=3), out, workers=0, log=None)
+        rows = sweep.read_results(out)
+        rep = sweep.report(out)
+        assert rep["kind"] == f"study:{name}" and len(rep["groups"]) == len(rep["rows"])
+        for group, row in zip(rep["groups"], rep["rows"]):
+            stored = np.array([value(r["result"]) for r in rows if r["cell_id"] in group["cells"]])
+            assert len(stored) == 3 and group["seeds"] == [0, 1, 2]
+            lo, hi = stats.t.interval(0.95, 2, loc=stored.mean(), scale=stats.sem(stored))
+            got = row[key]
+            assert got["n"] == 3
+            np.testing.assert_allclose([got["mean"], got["std"], got["ci_low"], got["ci_high"]],
+                                       [stored.mean(), stored.std(ddof=1), lo, hi], rtol=1e-12, atol=1e-15)
+        text = sweep.format_report(rep)
+        assert "3 seeds" in text and "seeds 0–2" in text
+
+
+def test_the_scaling_benchmark_runs_on_tiny_cells(tmp_path, capsys, distributed):
+    """tools/sweep_scaling.py --quick (a benchmark, not a test of speed): it runs, finds the same results on 1
+    and 2 workers and writes its JSON."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("sweep_scaling", ROOT / "tools" / "sweep_scaling.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "scaling.json"
+    assert tool.main(["--quick", "--cells", "4", "--json", str(out), "--out", str(tmp_path / "sweeps")]) == 0
+    text = capsys.readouterr().out
+    assert "overhead/cell s" in text and "results identical across worker counts (timings aside): yes" in text
+    data = json.loads(out.read_text())
+    assert [r["workers"] for r in data["runs"]] == [1, 2] and data["identical"] is True
+    for r in data["runs"]:
+        assert r["cells"] == 4 and r["blas_threads"] in ([1], [None])
+        assert r["wall_s"] > 0 and r["busy_max_s"] <= r["cell_s"] + 1e-9
+        assert r["overhead_per_cell_s"] == pytest.approx((r["wall_s"] - r["cell_s"] / r["workers"]) / (4 / r["workers"]))
+    assert data["runs"][1]["speedup"] == pytest.approx(data["runs"][0]["wall_s"] / data["runs"][1]["wall_s"])

@@ -7,7 +7,9 @@ worst-case error of every Newton–Schulz coefficient set (``track_*``); PyTorch
 Inputs (seed 0): ``A`` Gaussian / √n of shape ``(n, n)`` for the square maps (a skew ``A`` of Frobenius norm
 0.1 for ``cayley`` / ``expm_skew``; Householder vectors from ``geqrf`` of ``A``); for the Stiefel maps a
 point ``W`` of shape ``(n, n // 4)`` and a tangent step ``Z`` of norm 0.1 (``cayley_iterative``: two
-iterations, α = 1, the paper's setting); ``project_tangent`` projects a Gaussian ``G`` at ``W``.
+iterations, α = 1, the paper's setting); ``project_tangent`` projects a Gaussian ``G`` at ``W``;
+``procrustes`` maps ``A`` onto a second such matrix; ``clip_singular_values`` clips into [0.5, 1.5]; ``mclip``
+clips at 1 (Newton–Schulz and SVD routes); ``polar_p`` returns both polar factors (a cotangent for each).
 Newton–Schulz runs its default 5 steps, Björck 15. ``check=False`` where a function offers it.
 """
 import functools
@@ -36,7 +38,7 @@ for _op in OPS:
     for _v in _values:
         METHODS[_op if _v is None else f"{_op}_{_v}"] = (_op, {} if _v is None else {_kw: _v})
 #: functions whose result is not meant to be orthogonal (maps onto norm balls and tangent spaces)
-NOT_ORTHOGONAL = ("parseval_retraction", "spectral_normalize", "project_tangent")
+NOT_ORTHOGONAL = ("parseval_retraction", "spectral_normalize", "project_tangent", "clip_singular_values", "mclip")
 ORTHOGONAL_MAPS = [m for m, (op, _) in METHODS.items() if OPS[op] not in NOT_ORTHOGONAL]
 #: the maps walked by ``RetractionDrift``: the skew maps on O(n) and every retraction of the registry
 RETRACTIONS = ["cayley", "expm_skew"] + [op for op, fn in OPS.items() if fn in ("retract", "cayley_iterative")]
@@ -76,6 +78,12 @@ def _inputs(op, n, dtype):
         return _householder(n, dtype), {}
     if fn == "spectral_normalize":
         return (_square(n, dtype),), {"u": np.random.default_rng(1).standard_normal(n).astype(dtype)}
+    if fn == "procrustes":
+        return (_square(n, dtype), _square(n, dtype, seed=1)), {}
+    if fn == "clip_singular_values":
+        return (_square(n, dtype),), {"lo": 0.5, "hi": 1.5}
+    if op in ("polar_p", "mclip_svd"):
+        return (_square(n, dtype),), {"polar_p": {"return_p": True}, "mclip_svd": {"method": "svd"}}[op]
     rng = np.random.default_rng(0)
     if fn in ("cayley", "expm_skew"):
         return (_skew(rng, n, dtype),), {}
@@ -113,19 +121,20 @@ class Projections(Benchmark):
     timeout = 180
 
     def setup(self, method, n, dtype, backend_name):
-        (Y,), self.vjp = _prepare(self, method, n, dtype, backend_name)
-        self.gbar = device(backend_name, np.random.default_rng(4).standard_normal(Y.shape).astype(dtype))
+        outputs, self.vjp = _prepare(self, method, n, dtype, backend_name)
+        gen = np.random.default_rng(4)
+        self.gbar = tuple(device(backend_name, np.asarray(gen.standard_normal(y.shape), dtype)) for y in outputs)
 
     def time_forward(self, method, n, dtype, backend_name):
         self.forward()
         sync(backend_name)
 
     def time_vjp(self, method, n, dtype, backend_name):
-        self.vjp((self.gbar,))
+        self.vjp(self.gbar)
         sync(backend_name)
 
     def peakmem_vjp(self, method, n, dtype, backend_name):
-        self.vjp((self.gbar,))
+        self.vjp(self.gbar)
 
 
 class ProjectionOrthogonality(Benchmark):
@@ -137,8 +146,7 @@ class ProjectionOrthogonality(Benchmark):
         _prepare(self, method, n, dtype, backend_name)
 
     def track_orthogonality_error(self, method, n, dtype, backend_name):
-        (Y,), _ = self.forward()
-        return gram_error(Y)
+        return gram_error(self.forward()[0][0])          # the orthogonal factor (polar_p: U; procrustes: R)
 
     track_orthogonality_error.unit = "norm"
 
@@ -177,6 +185,24 @@ class RetractionDrift(Benchmark):
                 else:
                     W = stiefel.retract(W, Z, name[len("retract_"):], check=False)
         return gram_error(W, "fro")
+
+
+class ConvOperatorClip(Benchmark):
+    """The singular values of a convolution *operator* (circular padding) and their clip into ``[0, 1]`` then
+    back to the 3x3 support (Sedghi et al. 2019): a 16 -> 16 channel 3x3 kernel on ``n x n`` images, one
+    16 x 16 SVD per frequency."""
+    params, param_names = grid(n=sizes([8, 16]), dtype=DTYPES)
+
+    def setup(self, n, dtype):
+        self.K = (np.random.default_rng(0).standard_normal((16, 16, 3, 3)) / 12).astype(dtype)
+
+    def time_conv_singular_values(self, n, dtype):
+        from orthoref.analysis import conv_singular_values
+        conv_singular_values(self.K, (n, n))
+
+    def time_clip_conv_singular_values(self, n, dtype):
+        from orthoref.ortho import clip_conv_singular_values
+        clip_conv_singular_values(self.K, (n, n), hi=1.0)
 
 
 class NewtonSchulzCoefficients(Benchmark):

@@ -60,20 +60,28 @@ from .linear import kaiming_uniform_default
 from .conv import conv_repr
 from .module import Module, Parameter, check_input
 
-__all__ = ["OrthogonalLinear", "OrthogonalConv2d", "ORTHOGONAL_MAPS"]
+__all__ = ["OrthogonalLinear", "OrthogonalConv2d", "ORTHOGONAL_MAPS", "CONV_VIEWS"]
+
+#: The views of :class:`OrthogonalConv2d`'s kernel: one ``out x in·kh·kw`` matrix, or ``kh x kw`` slices.
+CONV_VIEWS = ("matrix", "slices")
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The maps: ``forward(X, **ns) -> (Q, cache)`` on the tall frame ``X`` (``n x k``) and
 # ``backward(cache, Q̄, **ns) -> X̄``; ``ns`` holds the Newton–Schulz settings (the other maps ignore them).
 
+def _mT(M):
+    """The transpose of each matrix of ``M`` (``(..., n, k)`` → ``(..., k, n)``; ``M.T`` for a matrix)."""
+    return get_array_module(M).swapaxes(M, -1, -2)
+
+
 def _skew_of(X):
-    """``A = Y − Yᵀ`` with ``Y = [tril(X), 0]`` (``n x n``)."""
+    """``A = Y − Yᵀ`` with ``Y = [tril(X), 0]`` (``n x n``; each matrix of a batch)."""
     xp = get_array_module(X)
-    n, k = X.shape
-    Y = xp.zeros((n, n), dtype=X.dtype)
-    Y[:, :k] = xp.tril(X)
-    return Y - Y.T
+    n, k = X.shape[-2:]
+    Y = xp.zeros(X.shape[:-1] + (n,), dtype=X.dtype)
+    Y[..., :k] = xp.tril(X)
+    return Y - _mT(Y)
 
 
 def _of_skew(f, f_vjp):
@@ -81,15 +89,15 @@ def _of_skew(f, f_vjp):
     ``X̄ = tril((Ā − Āᵀ)[:, :k])``, ``Ā = f_vjp(A, [Q̄, 0])``."""
     def forward(X, **_):
         A = _skew_of(X)
-        return f(A)[:, :X.shape[1]], A
+        return f(A)[..., :X.shape[-1]], A
 
     def backward(A, G, **_):
         xp = get_array_module(G)
-        n, k = G.shape
-        GQ = xp.zeros((n, n), dtype=G.dtype)
-        GQ[:, :k] = G
+        n, k = G.shape[-2:]
+        GQ = xp.zeros(G.shape[:-1] + (n,), dtype=G.dtype)
+        GQ[..., :k] = G
         GA = f_vjp(A, GQ)
-        return xp.tril((GA - GA.T)[:, :k])
+        return xp.tril((GA - _mT(GA))[..., :k])
     return forward, backward
 
 
@@ -97,15 +105,15 @@ def _householder(X, **_):
     """``V = tril(X, −1)``, ``τ_j = 2 / (1 + ‖v_j‖²)``, ``Q = householder_product(V, τ) · diag(trunc(diag X))``."""
     xp = get_array_module(X)
     V = xp.tril(X, -1)
-    tau = (2.0 / (1.0 + (V * V).sum(axis=0))).astype(X.dtype)
-    s = xp.trunc(xp.diagonal(X)).astype(X.dtype)
+    tau = (2.0 / (1.0 + (V * V).sum(axis=-2))).astype(X.dtype)
+    s = xp.trunc(xp.diagonal(X, axis1=-2, axis2=-1)).astype(X.dtype)[..., None, :]
     return householder_product(V, tau) * s, (V, tau, s)
 
 
 def _householder_vjp(cache, G, **_):
     V, tau, s = cache
     gV, gtau = householder_product_vjp(V, tau, G * s)
-    gV = gV - V * (gtau * tau * tau)                  # τ_j = 2/(1+‖v_j‖²): ∂τ_j/∂V_ij = −τ_j² V_ij
+    gV = gV - V * (gtau * tau * tau)[..., None, :]    # τ_j = 2/(1+‖v_j‖²): ∂τ_j/∂V_ij = −τ_j² V_ij
     return get_array_module(gV).tril(gV, -1)
 
 
@@ -139,11 +147,21 @@ def _parse_map(who, map):
     return map, _MAPS[map]
 
 
+def _eye(xp, shape, dtype, value=1.0):
+    """``value · I`` of shape ``(..., n, k)`` (each matrix of a batch)."""
+    return xp.ascontiguousarray(xp.broadcast_to(value * xp.eye(*shape[-2:], dtype=dtype), shape))
+
+
 def _neg_eye(xp, shape, dtype):
     """PyTorch's ``right_inverse`` value of the parameter: ``−I`` (so ``householder`` gives ``I[:, :k]``)."""
-    E = xp.zeros(shape, dtype=dtype)
-    xp.fill_diagonal(E, -1.0)
-    return E
+    return _eye(xp, shape, dtype, -1.0)
+
+
+def _haar_batch(gen, batch, n, dtype):
+    """Haar ``n x n`` orthogonal matrices of shape ``batch + (n, n)``, drawn one after the other (``haar``)."""
+    if not batch:
+        return haar(gen, n, dtype)
+    return np.stack([haar(gen, n, dtype) for _ in range(int(np.prod(batch)))]).reshape(batch + (n, n))
 
 
 def _householder_reflectors(Wt):
@@ -156,6 +174,9 @@ def _householder_reflectors(Wt):
 
 
 def _householder_reflectors_host(Wt):
+    if Wt.ndim > 2:                                        # a batch: each matrix
+        return np.stack([_householder_reflectors_host(M) for M in Wt.reshape((-1,) + Wt.shape[-2:])]
+                        ).reshape(Wt.shape)
     from scipy.linalg import qr
     (h, tau), _ = qr(np.asarray(Wt, dtype=np.float64), mode="raw")
     A = np.array(h, order="C")
@@ -173,8 +194,9 @@ class _OrthogonalWeight(Module):
 
     _buffer_names = ("base",)
 
-    def _setup(self, who, out, m, bias, map, trivialization, steps, coefficients, eps, rng, dtype, fan_in,
+    def _setup(self, who, shape, bias, map, trivialization, steps, coefficients, eps, rng, dtype, fan_in,
                sizes="the sizes"):
+        """``shape``: of ``raw`` and the weight, ``(out, m)`` or a batch of matrices ``(out, ..., r, c)``."""
         self.map, self._map_fns = _parse_map(who, map)
         self.trivialization = check_bool(who, "trivialization", trivialization)
         bias = check_bool(who, "bias", bias)
@@ -186,32 +208,32 @@ class _OrthogonalWeight(Module):
         self.steps, self.coefficients, self.eps = steps, coefficients, eps
         dt = float_dtype(who, dtype)
         gen = host_rng(rng, who=who)
-        self._shape = (out, m)
-        n = max(out, m)
-        check_size(who, sizes, (n, n) if self.trivialization else (out, m))
+        self._shape = tuple(shape)
+        n = max(shape[-2:])
+        check_size(who, sizes, shape[:-2] + (n, n) if self.trivialization else shape)
         with memory_checked(who, sizes):
             if self.trivialization:
                 self.raw = Parameter(self._raw_identity(get_backend(), dt))
-                self.base = asarray(haar(gen, n, dt))                   # drawn on the host
+                self.base = asarray(_haar_batch(gen, shape[:-2], n, dt))     # drawn on the host
             else:
-                w = kaiming_uniform_default((out, m), fan_in, gen, dt)   # on the active backend
+                w = kaiming_uniform_default(self._shape, fan_in, gen, dt)    # on the active backend
                 if map == "householder":
                     w = self._from_tall(_householder_reflectors(self._to_tall(w)))
                 self.raw = Parameter(w.astype(dt))
                 self.base = None
-            self.bias = Parameter(kaiming_uniform_default((out,), fan_in, gen, dt)) if bias else None
+            self.bias = Parameter(kaiming_uniform_default(shape[:1], fan_in, gen, dt)) if bias else None
         self._cache = None
 
     # -- frames ----------------------------------------------------------------------------------------
     @property
     def _wide(self):
-        return self._shape[0] < self._shape[1]
+        return self._shape[-2] < self._shape[-1]
 
     def _to_tall(self, M):
-        return M.T if self._wide else M
+        return _mT(M) if self._wide else M
 
     def _from_tall(self, M):
-        return get_array_module(M).ascontiguousarray(M.T) if self._wide else M
+        return get_array_module(M).ascontiguousarray(_mT(M)) if self._wide else M
 
     @property
     def _triangular(self):
@@ -219,7 +241,7 @@ class _OrthogonalWeight(Module):
 
     def _raw_identity(self, xp, dt):
         if not self._triangular:
-            return xp.eye(*self._shape, dtype=dt)              # polar(I[:, :k]) = I[:, :k]
+            return _eye(xp, self._shape, dt)                   # polar(I[:, :k]) = I[:, :k]
         return _neg_eye(xp, self._shape, dt)
 
     # -- the map ---------------------------------------------------------------------------------------
@@ -227,21 +249,22 @@ class _OrthogonalWeight(Module):
         return dict(steps=self.steps, coefficients=self.coefficients, eps=self.eps)
 
     def _check_state(self, raw):
-        """``raw`` and ``base`` as the constructor made them: float arrays of shapes ``(out, m)`` and
-        ``(n, n)``, finite (assigning ``.data`` or ``base`` bypasses the constructor)."""
+        """``raw`` and ``base`` as the constructor made them: float arrays of shapes ``(..., r, c)`` and
+        ``(..., n, n)``, ``n = max(r, c)``, finite (assigning ``.data`` or ``base`` bypasses the constructor)."""
         who = type(self).__name__
         check_floats(who, ("raw", raw), ("base", self.base), finite=False)
         if tuple(raw.shape) != self._shape:
             raise ValueError(f"{who}: raw must have shape {self._shape}, got {tuple(raw.shape)}")
-        n = max(self._shape)
-        if self.base is not None and tuple(self.base.shape) != (n, n):
-            raise ValueError(f"{who}: base must have shape ({n}, {n}), got {tuple(self.base.shape)}")
+        n = max(self._shape[-2:])
+        want = self._shape[:-2] + (n, n)
+        if self.base is not None and tuple(self.base.shape) != want:
+            raise ValueError(f"{who}: base must have shape {want}, got {tuple(self.base.shape)}")
         check_finite(who, "raw", raw)
         if self.base is not None:
             check_finite(who, "base", self.base)
 
     def _matrix(self, raw):
-        """``(W, cache)``: the weight matrix ``(out, m)`` from ``raw`` and what the backward needs."""
+        """``(W, cache)``: the weight matrix (or batch of matrices) from ``raw`` and what the backward needs."""
         self._check_state(raw)
         Q, cache = self._map_fns[0](self._to_tall(raw), **self._ns_kw())
         if self.base is not None:
@@ -252,7 +275,7 @@ class _OrthogonalWeight(Module):
         """Gradient w.r.t. ``raw`` of ``<dW, W(raw)>``."""
         G = self._to_tall(dW)
         if self.base is not None:
-            G = self.base.T @ G
+            G = _mT(self.base) @ G
         GX = self._map_fns[1](cache, get_array_module(G).ascontiguousarray(G), **self._ns_kw())
         return self._from_tall(GX).astype(self.raw.dtype, copy=False)
 
@@ -270,9 +293,9 @@ class _OrthogonalWeight(Module):
         return self._matrix(self.raw.data)[0]
 
     def _right_inverse_matrix(self, who, W):
-        """Set ``raw`` (and ``base``) so that the weight matrix equals ``W`` (``out x m``, orthonormal rows
-        or columns within ``max(1e-6, 10·n·eps)``). ``W`` may be on either backend; the results go to the
-        device of ``raw``."""
+        """Set ``raw`` (and ``base``) so that the weight matrix equals ``W`` (``out x m``, or each matrix of a
+        batch: orthonormal rows or columns within ``max(1e-6, 10·n·eps)``). ``W`` may be on either backend;
+        the results go to the device of ``raw``."""
         check_float(f"{who}.right_inverse", "W", W)
         xp = get_array_module(self.raw.data)
         W = to_numpy(W) if xp is np else xp.asarray(W)
@@ -282,7 +305,7 @@ class _OrthogonalWeight(Module):
             raise NonFiniteError(f"{who}.right_inverse: W must be finite, got NaN or Inf")
         dt = self.raw.dtype
         Wt = self._to_tall(W).astype(np.float64)
-        n, k = Wt.shape
+        n, k = Wt.shape[-2:]
         tol = max(1e-6, 10 * n * float(np.finfo(dt).eps))
         err = orthogonality_error_2(Wt)
         if not err <= tol:
@@ -291,7 +314,7 @@ class _OrthogonalWeight(Module):
         if self.trivialization:
             if n > k:
                 Qc, _ = xp.linalg.qr(Wt, mode="complete")
-                base = xp.concatenate([Wt, Qc[:, k:]], axis=1)
+                base = xp.concatenate([Wt, Qc[..., k:]], axis=-1)
             else:
                 base = Wt.copy()
             self.base = base.astype(dt)
@@ -335,7 +358,7 @@ class OrthogonalLinear(_OrthogonalWeight):
         who = "OrthogonalLinear"
         self.in_features = check_int(who, "in_features", in_features, 1)
         self.out_features = check_int(who, "out_features", out_features, 1)
-        self._setup(who, self.out_features, self.in_features, bias, map, trivialization, steps,
+        self._setup(who, (self.out_features, self.in_features), bias, map, trivialization, steps,
                     coefficients, eps, rng, dtype, self.in_features,
                     f"in_features={in_features} and out_features={out_features}")
 
@@ -376,18 +399,27 @@ class OrthogonalLinear(_OrthogonalWeight):
 
 
 class OrthogonalConv2d(_OrthogonalWeight):
-    """2-D convolution whose kernel, seen as the matrix ``M = W.reshape(out, in·kh·kw)`` (rows are the
-    filters), is orthogonal by construction: ``M`` comes from ``raw`` (``out x in·kh·kw``) through ``map``
-    exactly as in :class:`OrthogonalLinear`, and is reshaped to ``(out, in, kh, kw)``.
+    """2-D convolution whose kernel ``W`` (``out, in, kh, kw``) is orthogonal by construction, in one of two
+    views:
 
-    Note PyTorch's ``parametrizations.orthogonal`` on a Conv2d weight treats it as a batch of ``kh x kw``
-    matrices instead; this layer orthogonalizes the flattened filters (the convention of this package).
-    ``stride``/``padding`` as :class:`~orthoref.nn.Conv2d` (no dilation or groups).
+    - ``view="matrix"`` (default, the convention of this package): the matrix ``M = W.reshape(out,
+      in·kh·kw)`` (rows are the filters) comes from ``raw`` (``out x in·kh·kw``) through ``map`` exactly as
+      in :class:`OrthogonalLinear`, and is reshaped to ``(out, in, kh, kw)``.
+    - ``view="slices"``: each kernel slice ``W[o, i]`` (a ``kh x kw`` matrix) is orthogonal, from its own
+      slice of ``raw`` (``out, in, kh, kw``) and, with ``trivialization``, its own ``base``
+      (``out, in, n, n``, ``n = max(kh, kw)``): what PyTorch's ``parametrizations.orthogonal`` and geotorch
+      do to a Conv2d weight (a batch of ``kh x kw`` matrices, the last two axes). An orthogonal ``1 x k``
+      slice is a unit vector; a ``1 x 1`` slice is ±1.
+
+    The two views constrain different things: the matrix view makes the filters orthonormal (an
+    orthogonal filter matrix is not an orthogonal convolution operator, see
+    :func:`orthoref.analysis.conv_singular_values`); the slice view only the spatial pattern of each
+    input–output pair. ``stride``/``padding`` as :class:`~orthoref.nn.Conv2d` (no dilation or groups).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, *,
                  map="matrix_exp", trivialization=True, steps=5, coefficients="jordan", eps=1e-7, rng=None,
-                 dtype=np.float32):
+                 dtype=np.float32, view="matrix"):
         who = "OrthogonalConv2d"
         self.in_channels = check_int(who, "in_channels", in_channels, 1)
         self.out_channels = check_int(who, "out_channels", out_channels, 1)
@@ -395,10 +427,11 @@ class OrthogonalConv2d(_OrthogonalWeight):
         self.stride = pair(stride, "stride", who)
         conv_padding(padding, self.kernel_size, self.stride, (1, 1), who)
         self.padding = padding if isinstance(padding, str) else pair(padding, "padding", who, minimum=0)
+        self.view = check_choice(who, "view", view, CONV_VIEWS)
         m = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
-        self._setup(who, self.out_channels, m, bias, map, trivialization, steps, coefficients, eps, rng,
-                    dtype, m, f"in_channels={in_channels}, out_channels={out_channels} and "
-                              f"kernel_size={kernel_size!r}")
+        shape = self._kshape if self.view == "slices" else (self.out_channels, m)
+        self._setup(who, shape, bias, map, trivialization, steps, coefficients, eps, rng, dtype, m,
+                    f"in_channels={in_channels}, out_channels={out_channels} and kernel_size={kernel_size!r}")
 
     @property
     def _kshape(self):
@@ -410,8 +443,9 @@ class OrthogonalConv2d(_OrthogonalWeight):
         return self._weight_matrix().reshape(self._kshape)
 
     def right_inverse(self, W):
-        """Start from the kernel ``W`` (``(out, in, kh, kw)`` or its matrix ``(out, in·kh·kw)``) whose
-        matrix is orthogonal; see :meth:`OrthogonalLinear.right_inverse`."""
+        """Start from the kernel ``W`` (``(out, in, kh, kw)``, or its matrix ``(out, in·kh·kw)`` in the matrix
+        view) whose matrix (each slice, in the slice view) is orthogonal; see
+        :meth:`OrthogonalLinear.right_inverse`."""
         if hasattr(W, "shape") and tuple(W.shape) == self._kshape:
             W = get_array_module(W).asarray(W).reshape(self._shape)
         self._right_inverse_matrix("OrthogonalConv2d", W)
@@ -439,5 +473,5 @@ class OrthogonalConv2d(_OrthogonalWeight):
         return dx
 
     def extra_repr(self):
-        return conv_repr(self) + ", " + self._map_repr()
+        return conv_repr(self) + ", " + self._map_repr() + (", view='slices'" if self.view == "slices" else "")
 

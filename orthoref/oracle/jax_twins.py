@@ -26,6 +26,7 @@ import numpy as np
 
 from ..backend import host_rng, to_numpy
 from .conformance import TorchComparison, rel_error
+from .torch_twins import group_bounds
 
 __all__ = ["JAX_TWINS", "compare_with_jax", "jax_available", "value_and_vjp"]
 
@@ -260,10 +261,19 @@ def qr_orthogonalize(A, **_):
     return _mT(Q) if wide else Q
 
 
-@_twin("polar")
-def polar(A):
-    U, _, Vh = jnp.linalg.svd(A, full_matrices=False)
-    return U @ Vh
+@_twin("polar", "polar_p")
+def polar(A, side="right", return_p=False):
+    U, S, Vh = jnp.linalg.svd(A, full_matrices=False)
+    if not return_p:
+        return U @ Vh
+    P = _mT(Vh) @ (S[..., :, None] * Vh) if side == "right" else (U * S[..., None, :]) @ _mT(U)
+    return U @ Vh, P
+
+
+@_twin("procrustes")
+def procrustes(A, B):
+    U, S, Vh = jnp.linalg.svd(_mT(A) @ B, full_matrices=False)
+    return U @ Vh, S.sum(-1)
 
 
 @_twin("householder_product")
@@ -301,6 +311,32 @@ def _ns_rows(coefficients, steps):
         rows, kappa = [tuple(r) for r in np.atleast_2d(np.asarray(coefficients, dtype=np.float64))], 1.0
     steps = (5 if len(rows) == 1 else len(rows)) if steps is None else steps
     return [tuple(map(float, rows[min(t, len(rows) - 1)])) for t in range(steps)], kappa
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Singular-value clipping (ortho.singular)
+
+def _tall(W):
+    M = W.reshape(W.shape[0], -1)
+    return (_mT(M), True) if M.shape[0] < M.shape[1] else (M, False)
+
+
+@_twin("clip_singular_values")
+def clip_singular_values(W, lo=None, hi=None):
+    U, S, Vh = jnp.linalg.svd(W.reshape(W.shape[0], -1), full_matrices=False)
+    return ((U * jnp.clip(S, lo, hi)[None, :]) @ Vh).reshape(W.shape)
+
+
+@_twin("mclip", "mclip_svd")
+def mclip(W, method="newton_schulz", steps=None, coefficients="polar_express"):
+    if method == "svd":
+        return clip_singular_values(W, hi=1.0)
+    M, wide = _tall(W)
+    rows, kappa = _ns_rows(coefficients, steps)
+    Q = _ns_loop(M, rows, kappa, 0.0)
+    S = _ns_loop(_mT(M) @ M - _eye_like(M), rows, kappa, 0.0)
+    Y = 0.5 * (M + Q - (M - Q) @ S)
+    return (_mT(Y) if wide else Y).reshape(W.shape)
 
 
 @_twin("newton_schulz")
@@ -417,11 +453,11 @@ def cayley_iterative(W, Z, alpha=0.1, iterations=2, check=True):
 def _orthogonal_matrix(raw, map="matrix_exp", base=None, steps=5, coefficients="jordan", eps=1e-7):
     wide = raw.shape[-2] < raw.shape[-1]
     X = _mT(raw) if wide else raw
-    n, k = X.shape
+    n, k = X.shape[-2:]
     if map in ("matrix_exp", "cayley"):
         Y = jnp.tril(X)
         if n != k:
-            Y = jnp.concatenate([Y, jnp.zeros((n, n - k), X.dtype)], axis=-1)
+            Y = jnp.concatenate([Y, jnp.zeros(X.shape[:-2] + (n, n - k), X.dtype)], axis=-1)
         A = Y - _mT(Y)
         Q = jax.scipy.linalg.expm(A) if map == "matrix_exp" else cayley(A)
         Q = Q[..., :k]
@@ -445,9 +481,9 @@ def orthogonal_linear(x, raw, bias=None, *, map="matrix_exp", base=None, steps=5
     return linear(x, _orthogonal_matrix(raw, map, base, steps, coefficients, eps), bias)
 
 
-@_twin("nn.OrthogonalConv2d")
+@_twin("nn.OrthogonalConv2d", "nn.OrthogonalConv2d_slices")
 def orthogonal_conv2d(x, raw, bias=None, *, map="matrix_exp", base=None, steps=5, coefficients="jordan",
-                      eps=1e-7, in_channels=1, kernel_size=1, stride=1, padding=0):
+                      eps=1e-7, in_channels=1, kernel_size=1, stride=1, padding=0, view="matrix"):
     kh, kw = _pair(kernel_size)
     W = _orthogonal_matrix(raw, map, base, steps, coefficients, eps).reshape(raw.shape[0], in_channels, kh, kw)
     return _conv(x, W, bias, stride, padding)
@@ -580,6 +616,81 @@ def decov(H, weight=1.0):
         H = jnp.transpose(H, (0, 2, 3, 1)).reshape(-1, H.shape[1])
     C = jnp.cov(H, rowvar=False, bias=True).reshape(H.shape[1], H.shape[1])
     return 0.5 * weight * ((C * (1 - _eye_like(C))) ** 2).sum()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Group-wise whitening and its layers: group ZCA by eigh (the registered samples have distinct eigenvalues);
+# IterNorm by the paper's recursion P ← 1.5 P − 0.5 P³ Σ_N exactly as the official code writes it (the check
+# that the library's coupled form computes the paper's map; it loses accuracy beyond T ≈ 8, so the registered
+# samples keep T <= 7).
+def _j_cov(Xc, eps):
+    m, d = Xc.shape
+    return Xc.T @ Xc / m + eps * jnp.eye(d, dtype=Xc.dtype)
+
+
+@_twin("group_zca_whitening")
+def group_zca_whitening(X, groups=None, eps=1e-5):
+    Xc = X - X.mean(axis=0, keepdims=True)
+    out = []
+    for a, b in group_bounds(X.shape[1], groups):
+        lam, U = jnp.linalg.eigh(_j_cov(Xc[:, a:b], eps))
+        out.append(Xc[:, a:b] @ (U / jnp.sqrt(lam)) @ U.T)
+    return jnp.concatenate(out, axis=1)
+
+
+@_twin("iternorm_whitening")
+def iternorm_whitening(X, groups=None, iterations=5, eps=1e-5):
+    """The paper's recursion as the official code writes it: ``P ← 1.5 P − 0.5 P³ Σ_N``."""
+    Xc = X - X.mean(axis=0, keepdims=True)
+    out = []
+    for a, b in group_bounds(X.shape[1], groups):
+        S = _j_cov(Xc[:, a:b], eps)
+        t = jnp.trace(S)
+        A = S / t
+        P = jnp.eye(b - a, dtype=X.dtype)
+        for _ in range(iterations):
+            P = 1.5 * P - 0.5 * (jnp.linalg.matrix_power(P, 3) @ A)
+        out.append(Xc[:, a:b] @ (P / jnp.sqrt(t)))
+    return jnp.concatenate(out, axis=1)
+
+
+def _j_layer(whiten, x, weight, bias, training, running_mean, running_wm):
+    x2 = x if x.ndim == 2 else jnp.transpose(x, (0, 2, 3, 1)).reshape(-1, x.shape[1])
+    if training:
+        y2 = whiten(x2)
+    else:
+        y2 = (x2 - jnp.asarray(running_mean, dtype=x.dtype)) @ jnp.asarray(running_wm, dtype=x.dtype)
+    if x.ndim == 2:
+        y = y2
+    else:
+        n, c, h, w = x.shape
+        y = jnp.transpose(y2.reshape(n, h, w, c), (0, 3, 1, 2))
+    if weight is not None:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        y = y * weight.reshape(shape) + bias.reshape(shape)
+    return y
+
+
+@_twin("nn.DecorrelatedBatchNorm")
+def decorrelated_batch_norm(x, weight=None, bias=None, *, groups=16, training=True, running_mean=None,
+                            running_wm=None, eps=1e-5, momentum=0.1, num_features=None, dtype=None):
+    return _j_layer(lambda x2: group_zca_whitening(x2, groups, eps), x, weight, bias, training,
+                    running_mean, running_wm)
+
+
+@_twin("nn.IterNorm")
+def iternorm_layer(x, weight=None, bias=None, *, groups=64, iterations=5, training=True, running_mean=None,
+                   running_wm=None, eps=1e-5, momentum=0.1, num_features=None, dtype=None):
+    return _j_layer(lambda x2: iternorm_whitening(x2, groups, iterations, eps), x, weight, bias,
+                    training, running_mean, running_wm)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The tied linear autoencoder (orthoref.autoencoder).
+
+@_twin("tied_linear", "autoencoder.TiedLinearAutoencoder")
+def tied_linear(x, w):
+    return linear(linear(x, w), w.T)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -156,10 +156,21 @@ def torch_qr_orthogonalize(A, **_):
     return (Q.transpose(-1, -2) if wide else Q,)
 
 
-def torch_polar(A):
+def torch_polar(A, side="right", return_p=False):
+    """``U Vᵀ`` (and ``P = V Σ Vᵀ`` or ``U Σ Uᵀ``) from ``torch.linalg.svd``, as ``scipy.linalg.polar``."""
     import torch
-    U, _, Vh = torch.linalg.svd(A, full_matrices=False)
-    return (U @ Vh,)
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    if not return_p:
+        return (U @ Vh,)
+    P = Vh.mT @ (S.unsqueeze(-1) * Vh) if side == "right" else (U * S.unsqueeze(-2)) @ U.mT
+    return U @ Vh, P
+
+
+def torch_procrustes(A, B):
+    """``scipy.linalg.orthogonal_procrustes``: ``R = U Vᵀ`` and ``Σσ`` of ``AᵀB = U Σ Vᵀ``."""
+    import torch
+    U, S, Vh = torch.linalg.svd(A.mT @ B, full_matrices=False)
+    return U @ Vh, S.sum(-1)
 
 
 def torch_householder_product(V, tau):
@@ -206,6 +217,35 @@ def torch_spectral_normalize(W, u=None, n_iter=1, eps=1e-12, rng=None):
             uu = F.normalize(torch.mv(M, vv), dim=0, eps=eps)
     sigma = torch.vdot(uu.clone(), torch.mv(M, vv.clone()))
     return (W / sigma,)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Singular-value clipping (ortho.singular).
+
+def _t_tall(W):
+    M = W.reshape(W.shape[0], -1)
+    return (M.mT, True) if M.shape[0] < M.shape[1] else (M, False)
+
+
+def torch_clip_singular_values(W, lo=None, hi=None):
+    """``U diag(S.clamp(lo, hi)) Vᵀ`` of ``W.reshape(out, -1)`` from ``torch.linalg.svd``."""
+    import torch
+    U, S, Vh = torch.linalg.svd(W.reshape(W.shape[0], -1), full_matrices=False)
+    return (((U * S.clamp(lo, hi).unsqueeze(-2)) @ Vh).reshape(W.shape),)
+
+
+def torch_mclip(W, method="newton_schulz", steps=None, coefficients="polar_express"):
+    """``½[M + Q − (M − Q) S]``, ``Q``, ``S`` the Newton–Schulz ``msign`` of ``M`` and ``MᵀM − I`` (``M`` the
+    tall orientation of ``W.reshape(out, -1)``); ``method="svd"``: the clamp at 1 of the SVD."""
+    import torch
+    if method == "svd":
+        return torch_clip_singular_values(W, hi=1.0)
+    M, wide = _t_tall(W)
+    rows, kappa = ns_schedule("mclip", coefficients, steps)
+    Q = _ns_loop(M, rows, kappa, 0.0)
+    S = _ns_loop(M.mT @ M - torch.eye(M.shape[1], dtype=M.dtype), rows, kappa, 0.0)
+    Y = 0.5 * (M + Q - (M - Q) @ S)
+    return ((Y.mT if wide else Y).reshape(W.shape),)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -294,11 +334,11 @@ def _orthogonal_matrix(raw, map="matrix_exp", base=None, steps=5, coefficients="
     import torch
     wide = raw.shape[-2] < raw.shape[-1]
     X = raw.mT if wide else raw
-    n, k = X.shape
+    n, k = X.shape[-2:]
     if map in ("matrix_exp", "cayley"):
         Y = X.tril()
         if n != k:
-            Y = torch.cat([Y, Y.new_zeros(n, n - k)], dim=-1)
+            Y = torch.cat([Y, Y.new_zeros(X.shape[:-2] + (n, n - k))], dim=-1)
         A = Y - Y.mT
         if map == "matrix_exp":
             Q = torch.linalg.matrix_exp(A)
@@ -328,7 +368,9 @@ def torch_orthogonal_linear(x, raw, bias=None, *, map="matrix_exp", base=None, s
 
 
 def torch_orthogonal_conv2d(x, raw, bias=None, *, map="matrix_exp", base=None, steps=5, coefficients="jordan",
-                            eps=1e-7, in_channels=1, kernel_size=1, stride=1, padding=0):
+                            eps=1e-7, in_channels=1, kernel_size=1, stride=1, padding=0, view="matrix"):
+    """``nn.OrthogonalConv2d``: ``raw`` is the ``(out, in·kh·kw)`` matrix (``view="matrix"``) or the
+    ``(out, in, kh, kw)`` batch of slices (``view="slices"``, PyTorch's own view of a conv weight)."""
     import torch.nn.functional as F
     W = _orthogonal_matrix(raw, map, base, steps, coefficients, eps)
     kh, kw = pair(kernel_size, "kernel_size", "OrthogonalConv2d")
@@ -503,6 +545,105 @@ def torch_decov(H, weight=1.0):
     return (0.5 * weight * (off ** 2).sum(),)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Group-wise whitening (orthoref.decorrelation) and its layers (nn.DecorrelatedBatchNorm, nn.IterNorm): group
+# ZCA by the coupled Newton–Schulz iteration of torch_zca_whitening (no eigenvalue gap needed); IterNorm by the
+# coupled form of the iteration, differentiated by autograd (the check of the hand-written backward pass at
+# any T and condition; the JAX twin runs the paper's own recursion).
+
+def group_bounds(d, groups):
+    """``[(start, stop)]`` of consecutive groups of ``groups`` features, the last one smaller (``None``:
+    one group)."""
+    size = d if groups is None else min(int(groups), d)
+    return [(a, min(a + size, d)) for a in range(0, d, size)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PyTorch
+
+def _t_cov(Xc, eps):
+    import torch
+    m, d = Xc.shape
+    return Xc.T @ Xc / m + eps * torch.eye(d, dtype=Xc.dtype)
+
+
+def _t_iternorm_matrix(Xc, iterations, eps):
+    """``P_T / √tr Σ`` by the coupled iteration ``M = (3I − P R)/2, R ← R M, P ← M P`` from ``R = Σ_N``."""
+    import torch
+    S = _t_cov(Xc, eps)
+    t = torch.trace(S)
+    eye = torch.eye(S.shape[0], dtype=S.dtype)
+    R, P = S / t, eye
+    for _ in range(iterations):
+        M = 1.5 * eye - 0.5 * (P @ R)
+        R, P = R @ M, M @ P
+    return P / torch.sqrt(t)
+
+
+def torch_group_zca_whitening(X, groups=None, eps=1e-5):
+    import torch
+    return (torch.cat([torch_zca_whitening(X[:, a:b], eps=eps)[0] for a, b in group_bounds(X.shape[1], groups)],
+                      dim=1),)
+
+
+def torch_iternorm_whitening(X, groups=None, iterations=5, eps=1e-5):
+    import torch
+    Xc = X - X.mean(dim=0, keepdim=True)
+    return (torch.cat([Xc[:, a:b] @ _t_iternorm_matrix(Xc[:, a:b], iterations, eps)
+                       for a, b in group_bounds(X.shape[1], groups)], dim=1),)
+
+
+def _t_rows(x):
+    """``(N, C)`` or ``(N, C, H, W)`` as ``(N·H·W, C)``."""
+    return x if x.ndim == 2 else x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _t_unrows(y, x):
+    if x.ndim == 2:
+        return y
+    n, c, h, w = x.shape
+    return y.reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def _t_layer(whiten, x, weight, bias, training, running_mean, running_wm):
+    import torch
+    x2 = _t_rows(x)
+    if training:
+        y2 = whiten(x2)
+    else:
+        y2 = (x2 - torch.tensor(running_mean, dtype=x.dtype)) @ torch.tensor(running_wm, dtype=x.dtype)
+    y = _t_unrows(y2, x)
+    if weight is not None:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        y = y * weight.reshape(shape) + bias.reshape(shape)
+    return (y,)
+
+
+def torch_decorrelated_batch_norm(x, weight=None, bias=None, *, groups=16, training=True, running_mean=None,
+                                  running_wm=None, eps=1e-5, momentum=0.1, num_features=None, dtype=None):
+    """``nn.DecorrelatedBatchNorm``: group ZCA of the batch in training mode, ``(x − running_mean)
+    running_wm`` in eval mode, then ``γ``, ``β`` per channel (``momentum``, ``num_features``, ``dtype``: the
+    layer builder's arguments, not used here)."""
+    return _t_layer(lambda x2: torch_group_zca_whitening(x2, groups, eps)[0], x, weight, bias, training,
+                    running_mean, running_wm)
+
+
+def torch_iternorm_layer(x, weight=None, bias=None, *, groups=64, iterations=5, training=True, running_mean=None,
+                         running_wm=None, eps=1e-5, momentum=0.1, num_features=None, dtype=None):
+    """``nn.IterNorm``, as :func:`torch_decorrelated_batch_norm` with IterNorm's whitening."""
+    return _t_layer(lambda x2: torch_iternorm_whitening(x2, groups, iterations, eps)[0], x, weight, bias,
+                    training, running_mean, running_wm)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The tied linear autoencoder (orthoref.autoencoder).
+
+def torch_tied_linear(x, w):
+    """``y = x Wᵀ W``: the encoder ``W`` and its transpose as the decoder; autograd sums the two uses."""
+    import torch.nn.functional as F
+    return (F.linear(F.linear(x, w), w.t()),)
+
+
 TORCH_TWINS = {
     "relu": torch_relu, "leaky_relu": torch_leaky_relu, "tanh": torch_tanh, "sigmoid": torch_sigmoid,
     "gelu": torch_gelu, "gelu_tanh": torch_gelu,
@@ -524,6 +665,11 @@ TORCH_TWINS = {
     "gram_schmidt": torch_qr_orthogonalize,
     "qr_orthogonalize": torch_qr_orthogonalize,
     "polar": torch_polar,
+    "polar_p": torch_polar,
+    "procrustes": torch_procrustes,
+    "clip_singular_values": torch_clip_singular_values,
+    "mclip": torch_mclip,
+    "mclip_svd": torch_mclip,
     "householder_product": torch_householder_product,
     "newton_schulz": torch_newton_schulz,
     "bjorck": torch_bjorck,
@@ -540,6 +686,7 @@ TORCH_TWINS = {
     "cayley_iterative": torch_cayley_iterative,
     "nn.OrthogonalLinear": torch_orthogonal_linear,
     "nn.OrthogonalConv2d": torch_orthogonal_conv2d,
+    "nn.OrthogonalConv2d_slices": torch_orthogonal_conv2d,
     "soft_orthogonality": torch_soft_orthogonality,
     "double_soft_orthogonality": torch_double_soft_orthogonality,
     "mutual_coherence": torch_mutual_coherence,
@@ -555,5 +702,11 @@ TORCH_TWINS = {
     "pca_whitening": torch_pca_whitening,
     "cholesky_whitening": torch_cholesky_whitening,
     "decov": torch_decov,
+    "group_zca_whitening": torch_group_zca_whitening,
+    "iternorm_whitening": torch_iternorm_whitening,
+    "nn.DecorrelatedBatchNorm": torch_decorrelated_batch_norm,
+    "nn.IterNorm": torch_iternorm_layer,
+    "tied_linear": torch_tied_linear,
+    "autoencoder.TiedLinearAutoencoder": torch_tied_linear,
 }
 """Registry name → PyTorch twin."""

@@ -22,7 +22,8 @@ from ..backend import host_rng
 from .._checks import check_bool, check_int, check_real, float_dtype
 from .._progress import progress as progress_bar
 
-__all__ = ["compare", "format_table", "format_gram_schmidt_table", "sample_matrix"]
+__all__ = ["compare", "format_table", "format_gram_schmidt_table", "mclip_table", "format_mclip_table",
+           "sample_matrix"]
 
 _MAX_N = 4096
 _MAX_COND = 1e12
@@ -109,6 +110,54 @@ def compare(n=256, dtype="float32", repeat=3, rng=0, cond=1e3, progress=False):
         rows.append({"method": name, "seconds": statistics.median(times), "orthogonality": err,
                      "to_polar": dist, "note": ""})
     return rows
+
+
+def mclip_table(n=256, dtype="float32", repeat=3, rng=0, cond=1e3, steps=(4, 5, 6, 8)):
+    """Singular-value clipping at 1 without an SVD, :func:`orthoref.ortho.mclip`, against the SVD route: one
+    row per Newton–Schulz step count (Polar Express coefficients) and one for ``method="svd"``, ``{"method",
+    "steps", "gemms", "seconds", "error"}``; ``error`` is ``max|mclip − clip_svd|`` in float64 against the
+    float64 SVD route, ``gemms`` is ``6·steps + 2`` (``None`` for the SVD). The input is
+    :func:`sample_matrix` times 2: singular values log-spaced in ``[2/cond, 2]``, half of them clipped.
+
+    ``n``, ``dtype``, ``repeat``, ``rng`` and ``cond`` as :func:`compare`; ``steps`` ints in ``[1, 100]``.
+    """
+    from .singular import mclip
+    who = "mclip_table"
+    n, dtype, gen, cond = _check_sample_args(who, n, dtype, rng, cond, _MAX_COND)
+    repeat = check_int(who, "repeat", repeat, 1, _MAX_REPEAT)
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
+        raise TypeError(f"{who}: steps must be a sequence of ints, got {type(steps).__name__} {steps!r}")
+    steps = [check_int(who, "steps", k, 1, 100) for k in steps]
+    A = (2 * _sample_matrix(n, np.float64, gen, cond)).astype(dtype)
+    reference = mclip(A.astype(np.float64), method="svd")
+    rows = []
+    for k in steps + [None]:
+        kw = {"method": "svd"} if k is None else {"steps": k}
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            Y = mclip(A, **kw)
+            times.append(time.perf_counter() - t0)
+        rows.append({"method": "svd" if k is None else "newton_schulz", "steps": k,
+                     "gemms": None if k is None else 6 * k + 2, "seconds": statistics.median(times),
+                     "error": float(np.abs(np.asarray(Y, np.float64) - reference).max())})
+    return rows
+
+
+def format_mclip_table(rows, n, dtype, cond) -> str:
+    """Markdown of :func:`mclip_table`'s rows (``rows``, then the ``n``, ``dtype`` and ``cond`` it was given)."""
+    who = "format_mclip_table"
+    _check_rows(who, rows, ("method", "steps", "gemms", "seconds", "error"), ("seconds", "error"))
+    n = check_int(who, "n", n, 2, _MAX_N)
+    dtype = float_dtype(who, dtype)
+    cond = check_real(who, "cond", cond, 1.0)
+    lines = [f"mclip: σ clipped at 1 without an SVD (two Newton–Schulz msigns, Polar Express), n = {n}, {dtype}, "
+             f"singular values log-spaced in [2/{cond:g}, 2]; error against the float64 SVD route",
+             "| route | steps | GEMMs | ms | max abs error |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['steps'] or '–'} | {r['gemms'] or '–'} | {r['seconds'] * 1e3:.1f} | "
+                     f"{r['error']:.1e} |")
+    return "\n".join(lines)
 
 
 _COMPARE_KEYS = ("method", "seconds", "orthogonality", "to_polar", "note")

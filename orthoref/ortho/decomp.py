@@ -67,7 +67,7 @@ from .metrics import orthogonality_error_2
 
 __all__ = [
     "GRAM_SCHMIDT_METHODS", "gram_schmidt", "gram_schmidt_vjp", "gram_schmidt_table",
-    "qr_orthogonalize", "qr_orthogonalize_vjp", "polar", "polar_vjp",
+    "qr_orthogonalize", "qr_orthogonalize_vjp", "polar", "polar_vjp", "procrustes", "procrustes_vjp",
     "householder_product", "householder_product_vjp",
 ]
 
@@ -137,6 +137,14 @@ def _thin_svd(xp, A, overwrite=False):
             return Vht.T, s, Ut.T
         return svd(A, full_matrices=False, lapack_driver="gesdd", check_finite=False, overwrite_a=overwrite)
     return xp.linalg.svd(A, full_matrices=False)
+
+
+def thin_svd(who, A, name="A"):
+    """Thin SVD ``(U, s, Vh)`` of a (batched) ``A`` on its backend (``gesdd``; SciPy's float32 LAPACK on the
+    host), ``s`` descending; a LAPACK failure is a ``ValueError`` naming ``who`` and ``name``. Shared with
+    :mod:`orthoref.ortho.singular`; not in ``__all__``."""
+    with linalg_errors(who, f"the SVD of {name} did not converge ({name} is too ill-conditioned)"):
+        return _thin_svd(get_array_module(A), A)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -459,53 +467,100 @@ def gram_schmidt_table(n=200, k=50, kappas=(1e2, 1e4, 1e6, 1e8, 1e10, 1e12), rng
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Polar factor.
+# Polar factor and decomposition.
 
-def _polar_svd(who, xp, A, overwrite=False):
-    """Thin SVD of a tall (batched) ``A`` after the near-singularity check."""
-    with linalg_errors(who, "the SVD of A did not converge (A is too ill-conditioned)"):
+#: The sides of the polar decomposition: ``"right"`` (``A = U P``, ``P`` of the column space, ``scipy.linalg.polar``'s
+#: default) and ``"left"`` (``A = P U``).
+POLAR_SIDES = ("right", "left")
+
+
+def _polar_svd(who, xp, A, overwrite=False, name="A"):
+    """Thin SVD of a (batched) ``A`` after the near-singularity check (``name``: what the message calls it)."""
+    with linalg_errors(who, f"the SVD of {name} did not converge ({name} is too ill-conditioned)"):
         U, s, Vh = _thin_svd(xp, A, overwrite=overwrite)
     n, k = A.shape[-2:]
     smax = s[..., :1]
     bad = s[..., -1:] <= max(n, k) * _eps(A.dtype) * smax
     if bool(bad.any()):
         flat = int(xp.argmax(bad.reshape(-1)))
-        raise ValueError(f"{who}: A is numerically singular{_where(A.shape[:-2], flat)}: σ_min <= "
+        raise ValueError(f"{who}: {name} is numerically singular{_where(A.shape[:-2], flat)}: σ_min <= "
                          f"max(n, k)·eps·σ_max; its polar factor is not unique and the derivative is unbounded")
     return U, s, Vh
 
 
-def polar(A):
+def _polar_args(who, side, return_p):
+    return check_choice(who, "side", side, POLAR_SIDES), check_bool(who, "return_p", return_p)
+
+
+def _p_factor(xp, U, s, Vh, side):
+    """``P = V Σ Vᵀ`` (right) or ``U Σ Uᵀ`` (left) as ``BᵀB``, ``B = √Σ Vᵀ``, symmetrized: exactly symmetric."""
+    B = xp.sqrt(s)[..., :, None] * (Vh if side == "right" else mT(U))
+    P = mT(B) @ B
+    P += mT(P)
+    P *= 0.5
+    return P
+
+
+def polar(A, side="right", return_p=False):
     """Orthogonal polar factor ``Q = U Vᵀ`` of ``A = U Σ Vᵀ`` (thin SVD): the nearest matrix with
-    orthonormal columns (rows, for wide ``A``) in the Frobenius norm, ``msign(A)``.
+    orthonormal columns (rows, for wide ``A``) in the Frobenius norm, ``msign(A)``; with ``return_p``, the
+    polar decomposition ``A = Q P`` (``side="right"``) or ``A = P Q`` (``side="left"``).
 
     Parameters
     ----------
     A : array (..., n, k)
         Float32 or float64, tall, square or wide (``polar(A) = polar(Aᵀ)ᵀ`` holds; the SVD route covers
         both at once).
+    side : {"right", "left"}
+        Which polar decomposition ``return_p`` gives: ``A = Q P`` with ``P = V Σ Vᵀ = (AᵀA)^{1/2}``
+        (``(..., k, k)``) or ``A = P Q`` with ``P = U Σ Uᵀ = (AAᵀ)^{1/2}`` (``(..., n, n)``). ``Q`` is the same
+        for both sides.
+    return_p : bool
+        Also return the symmetric positive semi-definite factor ``P`` (as ``scipy.linalg.polar``).
 
     Returns
     -------
-    Q : array (..., n, k), same dtype.
+    Q : array (..., n, k)
+        The polar factor, same dtype (alone when ``return_p`` is False, the default).
+    P : array (..., k, k) or (..., n, n)
+        Only with ``return_p``: exactly symmetric, positive semi-definite (positive definite for square
+        ``A``), same dtype; ``Q P`` (right) or ``P Q`` (left) reproduces ``A``.
 
     Raises
     ------
     ValueError
         When ``σ_min <= max(n, k)·eps·σ_max`` (rank-deficient or numerically singular ``A``, the zero matrix
         included: the polar factor is not unique; see :func:`polar_vjp`), when the SVD does not converge, or
-        for a bad ``A`` (``TypeError`` for a non-float one).
+        for a bad ``A``, ``side`` or ``return_p`` (``TypeError`` for a non-float ``A`` or a non-bool
+        ``return_p``).
+    NonFiniteError
+        When ``P`` (which scales with ``A``) overflows.
 
     Notes
     -----
     One ``gesdd`` (``scipy.linalg.svd`` on the host: float32 LAPACK for float32 input) and one GEMM; the
-    same route as ``U, S, Vh = torch.linalg.svd(A, full_matrices=False); U @ Vh``. Scale-invariant: any
-    representable scale of ``A`` gives the polar factor of ``A`` (see ``ortho._common``).
+    same route as ``U, S, Vh = torch.linalg.svd(A, full_matrices=False); U @ Vh``. ``P`` costs one more GEMM:
+    ``P = BᵀB`` with ``B = Σ^{1/2} Vᵀ`` (right) or ``Σ^{1/2} Uᵀ`` (left), symmetrized. Scale-invariant
+    (``Q``): any representable scale of ``A`` gives the polar factor of ``A`` (see ``ortho._common``); ``P``
+    scales with ``A``.
+
+    Where public code differs: ``scipy.linalg.polar(A, side)`` always returns ``(Q, P)``, takes 2-D input
+    only and returns *a* polar factor of a singular ``A`` (one of many) where this raises; its ``P`` is
+    ``V Σ Vᵀ`` formed directly (symmetric up to rounding). Our ``P`` agrees with it to rounding
+    (``tests/test_ortho_decomp.py`` checks every registered sample against SciPy).
     """
-    xp = _validate("polar", A)
-    A, _ = rescaled(xp, A)
-    U, _, Vh = _polar_svd("polar", xp, A)
-    return _host_gemm(U, Vh) if xp is np and A.ndim == 2 else U @ Vh
+    who = "polar"
+    xp = _validate(who, A)
+    side, return_p = _polar_args(who, side, return_p)
+    A, e = rescaled(xp, A)
+    U, s, Vh = _polar_svd(who, xp, A)
+    Q = _host_gemm(U, Vh) if xp is np and A.ndim == 2 else U @ Vh
+    if not return_p:
+        return Q
+    P = _p_factor(xp, U, s, Vh, side)
+    if e:
+        P = check_result(who, ldexp(xp, P, e), "P", hint="it scales with A: use float64 or rescale A")
+    return Q, P
 
 
 def _host_gemm(a, b):
@@ -517,41 +572,272 @@ def _host_gemm(a, b):
     return gemm(1.0, b, a, trans_a=True, trans_b=True).T        # (bᵀ aᵀ)ᵀ in F order = a b in C order
 
 
-def polar_vjp(A, grad_out):
-    """Gradient of ``⟨grad_out, polar(A)⟩`` with respect to ``A``.
+def _p_shape(A, side):
+    n, k = A.shape[-2:]
+    return tuple(A.shape[:-2]) + ((k, k) if side == "right" else (n, n))
 
-    For tall ``A = UΣVᵀ`` (thin; wide ``A`` by transposition) and ``X = Uᵀ Ḡ V``:
 
-    .. math::  \\bar A = U \\left[\\frac{X - X^\\top}{\\sigma_i + \\sigma_j}\\right] V^\\top
+def _pair_cotangent(who, A, grad_out, side):
+    """``(grad_Q, grad_P)`` of ``polar(A, side, return_p=True)``: a pair of arrays of the outputs' shapes,
+    ``A``'s dtype, finite."""
+    if not isinstance(grad_out, (tuple, list)) or len(grad_out) != 2:
+        raise TypeError(f"{who}: grad_out must be a pair (grad_Q, grad_P) when return_p is True, got "
+                        f"{type(grad_out).__name__}")
+    gQ, gP = grad_out
+    check_cotangent(who, "grad_out[0]", gQ, A.shape, A.dtype)
+    check_cotangent(who, "grad_out[1]", gP, _p_shape(A, side), A.dtype)
+    return gQ, gP
+
+
+def polar_vjp(A, grad_out, side="right", return_p=False):
+    """Gradient of ``⟨grad_out, polar(A, side, return_p)⟩`` with respect to ``A``.
+
+    For tall ``A = UΣVᵀ`` (thin; wide ``A`` by transposition) and ``X = Uᵀ Ḡ V``, the factor ``Q = UVᵀ``
+    pulls ``Ḡ = grad_out`` back as
+
+    .. math::  J_Q^\\top \\bar G = U \\left[\\frac{X - X^\\top}{\\sigma_i + \\sigma_j}\\right] V^\\top
                + (I - UU^\\top)\\, \\bar G\\, V \\Sigma^{-1} V^\\top .
 
     Derivation: ``Uᵀ dQ V = Ω`` is skew with ``Ω_ij = (C_ij − C_ji)/(σ_i + σ_j)``, ``C = Uᵀ dA V``, and
-    ``(I − UUᵀ) dQ = (I − UUᵀ) dA V Σ⁻¹ Vᵀ``. Raises ``ValueError`` when ``σ_min <= max(n, k)·eps·σ_max``.
+    ``(I − UUᵀ) dQ = (I − UUᵀ) dA V Σ⁻¹ Vᵀ``.
 
-    ``grad_out``: exactly ``A``'s shape and dtype, finite. The gradient scales as ``1/scale`` of ``A``
-    (computed at any scale; ``NonFiniteError`` when it is not representable).
+    With ``return_p``, ``grad_out = (Q̄, P̄)`` and ``P = QᵀA`` (right) or ``A Qᵀ`` (left) -- the same
+    ``V Σ Vᵀ`` / ``U Σ Uᵀ``, written through ``Q`` -- so ``dP = dQᵀ A + Qᵀ dA`` and
+
+    .. math::  \\bar A = J_Q^\\top(\\bar Q + A \\bar P^\\top) + Q \\bar P \\quad\\text{(right)}, \\qquad
+               \\bar A = J_Q^\\top(\\bar Q + \\bar P^\\top A) + \\bar P Q \\quad\\text{(left)}.
+
+    ``P`` is symmetric, so only the symmetric part of ``P̄`` acts (``P̄`` and ``P̄ᵀ`` give the same
+    gradient). Raises ``ValueError`` when ``σ_min <= max(n, k)·eps·σ_max``.
+
+    Parameters
+    ----------
+    A : array (..., n, k)
+    grad_out : array (..., n, k), or a pair of arrays
+        The cotangent of ``Q`` (exactly ``A``'s shape and dtype, finite); with ``return_p``, the pair
+        ``(Q̄, P̄)``, ``P̄`` of ``P``'s shape (``(..., k, k)`` right, ``(..., n, n)`` left).
+    side : {"right", "left"}
+    return_p : bool
+        As given to :func:`polar`.
+
+    Returns
+    -------
+    grad_A : array (..., n, k), dtype of ``A``
+
+    Raises
+    ------
+    TypeError, ValueError
+        A bad ``A``, ``side``, ``return_p`` or ``grad_out`` (not a pair with ``return_p``), a singular ``A``.
+    NonFiniteError
+        When the gradient is not representable: the ``Q̄`` part scales as ``1/scale`` of ``A`` (computed at
+        any scale by an exact rescaling), the ``P̄`` part not at all.
     """
     who = "polar_vjp"
     xp = _validate(who, A)
-    _validate_grad(who, A, grad_out)
+    side, return_p = _polar_args(who, side, return_p)
+    if return_p:
+        gQ, gP = _pair_cotangent(who, A, grad_out, side)
+    else:
+        _validate_grad(who, A, grad_out)
+        gQ, gP = grad_out, None
     A, e = rescaled(xp, A)
-    with np.errstate(over="ignore", invalid="ignore"):     # a grad_out near the float maximum: unscale_grad
-        if A.shape[-2] < A.shape[-1]:
-            return unscale_grad(who, xp, mT(_polar_vjp_tall(who, xp, mT(A), mT(grad_out))), e)
-        return unscale_grad(who, xp, _polar_vjp_tall(who, xp, A, grad_out), e)
+    with np.errstate(over="ignore", invalid="ignore"):     # a grad_out near the float maximum: the checks below
+        Q, pull = _polar_pullback(who, xp, A)
+        if gP is None:
+            return unscale_grad(who, xp, pull(gQ), e)
+        through_q = mT(gP) @ A if side == "left" else A @ mT(gP)     # (Āᵀ-side of dQᵀA or A dQᵀ)
+        direct = gP @ Q if side == "left" else Q @ gP
+        if e:                                              # J_Q(A) = 2^-e J_Q(A·2^-e); P̄'s part is unscaled
+            out = ldexp(xp, pull(gQ), -e) + pull(through_q) + direct
+        else:
+            out = pull(gQ + through_q) + direct
+    return check_result(who, out, "the gradient", hint="use float64 or rescale A (and grad_out)")
 
 
-def _polar_vjp_tall(who, xp, A, G):
-    U, s, Vh = _polar_svd(who, xp, A)
+def _polar_pullback(who, xp, A):
+    """``(Q, pull)``: the polar factor of ``A`` and ``Ḡ ↦ J_Qᵀ Ḡ`` (one SVD; wide ``A`` by transposition)."""
+    wide = A.shape[-2] < A.shape[-1]
+    At = mT(A) if wide else A
+    U, s, Vh = _polar_svd(who, xp, At)
+    Q = U @ Vh
+
+    def pull(G):
+        return mT(_polar_backward(U, s, Vh, mT(G))) if wide else _polar_backward(U, s, Vh, G)
+    return (mT(Q) if wide else Q), pull
+
+
+def _polar_backward(U, s, Vh, G):
+    """``J_Qᵀ Ḡ`` for tall ``A = U diag(s) Vh`` (the formula of :func:`polar_vjp`)."""
     V = mT(Vh)
     GV = G @ V
     X = mT(U) @ GV
     S = (X - mT(X)) / (s[..., :, None] + s[..., None, :])
     out = U @ (S @ Vh)
-    if A.shape[-2] > A.shape[-1]:
+    if U.shape[-2] > U.shape[-1]:
         P = GV - U @ X                                          # (I − UUᵀ) Ḡ V
         out += (P / s[..., None, :]) @ Vh
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Orthogonal Procrustes: the rotation between two point (or gradient) sets.
+
+def _procrustes_inputs(who, A, B):
+    xp = _validate(who, A, "A")
+    _validate(who, B, "B")
+    if tuple(A.shape) != tuple(B.shape):
+        raise ValueError(f"{who}: A and B must have the same shape (..., m, n), got A {tuple(A.shape)} and "
+                         f"B {tuple(B.shape)}")
+    if A.dtype != B.dtype:
+        raise TypeError(f"{who}: B must have A's dtype {A.dtype}, got {B.dtype}")
+    A, a = rescaled(xp, A)
+    B, b = rescaled(xp, B)
+    return xp, A, a, B, b
+
+
+def procrustes(A, B):
+    """Orthogonal Procrustes: the orthogonal ``R`` that best maps the rows of ``A`` onto those of ``B``,
+
+    .. math::  R = \\arg\\min_{R^\\top R = I} \\lVert A R - B \\rVert_F = \\operatorname{polar}(A^\\top B),
+               \\qquad \\text{scale} = \\sum_i \\sigma_i(A^\\top B) = \\operatorname{tr}(R^\\top A^\\top B),
+
+    ``scipy.linalg.orthogonal_procrustes``'s convention and return value (Schönemann 1966, "A generalized
+    solution of the orthogonal Procrustes problem", Psychometrika 31).
+
+    Parameters
+    ----------
+    A, B : array (..., m, n), m >= n
+        Float32 or float64, the same shape and dtype: ``m`` points (rows) in ``R^n``, or a batch.
+
+    Returns
+    -------
+    R : array (..., n, n)
+        Orthogonal (``RᵀR = I``), same dtype.
+    scale : float scalar or array (...)
+        The nuclear norm of ``AᵀB`` (a NumPy scalar for 2-D input, as SciPy's): the largest ``tr(Rᵀ AᵀB)``,
+        so the residual is ``‖AR − B‖²_F = ‖A‖²_F + ‖B‖²_F − 2·scale``.
+
+    Raises
+    ------
+    ValueError
+        When ``AᵀB`` is numerically singular (``σ_min <= n·eps·σ_max``: ``m < n``, a zero or
+        rank-deficient ``A`` or ``B``): the minimizer is then not unique and its derivative unbounded. Also
+        for shapes that differ or a bad ``A``/``B`` (``TypeError`` for a non-float one or different dtypes).
+    NonFiniteError
+        When ``scale`` (which scales with ``A`` and ``B``) overflows.
+
+    Notes
+    -----
+    One GEMM ``AᵀB``, one SVD and one GEMM. ``R`` is invariant under positive scalings of ``A`` and of
+    ``B`` and is computed at any representable scale of either (exact power-of-two rescaling,
+    ``ortho._common``). Gradient: :func:`procrustes_vjp`.
+
+    Where public code differs: SciPy returns an ``R`` for a singular ``AᵀB`` too (one of many minimizers)
+    where this raises, takes 2-D input only and has no gradient; PyTorch has no Procrustes routine (its
+    twin here is ``torch.linalg.svd`` of ``AᵀB``, ``tests/test_ortho_procrustes.py``).
+
+    **Orthogonal gradients** (``Q g_in = g_out``): an orthogonal map preserves norms and inner products,
+    ``⟨Q g_i, Q g_j⟩ = ⟨g_i, g_j⟩``. So a ``Q`` that maps every gradient ``g_in`` of a set onto its partner
+    ``g_out`` exactly exists only when ``‖g_in‖ = ‖g_out‖`` for every pair *and* the Gram matrices agree,
+    ``G_inᵀ G_in = G_outᵀ G_out`` (gradients as the columns of ``G``); it can rotate and reflect, never
+    rescale or shear. Otherwise the best ``Q`` in the least-squares sense is the Procrustes rotation,
+    ``Q = Rᵀ`` with ``R, scale = procrustes(G_inᵀ, G_outᵀ)``, and the residual ``‖Q G_in − G_out‖²_F =
+    ‖G_in‖²_F + ‖G_out‖²_F − 2·scale`` is what no orthogonal map can remove. It takes at least as many
+    pairs as dimensions (``m >= n``): fewer pairs fix ``Q`` on their span only, and ``procrustes`` raises
+    (``AᵀB`` singular) rather than pick one of the many rotations. Five gradients in ``R³``:
+
+    >>> import numpy as np
+    >>> from orthoref.ortho import procrustes
+    >>> rng = np.random.default_rng(0)
+    >>> Q = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    >>> G_in = rng.standard_normal((3, 5))
+    >>> R, scale = procrustes(G_in.T, (Q @ G_in).T)      # equal Gram matrices: mapped exactly
+    >>> bool(np.allclose(R.T @ G_in, Q @ G_in))
+    True
+    >>> G_out = (Q @ G_in) * np.array([1.0, 1.0, 1.0, 1.0, 3.0])   # one pair with ‖g_out‖ = 3‖g_in‖
+    >>> R, scale = procrustes(G_in.T, G_out.T)
+    >>> residual = np.linalg.norm(R.T @ G_in - G_out) ** 2
+    >>> bool(residual > 1.0)                             # no orthogonal map rescales a gradient
+    True
+    >>> bool(np.isclose(residual, (G_in ** 2).sum() + (G_out ** 2).sum() - 2 * scale))
+    True
+    >>> bool(np.allclose(np.linalg.norm(R.T @ G_in, axis=0), np.linalg.norm(G_in, axis=0)))
+    True
+    """
+    who = "procrustes"
+    xp, A, a, B, b = _procrustes_inputs(who, A, B)
+    M = mT(A) @ B
+    U, s, Vh = _polar_svd(who, xp, M, name="AᵀB")
+    scale = s.sum(axis=-1)
+    if a + b:
+        scale = check_result(who, ldexp(xp, scale, a + b), "scale", hint="it scales with A and B: use float64")
+    return U @ Vh, scale
+
+
+def _grad_scale(who, A, grad_scale):
+    """``grad_scale`` as an array of shape ``A.shape[:-2]`` (a real number for a single pair), or None."""
+    if grad_scale is None:
+        return None
+    if A.ndim == 2 and not hasattr(grad_scale, "shape"):
+        return check_real(who, "grad_scale", grad_scale)
+    if A.ndim == 2 and isinstance(grad_scale, np.generic) and not isinstance(grad_scale, np.bool_):
+        return check_real(who, "grad_scale", grad_scale)
+    check_cotangent(who, "grad_scale", grad_scale, tuple(A.shape[:-2]), A.dtype)
+    return grad_scale
+
+
+def procrustes_vjp(A, B, grad_out, grad_scale=None):
+    """Gradients ``(grad_A, grad_B)`` of ``⟨grad_out, R⟩ + grad_scale·scale`` for ``R, scale =
+    procrustes(A, B)``.
+
+    With ``M = AᵀB`` (``dM = dAᵀB + AᵀdB``), ``R = polar(M)`` and ``d scale = ⟨R, dM⟩`` (the gradient of
+    the nuclear norm at a nonsingular ``M``):
+
+    .. math::  \\bar M = J_{\\text{polar}}^\\top(M)\\,\\bar R + \\bar s\\, R, \\qquad
+               \\bar A = B \\bar M^\\top, \\qquad \\bar B = A \\bar M,
+
+    ``J_polarᵀ`` being :func:`polar_vjp`'s formula.
+
+    Parameters
+    ----------
+    A, B : array (..., m, n)
+        As given to :func:`procrustes`.
+    grad_out : array (..., n, n)
+        The cotangent of ``R``: exactly ``R``'s shape and ``A``'s dtype, finite.
+    grad_scale : None, float or array (...)
+        The cotangent of ``scale`` (None: scale's gradient is left out). A real number for a single pair
+        (2-D input), else an array of shape ``A.shape[:-2]`` and ``A``'s dtype.
+
+    Returns
+    -------
+    grad_A, grad_B : arrays (..., m, n), dtype of ``A``
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`procrustes`, and for a bad ``grad_out`` or ``grad_scale``.
+    NonFiniteError
+        When a gradient is not representable (``R``'s part scales as ``1/scale`` of the other input).
+    """
+    who = "procrustes_vjp"
+    xp, A, a, B, b = _procrustes_inputs(who, A, B)
+    n = A.shape[-1]
+    check_cotangent(who, "grad_out", grad_out, tuple(A.shape[:-2]) + (n, n), A.dtype)
+    gs = _grad_scale(who, A, grad_scale)
+    with np.errstate(over="ignore", invalid="ignore"):
+        M = mT(A) @ B
+        U, s, Vh = _polar_svd(who, xp, M, name="AᵀB")
+        Mbar = _polar_backward(U, s, Vh, grad_out)          # at M·2^-(a+b): the true one times 2^-(a+b)
+        gA = ldexp(xp, B @ mT(Mbar), -a)                    # B̄·2^b M̄·2^-(a+b)
+        gB = ldexp(xp, A @ Mbar, -b)
+        if gs is not None:
+            R = U @ Vh
+            Rs = R * (gs if isinstance(gs, float) else gs[..., None, None])
+            gA = gA + ldexp(xp, B @ mT(Rs), b)
+            gB = gB + ldexp(xp, A @ Rs, a)
+    hint = "use float64 or rescale A and B (and grad_out)"
+    return (check_result(who, gA, "grad_A", hint).astype(A.dtype, copy=False),
+            check_result(who, gB, "grad_B", hint).astype(A.dtype, copy=False))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Iterative orthogonalization: Newton–Schulz (Muon, You, Polar Express), Björck, the Parseval retraction
-and spectral normalization, each with an unrolled backward pass ``NAME_vjp(A, grad_out, **kw)``.
+and spectral normalization, each with an unrolled backward pass ``NAME_vjp(A, grad_out, **kw)``; the design
+of Newton–Schulz schedules (:func:`design_ns_coefficients`, the Polar Express construction).
 
 Every map here acts on the **last two axes** (``(..., m, n)``, batched through ``@`` broadcasting) except
 :func:`spectral_normalize`, which follows PyTorch and sees a weight as ``M = W.reshape(out, -1)``. The
@@ -32,13 +33,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module, host_rng
-from .._checks import MAX_ITERATIONS, NonFiniteError, check_array, check_cotangent, check_finite, check_float, check_int, \
-    check_real, check_result
+from .._checks import MAX_ITERATIONS, NonFiniteError, check_array, check_bool, check_choice, check_cotangent, \
+    check_finite, check_float, check_int, check_real, check_result
 from ._common import ldexp, max_abs, scale_exponent, unscale_grad
 from ._linalg import NS_COEFFICIENTS, mT, ns_schedule
 
 __all__ = [
     "NS_COEFFICIENTS", "newton_schulz", "newton_schulz_vjp", "ns_polynomial", "ns_worst_error",
+    "design_ns_coefficients",
     "bjorck", "bjorck_vjp", "parseval_retraction", "parseval_retraction_vjp",
     "spectral_normalize", "spectral_normalize_vjp",
 ]
@@ -378,6 +380,268 @@ def _worst_error(p, lo):
             best = max(best, float(es[j]))
             left, right = xs[max(j - 1, 0)], xs[min(j + 1, xs.size - 1)]
     return best
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Designing a schedule: the Polar Express construction.
+
+#: The cushion of the published Polar Express table (their ``cushion=0.02407327424182761``): the ℓ whose
+#: minimax quintic on ``[ℓ, 1]`` has the error ``E = 9/11``, i.e. maps ``[ℓ, 1]`` onto an interval of ratio
+#: ``(1 − E)/(1 + E) = 1/10`` (``tests/test_ns_design.py`` finds it as that root).
+_PE_CUSHION = 0.02407327424182761
+
+#: The safety factor of the published table: every row but the last is ``p_t(x / 1.01)``.
+_PE_SAFETY = 1.01
+
+#: ``(a, b, c)`` of ``p0(t) = (15t − 10t³ + 3t⁵)/8`` and ``(3t − t³)/2``: the odd polynomials with ``p0(1) = 1``
+#: and as many vanishing derivatives at 1 as the degree allows, the minimax polynomials of ``[m(1 − k),
+#: m(1 + k)]`` as ``k → 0`` (in ``x/m``).
+_P0 = {3: (1.5, -0.5, 0.0), 5: (1.875, -1.25, 0.375)}
+
+#: Below this relative half-width ``k`` of ``[ℓ, u]`` the minimax quintic and ``p0(x/m)`` differ by
+#: ``O(k²)`` in each coefficient, below float64's resolution: the latter is used.
+_K_LIMIT = 2.0 ** -27
+
+_REMEZ_ITERATIONS = 50
+
+#: The smallest ``sigma_min``: a subnormal one would be rounded to a few bits in ``p(σ_min)``.
+_TINY = float(np.finfo(np.float64).tiny)
+
+#: The smallest ``max(ℓ, cushion·u)/u`` of the first step: its minimax polynomial sends ``ℓ`` and ``u`` (cubic)
+#: or ``ℓ`` and ``r`` (quintic) to ``1 − E``, a few times ``ℓ/u``, which must stay far above the rounding of
+#: ``p`` (1e-16 times its coefficients), or the float64 table sends them to either sign.
+_RATIO_MIN = 1e-10
+
+
+def design_ns_coefficients(steps, sigma_min, sigma_max=1.0, degree=5, safety=None, cushion=None,
+                           return_bound=False):
+    """A Newton–Schulz schedule by the Polar Express construction (Amsel, Persson, Musco & Gower 2025,
+    "The Polar Express: Optimal Matrix Sign Methods and Their Application to the Muon Algorithm",
+    arXiv:2505.16932): step ``t`` is the odd polynomial of the given degree closest to 1 on the interval
+    the singular values are known to lie in, and the next interval is its image.
+
+    .. math::  p_t = \\arg\\min_{p \\text{ odd}, \\deg p \\le d} \\; \\max_{x \\in [\\ell_t, u_t]} |p(x) - 1|,
+               \\qquad [\\ell_{t+1}, u_{t+1}] = p_t([\\ell_t, u_t]),
+               \\qquad [\\ell_1, u_1] = [\\sigma_{\\min}, \\sigma_{\\max}]
+
+    The greedy choice is optimal for the whole composition (their Theorem 4.1): no ``T`` odd polynomials of
+    degree ``d`` map ``[σ_min, σ_max]`` closer to 1.
+
+    **Equioscillation** (Chebyshev's theorem on the Haar space ``span{x, x³, ..., x^d}`` of ``(0, ∞)``, of
+    dimension ``n = (d + 1)/2``): ``p`` is the minimax polynomial iff ``p − 1`` attains ``±E`` with
+    alternating signs at ``n + 1`` points of ``[ℓ, u]`` -- for ``d = 5`` at ``ℓ`` (``p = 1 − E``), the two
+    critical points ``q < r`` (``1 + E``, ``1 − E``) and ``u`` (``1 + E``); the image of ``[ℓ, u]`` is then
+    ``[1 − E, 1 + E]``. The cubic (``d = 3``; ``ℓ, q, u``) has the closed form
+    ``q² = (ℓ² + ℓu + u²)/3`` (from ``p(ℓ) = p(u)``), ``p(x) = β(3x/q − x³/q³)/2`` with
+    ``β = 1 + E = 4/(2 + ℓu(ℓ + u)/q³)``; the quintic is found by the Remez exchange (solve for ``p`` and
+    ``E`` on four reference points, move the inner two to the critical points of ``p``, repeat).
+
+    **The published table's modifications** (for bfloat16; both reproduced by the defaults):
+
+    - *cushion*: step ``t`` is designed on ``[max(ℓ_t, cushion·u_t), u_t]`` and, when the cushion is
+      active, rescaled so that its image of ``[ℓ_t, u_t]`` is centred on 1 (``min + max = 2``). The minimax
+      polynomial of a tiny ``ℓ_t`` sends ``ℓ_t`` and its inner minimum ``r`` to ``1 − E ≈ 0``, where
+      rounding decides the sign; with the paper's cushion the minimum on ``[cushion·u, u]`` is a tenth of
+      the maximum.
+    - *safety*: every row but the last becomes ``p_t(x/s)``, i.e. ``(a/s, b/s³, c/s⁵)``, after the design
+      (the intervals are those of the undivided polynomials), so that singular values a little above
+      ``u_t`` (rounding) are not sent far above 1.
+
+    ``design_ns_coefficients(8, 1e-3)`` is the paper's table (:data:`NS_COEFFICIENTS` ``["polar_express"]``):
+    rows 1–6 and 8 to their printed digits (1e-14), row 7 to 3e-11 (their rounding, see Notes).
+
+    Parameters
+    ----------
+    steps : int in [1, MAX_ITERATIONS]
+        Number of rows (steps of the iteration).
+    sigma_min : float in [2.2e-308, sigma_max)
+        Smallest singular value to be mapped near 1 (a normal float64), of the *normalized* input
+        (:func:`newton_schulz` divides by ``‖A‖_F``; its singular values lie in ``(0, 1]``). Below
+        ``1e-10·sigma_max`` only with a cushion of at least 1e-10 (the default for degree 5): the first
+        minimax polynomial would send points of the interval to ``1 − E ≈ 5·sigma_min/sigma_max``, which
+        the rounding of its coefficients swamps (1e-16 of them, against ``5e-10`` here).
+    sigma_max : float in (sigma_min, 1]
+        Largest one (1: anything ``‖A‖_F`` normalizes).
+    degree : {3, 5}
+        Degree of each step's polynomial (``c = 0`` in every row for 3).
+    safety : float >= 1 or None
+        The factor ``s`` above; 1 turns it off. ``None``: the paper's 1.01 for ``degree=5``, 1 for
+        ``degree=3`` (a converged cubic divided by ``s`` is off by ``1.5(1 − 1/s)²`` = 1.5e-4, which the last
+        row only squares: 3.4e-8 would be the best bound).
+    cushion : float in [0, 1) or None
+        The relative floor above; 0 turns it off. ``None``: the paper's 0.02407327424182761 for
+        ``degree=5``, 0 for ``degree=3`` (there is no published cubic table; see ``sigma_min``).
+    return_bound : bool
+        Also return the worst-case error.
+
+    Returns
+    -------
+    table : (steps, 3) float64 ndarray
+        Rows ``(a, b, c)``, ``p_t(x) = ax + bx³ + cx⁵``. Pass it as
+        ``newton_schulz(A, steps=None, coefficients=table)``: ``steps=None`` runs every row (the default
+        ``steps=5`` would run only the first five).
+    bound : float
+        Only with ``return_bound=True``: ``max |p(σ) − 1|`` over ``σ ∈ [sigma_min, sigma_max]`` for the
+        composition ``p`` of the returned rows (safety included), computed exactly as the image of the
+        interval under each step in turn (ends and critical points), to rounding (about 1e-16). For
+        ``sigma_max = 1`` it is ``ns_worst_error(table, lo=sigma_min)`` (:func:`ns_worst_error` finds it on
+        a grid).
+
+    Raises
+    ------
+    TypeError, ValueError
+        A bad ``steps``, ``sigma_min``, ``sigma_max``, ``degree``, ``safety``, ``cushion`` or ``return_bound``.
+    NonFiniteError
+        When the first row overflows float64 (``sigma_max`` below about 1e-61: its coefficients scale as
+        ``1/sigma_max^(2j+1)``).
+
+    Notes
+    -----
+    Where the authors' code (the paper's listing and https://github.com/NoahAmsel/PolarExpress) differs:
+
+    - Their Remez solves for ``(a, b, c)`` directly; when ``ℓ/u → 1`` that 4 x 4 system has condition
+      ``~1/(1 − ℓ/u)²`` and the error ``E ~ (1 − ℓ/u)³`` drowns in the rounding of ``p − 1``. Here the
+      unknown is the correction to ``p0(x/m)`` (``m`` the centre of ``[ℓ, u]``, ``p0`` the limit polynomial
+      ``(15t − 10t³ + 3t⁵)/8``) in the variable ``s ∈ [−1, 1]`` of the interval, with ``1 − p0`` in its
+      factored form ``−τ³(20 + 15τ + 3τ²)/8``, ``τ = x/m − 1``: the coefficients are accurate to a few units
+      of rounding at every width. Their printed row 7 (``ℓ/u = 0.9976``) differs from a 50-digit evaluation
+      of the construction by up to 2.5e-11 (relative); ours by about 1e-15.
+    - For ``ℓ/u ≥ 1 − 5e-6`` their code returns ``p0(x/u)``; here ``p0(x/m)``, and only for a relative
+      half-width ``(u − ℓ)/(u + ℓ) ≤ 2^-27``, where it is the minimax polynomial to rounding. Their last row
+      ``(1.875, −1.25, 0.375)`` is ``p0``.
+    - They evaluate ``ℓ_{t+1} = p_t(ℓ_t)`` and take ``u_{t+1} = 2 − ℓ_{t+1}``; here ``[1 − E, 1 + E]`` with
+      the exchange's ``E`` (``p_t(ℓ_t)`` where ``1 − E`` would cancel: ``E >= 1/2`` or a cushioned step), the
+      same numbers in exact arithmetic. They recentre every step (the identity without the cushion); here
+      only cushioned ones.
+    - The repository's current ``optimal_composition`` applies the safety factor inside the loop (the next
+      interval is the divided polynomial's ``p(ℓ)`` and ``2 − p(ℓ)``) and defaults to ``cushion=0.02``, 10
+      steps; its README, ``polar_express/basic.py`` and the paper publish the table built as here (safety
+      after the design, cushion 0.02407327424182761, 8 rows).
+
+    :func:`newton_schulz` normalizes a table by ``‖A‖_F + eps`` (κ = 1), the named ``"polar_express"`` by
+    ``1.01·‖A‖_F + eps`` (their code's margin for bfloat16's norm): with float32/float64 the singular values
+    of the normalized input lie in ``(0, 1]`` either way.
+    """
+    who = "design_ns_coefficients"
+    steps = _check_steps(who, steps)
+    sigma_min = check_real(who, "sigma_min", sigma_min, _TINY)
+    sigma_max = check_real(who, "sigma_max", sigma_max, 0.0, 1.0, lo_open=True)
+    if sigma_min >= sigma_max:
+        raise ValueError(f"{who}: sigma_min must be < sigma_max, got sigma_min={sigma_min!r} and "
+                         f"sigma_max={sigma_max!r}")
+    degree = check_choice(who, "degree", check_int(who, "degree", degree), (3, 5))
+    if safety is None:
+        safety = _PE_SAFETY if degree == 5 else 1.0
+    safety = check_real(who, "safety", safety, 1.0)
+    if cushion is None:
+        cushion = _PE_CUSHION if degree == 5 else 0.0
+    cushion = check_real(who, "cushion", cushion, 0.0, 1.0, hi_open=True)
+    return_bound = check_bool(who, "return_bound", return_bound)
+    if max(sigma_min, cushion * sigma_max) < _RATIO_MIN * sigma_max:
+        raise ValueError(f"{who}: sigma_min / sigma_max must be >= {_RATIO_MIN:g} (or cushion >= it), got "
+                         f"sigma_min={sigma_min!r}, sigma_max={sigma_max!r} and cushion={cushion!r} (the first "
+                         f"polynomial would send part of the interval to 1 − E ~ sigma_min / sigma_max, "
+                         f"below the rounding of its own coefficients)")
+
+    rows = _composition(steps, sigma_min / sigma_max, degree, cushion)      # designed on [ℓ/u, 1]
+    powers = np.array([1.0, 3.0, 5.0])
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        rows[0] /= sigma_max ** powers                                      # p_1(x / sigma_max)
+        rows[:-1] /= safety ** powers                                       # p_t(x / s), as the paper
+    if not np.isfinite(rows).all():
+        raise NonFiniteError(f"{who}: the first row overflows float64 (its coefficients scale as "
+                             f"1/sigma_max^(1, 3, 5)); sigma_max={sigma_max!r} is too small")
+    if not return_bound:
+        return rows
+    lo, hi = sigma_min, sigma_max
+    for row in rows:
+        lo, hi = _image(row, lo, hi)
+    return rows, max(1.0 - lo, hi - 1.0)
+
+
+def _composition(steps, lo, degree, cushion):
+    """The rows of :func:`design_ns_coefficients` on ``[lo, 1]`` before the safety factor. A step maps
+    ``[ℓ, u]`` onto ``[1 − E, 1 + E]``, a cushioned one onto ``[p(ℓ), 1 + E]`` before it is centred; ``p`` is
+    evaluated only where it does not cancel (``p(ℓ)`` for ``E >= 1/2``, never at ``u``)."""
+    hi = 1.0
+    rows = np.empty((steps, 3))
+    for t in range(steps):
+        cushioned = cushion * hi > lo
+        row, E = _minimax(max(lo, cushion * hi), hi, degree)
+        if cushioned or E >= 0.5:
+            p_lo = lo * (row[0] + lo * lo * (row[1] + row[2] * lo * lo))
+        else:
+            p_lo = 1.0 - E
+        centre = 2.0 / (p_lo + 1.0 + E) if cushioned else 1.0     # p([ℓ, u]) centred on 1
+        rows[t] = row * centre
+        lo, hi = p_lo * centre, (1.0 + E) * centre
+    return rows
+
+
+def _image(row, lo, hi):
+    """``(min, max)`` of ``p(x) = ax + bx³ + cx⁵`` over ``[lo, hi]``: at the ends or where
+    ``p'(x) = a + 3bx² + 5cx⁴ = 0``, ``x = ±√y``. The real part of a complex pair of roots ``y`` is taken
+    too: an extra point of the interval cannot widen the range, and a near-double root is never missed."""
+    a, b, c = row
+    y = np.roots([5.0 * c, 3.0 * b, a]).real                # np.roots drops a leading zero (the cubic)
+    r = np.sqrt(y[y > 0])
+    x = np.concatenate([[lo, hi], r, -r])
+    x = x[(x >= lo) & (x <= hi)]
+    v = x * (a + x * x * (b + c * x * x))
+    return float(v.min()), float(v.max())
+
+
+def _minimax(lo, hi, degree):
+    """``((a, b, c), E)``: the odd polynomial of ``degree`` (3 or 5) minimizing ``E = max |p − 1|`` on
+    ``[lo, hi]``, ``0 <= lo < hi``, and that ``E``."""
+    return _minimax_cubic(lo, hi) if degree == 3 else _minimax_quintic(lo, hi)
+
+
+def _minimax_cubic(lo, hi):
+    """The closed form: ``q² = (ℓ² + ℓu + u²)/3``, ``β = 1 + E = 4/(2 + z)`` with ``z = ℓu(ℓ + u)/q³``,
+    ``p = β(3x/q − x³/q³)/2``."""
+    alpha = 1.0 / np.sqrt((lo * lo + lo * hi + hi * hi) / 3.0)         # 1/q
+    z = alpha ** 3 * lo * hi * (lo + hi)
+    beta = 4.0 / (2.0 + z)
+    return np.array([1.5 * alpha * beta, -0.5 * alpha ** 3 * beta, 0.0]), (2.0 - z) / (2.0 + z)
+
+
+def _minimax_quintic(lo, hi):
+    """The Remez exchange for ``p(x) = p0(x/m) + (x/m)(d0 + d1 w + d2 w²)`` on ``x = m(1 + ks)``,
+    ``s ∈ [−1, 1]`` (``m, mk`` the centre and half-width, ``w = (x² − m²)/(2m²k)``): the unknowns
+    ``d, E`` and the error ``p − 1 = Σ dⱼ (x/m) wʲ − (1 − p0(x/m))`` are small exactly when ``E`` is, so the
+    exchange resolves them at every width (see Notes of :func:`design_ns_coefficients`)."""
+    m, k = (lo + hi) / 2.0, (hi - lo) / (hi + lo)
+    a0, b0, c0 = _P0[5]
+    if k <= _K_LIMIT:                                            # |p0(x/m) − 1| <= its value at τ = k
+        return np.array([a0 / m, b0 / m ** 3, c0 / m ** 5]), k ** 3 * (20.0 + 15.0 * k + 3.0 * k * k) / 8.0
+    s = np.polynomial.Polynomial([0.0, 1.0])
+    tau = k * s                                                  # x/m − 1
+    w = s * (1.0 + 0.5 * k * s)                                  # (x² − m²)/(2m²k)
+    basis = [(1.0 + tau) * w ** j for j in range(3)]             # (x/m) wʲ
+    gap = -tau ** 3 * (20.0 + 15.0 * tau + 3.0 * tau ** 2) / 8.0  # 1 − p0(x/m)
+    ref = np.array([-1.0, -0.5, 0.5, 1.0])                       # the extrema of T₃: exact as k → 0
+    sign = np.array([1.0, -1.0, 1.0, -1.0])                      # p − 1 = −E at ℓ, +E at q, ...
+    E_old = np.inf
+    for _ in range(_REMEZ_ITERATIONS):
+        V = np.column_stack([B(ref) for B in basis] + [sign])
+        d0, d1, d2, E = np.linalg.solve(V, gap(ref))
+        err = d0 * basis[0] + d1 * basis[1] + d2 * basis[2] - gap   # p − 1 in s
+        crit = err.deriv().roots()
+        crit = np.sort(crit[(crit.imag == 0) & (np.abs(crit.real) < 1.0)].real)
+        if crit.size != 2:
+            raise ValueError(f"design_ns_coefficients: the Remez exchange lost its reference on "
+                             f"[{lo!r}, {hi!r}] ({crit.size} interior extrema)")
+        ref = np.array([-1.0, crit[0], crit[1], 1.0])
+        if abs(E - E_old) <= 4 * np.finfo(float).eps * abs(E):
+            break
+        E_old = E
+    else:
+        raise ValueError(f"design_ns_coefficients: the Remez exchange did not converge on [{lo!r}, {hi!r}]")
+    g0 = d0 - d1 / (2 * k) + d2 / (4 * k * k)                    # (x/m)(g0 + g1 x² + g2 x⁴)
+    g1 = (d1 - d2 / k) / (2 * m * m * k)
+    g2 = d2 / (4 * m ** 4 * k * k)
+    return np.array([(a0 + g0) / m, b0 / m ** 3 + g1 / m, c0 / m ** 5 + g2 / m]), abs(E)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...decorrelation import (cholesky_whitening, cholesky_whitening_vjp, decov, pca_whitening,
+from ...decorrelation import (cholesky_whitening, cholesky_whitening_vjp, decov, group_zca_whitening,
+                              group_zca_whitening_vjp, iternorm_whitening, iternorm_whitening_vjp, pca_whitening,
                               pca_whitening_vjp, zca_whitening, zca_whitening_vjp)
+from ..torch_twins import torch_group_zca_whitening, torch_iternorm_whitening
 from ..registry import OpSpec, Sample, from_loss, from_map
 from ..torch_twins import (torch_cholesky_whitening, torch_decov, torch_pca_whitening,
                            torch_zca_whitening)
@@ -117,6 +119,69 @@ def _whitening_stress(ties):
     return samples
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Group-wise whitening (Decorrelated BN, IterNorm): each group's block built with its own spectrum.
+
+def grouped(rng, m, spectra, dtype=np.float64, mean=1.0, scale=1.0):
+    """``(m, Σ len(spectra))`` data: one :func:`with_spectrum` block per entry of ``spectra`` (a group's
+    variances), side by side, times ``scale`` (applied in float64, then cast)."""
+    X = np.hstack([with_spectrum(rng, m, var, np.float64, mean=mean, V=_haar_signed(rng, len(var)))
+                   for var in spectra])
+    return (scale * X).astype(dtype)
+
+
+# (m, group spectra, kwargs, label): distinct variances within each group (κ <= 10).
+_GROUPED = [
+    (12, ((3.0, 1.8), (2.5, 0.9), (1.2,)), {"groups": 2}, "12x5 groups=2 (2, 2, 1)"),
+    (10, ((3.0, 1.6, 0.7), (2.0, 1.1, 0.4)), {"groups": 3}, "10x6 groups=3"),
+    (9, ((2.5, 1.5, 0.8, 0.3),), {}, "9x4 one group"),
+    (8, ((3.0, 1.8, 0.9, 0.4), (2.0, 1.0, 0.5)), {"groups": 4, "eps": 0.3}, "8x7 groups=4 eps=0.3"),
+    (6, ((2.0, 1.3, 0.8, 0.4), (3.0, 1.5, 0.9, 0.5)), {"groups": 4}, "m < d: 6x8 groups=4"),
+]
+
+
+def _group_zca_samples(rng, dtype):
+    return [Sample((grouped(rng, m, spectra, dtype),), kw, label) for m, spectra, kw, label in _GROUPED]
+
+
+def _iternorm_samples(rng, dtype):
+    """The grouped samples at the paper's ``T = 5`` and at ``T = 1`` and ``7`` (``T <= 7``: the JAX twin runs the
+    paper's uncoupled recursion, accurate to rounding there at these condition numbers)."""
+    its = (5, 1, 7, 5, 3)
+    return [Sample((grouped(rng, m, spectra, dtype),), {**kw, "iterations": T} if T != 5 else kw,
+                   f"{label}{'' if T == 5 else f' T={T}'}")
+            for (m, spectra, kw, label), T in zip(_GROUPED, its)]
+
+
+def _grouped_stress(iternorm):
+    """Stress samples of the group-wise whitenings: a group with ``m = g`` (rank-deficient, ``λ_min = ε``),
+    an ill-conditioned group (κ = 1e3), the scales 1e-10 and 1e+10, a batch of two (IterNorm: ``Σ`` of rank 1
+    plus ``ε``), many features and few samples (``m = 5``, ``d = 16`` in groups of 4), a tied and an
+    already-whitened group; IterNorm also at ``T = 30``, where the paper's uncoupled recursion has lost every
+    digit (its twin here is the coupled form)."""
+    def samples(rng, dtype):
+        out = [Sample((np.hstack([rank_deficient(rng, 4), grouped(rng, 4, ((1.5, 0.6),))]).astype(dtype),),
+                      {"groups": 4, "eps": 0.01}, "stress: group with m = g = 4 eps 0.01"),
+               Sample((grouped(rng, 12, (np.logspace(2, -1, 4), (2.0, 0.5)), dtype, mean=10.0),), {"groups": 4},
+                      "stress: ill-conditioned group kappa 1e3")]
+        for scale in (1e-10, 1e10):
+            out.append(Sample((grouped(rng, 10, ((2.0, 1.2), (1.5, 0.5)), dtype, scale=scale),), {"groups": 2},
+                              f"stress: scale {scale:g}"))
+        out.append(Sample((grouped(rng, 5, ((3.0, 1.6, 0.8, 0.3),) * 4, dtype),), {"groups": 4},
+                          "stress: many features few samples 5x16 groups=4"))
+        out.append(Sample((grouped(rng, 10, ((2.0, 1.0, 1.0), (1.0, 1.0, 1.0)), dtype),), {"groups": 3},
+                          "stress: repeated eigenvalues and a whitened group"))
+        if iternorm:
+            out.append(Sample((grouped(rng, 2, ((1.0,), (2.0,)), dtype),), {"groups": 1, "eps": 0.1},
+                              "stress: batch of two, groups of one eps 0.1"))
+            out.append(Sample((rng.standard_normal((2, 3)).astype(dtype),), {},
+                              "stress: batch of two, Σ of rank 1 + eps"))
+            out.append(Sample((grouped(rng, 12, ((4.0, 1.0, 0.2, 0.04),), dtype),), {"iterations": 30},
+                              "stress: T = 30, kappa 100"))
+        return out
+    return samples
+
+
 OPS = [
     OpSpec("zca_whitening", from_map(zca_whitening, zca_whitening_vjp), _whitening_samples,
            torch=torch_zca_whitening, rtol=1e-8, stress=_whitening_stress(ties=True),
@@ -127,6 +192,12 @@ OPS = [
     OpSpec("cholesky_whitening", from_map(cholesky_whitening, cholesky_whitening_vjp), _whitening_samples,
            torch=torch_cholesky_whitening, rtol=1e-8, stress=_whitening_stress(ties=True),
            doc="X_c L^{-T}, Σ = L Lᵀ, Cholesky backward (Murray 2016)"),
+    OpSpec("group_zca_whitening", from_map(group_zca_whitening, group_zca_whitening_vjp), _group_zca_samples,
+           torch=torch_group_zca_whitening, rtol=1e-8, stress=_grouped_stress(iternorm=False),
+           doc="ZCA per group of features (Decorrelated BN, Huang et al. 2018); the last group may be smaller"),
+    OpSpec("iternorm_whitening", from_map(iternorm_whitening, iternorm_whitening_vjp), _iternorm_samples,
+           torch=torch_iternorm_whitening, rtol=1e-8, stress=_grouped_stress(iternorm=True), complex_step=True,
+           doc="IterNorm (Huang et al. 2019): X_c P_T/√tr Σ per group, T Newton steps on Σ/tr Σ, exact backward"),
     OpSpec("decov", from_loss(decov), _decov_samples, torch=torch_decov, kind="loss", rtol=1e-8,
            doc="λ/2 (‖C‖²_F − ‖diag C‖²), C = H_cᵀH_c/m, Cogswell et al. 2016 (DeCov)", complex_step=True),
 ]

@@ -14,7 +14,7 @@ from ..registry import OpSpec, Sample, from_layer
 
 
 def _build(cls, raw, bias, base, map, steps, coefficients, eps, conv):
-    check_ndim(f"nn.{cls.__name__}", "raw", raw, (2,))
+    check_ndim(f"nn.{cls.__name__}", "raw", raw, (4,) if conv and conv.get("view") == "slices" else (2,))
     if cls is OrthogonalLinear:
         layer = cls(raw.shape[1], raw.shape[0], bias=bias is not None, map=map,
                     trivialization=base is not None, steps=steps, coefficients=coefficients, eps=eps,
@@ -22,7 +22,8 @@ def _build(cls, raw, bias, base, map, steps, coefficients, eps, conv):
     else:
         layer = cls(conv["in_channels"], raw.shape[0], conv["kernel_size"], conv.get("stride", 1),
                     conv.get("padding", 0), bias=bias is not None, map=map, trivialization=base is not None,
-                    steps=steps, coefficients=coefficients, eps=eps, rng=0, dtype=raw.dtype)
+                    steps=steps, coefficients=coefficients, eps=eps, rng=0, dtype=raw.dtype,
+                    view=conv.get("view", "matrix"))
     layer.raw.data = raw
     if base is not None:
         layer.base = base
@@ -36,8 +37,8 @@ def _build_linear(raw, bias=None, *, map="matrix_exp", base=None, steps=5, coeff
 
 
 def _build_conv(raw, bias=None, *, map="matrix_exp", base=None, steps=5, coefficients="jordan", eps=1e-7,
-                in_channels=1, kernel_size=1, stride=1, padding=0):
-    conv = dict(in_channels=in_channels, kernel_size=kernel_size, stride=stride, padding=padding)
+                in_channels=1, kernel_size=1, stride=1, padding=0, view="matrix"):
+    conv = dict(in_channels=in_channels, kernel_size=kernel_size, stride=stride, padding=padding, view=view)
     return _build(OrthogonalConv2d, raw, bias, base, map, steps, coefficients, eps, conv)
 
 
@@ -92,6 +93,27 @@ def _conv_samples(rng, dtype):
     return out
 
 
+# (map, out, in, kh, kw, trivialization): the slice view, kh x kw slices wide, tall and square.
+_SLICE_CASES = (("matrix_exp", 2, 2, 3, 2, True), ("householder", 3, 1, 2, 3, False),
+                ("polar", 2, 2, 2, 2, True), ("newton_schulz", 2, 1, 3, 2, False))
+
+
+def _slice_samples(rng, dtype):
+    out = []
+    for map, o, c, kh, kw, triv in _SLICE_CASES:
+        n = max(kh, kw)
+        kwargs = {"map": map, "in_channels": c, "kernel_size": (kh, kw), "padding": 1, "view": "slices",
+                  "base": (np.stack([haar(rng, n, np.float64) for _ in range(o * c)]).reshape(o, c, n, n)
+                           .astype(dtype) if triv else None)}
+        if map == "newton_schulz":
+            kwargs["steps"] = 3
+        raw = np.stack([sample_raw(rng, kh, kw, map, np.float64) for _ in range(o * c)]).reshape(o, c, kh, kw)
+        inputs = (rng.standard_normal((2, c, 4, 4)).astype(dtype), raw.astype(dtype),
+                  rng.standard_normal(o).astype(dtype))
+        out.append(Sample(inputs, kwargs, label=f"{map} {o}x{c}x{kh}x{kw} slices{' triv' if triv else ''}"))
+    return out
+
+
 OPS: list = []
 LAYERS = [
     OpSpec("nn.OrthogonalLinear", from_layer(_build_linear), _linear_samples, torch=torch_orthogonal_linear,
@@ -99,4 +121,7 @@ LAYERS = [
            doc="Linear with W = base @ map(raw) orthogonal (torch parametrizations.orthogonal)"),
     OpSpec("nn.OrthogonalConv2d", from_layer(_build_conv), _conv_samples, torch=torch_orthogonal_conv2d,
            kind="layer", rtol=1e-8, doc="Conv2d whose flattened kernel is orthogonal"),
+    OpSpec("nn.OrthogonalConv2d_slices", from_layer(_build_conv), _slice_samples, torch=torch_orthogonal_conv2d,
+           kind="layer", rtol=1e-8,
+           doc="Conv2d whose every kh x kw kernel slice is orthogonal (view='slices': PyTorch's view)"),
 ]
