@@ -33,13 +33,17 @@ step count and the seeds to one (the tests run all of them in seconds).
                     trained with and without orthogonality
 ``"rnn"``           the adding problem (:func:`orthoref.sequence.fit_adding`) under normal, orthogonal and
                     identity recurrent initialization, an orthogonal constraint and an expm parametrization
+``"article"``       the source article's MNIST MLP (784-512-256-10, Adam, 10 epochs) under orthogonal,
+                    PyTorch-default, Xavier and He init, trained by orthoref and by PyTorch from the same
+                    weights and batches, and by orthoref one ulp away (:mod:`orthoref.study_article`, 5 seeds)
 ``"autoencoder"``   a linear autoencoder (untied, tied, Stiefel encoder) against orthoref.analysis.pca on the
                     digits (and MNIST when present): principal angles to the top-k subspace, the
                     Eckart–Young bound, learned directions (Baldi & Hornik 1989); one function
                     (:func:`orthoref.autoencoder.study_autoencoder`, :func:`register_runner`), one seed
 ==================  ======================================================================================
 
-``run("all", out_dir)`` runs them in turn. matplotlib is needed for the figures (``pip install
+``run("all", out_dir)`` runs them in turn, but for those registered with ``in_all=False`` (the article's MNIST
+study: run it by name or as a sweep) unless ``quick``. matplotlib is needed for the figures (``pip install
 'orthoref[plot]'``). A further study joins with :func:`register` in its own module, named in
 :data:`STUDY_MODULES`.
 """
@@ -100,6 +104,9 @@ class Study:
         ``figures`` (paths) and ``markdown`` (path).
     sequence_fields : tuple of str
         Fields whose value is a list.
+    in_all : bool
+        Whether ``orthoref study all`` runs it at full size (``False``: a study that needs a downloaded data
+        set or half an hour, run by name or as a sweep; ``--quick`` runs every study).
     """
     name: str
     fields: dict
@@ -110,6 +117,7 @@ class Study:
     tables: Callable
     write: Callable
     sequence_fields: tuple = ()
+    in_all: bool = True
 
 
 #: name -> :class:`Study`, in the order ``orthoref study all`` runs them.
@@ -1482,7 +1490,7 @@ register_runner("autoencoder", "orthoref.autoencoder:study_autoencoder")
 
 #: Modules that register further studies (:func:`register`), imported at the end of this module: a new
 #: study module joins by adding its name here.
-STUDY_MODULES = ()
+STUDY_MODULES = ("orthoref.study_article",)
 
 
 def _rows_of(sweep_dir, spec):
@@ -1586,7 +1594,7 @@ def run(name, out_dir, quick=False, seed=0, md_dir=None, log=None, seeds=None, s
     if name == "all":
         return {n: run(n, out_dir, quick=quick, seed=seed, md_dir=md_dir, log=log, seeds=seeds,
                        sweep_dir=None if sweep_dir is None else os.path.join(os.fspath(sweep_dir), n))
-                for n in STUDIES}
+                for n in STUDIES if quick or n not in REGISTRY or REGISTRY[n].in_all}
     require_matplotlib()
     out_dir, md_dir = _folders(out_dir, md_dir)
     if name in RUNNERS:

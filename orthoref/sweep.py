@@ -135,7 +135,7 @@ from .train import DivergenceError, TrainConfig, fit
 
 __all__ = ["Cell", "CellKind", "Spec", "RESULT_COLUMNS", "load_spec", "parse_spec", "cell_id", "cell_config",
            "register_kind", "cell_kind", "kinds", "run_cell", "fit_cell", "run_sweep", "read_results", "report",
-           "format_report", "write_csv", "mean_ci", "seed_groups"]
+           "format_report", "write_csv", "mean_ci", "seed_groups", "without_timings"]
 
 #: ``TrainConfig`` fields a spec may not set: the sweep chooses the run folder and hides progress bars.
 SWEEP_FIELDS = ("out", "progress")
@@ -192,6 +192,16 @@ _INSTALL = "pip install 'orthoref[sweep]'"
 
 def _config_fields():
     return [f.name for f in fields(TrainConfig) if f.name not in SWEEP_FIELDS]
+
+
+def without_timings(result):
+    """A cell's result without its timings (every key ``seconds``, at any depth of dicts and lists): what a
+    seeded cell reproduces bit for bit wherever it runs (tests and ``tools/sweep_scaling.py`` compare it)."""
+    if isinstance(result, dict):
+        return {k: without_timings(v) for k, v in result.items() if k != "seconds"}
+    if isinstance(result, list):
+        return [without_timings(v) for v in result]
+    return result
 
 
 def cell_config(config, who="cell_config"):

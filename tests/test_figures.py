@@ -79,7 +79,7 @@ def figures(tmp_path_factory):
 
 EXPECTED = ("depth_gradnorm.png", "depth_jacobian.png", "regularizers_curves.png", "regularizers_angles.png",
             "projections_tradeoff.png", "projections_polynomials.png", "compression_rank.png", "rnn_adding.png",
-            "autoencoder_angles.png", "autoencoder_mse.png", "autoencoder_directions.png",
+            "autoencoder_angles.png", "autoencoder_mse.png", "autoencoder_directions.png", "article_curves.png",
             "spectra.png", "filter_angles.png", "jacobian.png")
 
 

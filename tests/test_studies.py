@@ -297,17 +297,10 @@ def test_a_study_that_is_one_function_joins_with_register_runner(tmp_path, monke
 def test_the_figures_of_several_seeds_name_every_series(tmp_path, monkeypatch):
     """With several seeds the curves get min–max bands: each is named in the legend (tests/test_figures.py
     checks the one-seed figures the same way)."""
-    from matplotlib.figure import Figure
-    saved = []
-    original = Figure.savefig
-
-    def savefig(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        saved.append(self)
-        return out
-    monkeypatch.setattr(Figure, "savefig", savefig)
-    for name in ("depth", "rnn"):
-        studies.run(name, str(tmp_path / name), quick=True, seeds=2)
+    from test_figures import recording_figures
+    with recording_figures() as saved:
+        for name in ("depth", "rnn"):
+            studies.run(name, str(tmp_path / name), quick=True, seeds=2)
     bands = 0
     for fig in saved:
         for ax in fig.axes:

@@ -59,17 +59,9 @@ def _cluster(workers):
     return cluster, client
 
 
-def _no_timing(value):
-    if isinstance(value, dict):
-        return {k: _no_timing(v) for k, v in value.items() if k != "seconds"}
-    if isinstance(value, list):
-        return [_no_timing(v) for v in value]
-    return value
-
-
 def measure(spec, workers, folder):
     """One LocalCluster of ``workers`` workers computing every cell of ``spec`` into ``folder``."""
-    from orthoref.sweep import read_results, run_sweep
+    from orthoref.sweep import read_results, run_sweep, without_timings
     t0 = time.perf_counter()
     cluster, client = _cluster(workers)
     start = time.perf_counter() - t0
@@ -93,7 +85,7 @@ def measure(spec, workers, folder):
             "cell_mean_s": cell_s / n, "busy_max_s": max(busy.values()), "busy_by_worker_s": busy,
             "overhead_per_cell_s": (wall - cell_s / workers) / (n / workers),
             "blas_threads": sorted({r["blas_threads"] for r in rows}, key=str),
-            "results": {r["cell_id"]: _no_timing(r["result"]) for r in rows}}
+            "results": {r["cell_id"]: without_timings(r["result"]) for r in rows}}
 
 
 def _machine():
